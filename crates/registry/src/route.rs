@@ -1,0 +1,275 @@
+//! Turns a request path into the resource it names.
+//!
+//! Repository names contain slashes, so a path is read from its right-hand end: the fixed
+//! suffix (`blobs/<digest>`, `manifests/<reference>`, `tags/list`, …) is matched first and
+//! everything before it is the name. Every identifier is validated here, before any handler
+//! sees it, so no unchecked string ever reaches storage.
+
+use rbuild_oci::{Digest, RepositoryName, Tag};
+
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::storage::UploadId;
+
+/// What a manifest request names: a tag or a digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestRef {
+    /// A tag such as `latest`.
+    Tag(Tag),
+    /// A content digest.
+    Digest(Digest),
+}
+
+impl ManifestRef {
+    fn parse(s: &str) -> Result<ManifestRef> {
+        if s.contains(':') {
+            s.parse()
+                .map(ManifestRef::Digest)
+                .map_err(|e: rbuild_oci::DigestError| {
+                    RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+                })
+        } else {
+            s.parse()
+                .map(ManifestRef::Tag)
+                .map_err(|e: rbuild_oci::NameError| RegistryError::new(ErrorCode::TagInvalid, e.to_string()))
+        }
+    }
+}
+
+impl std::fmt::Display for ManifestRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManifestRef::Tag(t) => t.fmt(f),
+            ManifestRef::Digest(d) => d.fmt(f),
+        }
+    }
+}
+
+/// A resource of the registry's HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`: the API version check.
+    Base,
+    /// `/v2/_catalog`: the repository list.
+    Catalog,
+    /// `/v2/<name>/tags/list`.
+    Tags(RepositoryName),
+    /// `/v2/<name>/manifests/<reference>`.
+    Manifest(RepositoryName, ManifestRef),
+    /// `/v2/<name>/blobs/<digest>`.
+    Blob(RepositoryName, Digest),
+    /// `/v2/<name>/blobs/uploads/`: starts an upload (or mounts).
+    UploadStart(RepositoryName),
+    /// `/v2/<name>/blobs/uploads/<id>`: an upload session.
+    Upload(RepositoryName, UploadId),
+    /// `/v2/<name>/referrers/<digest>`.
+    Referrers(RepositoryName, Digest),
+    /// `/healthz`: the process is up.
+    Health,
+    /// `/readyz`: storage is usable.
+    Ready,
+}
+
+impl Route {
+    /// Whether the route is part of the `/v2/` API (and gets its headers).
+    pub fn is_api(&self) -> bool {
+        !matches!(self, Route::Health | Route::Ready)
+    }
+}
+
+/// Decodes `%XX` escapes in one path segment; `None` if an escape is malformed or decodes to
+/// a `/` (which would smuggle an extra component into a name).
+fn percent_decode(segment: &str) -> Option<String> {
+    if !segment.contains('%') {
+        return Some(segment.to_owned());
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| !s.contains('/'))
+}
+
+fn parse_name(segments: &[String]) -> Result<RepositoryName> {
+    let name = segments.join("/");
+    name.parse().map_err(|e: rbuild_oci::NameError| {
+        RegistryError::new(ErrorCode::NameInvalid, e.to_string())
+            .with_detail(serde_json::json!({ "name": name }))
+    })
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse()
+        .map_err(|e: rbuild_oci::DigestError| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))
+}
+
+/// Parses a request path. `Ok(None)` means the path names nothing (a plain 404).
+pub fn parse(path: &str) -> Result<Option<Route>> {
+    match path {
+        "/healthz" => return Ok(Some(Route::Health)),
+        "/readyz" => return Ok(Some(Route::Ready)),
+        "/v2" | "/v2/" => return Ok(Some(Route::Base)),
+        "/v2/_catalog" => return Ok(Some(Route::Catalog)),
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return Ok(None);
+    };
+    let Some(segments) = rest.split('/').map(percent_decode).collect::<Option<Vec<_>>>() else {
+        return Err(RegistryError::new(
+            ErrorCode::NameInvalid,
+            "a path segment has a malformed percent-escape or an encoded '/'",
+        ));
+    };
+    let suffix = |fixed: &[&str]| -> bool {
+        segments.len() > fixed.len()
+            && segments[segments.len() - fixed.len()..]
+                .iter()
+                .zip(fixed)
+                .all(|(s, f)| f.is_empty() || s == f)
+    };
+    let n = segments.len();
+    // An empty string in a pattern matches any segment (the variable part).
+    let route = if suffix(&["tags", "list"]) {
+        Route::Tags(parse_name(&segments[..n - 2])?)
+    } else if suffix(&["manifests", ""]) {
+        let name = parse_name(&segments[..n - 2])?;
+        Route::Manifest(name, ManifestRef::parse(&segments[n - 1])?)
+    } else if suffix(&["referrers", ""]) {
+        let name = parse_name(&segments[..n - 2])?;
+        Route::Referrers(name, parse_digest(&segments[n - 1])?)
+    } else if suffix(&["blobs", "uploads", ""]) {
+        let name = parse_name(&segments[..n - 3])?;
+        match segments[n - 1].as_str() {
+            "" => Route::UploadStart(name),
+            id => Route::Upload(name, UploadId::parse(id).ok_or_else(unknown_upload)?),
+        }
+    } else if suffix(&["blobs", "uploads"]) {
+        Route::UploadStart(parse_name(&segments[..n - 2])?)
+    } else if suffix(&["blobs", ""]) {
+        let name = parse_name(&segments[..n - 2])?;
+        Route::Blob(name, parse_digest(&segments[n - 1])?)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(route))
+}
+
+/// The error for an upload id that names no session.
+pub fn unknown_upload() -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn name(s: &str) -> RepositoryName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_every_resource() {
+        let id = UploadId::new();
+        let cases = vec![
+            ("/v2/".to_owned(), Route::Base),
+            ("/v2".to_owned(), Route::Base),
+            ("/v2/_catalog".to_owned(), Route::Catalog),
+            ("/healthz".to_owned(), Route::Health),
+            ("/v2/a/b/tags/list".to_owned(), Route::Tags(name("a/b"))),
+            (
+                "/v2/a/manifests/latest".to_owned(),
+                Route::Manifest(name("a"), ManifestRef::Tag("latest".parse().unwrap())),
+            ),
+            (
+                format!("/v2/a/b/c/manifests/{D}"),
+                Route::Manifest(name("a/b/c"), ManifestRef::Digest(D.parse().unwrap())),
+            ),
+            (
+                format!("/v2/a/blobs/{D}"),
+                Route::Blob(name("a"), D.parse().unwrap()),
+            ),
+            (
+                format!("/v2/a/blobs/sha256%3A{}", &D[7..]),
+                Route::Blob(name("a"), D.parse().unwrap()),
+            ),
+            ("/v2/a/blobs/uploads/".to_owned(), Route::UploadStart(name("a"))),
+            ("/v2/a/blobs/uploads".to_owned(), Route::UploadStart(name("a"))),
+            (
+                format!("/v2/a/blobs/uploads/{id}"),
+                Route::Upload(name("a"), id.clone()),
+            ),
+            (
+                format!("/v2/a/referrers/{D}"),
+                Route::Referrers(name("a"), D.parse().unwrap()),
+            ),
+            // Names that look like the fixed parts still parse from the right.
+            (
+                format!("/v2/blobs/blobs/{D}"),
+                Route::Blob(name("blobs"), D.parse().unwrap()),
+            ),
+            (
+                "/v2/manifests/manifests/tags".to_owned(),
+                Route::Manifest(name("manifests"), ManifestRef::Tag("tags".parse().unwrap())),
+            ),
+            (
+                "/v2/tags/list/tags/list".to_owned(),
+                Route::Tags(name("tags/list")),
+            ),
+        ];
+        for (path, route) in cases {
+            assert_eq!(parse(&path).unwrap(), Some(route), "{path}");
+        }
+    }
+
+    #[test]
+    fn rejects_hostile_names_and_identifiers() {
+        let cases = [
+            ("/v2/../x/tags/list", ErrorCode::NameInvalid),
+            ("/v2/a//b/tags/list", ErrorCode::NameInvalid),
+            ("/v2/%2e%2e/tags/list", ErrorCode::NameInvalid),
+            ("/v2/a%2fb/tags/list", ErrorCode::NameInvalid),
+            ("/v2//tags/list", ErrorCode::NameInvalid),
+            ("/v2/A/tags/list", ErrorCode::NameInvalid),
+            ("/v2/a/blobs/sha256:abc", ErrorCode::DigestInvalid),
+            ("/v2/a/blobs/sha256:%2e%2e", ErrorCode::DigestInvalid),
+            ("/v2/a/blobs/sha256:..%2f..%2fx", ErrorCode::NameInvalid),
+            ("/v2/a/manifests/..", ErrorCode::TagInvalid),
+            ("/v2/a/manifests/md5:abc", ErrorCode::DigestInvalid),
+            ("/v2/a/blobs/uploads/..%2f..%2fetc", ErrorCode::NameInvalid),
+            ("/v2/a/blobs/uploads/..", ErrorCode::BlobUploadUnknown),
+            ("/v2/a/blobs/uploads/not-a-uuid", ErrorCode::BlobUploadUnknown),
+            ("/v2/a/b%zz/tags/list", ErrorCode::NameInvalid),
+        ];
+        for (path, code) in cases {
+            match parse(path) {
+                Err(e) => assert_eq!(e.code, code, "{path}"),
+                Ok(r) => panic!("{path} parsed as {r:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_not_routes() {
+        for path in [
+            "/",
+            "/v1/",
+            "/v2/a",
+            "/v2/a/unknown/x",
+            "/v2/_catalog/x",
+            "/v2/a/blobs/sha256:../../x",
+        ] {
+            assert_eq!(parse(path).unwrap(), None, "{path}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Serving the registry over HTTP: the accept loop, graceful shutdown, access logs, and the
+//! background purge of abandoned uploads.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::Registry;
+use crate::http::Body;
+use crate::storage::{BlobStore, MetadataStore, StorageResult};
+
+/// Serves `registry` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish (up to the configured grace period) before returning.
+pub async fn run<B: BlobStore, M: MetadataStore>(
+    registry: Arc<Registry<B, M>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let purge = tokio::spawn(purge_loop(registry.clone()));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let registry = registry.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    let registry = registry.clone();
+                    async move { Ok::<_, std::convert::Infallible>(logged(&registry, request, peer).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("connection from {peer}: {e}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    purge.abort();
+    let grace = registry.config().shutdown_grace();
+    tracing::info!(
+        "shutting down; waiting up to {}s for in-flight requests",
+        grace.as_secs()
+    );
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+    Ok(())
+}
+
+/// Handles a request and arranges for its access-log line once the response body is done.
+async fn logged<B: BlobStore, M: MetadataStore>(
+    registry: &Registry<B, M>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let line = AccessLine {
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        peer,
+        status: StatusCode::OK,
+        bytes: 0,
+        started,
+    };
+    let response = registry.handle(request).await;
+    let (parts, body) = response.into_parts();
+    let line = AccessLine {
+        status: parts.status,
+        ..line
+    };
+    Response::from_parts(parts, LoggedBody { inner: body, line }.boxed_unsync())
+}
+
+/// What one access-log line records.
+struct AccessLine {
+    method: Method,
+    path: String,
+    peer: SocketAddr,
+    status: StatusCode,
+    bytes: u64,
+    started: Instant,
+}
+
+/// A response body that counts what it sends and writes the access-log line when it is done
+/// (or dropped, when the client goes away), so the duration covers the whole transfer.
+struct LoggedBody {
+    inner: Body,
+    line: AccessLine,
+}
+
+impl hyper::body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.line.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let l = &self.line;
+        tracing::info!(
+            target: "rbuild::access",
+            method = %l.method,
+            path = %l.path,
+            status = l.status.as_u16(),
+            bytes = l.bytes,
+            duration_ms = l.started.elapsed().as_secs_f64() * 1000.0,
+            peer = %l.peer,
+        );
+    }
+}
+
+/// Purges stale uploads every `purge_interval_secs`.
+async fn purge_loop<B: BlobStore, M: MetadataStore>(registry: Arc<Registry<B, M>>) {
+    let uploads = &registry.config().uploads;
+    let interval = Duration::from_secs(uploads.purge_interval_secs.max(1));
+    let max_age = Duration::from_secs(uploads.purge_after_secs);
+    loop {
+        match registry.purge_stale_uploads(max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("purged {n} stale uploads"),
+            Err(e) => tracing::warn!("purging stale uploads: {e}"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
+    /// Discards uploads that have not grown for `max_age`: sessions and their staged data,
+    /// and staged data no session refers to (left by a crash). Returns how many went.
+    pub async fn purge_stale_uploads(&self, max_age: Duration) -> StorageResult<usize> {
+        let cutoff = SystemTime::now()
+            .checked_sub(max_age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let sessions = self.metadata.uploads().await?;
+        let staged = self.blobs.staged_uploads().await?;
+        let mut purged = 0;
+        for (id, modified) in &staged {
+            let session = sessions.iter().find(|(_, s)| &s.id == id);
+            let stale = *modified < cutoff && session.is_none_or(|(_, s)| s.started < cutoff);
+            if stale {
+                self.blobs.upload_cancel(id).await?;
+                if let Some((repo, _)) = session {
+                    self.metadata.delete_upload(repo, id).await?;
+                }
+                purged += 1;
+            }
+        }
+        for (repo, session) in &sessions {
+            let has_data = staged.iter().any(|(id, _)| id == &session.id);
+            if !has_data && session.started < cutoff {
+                self.metadata.delete_upload(repo, &session.id).await?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+}

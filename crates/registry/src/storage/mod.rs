@@ -1,0 +1,357 @@
+//! Where the registry keeps what it is given, behind two traits.
+//!
+//! [`BlobStore`] holds content by digest (blobs and manifest bytes alike) and stages uploads;
+//! it knows nothing of repositories. [`MetadataStore`] holds everything that has a name:
+//! which blobs each repository may read, manifests and their media types, tags, the referrers
+//! index and upload sessions. The split follows how a deployment grows: blobs move to object
+//! storage, metadata to a shared database, and the handlers do not change.
+//!
+//! The filesystem implementations in [`fs`] are the embedded default. Both traits are tested by
+//! one shared suite (`tests` below) that any other implementation must also pass.
+
+pub mod fs;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use rbuild_oci::{Digest, RepositoryName, Tag};
+use serde::{Deserialize, Serialize};
+
+/// A stream of bytes: a request body going in, or blob content coming out.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// The id of an upload session: a random UUID, so it cannot be guessed or forged into a path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UploadId(uuid::Uuid);
+
+impl UploadId {
+    /// A fresh random id.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> UploadId {
+        UploadId(uuid::Uuid::new_v4())
+    }
+
+    /// Parses an id from a URL or file name; `None` unless it is a UUID.
+    pub fn parse(s: &str) -> Option<UploadId> {
+        uuid::Uuid::try_parse(s).ok().map(UploadId)
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The blob is not stored.
+    #[error("blob unknown")]
+    BlobUnknown,
+    /// The upload session's staging data does not exist.
+    #[error("upload unknown")]
+    UploadUnknown,
+    /// A chunk did not start where the upload ends.
+    #[error("chunk starts at {requested} but the upload holds {current} bytes")]
+    OffsetMismatch {
+        /// Where the client said the chunk starts.
+        requested: u64,
+        /// How many bytes the upload holds.
+        current: u64,
+    },
+    /// The content does not hash to the digest the client gave.
+    #[error("content digest is {actual}, not {expected}")]
+    DigestMismatch {
+        /// The digest the client claimed.
+        expected: Digest,
+        /// The digest of what was received.
+        actual: Digest,
+    },
+    /// A chunk's body was not as long as its declared range.
+    #[error("expected {expected} bytes, received {received}")]
+    SizeMismatch {
+        /// The declared length.
+        expected: u64,
+        /// What arrived.
+        received: u64,
+    },
+    /// The client's body failed mid-stream (disconnect, framing error).
+    #[error("request body ended early: {0}")]
+    Body(io::Error),
+    /// The storage medium failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying failure.
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> StorageError {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand for storage results.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What an append must satisfy, taken from the chunk's `Content-Range` and `Content-Length`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AppendCheck {
+    /// The offset the chunk must start at.
+    pub offset: Option<u64>,
+    /// The exact number of bytes the chunk must carry.
+    pub length: Option<u64>,
+}
+
+/// A manifest as a repository records it; its bytes live in the [`BlobStore`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestRecord {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The media type it is served with.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The manifest it refers to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// Its artifact type, for referrers responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Its annotations, for referrers responses.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An upload session as a repository records it; its data lives in the [`BlobStore`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadSession {
+    /// The session id.
+    pub id: UploadId,
+    /// When the session started, for purging stale ones.
+    pub started: SystemTime,
+}
+
+/// Which part of a sorted listing to return.
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    /// Return only entries sorting after this one.
+    pub after: Option<String>,
+    /// Return at most this many entries.
+    pub limit: usize,
+}
+
+/// One page of a sorted listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The entries, in order.
+    pub items: Vec<T>,
+    /// Whether entries remain after the last one.
+    pub more: bool,
+}
+
+impl<T> Page<T> {
+    /// Cuts a sorted list down to the requested page; `key` gives each entry's sort key.
+    pub fn from_sorted(items: Vec<T>, request: &PageRequest, key: impl Fn(&T) -> &str) -> Page<T> {
+        let start = match &request.after {
+            Some(after) => items.partition_point(|item| key(item) <= after.as_str()),
+            None => 0,
+        };
+        let mut items: Vec<T> = items.into_iter().skip(start).collect();
+        let more = items.len() > request.limit;
+        items.truncate(request.limit);
+        Page { items, more }
+    }
+}
+
+/// Content-addressed bytes, and the staging area where uploads become blobs.
+///
+/// A blob is only ever visible whole and verified: staged data becomes a blob by
+/// [`upload_commit`](BlobStore::upload_commit), which checks the digest first.
+pub trait BlobStore: Send + Sync + 'static {
+    /// Whether the store can serve and accept data now (the readiness probe).
+    fn health(&self) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// The size of a stored blob, or `None`.
+    fn stat(&self, digest: &Digest) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
+
+    /// Streams the bytes of `range` of a blob.
+    fn read(
+        &self,
+        digest: &Digest,
+        range: Range<u64>,
+    ) -> impl Future<Output = StorageResult<ByteStream>> + Send;
+
+    /// Stores small content (a manifest) whole, after checking it hashes to `digest`.
+    fn put(&self, digest: &Digest, bytes: Bytes) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Removes a blob; `false` if it was not stored.
+    fn delete(&self, digest: &Digest) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Creates an empty staging area for an upload.
+    fn upload_create(&self, id: &UploadId) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Appends a chunk to an upload and returns the upload's new size. The append is all or
+    /// nothing: if the body fails or breaks `check`, the upload is left as it was.
+    fn upload_append(
+        &self,
+        id: &UploadId,
+        body: ByteStream,
+        check: AppendCheck,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// How many bytes an upload holds.
+    fn upload_size(&self, id: &UploadId) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Verifies an upload against `digest` and makes it the blob of that digest; returns its
+    /// size. On a mismatch nothing is stored and the staged data is kept.
+    fn upload_commit(
+        &self,
+        id: &UploadId,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Discards an upload's staged data.
+    fn upload_cancel(&self, id: &UploadId) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Every staged upload with the time it last grew, for purging abandoned ones.
+    fn staged_uploads(&self) -> impl Future<Output = StorageResult<Vec<(UploadId, SystemTime)>>> + Send;
+}
+
+/// Named state: repository links, manifests, tags, referrers, and upload sessions.
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Whether the store can serve and accept changes now (the readiness probe).
+    fn health(&self) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Lets `repo` read the blob `digest`.
+    fn link_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Whether `repo` may read the blob `digest`.
+    fn blob_linked(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Withdraws `repo`'s link to a blob; `false` if there was none.
+    fn unlink_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Records a manifest (whose bytes are already in the blob store) and indexes its subject.
+    fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        record: &ManifestRecord,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// A manifest's record, if `repo` holds it.
+    fn manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<Option<ManifestRecord>>> + Send;
+
+    /// Removes a manifest, the tags that point at it and its referrers-index entry, in that
+    /// order, so no tag ever points at a missing manifest. `false` if it was not there.
+    fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Points `tag` at a manifest the repository holds.
+    fn set_tag(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// The digest a tag points at.
+    fn resolve_tag(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> impl Future<Output = StorageResult<Option<Digest>>> + Send;
+
+    /// Removes a tag; `false` if there was none.
+    fn delete_tag(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// A page of the repository's tags in lexical order; `None` if the repository is unknown.
+    fn tags(
+        &self,
+        repo: &RepositoryName,
+        page: &PageRequest,
+    ) -> impl Future<Output = StorageResult<Option<Page<Tag>>>> + Send;
+
+    /// A page of the manifests whose subject is `subject`, ordered by digest, keeping only
+    /// those of `artifact_type` when one is given.
+    fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        page: &PageRequest,
+    ) -> impl Future<Output = StorageResult<Page<ManifestRecord>>> + Send;
+
+    /// A page of the repository names, in lexical order.
+    fn repositories(
+        &self,
+        page: &PageRequest,
+    ) -> impl Future<Output = StorageResult<Page<RepositoryName>>> + Send;
+
+    /// Records a new upload session.
+    fn create_upload(
+        &self,
+        repo: &RepositoryName,
+        session: &UploadSession,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// An upload session of `repo`.
+    fn upload(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> impl Future<Output = StorageResult<Option<UploadSession>>> + Send;
+
+    /// Forgets an upload session.
+    fn delete_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Every upload session, for purging stale ones.
+    fn uploads(&self) -> impl Future<Output = StorageResult<Vec<(RepositoryName, UploadSession)>>> + Send;
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

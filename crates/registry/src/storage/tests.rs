@@ -1,0 +1,335 @@
+//! The storage suite every [`BlobStore`] and [`MetadataStore`] implementation must pass, run
+//! here against the filesystem stores.
+
+use std::io;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use rbuild_oci::{Algorithm, Digest, RepositoryName, Tag};
+
+use super::fs::{FsBlobStore, FsMetadataStore};
+use super::*;
+
+fn body(chunks: &[&[u8]]) -> ByteStream {
+    let items: Vec<io::Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    Box::pin(futures_util::stream::iter(items))
+}
+
+fn failing_body(first: &[u8]) -> ByteStream {
+    let items: Vec<io::Result<Bytes>> = vec![
+        Ok(Bytes::copy_from_slice(first)),
+        Err(io::Error::new(io::ErrorKind::ConnectionReset, "client went away")),
+    ];
+    Box::pin(futures_util::stream::iter(items))
+}
+
+async fn read_all<B: BlobStore>(blobs: &B, digest: &Digest, range: std::ops::Range<u64>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = blobs
+        .read(digest, range)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
+fn name(s: &str) -> RepositoryName {
+    s.parse().unwrap()
+}
+
+fn tag(s: &str) -> Tag {
+    s.parse().unwrap()
+}
+
+fn fs_stores() -> (tempfile::TempDir, FsBlobStore, FsMetadataStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = FsBlobStore::open(dir.path(), true).unwrap();
+    let metadata = FsMetadataStore::open(dir.path(), true).unwrap();
+    (dir, blobs, metadata)
+}
+
+async fn blob_suite<B: BlobStore>(blobs: &B) {
+    // Put verifies, stat and ranged reads see it.
+    let content = Bytes::from_static(b"hello, registry");
+    let digest = Digest::sha256_of(&content);
+    let wrong = Digest::sha256_of(b"other");
+    assert!(matches!(
+        blobs.put(&wrong, content.clone()).await,
+        Err(StorageError::DigestMismatch { .. })
+    ));
+    assert_eq!(blobs.stat(&wrong).await.unwrap(), None);
+    blobs.put(&digest, content.clone()).await.unwrap();
+    blobs.put(&digest, content.clone()).await.unwrap();
+    assert_eq!(blobs.stat(&digest).await.unwrap(), Some(content.len() as u64));
+    assert_eq!(read_all(blobs, &digest, 0..15).await, b"hello, registry");
+    assert_eq!(read_all(blobs, &digest, 7..15).await, b"registry");
+
+    // A chunked upload, with an out-of-order chunk refused and a short chunk rolled back.
+    let id = UploadId::new();
+    blobs.upload_create(&id).await.unwrap();
+    let size = blobs
+        .upload_append(&id, body(&[b"abc", b"def"]), AppendCheck::default())
+        .await
+        .unwrap();
+    assert_eq!(size, 6);
+    let out_of_order = AppendCheck {
+        offset: Some(3),
+        length: Some(3),
+    };
+    assert!(matches!(
+        blobs.upload_append(&id, body(&[b"xyz"]), out_of_order).await,
+        Err(StorageError::OffsetMismatch {
+            requested: 3,
+            current: 6
+        })
+    ));
+    let short = AppendCheck {
+        offset: Some(6),
+        length: Some(5),
+    };
+    assert!(matches!(
+        blobs.upload_append(&id, body(&[b"gh"]), short).await,
+        Err(StorageError::SizeMismatch {
+            expected: 5,
+            received: 2
+        })
+    ));
+    assert!(matches!(
+        blobs
+            .upload_append(&id, failing_body(b"zz"), AppendCheck::default())
+            .await,
+        Err(StorageError::Body(_))
+    ));
+    assert_eq!(blobs.upload_size(&id).await.unwrap(), 6);
+    let exact = AppendCheck {
+        offset: Some(6),
+        length: Some(3),
+    };
+    assert_eq!(blobs.upload_append(&id, body(&[b"ghi"]), exact).await.unwrap(), 9);
+
+    // Commit checks the digest and keeps the data on a mismatch.
+    let expected = Digest::sha256_of(b"abcdefghi");
+    assert!(matches!(
+        blobs.upload_commit(&id, &wrong).await,
+        Err(StorageError::DigestMismatch { .. })
+    ));
+    assert_eq!(blobs.stat(&wrong).await.unwrap(), None);
+    assert_eq!(blobs.upload_commit(&id, &expected).await.unwrap(), 9);
+    assert_eq!(read_all(blobs, &expected, 0..9).await, b"abcdefghi");
+    assert!(matches!(
+        blobs.upload_size(&id).await,
+        Err(StorageError::UploadUnknown)
+    ));
+
+    // sha512 is verified too.
+    let id = UploadId::new();
+    blobs.upload_create(&id).await.unwrap();
+    blobs
+        .upload_append(&id, body(&[b"sha512 content"]), AppendCheck::default())
+        .await
+        .unwrap();
+    let sha512 = Digest::of(Algorithm::Sha512, b"sha512 content");
+    assert_eq!(blobs.upload_commit(&id, &sha512).await.unwrap(), 14);
+    assert_eq!(blobs.stat(&sha512).await.unwrap(), Some(14));
+
+    // Cancel discards; staged uploads are listed until then.
+    let id = UploadId::new();
+    blobs.upload_create(&id).await.unwrap();
+    assert!(
+        blobs
+            .staged_uploads()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(s, _)| s == &id)
+    );
+    blobs.upload_cancel(&id).await.unwrap();
+    assert!(
+        !blobs
+            .staged_uploads()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(s, _)| s == &id)
+    );
+    assert!(matches!(
+        blobs
+            .upload_append(&id, body(&[b"x"]), AppendCheck::default())
+            .await,
+        Err(StorageError::UploadUnknown)
+    ));
+
+    assert!(blobs.delete(&digest).await.unwrap());
+    assert!(!blobs.delete(&digest).await.unwrap());
+    assert!(matches!(
+        blobs.read(&digest, 0..1).await,
+        Err(StorageError::BlobUnknown)
+    ));
+    blobs.health().await.unwrap();
+}
+
+fn record(content: &[u8], subject: Option<&Digest>, artifact_type: &str) -> ManifestRecord {
+    ManifestRecord {
+        digest: Digest::sha256_of(content),
+        media_type: rbuild_oci::media_type::OCI_MANIFEST.to_owned(),
+        size: content.len() as u64,
+        subject: subject.cloned(),
+        artifact_type: Some(artifact_type.to_owned()),
+        annotations: Default::default(),
+    }
+}
+
+async fn metadata_suite<M: MetadataStore>(meta: &M) {
+    let repo = name("team/app");
+    let other = name("team/other");
+    let blob = Digest::sha256_of(b"layer");
+
+    // Links are per repository.
+    assert!(!meta.blob_linked(&repo, &blob).await.unwrap());
+    meta.link_blob(&repo, &blob).await.unwrap();
+    assert!(meta.blob_linked(&repo, &blob).await.unwrap());
+    assert!(!meta.blob_linked(&other, &blob).await.unwrap());
+
+    // Manifests, tags and the referrers index.
+    let image = record(b"image", None, "application/vnd.oci.image.config.v1+json");
+    let sig = record(b"sig", Some(&image.digest), "application/x-sig");
+    let sbom = record(b"sbom", Some(&image.digest), "application/x-sbom");
+    for r in [&image, &sig, &sbom] {
+        meta.put_manifest(&repo, r).await.unwrap();
+    }
+    assert_eq!(
+        meta.manifest(&repo, &image.digest).await.unwrap(),
+        Some(image.clone())
+    );
+    assert_eq!(meta.manifest(&other, &image.digest).await.unwrap(), None);
+    for t in ["v2", "latest", "v1"] {
+        meta.set_tag(&repo, &tag(t), &image.digest).await.unwrap();
+    }
+    meta.set_tag(&repo, &tag("sig"), &sig.digest).await.unwrap();
+    assert_eq!(
+        meta.resolve_tag(&repo, &tag("v1")).await.unwrap(),
+        Some(image.digest.clone())
+    );
+
+    let all = PageRequest {
+        after: None,
+        limit: 100,
+    };
+    let tags = meta.tags(&repo, &all).await.unwrap().unwrap();
+    let names: Vec<&str> = tags.items.iter().map(Tag::as_str).collect();
+    assert_eq!(names, ["latest", "sig", "v1", "v2"]);
+    assert!(!tags.more);
+    let page = meta
+        .tags(
+            &repo,
+            &PageRequest {
+                after: Some("latest".into()),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.items, [tag("sig"), tag("v1")]);
+    assert!(page.more);
+    assert_eq!(meta.tags(&name("nobody"), &all).await.unwrap(), None);
+
+    let referrers = meta.referrers(&repo, &image.digest, None, &all).await.unwrap();
+    assert_eq!(referrers.items.len(), 2);
+    let sigs = meta
+        .referrers(&repo, &image.digest, Some("application/x-sig"), &all)
+        .await
+        .unwrap();
+    assert_eq!(sigs.items, std::slice::from_ref(&sig));
+
+    // Deleting a manifest removes its tags and its referrers entry.
+    assert!(meta.delete_manifest(&repo, &sig.digest).await.unwrap());
+    assert!(!meta.delete_manifest(&repo, &sig.digest).await.unwrap());
+    assert_eq!(meta.resolve_tag(&repo, &tag("sig")).await.unwrap(), None);
+    let referrers = meta.referrers(&repo, &image.digest, None, &all).await.unwrap();
+    assert_eq!(referrers.items, std::slice::from_ref(&sbom));
+    assert!(meta.delete_tag(&repo, &tag("v2")).await.unwrap());
+    assert!(!meta.delete_tag(&repo, &tag("v2")).await.unwrap());
+    assert_eq!(
+        meta.manifest(&repo, &image.digest).await.unwrap(),
+        Some(image.clone())
+    );
+
+    // Repositories, nested ones included, in order.
+    meta.link_blob(&name("team"), &blob).await.unwrap();
+    meta.link_blob(&name("a/b/c"), &blob).await.unwrap();
+    let repos = meta.repositories(&all).await.unwrap();
+    let repo_names: Vec<&str> = repos.items.iter().map(RepositoryName::as_str).collect();
+    assert_eq!(repo_names, ["a/b/c", "team", "team/app"]);
+
+    // Upload sessions.
+    let session = UploadSession {
+        id: UploadId::new(),
+        started: SystemTime::now(),
+    };
+    meta.create_upload(&other, &session).await.unwrap();
+    assert_eq!(
+        meta.upload(&other, &session.id).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(meta.upload(&repo, &session.id).await.unwrap(), None);
+    assert_eq!(meta.uploads().await.unwrap(), [(other.clone(), session.clone())]);
+    meta.delete_upload(&other, &session.id).await.unwrap();
+    assert_eq!(meta.upload(&other, &session.id).await.unwrap(), None);
+
+    assert!(meta.unlink_blob(&repo, &blob).await.unwrap());
+    assert!(!meta.unlink_blob(&repo, &blob).await.unwrap());
+    meta.health().await.unwrap();
+}
+
+#[tokio::test]
+async fn fs_blob_store_passes_the_suite() {
+    let (_dir, blobs, _) = fs_stores();
+    blob_suite(&blobs).await;
+}
+
+#[tokio::test]
+async fn fs_metadata_store_passes_the_suite() {
+    let (_dir, _, metadata) = fs_stores();
+    metadata_suite(&metadata).await;
+}
+
+#[tokio::test]
+async fn fs_uploads_resume_after_a_restart() {
+    let (dir, blobs, _) = fs_stores();
+    let id = UploadId::new();
+    blobs.upload_create(&id).await.unwrap();
+    blobs
+        .upload_append(&id, body(&[b"first half, "]), AppendCheck::default())
+        .await
+        .unwrap();
+    drop(blobs);
+
+    let reopened = FsBlobStore::open(dir.path(), true).unwrap();
+    let size = reopened.upload_size(&id).await.unwrap();
+    assert_eq!(size, 12);
+    let next = AppendCheck {
+        offset: Some(size),
+        length: None,
+    };
+    reopened
+        .upload_append(&id, body(&[b"second half"]), next)
+        .await
+        .unwrap();
+    let digest = Digest::sha256_of(b"first half, second half");
+    assert_eq!(reopened.upload_commit(&id, &digest).await.unwrap(), 23);
+}
+
+#[tokio::test]
+async fn fs_names_never_leave_the_root() {
+    let (dir, _, metadata) = fs_stores();
+    let repo = name("a/b");
+    metadata
+        .set_tag(&repo, &tag("_x"), &Digest::sha256_of(b"m"))
+        .await
+        .unwrap();
+    let expected = dir.path().join("repositories/a/b/_manifests/tags/_x");
+    assert!(expected.is_file());
+}
