@@ -1,0 +1,496 @@
+//! `.dockerignore` matching with Docker's semantics (moby/patternmatcher),
+//! which are not gitignore's: patterns are Go `filepath.Match` globs plus
+//! `**`, cleaned like paths, anchored at the context root, `!` re-includes,
+//! the last matching line wins, and a pattern that matches a directory
+//! matches everything below it.
+//!
+//! The crate does no I/O: the caller reads the file (see
+//! [`ignore_file_candidates`]) and walks the context, asking
+//! [`Matcher::matches_or_parent_matches`] for each path and
+//! [`Matcher::should_descend`] before entering a directory.
+
+/// Why a pattern is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// `!` with nothing after it.
+    #[error("line {line}: illegal exclusion pattern: \"!\"")]
+    EmptyExclusion {
+        /// The line in the ignore file (from 1; 0 when given programmatically).
+        line: usize,
+    },
+    /// A malformed glob (`[` unclosed, trailing `\`, bad range).
+    #[error("line {line}: syntax error in pattern {pattern:?}")]
+    Syntax {
+        /// The line in the ignore file.
+        line: usize,
+        /// The pattern.
+        pattern: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// No wildcards: the path must equal the pattern.
+    Exact,
+    /// `dir/**`: anything strictly below `dir/`.
+    Prefix(String),
+    /// `**/name`: `name` at any depth.
+    Suffix(String),
+    /// Anything else, compiled like patternmatcher's regexp.
+    Regex(regex::Regex),
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    text: String,
+    exclusion: bool,
+    dirs: Vec<String>,
+    kind: Kind,
+}
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        match &self.kind {
+            Kind::Exact => path == self.text,
+            Kind::Prefix(prefix) => path.len() > prefix.len() && path.starts_with(prefix.as_str()),
+            Kind::Suffix(name) => {
+                path == name
+                    || (path.len() > name.len()
+                        && path.ends_with(name.as_str())
+                        && path.as_bytes()[path.len() - name.len() - 1] == b'/')
+            }
+            Kind::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+/// A compiled `.dockerignore`.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    patterns: Vec<Pattern>,
+    exclusions: bool,
+}
+
+/// Go's `filepath.Clean` for slash-separated paths.
+pub fn clean(path: &str) -> String {
+    if path.is_empty() {
+        return ".".to_string();
+    }
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// The ignore files to look for, best first: `<Dockerfile>.dockerignore`
+/// next to the Dockerfile, then `.dockerignore` at the context root. The
+/// caller uses the first that exists.
+pub fn ignore_file_candidates(dockerfile_path: &str) -> Vec<String> {
+    vec![
+        format!("{dockerfile_path}.dockerignore"),
+        ".dockerignore".to_string(),
+    ]
+}
+
+impl Matcher {
+    /// Reads a `.dockerignore` file's text.
+    pub fn from_dockerignore(text: &str) -> Result<Matcher, PatternError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut lines = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let pattern = line.trim();
+            if pattern.is_empty() {
+                continue;
+            }
+            let (invert, pattern) = match pattern.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, pattern),
+            };
+            let mut p = if pattern.is_empty() {
+                String::new()
+            } else {
+                clean(pattern)
+            };
+            if p.len() > 1 && p.starts_with('/') {
+                p.remove(0);
+            }
+            lines.push((i + 1, if invert { format!("!{p}") } else { p }));
+        }
+        Matcher::compile(lines)
+    }
+
+    /// Compiles patterns given directly (`!` for exceptions).
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Matcher, PatternError> {
+        Matcher::compile(patterns.iter().map(|p| (0, p.as_ref().to_string())).collect())
+    }
+
+    fn compile(lines: Vec<(usize, String)>) -> Result<Matcher, PatternError> {
+        let mut m = Matcher::default();
+        for (line, raw) in lines {
+            let raw = raw.trim();
+            if raw.is_empty() {
+                continue;
+            }
+            let (exclusion, body) = match raw.strip_prefix('!') {
+                Some("") => return Err(PatternError::EmptyExclusion { line }),
+                Some(rest) => (true, rest),
+                None => (false, raw),
+            };
+            let text = clean(body);
+            let syntax = || PatternError::Syntax {
+                line,
+                pattern: text.clone(),
+            };
+            validate_glob(&text).ok_or_else(syntax)?;
+            let kind = classify(&text).ok_or_else(syntax)?;
+            m.exclusions |= exclusion;
+            m.patterns.push(Pattern {
+                dirs: text.split('/').map(str::to_string).collect(),
+                text,
+                exclusion,
+                kind,
+            });
+        }
+        Ok(m)
+    }
+
+    /// Whether any pattern is an exception (`!`).
+    pub fn has_exclusions(&self) -> bool {
+        self.exclusions
+    }
+
+    /// Whether a pattern excludes every entry of the context root
+    /// (`*`, `**` or `**/*`).
+    pub fn ignores_root(&self) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| !p.exclusion && matches!(p.text.as_str(), "*" | "**" | "**/*"))
+    }
+
+    /// Whether `path` (relative to the context, `/`-separated) is excluded:
+    /// the last pattern matching it or one of its parent directories decides.
+    pub fn matches_or_parent_matches(&self, path: &str) -> bool {
+        let parent_end = path.rfind('/');
+        let mut matched = false;
+        for p in &self.patterns {
+            // An inclusion cannot change an already excluded path, nor an
+            // exception an included one.
+            if p.exclusion != matched {
+                continue;
+            }
+            let mut hit = p.matches(path);
+            if !hit {
+                if let Some(end) = parent_end {
+                    let parent = &path[..end];
+                    hit = parent
+                        .match_indices('/')
+                        .map(|(i, _)| &parent[..i])
+                        .chain(std::iter::once(parent))
+                        .any(|prefix| p.matches(prefix));
+                }
+            }
+            if hit {
+                matched = !p.exclusion;
+            }
+        }
+        matched
+    }
+
+    /// Whether a walker must look inside directory `dir`: it is not excluded,
+    /// or some exception (`!pattern`) could re-include a path below it.
+    /// A `false` answer lets the walker skip the whole directory.
+    pub fn should_descend(&self, dir: &str) -> bool {
+        if !self.matches_or_parent_matches(dir) {
+            return true;
+        }
+        let dir_parts: Vec<&str> = dir.split('/').collect();
+        self.patterns
+            .iter()
+            .filter(|p| p.exclusion)
+            .any(|p| could_match_below(&p.dirs, &dir_parts))
+    }
+}
+
+/// Whether a pattern with components `pattern` could match `dir` itself or
+/// a path below it. Conservative: `**` anywhere means yes.
+fn could_match_below(pattern: &[String], dir: &[&str]) -> bool {
+    for (i, component) in pattern.iter().enumerate() {
+        if component.contains("**") {
+            return true;
+        }
+        let Some(d) = dir.get(i) else {
+            return true;
+        };
+        let single = classify(component);
+        if !single.is_some_and(|k| {
+            Pattern {
+                text: component.clone(),
+                exclusion: false,
+                dirs: Vec::new(),
+                kind: k,
+            }
+            .matches(d)
+        }) {
+            return false;
+        }
+    }
+    true
+}
+
+fn has_magic(s: &str) -> bool {
+    s.contains(['*', '?', '[', '\\'])
+}
+
+fn classify(text: &str) -> Option<Kind> {
+    if !has_magic(text) {
+        return Some(Kind::Exact);
+    }
+    if let Some(prefix) = text.strip_suffix("/**") {
+        if !has_magic(prefix) {
+            return Some(Kind::Prefix(format!("{prefix}/")));
+        }
+    }
+    if let Some(name) = text.strip_prefix("**/") {
+        if !has_magic(name) {
+            return Some(Kind::Suffix(name.to_string()));
+        }
+    }
+    regex::Regex::new(&to_regex(text)).ok().map(Kind::Regex)
+}
+
+/// patternmatcher's glob-to-regexp translation.
+fn to_regex(pattern: &str) -> String {
+    let mut re = String::from("^");
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        if in_class {
+            match c {
+                ']' => {
+                    in_class = false;
+                    re.push(']');
+                }
+                '\\' => {
+                    re.push('\\');
+                    re.extend(chars.next());
+                }
+                '[' => re.push_str("\\["),
+                _ => re.push(c),
+            }
+            continue;
+        }
+        match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                if chars.peek() == Some(&'/') {
+                    chars.next();
+                }
+                if chars.peek().is_none() {
+                    re.push_str(".*");
+                } else {
+                    re.push_str("(.*/)?");
+                }
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '\\' => match chars.next() {
+                Some(n) => re.push_str(&regex::escape(n.encode_utf8(&mut [0; 4]))),
+                None => re.push_str("\\\\"),
+            },
+            '[' => {
+                in_class = true;
+                re.push('[');
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                    re.push('^');
+                }
+            }
+            c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    re.push('$');
+    re
+}
+
+/// Go's `filepath.Match` syntax check: classes closed and non-empty, ranges
+/// ordered, no trailing escape.
+fn validate_glob(pattern: &str) -> Option<()> {
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next()?;
+            }
+            '[' => {
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                }
+                let mut count = 0;
+                loop {
+                    let c = chars.next()?;
+                    if c == ']' && count > 0 {
+                        break;
+                    }
+                    let lo = escaped(c, &mut chars)?;
+                    count += 1;
+                    if chars.peek() == Some(&'-') {
+                        chars.next();
+                        let hi = chars.next()?;
+                        let hi = escaped(hi, &mut chars)?;
+                        if hi < lo {
+                            return None;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(())
+}
+
+fn escaped(c: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<char> {
+    match c {
+        '-' | ']' => None,
+        '\\' => chars.next(),
+        c => Some(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(patterns: &[&str]) -> Matcher {
+        match Matcher::new(patterns) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn cleaning() {
+        assert_eq!(clean("a/./b/../c/"), "a/c");
+        assert_eq!(clean("/a//b"), "/a/b");
+        assert_eq!(clean("../a"), "../a");
+        assert_eq!(clean("./"), ".");
+        assert_eq!(clean(""), ".");
+    }
+
+    #[test]
+    fn basic_globs() {
+        let x = m(&["*.log", "build", "docs/*.md", "a?c"]);
+        assert!(x.matches_or_parent_matches("x.log"));
+        assert!(!x.matches_or_parent_matches("sub/x.log"));
+        assert!(x.matches_or_parent_matches("build"));
+        assert!(x.matches_or_parent_matches("build/out/x"));
+        assert!(x.matches_or_parent_matches("docs/a.md"));
+        assert!(!x.matches_or_parent_matches("docs/sub/a.md"));
+        assert!(x.matches_or_parent_matches("abc"));
+        assert!(!x.matches_or_parent_matches("a/c"));
+    }
+
+    #[test]
+    fn double_star() {
+        let x = m(&["**/*.tmp", "node_modules/**", "**/cache"]);
+        assert!(x.matches_or_parent_matches("a.tmp"));
+        assert!(x.matches_or_parent_matches("a/b/c.tmp"));
+        assert!(x.matches_or_parent_matches("node_modules/x"));
+        assert!(!x.matches_or_parent_matches("node_modules"));
+        assert!(x.matches_or_parent_matches("cache"));
+        assert!(x.matches_or_parent_matches("x/y/cache/z"));
+        assert!(!x.matches_or_parent_matches("xcache"));
+    }
+
+    #[test]
+    fn exceptions_and_last_match_wins() {
+        let x = m(&["*.md", "!README.md", "README*.md"]);
+        assert!(x.matches_or_parent_matches("README-dev.md"));
+        assert!(x.matches_or_parent_matches("README.md"));
+        let y = m(&["*.md", "!README.md"]);
+        assert!(!y.matches_or_parent_matches("README.md"));
+        assert!(y.matches_or_parent_matches("CHANGES.md"));
+    }
+
+    #[test]
+    fn exception_with_double_star_docker_cli_2919() {
+        // Exclude everything, re-include all Go files at any depth.
+        let x = m(&["**", "!**/*.go"]);
+        assert!(x.matches_or_parent_matches("README.md"));
+        assert!(!x.matches_or_parent_matches("main.go"));
+        assert!(!x.matches_or_parent_matches("cmd/app/main.go"));
+        // A walker must still enter excluded directories to find them.
+        assert!(x.should_descend("cmd"));
+        assert!(x.should_descend("cmd/app"));
+    }
+
+    #[test]
+    fn descend_decisions() {
+        let x = m(&["vendor", "docs", "!docs/keep.md"]);
+        assert!(!x.should_descend("vendor"));
+        assert!(x.should_descend("docs"));
+        assert!(x.should_descend("src"));
+        let y = m(&["a/*", "!a/b/c"]);
+        assert!(y.should_descend("a/b"));
+        assert!(!y.should_descend("a/x"));
+    }
+
+    #[test]
+    fn dockerignore_file() {
+        let x = Matcher::from_dockerignore("# comment\n/build/\n  *.o  \n\n!keep.o\n./tmp\n");
+        let Ok(x) = x else { panic!() };
+        assert!(x.matches_or_parent_matches("build/a"));
+        assert!(x.matches_or_parent_matches("a.o"));
+        assert!(!x.matches_or_parent_matches("keep.o"));
+        assert!(x.matches_or_parent_matches("tmp"));
+        assert!(x.has_exclusions());
+    }
+
+    #[test]
+    fn bad_patterns() {
+        assert!(Matcher::new(&["!"]).is_err());
+        assert!(Matcher::new(&["[a"]).is_err());
+        assert!(Matcher::new(&["a\\"]).is_err());
+        assert!(Matcher::new(&["[z-a]"]).is_err());
+        assert!(Matcher::new(&["[]"]).is_err());
+        assert!(Matcher::new(&["[a-c]x", "[^a]"]).is_ok());
+    }
+
+    #[test]
+    fn classes_and_escapes() {
+        let x = m(&["[a-c].txt", "\\*star", "f.(x)"]);
+        assert!(x.matches_or_parent_matches("b.txt"));
+        assert!(!x.matches_or_parent_matches("d.txt"));
+        assert!(x.matches_or_parent_matches("*star"));
+        assert!(!x.matches_or_parent_matches("xstar"));
+        assert!(x.matches_or_parent_matches("f.(x)"));
+    }
+
+    #[test]
+    fn candidates() {
+        assert_eq!(
+            ignore_file_candidates("app.Dockerfile"),
+            vec!["app.Dockerfile.dockerignore", ".dockerignore"]
+        );
+    }
+}
