@@ -1,0 +1,186 @@
+//! A `rbuild serve` process started for one test, on a free port with its own storage root.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The `rbuild` binary under test: `$RBUILD_BIN`, else the one beside the test executable
+/// (`target/<profile>/rbuild`, which `scripts/test` builds before the suite runs).
+pub fn rbuild_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("RBUILD_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("rbuild");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p rbuild` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running registry. Killed (SIGKILL, by PID) when dropped; its log is printed if the test
+/// is failing.
+pub struct RegistryProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+    root: PathBuf,
+    config: Option<PathBuf>,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl RegistryProcess {
+    /// Starts a registry with the default configuration.
+    pub fn start() -> RegistryProcess {
+        RegistryProcess::start_with_config("")
+    }
+
+    /// Starts a registry with a TOML configuration (the `root` and `addr` are set here).
+    pub fn start_with_config(toml: &str) -> RegistryProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("root");
+        let config = (!toml.is_empty()).then(|| {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, toml).expect("write config");
+            path
+        });
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, addr) = spawn(&root, config.as_deref(), &log);
+        RegistryProcess {
+            child: Some(child),
+            addr,
+            root,
+            config,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `127.0.0.1:<port>`, the registry host for image references.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The storage root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The PID of the server process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the server to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        // SAFETY: kill(2) on the PID of a child we own and have not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        child.wait().expect("wait for server")
+    }
+
+    /// Starts the server again on the same storage root (on a new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.root, self.config.as_deref(), &self.log);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// Runs `rbuild registry fsck` on the root; returns whether it passed and what it printed.
+    pub fn fsck(&self) -> (bool, String) {
+        let out = Command::new(rbuild_bin())
+            .args(["registry", "fsck", "--root"])
+            .arg(&self.root)
+            .output()
+            .expect("run fsck");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- rbuild serve log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Starts `rbuild serve` on port 0 and reads the bound address from its start-up line.
+fn spawn(root: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+    let mut command = Command::new(rbuild_bin());
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command.spawn().expect("start rbuild serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split(',').next().unwrap_or(rest).trim().to_owned();
+                let _ = tx.send(addr);
+            }
+            if let Ok(mut sink) = sink.lock() {
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => (child, addr.parse().expect("listen address")),
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "rbuild serve did not start; log:\n{}",
+                log.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
+    }
+}

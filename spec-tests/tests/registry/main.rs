@@ -1,0 +1,12 @@
+//! `rbuild serve` against the distribution spec and real clients.
+//!
+//! One test binary with a module per area; every test starts its own registry process.
+
+mod bad_input;
+mod blobs;
+mod discovery;
+mod faults;
+mod interop;
+mod manifests;
+mod operation;
+mod uploads;

@@ -1,0 +1,116 @@
+//! Running the server: health probes, delete policy, graceful shutdown, purge, logs.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use reqwest::Method;
+use spec_tests::api::{Api, TestImage, error_code, header};
+use spec_tests::registry::RegistryProcess;
+
+#[test]
+fn health_and_readiness_probes() {
+    let registry = RegistryProcess::start();
+    let api = Api::new(&registry);
+    assert_eq!(api.get("/healthz").status(), 200);
+    assert_eq!(api.get("/readyz").status(), 200);
+}
+
+#[test]
+fn deletion_can_be_disabled() {
+    let registry = RegistryProcess::start_with_config("[storage]\ndelete_enabled = false\n");
+    let api = Api::new(&registry);
+    let digest = api.push_image("keep", "v1", &TestImage::new("keep"));
+    let blob = api.push_blob("keep", b"blob");
+    for path in [
+        "/v2/keep/manifests/v1".to_owned(),
+        format!("/v2/keep/manifests/{digest}"),
+        format!("/v2/keep/blobs/{blob}"),
+    ] {
+        let response = api.delete(&path);
+        assert_eq!(response.status(), 405, "{path}");
+        assert_eq!(error_code(response), "UNSUPPORTED");
+    }
+    assert_eq!(api.get("/v2/keep/manifests/v1").status(), 200);
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let mut registry = RegistryProcess::start();
+    let api = Api::new(&registry);
+    let location = api.start_upload("graceful");
+    let mut stream = TcpStream::connect(registry.addr()).unwrap();
+    write!(
+        stream,
+        "PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhalf"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let pid = registry.pid();
+    let waiter = std::thread::spawn(move || {
+        let status = registry.terminate();
+        (registry, status)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the server waits for the request in flight"
+    );
+    stream.write_all(b"done").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
+    let (registry, status) = waiter.join().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    assert!(registry.log().contains("SIGTERM received"));
+}
+
+#[test]
+fn stale_uploads_are_purged() {
+    let registry =
+        RegistryProcess::start_with_config("[uploads]\npurge_after_secs = 1\npurge_interval_secs = 1\n");
+    let api = Api::new(&registry);
+    let location = api.start_upload("stale");
+    api.request(Method::PATCH, &location)
+        .body(b"abandoned".to_vec())
+        .send()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while api.get(&location).status() != 404 {
+        assert!(std::time::Instant::now() < deadline, "upload was not purged");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (ok, report) = registry.fsck();
+    assert!(ok, "{report}");
+    assert!(!report.contains("staged upload"), "{report}");
+}
+
+#[test]
+fn json_access_logs() {
+    let registry = RegistryProcess::start_with_config("[log]\nformat = \"json\"\n");
+    let api = Api::new(&registry);
+    assert_eq!(api.get("/v2/").status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = registry.log();
+        let access = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == "rbuild::access");
+        if let Some(line) = access {
+            assert_eq!(line["fields"]["method"], "GET");
+            assert_eq!(line["fields"]["path"], "/v2/");
+            assert_eq!(line["fields"]["status"], 200);
+            assert!(line["fields"]["duration_ms"].is_number());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no JSON access line in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let upload = api.request(Method::POST, "/v2/x/blobs/uploads/").send().unwrap();
+    assert!(!header(&upload, "location").is_empty());
+}
