@@ -9,11 +9,11 @@ use crate::expand::Lexer;
 use crate::go_compat::{format_duration, plain_list, quote_list};
 use crate::lint::{Lint, Rule};
 use crate::plan::{
-    ArgValue, Chmod, CopyFrom, CopyStep, HealthcheckStep, InlineFile, Mount, PlanError, PlanErrorKind,
+    ArgValue, Chmod, CopyFrom, CopyStep, HealthcheckStep, InlineFile, Mode, Mount, PlanError, PlanErrorKind,
     RunStep, Source, Stage, Step, StepKind, Var,
 };
 use crate::run_flags::{self, MountType};
-use crate::stages::{Planner, StageState, is_proxy_arg, set_var};
+use crate::stages::{PLATFORM_ARGS, Planner, StageState, is_proxy_arg, set_var};
 use crate::{heredoc, signal, sources, suggest};
 
 /// Resolves `path` against `current` and cleans it (BuildKit's
@@ -97,8 +97,15 @@ impl Planner<'_> {
                 source,
             },
         })?;
-        if state.env_known {
-            for name in &e.unmatched {
+        // With an unknown base image any name may come from its environment;
+        // a global ARG's name is still worth reporting (it needs an ARG line
+        // in the stage), the most common cause of this warning.
+        for name in &e.unmatched {
+            if !state.env_known && !self.meta_names.contains(name) && !PLATFORM_ARGS.contains(&name.as_str())
+            {
+                continue;
+            }
+            {
                 if state.args.iter().any(|(a, _)| a == name) {
                     continue;
                 }
@@ -850,14 +857,18 @@ fn looks_secret(key: &str) -> bool {
 fn parse_chmod(text: &str) -> Result<Chmod, String> {
     let non_octal =
         || format!("invalid chmod parameter: '{text}'. it should be octal string and between 0 and 07777");
+    let chmod = |mode| Chmod {
+        text: text.to_string(),
+        mode,
+    };
     if text.starts_with(|c: char| c.is_ascii_digit()) {
         return match u32::from_str_radix(text, 8) {
-            Ok(m) if m <= 0o7777 => Ok(Chmod::Octal(m)),
+            Ok(m) if m <= 0o7777 => Ok(chmod(Mode::Octal(m))),
             _ => Err(non_octal()),
         };
     }
     if is_symbolic_mode(text) {
-        Ok(Chmod::Symbolic(text.to_string()))
+        Ok(chmod(Mode::Symbolic(text.to_string())))
     } else {
         Err(format!(
             "invalid chmod parameter: '{text}': use an octal mode (0755) or a symbolic one (u+x,go-w)"
@@ -908,17 +919,12 @@ fn transfer_history(keyword: &str, parents: bool, c: &CopyStep) -> String {
         out.push_str(&format!(" --chown={chown}"));
     }
     if let Some(chmod) = &c.chmod {
-        let text = match chmod {
-            Chmod::Octal(m) => format!("{m:o}"),
-            Chmod::Symbolic(s) => s.clone(),
-        };
-        out.push_str(&format!(" --chmod={text}"));
+        out.push_str(&format!(" --chmod={}", chmod.text));
     }
     for s in &c.sources {
         let text = match s {
             Source::Path { path } => path,
-            Source::Url { url } => url,
-            Source::Git { remote, .. } => remote,
+            Source::Url { url } | Source::Git { url, .. } => url,
         };
         out.push(' ');
         out.push_str(text);
@@ -1003,13 +1009,14 @@ mod tests {
 
     #[test]
     fn chmod_forms() {
-        assert_eq!(parse_chmod("0755"), Ok(Chmod::Octal(0o755)));
-        assert_eq!(parse_chmod("644"), Ok(Chmod::Octal(0o644)));
+        let mode = |t: &str| parse_chmod(t).map(|c| c.mode);
+        assert_eq!(mode("0755"), Ok(Mode::Octal(0o755)));
+        assert_eq!(mode("644"), Ok(Mode::Octal(0o644)));
         assert!(parse_chmod("08").is_err());
         assert!(parse_chmod("17777").is_err());
-        assert_eq!(parse_chmod("u+x,go-w"), Ok(Chmod::Symbolic("u+x,go-w".into())));
-        assert_eq!(parse_chmod("a=rX"), Ok(Chmod::Symbolic("a=rX".into())));
-        assert_eq!(parse_chmod("+x"), Ok(Chmod::Symbolic("+x".into())));
+        assert_eq!(mode("u+x,go-w"), Ok(Mode::Symbolic("u+x,go-w".into())));
+        assert_eq!(mode("a=rX"), Ok(Mode::Symbolic("a=rX".into())));
+        assert_eq!(mode("+x"), Ok(Mode::Symbolic("+x".into())));
         assert!(parse_chmod("u+q").is_err());
         assert!(parse_chmod("rwx").is_err());
     }

@@ -127,6 +127,11 @@ impl Node {
 
 /// Parses a Dockerfile.
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+    // BuildKit refuses to build with a malformed `# check=` directive.
+    if let Some(d) = crate::directives::detect(text, "check") {
+        crate::directives::CheckConfig::parse(&d.value)
+            .map_err(|e| ParseError::new(Span::lines(d.line, d.line), e.into()))?;
+    }
     let nodes = parse_nodes(text)?;
     let mut lints = nodes.lints;
     let mut out = Vec::with_capacity(nodes.nodes.len());

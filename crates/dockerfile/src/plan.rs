@@ -86,7 +86,7 @@ impl ImageResolver for NoResolver {
 
 /// Why a Dockerfile cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {}: {kind}", span.start_line)]
+#[error("{}", located(span, kind))]
 pub struct PlanError {
     /// Where.
     pub span: Span,
@@ -124,6 +124,15 @@ pub enum PlanErrorKind {
     /// Anything else; the message says what and how to fix it.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// "line N: message", or just the message for errors about the options
+/// rather than a line (an unknown `--target`).
+fn located(span: &Span, kind: &PlanErrorKind) -> String {
+    match span.start_line {
+        0 => kind.to_string(),
+        line => format!("line {line}: {kind}"),
+    }
 }
 
 fn hint(s: &Option<String>) -> String {
@@ -355,6 +364,8 @@ pub enum Source {
     },
     /// A git repository (ADD only).
     Git {
+        /// The source as written (after expansion), fragment included.
+        url: String,
         /// The remote URL without fragment.
         remote: String,
         /// The ref from the fragment (`#ref`), if any.
@@ -366,8 +377,17 @@ pub enum Source {
 
 /// `--chmod`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chmod {
+    /// The value as written (after expansion), as history records it.
+    pub text: String,
+    /// The parsed mode.
+    pub mode: Mode,
+}
+
+/// A parsed `--chmod` mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Chmod {
+pub enum Mode {
     /// An octal mode (`0755`).
     Octal(u32),
     /// A symbolic mode (`u+x,g-w`), applied per file.

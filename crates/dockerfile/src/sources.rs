@@ -42,6 +42,7 @@ fn git(url: &str) -> Source {
         None => (None, None),
     };
     Source::Git {
+        url: url.to_string(),
         remote: remote.to_string(),
         reference,
         subdir,

@@ -18,7 +18,7 @@ use crate::{instructions, reference, suggest};
 pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The automatic platform ARGs, usable in FROM without a declaration.
-const PLATFORM_ARGS: [&str; 11] = [
+pub(crate) const PLATFORM_ARGS: [&str; 11] = [
     "BUILDPLATFORM",
     "BUILDOS",
     "BUILDOSVERSION",
@@ -319,7 +319,7 @@ impl<'a> Planner<'a> {
             let base = if let Some(idx) = self
                 .stages
                 .iter()
-                .position(|s| s.name.as_deref() == Some(&e.value))
+                .rposition(|s| s.name.as_deref() == Some(&e.value))
             {
                 Base::Stage { index: idx }
             } else if e.value == "scratch" {
@@ -408,7 +408,11 @@ impl<'a> Planner<'a> {
             });
         }
         let lower = name.to_lowercase();
-        if let Some(index) = self.stages.iter().position(|s| s.name.as_deref() == Some(&lower)) {
+        if let Some(index) = self
+            .stages
+            .iter()
+            .rposition(|s| s.name.as_deref() == Some(&lower))
+        {
             return Ok(CopyFrom::Stage { index });
         }
         if self.opts.named_contexts.contains(name) {
@@ -480,7 +484,7 @@ impl<'a> Planner<'a> {
                 let lower = t.to_lowercase();
                 self.stages
                     .iter()
-                    .position(|s| s.name.as_deref() == Some(&lower))
+                    .rposition(|s| s.name.as_deref() == Some(&lower))
                     .ok_or_else(|| PlanError {
                         span: Span::default(),
                         kind: PlanErrorKind::UnknownTarget {
