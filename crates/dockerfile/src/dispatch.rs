@@ -59,11 +59,13 @@ fn dest_path(workdir: &str, dest: &str) -> String {
     }
 }
 
+/// The SHELL in effect: the stage's, else the platform default.
 fn default_shell(state: &StageState) -> Vec<String> {
-    if state.shell.is_empty() {
-        vec!["/bin/sh".to_string(), "-c".to_string()]
-    } else {
-        state.shell.clone()
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+    match (state.shell.is_empty(), state.windows) {
+        (false, _) => state.shell.clone(),
+        (true, false) => owned(&["/bin/sh", "-c"]),
+        (true, true) => owned(&["cmd", "/S", "/C"]),
     }
 }
 
@@ -105,19 +107,15 @@ impl Planner<'_> {
             {
                 continue;
             }
-            {
-                if state.args.iter().any(|(a, _)| a == name) {
-                    continue;
-                }
-                let hint = suggest::closest(name, state.env.iter().map(|(k, _)| k.as_str()))
-                    .map(|s| format!(" (did you mean ${s}?)"))
-                    .unwrap_or_default();
-                self.lints.push(Lint::new(
-                    Rule::UndefinedVar,
-                    span,
-                    format!("Usage of undefined variable '${name}'{hint}"),
-                ));
+            if state.args.iter().any(|(a, _)| a == name) {
+                continue;
             }
+            let hint = suggest::parenthesised(name, state.env.iter().map(|(k, _)| k.as_str()), "$");
+            self.lints.push(Lint::new(
+                Rule::UndefinedVar,
+                span,
+                format!("Usage of undefined variable '${name}'{hint}"),
+            ));
         }
         Ok(e.value)
     }

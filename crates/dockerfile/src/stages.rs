@@ -78,6 +78,8 @@ pub(crate) struct StageState {
     /// from its environment, so they are not reported.
     pub env_known: bool,
     pub workdir_set: bool,
+    /// The stage targets Windows (default shell `cmd /S /C`, no default PATH).
+    pub windows: bool,
     pub cmd_set: bool,
     pub cmd_at: Option<Span>,
     pub entrypoint_at: Option<Span>,
@@ -268,9 +270,7 @@ impl<'a> Planner<'a> {
             if known.contains(name) {
                 continue;
             }
-            let hint = suggest::closest(name, known.iter().map(String::as_str))
-                .map(|s| format!(" (did you mean {s}?)"))
-                .unwrap_or_default();
+            let hint = suggest::parenthesised(name, known.iter().map(String::as_str), "");
             self.lints.push(Lint::new(
                 Rule::UndefinedArgInFrom,
                 span,
@@ -639,8 +639,9 @@ impl<'a> Planner<'a> {
             },
             Base::Context { .. } => StageState::default(),
         };
+        state.windows = info.platform.os == "windows";
         if !matches!(info.base, Base::Stage { .. }) {
-            if info.platform.os != "windows" && !state.config_env.iter().any(|(k, _)| k == "PATH") {
+            if !state.windows && !state.config_env.iter().any(|(k, _)| k == "PATH") {
                 state
                     .config_env
                     .push(("PATH".to_string(), DEFAULT_PATH.to_string()));

@@ -24,6 +24,17 @@ where
         .map(|(_, c)| c.to_string())
 }
 
+/// `" (did you mean $X?)"` with `prefix` before the suggestion, or nothing
+/// when no candidate is close, in BuildKit's lint-message style.
+pub(crate) fn parenthesised<'a, I>(word: &str, candidates: I, prefix: &str) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    closest(word, candidates)
+        .map(|s| format!(" (did you mean {prefix}{s}?)"))
+        .unwrap_or_default()
+}
+
 /// Edit distance counting a swap of neighbours as one edit (typos like
 /// `chwon` are one step from `chown`).
 fn edit_distance(a: &str, b: &str) -> usize {
