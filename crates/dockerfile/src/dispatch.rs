@@ -2,6 +2,8 @@
 //! environment, updates the stage state, and produces the plan [`Step`]
 //! with its docker-style history entry.
 
+use std::collections::HashMap;
+
 use crate::ast::{
     ArgDecl, Command, CommandLine, Healthcheck, InlineSource, Instruction, KeyValue, Span, Transfer,
 };
@@ -110,7 +112,7 @@ impl Planner<'_> {
             if state.args.iter().any(|(a, _)| a == name) {
                 continue;
             }
-            let hint = suggest::parenthesised(name, state.env.iter().map(|(k, _)| k.as_str()), "$");
+            let hint = suggest::parenthesised(name, state.env.iter().rev().map(|(k, _)| k.as_str()), "$");
             self.lints.push(Lint::new(
                 Rule::UndefinedVar,
                 span,
@@ -490,18 +492,23 @@ impl Planner<'_> {
     /// The ARGs in scope as history and the cache see them: the current value
     /// (an ENV of the same name wins), once per name, in declaration order.
     fn args_in_scope(state: &StageState) -> Vec<Var> {
+        // Indexes keep this linear: a stage may declare hundreds of ARGs and
+        // run hundreds of commands.
+        let env: HashMap<&str, &str> = state.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut position: HashMap<&str, usize> = HashMap::new();
         let mut out: Vec<Var> = Vec::new();
         for (name, value) in &state.args {
-            let v = state
-                .env
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+            let v = env
+                .get(name.as_str())
+                .map(|v| v.to_string())
                 .or_else(|| value.clone())
                 .unwrap_or_default();
-            match out.iter_mut().find(|o| o.name == *name) {
-                Some(o) => o.value = v,
-                None => out.push(Var::new(name, v)),
+            match position.get(name.as_str()) {
+                Some(&i) => out[i].value = v,
+                None => {
+                    position.insert(name, out.len());
+                    out.push(Var::new(name, v));
+                }
             }
         }
         out

@@ -82,6 +82,9 @@ pub enum ExpandError {
     /// Substitutions nested so deeply that expanding them could exhaust the stack.
     #[error("substitutions are nested more than {0} levels deep")]
     TooDeep(usize),
+    /// The expanded value grew past the limit (a variable doubling itself).
+    #[error("the expanded value is longer than {0} bytes")]
+    TooLong(usize),
 }
 
 /// The result of expanding one word.
@@ -94,6 +97,11 @@ pub struct Expansion {
     /// Names that were looked up and not found (candidates for `UndefinedVar`).
     pub unmatched: BTreeSet<String>,
 }
+
+/// The longest expanded word. Linux refuses environment strings over
+/// 128 KiB anyway, and without a bound `ENV A=$A$A` repeated a few dozen
+/// times would need terabytes.
+const MAX_LEN: usize = 1 << 20;
 
 /// Nesting depth beyond which `${a:-${b:-...}}` is refused; Go grows its
 /// stack without bound, we would overflow ours.
@@ -275,6 +283,9 @@ impl<'a> ShellWord<'a> {
             match ch {
                 '$' => {
                     let tmp = self.process_dollar(depth)?;
+                    if result.len() + tmp.len() > MAX_LEN {
+                        return Err(ExpandError::TooLong(MAX_LEN));
+                    }
                     result.push_str(&tmp);
                     words.add_string(&tmp);
                 }
@@ -359,6 +370,9 @@ impl<'a> ShellWord<'a> {
                 }
                 Some('$') => {
                     let v = self.process_dollar(depth)?;
+                    if result.len() + v.len() > MAX_LEN {
+                        return Err(ExpandError::TooLong(MAX_LEN));
+                    }
                     result.push_str(&v);
                 }
                 Some(_) => {
@@ -541,7 +555,11 @@ impl<'a> ShellWord<'a> {
         };
         let re = shell_pattern_regex(&pattern, true, false)?;
         if replace_all {
-            return Ok(re.replace_all(&value, replacement.as_str()).into_owned());
+            let replaced = re.replace_all(&value, replacement.as_str()).into_owned();
+            if replaced.len() > MAX_LEN {
+                return Err(ExpandError::TooLong(MAX_LEN));
+            }
+            return Ok(replaced);
         }
         Ok(match re.find(&value) {
             Some(m) => format!("{}{}{}", &value[..m.start()], replacement, &value[m.end()..]),
@@ -862,6 +880,23 @@ mod tests {
             body.process_word("say \"$SHELL\" 'x'", &env()).map(|e| e.value),
             Ok("say \"bash\" 'x'".into())
         );
+    }
+
+    #[test]
+    fn runaway_growth_is_refused() {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("A".into(), "x".repeat(1 << 19));
+        let lex = Lexer::new('\\');
+        assert!(lex.process_word("$A", &env).is_ok());
+        assert_eq!(
+            lex.process_word("$A$A$A", &env).map(|e| e.value.len()),
+            Err(ExpandError::TooLong(MAX_LEN))
+        );
+        env.insert("B".into(), "y".repeat(1000));
+        assert!(matches!(
+            lex.process_word("${B//?/0123456789}", &env),
+            Ok(e) if e.value.len() == 10_000
+        ));
     }
 
     #[test]
