@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -161,15 +162,46 @@ fn file_stream(mut file: File, range: Range<u64>) -> ByteStream {
     }))
 }
 
-/// Writes chunks arriving on `rx` to the end of `path`, hashing them on the way.
-fn write_chunks(path: &Path, mut sha256: Hasher, mut rx: mpsc::Receiver<Bytes>) -> io::Result<(u64, Hasher)> {
+/// How often, with fsync on, an upload asks the kernel to start writing back what it has
+/// received. Measured on a 1 GiB upload: without it the final fsync waits ~2.3 s for the whole
+/// blob to reach the disk after the last byte arrives; with it disk writes overlap the transfer.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// Starts (does not wait for) writeback of `len` bytes at `offset`. Only a hint: the fsync
+/// before the blob becomes visible is what reports errors.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range(2) reads only its integer arguments, and the descriptor is owned
+    // by `file`, which outlives the call.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Writes chunks arriving on `rx` to the end of `path` (which holds `start` bytes), hashing
+/// them on the way.
+fn write_chunks(
+    path: &Path,
+    start: u64,
+    mut sha256: Hasher,
+    mut rx: mpsc::Receiver<Bytes>,
+    fsync: bool,
+) -> io::Result<(u64, Hasher)> {
     let file = OpenOptions::new().append(true).open(path)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut written = 0u64;
+    let mut flushed_hint = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
         out.write_all(&chunk)?;
         sha256.update(&chunk);
         written += chunk.len() as u64;
+        let in_file = written - out.buffer().len() as u64;
+        if fsync && in_file - flushed_hint >= WRITEBACK_EVERY {
+            start_writeback(out.get_ref(), start + flushed_hint, in_file - flushed_hint);
+            flushed_hint = in_file;
+        }
     }
     out.flush()?;
     Ok((written, sha256))
@@ -261,8 +293,8 @@ impl BlobStore for FsBlobStore {
         let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let writer = {
             let path = path.clone();
-            let sha256 = cursor.sha256.clone();
-            tokio::task::spawn_blocking(move || write_chunks(&path, sha256, rx))
+            let (start, sha256, fsync) = (cursor.size, cursor.sha256.clone(), self.inner.fsync);
+            tokio::task::spawn_blocking(move || write_chunks(&path, start, sha256, rx, fsync))
         };
         let mut received = 0u64;
         let mut failure = None;

@@ -97,21 +97,23 @@ pub fn fsck(root: &Path) -> StorageResult<Report> {
     check_blobs(&blobs, &mut report)?;
     let staged = list_names(&blobs.join(UPLOADS_DIR))?;
     let repositories = root.join(REPOSITORIES_DIR);
-    let mut sessions = Vec::new();
+    let mut sessions: Vec<PathBuf> = Vec::new();
     walk_repositories(&repositories, &blobs, &mut report, &mut sessions)?;
+    let session_id = |path: &PathBuf| path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+    let session_ids: Vec<String> = sessions.iter().filter_map(session_id).collect();
     for name in &staged {
         report.uploads += 1;
-        if !sessions.contains(name) {
+        if !session_ids.contains(name) {
             report.warning(
                 &blobs.join(UPLOADS_DIR).join(name),
                 "staged upload data with no session (a monolithic upload in flight, or left by a crash; purged when stale)",
             );
         }
     }
-    for id in &sessions {
-        if !staged.contains(id) {
+    for session in &sessions {
+        if session_id(session).is_some_and(|id| !staged.contains(&id)) {
             report.warning(
-                Path::new(id),
+                session,
                 "upload session whose staged data is gone (purged when stale)",
             );
         }
@@ -186,7 +188,7 @@ fn walk_repositories(
     dir: &Path,
     blobs: &Path,
     report: &mut Report,
-    sessions: &mut Vec<String>,
+    sessions: &mut Vec<PathBuf>,
 ) -> StorageResult<()> {
     let names = list_names(dir)?;
     if names.iter().any(|n| n.starts_with('_')) {
@@ -225,7 +227,7 @@ fn check_repository(
     repo: &Path,
     blobs: &Path,
     report: &mut Report,
-    sessions: &mut Vec<String>,
+    sessions: &mut Vec<PathBuf>,
 ) -> StorageResult<()> {
     for (path, digest) in digest_entries(&repo.join("_layers"), report)? {
         report.links += 1;
@@ -270,7 +272,8 @@ fn check_repository(
             }
         }
     }
-    sessions.extend(list_names(&repo.join("_uploads"))?);
+    let uploads = repo.join("_uploads");
+    sessions.extend(list_names(&uploads)?.into_iter().map(|name| uploads.join(name)));
     Ok(())
 }
 

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# rbuild serve against Debian's docker-registry (CNCF distribution 2.8.2), side by side in one
+# run on the same filesystem, alternating A B A B. Prints each figure and the ratio.
+#
+#   benches/registry.sh            # full run (a few minutes, ~10 GiB of scratch disk)
+#   RUNS=1 benches/registry.sh     # one repetition of each figure
+#
+# Needs: docker-registry wrk apache2-utils (ab) curl openssl python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+
+for tool in docker-registry wrk ab curl openssl python3; do
+    command -v "$tool" >/dev/null || { echo "benches/registry.sh needs $tool" >&2; exit 2; }
+done
+cargo build --release --quiet -p rbuild -p rbuild-benches
+bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-bench.XXXXXX")
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/v2/" && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
+# start NAME: starts a fresh registry with an empty root; sets URL_<NAME> and PID_<NAME>.
+start() {
+    local name=$1 port
+    port=$(free_port)
+    rm -rf "$work/$name"
+    mkdir -p "$work/$name"
+    if [[ $name == rbuild ]]; then
+        RUST_LOG=warn "$bin/rbuild" serve --addr "127.0.0.1:$port" --root "$work/$name/root" \
+            >"$work/$name.log" 2>&1 &
+    else
+        cat >"$work/distribution.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/$name/root}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$port, secret: bench}
+YAML
+        docker-registry serve "$work/distribution.yml" >"$work/$name.log" 2>&1 &
+    fi
+    local pid=$!
+    pids+=("$pid")
+    printf -v "PID_$name" %s "$pid"
+    printf -v "URL_$name" %s "http://127.0.0.1:$port"
+    wait_up "http://127.0.0.1:$port"
+}
+stop() { local pid_var="PID_$1"; kill "${!pid_var}" 2>/dev/null || true; wait "${!pid_var}" 2>/dev/null || true; }
+url() { local v="URL_$1"; echo "${!v}"; }
+
+# median of the numbers on stdin
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+results=()
+report() { # NAME UNIT RBUILD DISTRIBUTION [lower-is-better]
+    local ratio
+    if [[ ${5:-} == lower ]]; then ratio=$(awk "BEGIN {printf \"%.2f\", $4/$3}"); else ratio=$(awk "BEGIN {printf \"%.2f\", $3/$4}"); fi
+    results+=("$(printf '%-38s %12s %12s %8sx  (%s)' "$1" "$3" "$4" "$ratio" "$2")")
+    echo "${results[-1]}"
+}
+
+# Absolute location + digest parameter, for registries that add their own query (distribution).
+finish_url() { local base=$1 loc=$2 digest=$3; [[ $loc == http* ]] || loc="$base$loc"; [[ $loc == *\?* ]] && echo "$loc&digest=$digest" || echo "$loc?digest=$digest"; }
+upload_file() { # BASE REPO FILE DIGEST -> seconds
+    local base=$1 repo=$2 file=$3 digest=$4 loc start end
+    loc=$(curl -sf -X POST -D - -o /dev/null "$base/v2/$repo/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+    start=$(date +%s.%N)
+    curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$file" "$(finish_url "$base" "$loc" "$digest")"
+    end=$(date +%s.%N)
+    awk "BEGIN {print $end - $start}"
+}
+
+echo "== machine limits on the same bytes"
+blob="$work/blob-1g"
+head -c 1073741824 /dev/urandom >"$blob"
+digest="sha256:$(openssl dgst -sha256 "$blob" | awk '{print $NF}')"
+t0=$(date +%s.%N); openssl dgst -sha256 "$blob" >/dev/null; t1=$(date +%s.%N)
+t2=$(date +%s.%N); cat "$blob" >/dev/null; t3=$(date +%s.%N)
+echo "openssl sha256: $(awk "BEGIN {printf \"%.0f\", 1073.741824/($t1-$t0)}") MB/s   cat: $(awk "BEGIN {printf \"%.0f\", 1073.741824/($t3-$t2)}") MB/s"
+
+start rbuild
+start distribution
+printf '%-38s %12s %12s %9s\n' "figure" "rbuild" "distribution" "ratio"
+
+echo "-- 1 GiB blob upload (monolithic PUT) and download"
+declare -A up down
+for name in rbuild distribution; do up[$name]=""; down[$name]=""; done
+for run in $(seq "$RUNS"); do
+    for name in rbuild distribution; do
+        base=$(url $name)
+        s=$(upload_file "$base" "big/r$run" "$blob" "$digest")
+        up[$name]+="$(awk "BEGIN {print 1073.741824/$s}") "
+        d=$(curl -sf -o /dev/null -w '%{speed_download}' "$base/v2/big/r$run/blobs/$digest")
+        down[$name]+="$(awk "BEGIN {print $d/1e6}") "
+    done
+done
+report "1 GiB upload" "MB/s, median" "$(tr ' ' '\n' <<<"${up[rbuild]}" | grep . | median)" "$(tr ' ' '\n' <<<"${up[distribution]}" | grep . | median)"
+report "1 GiB download" "MB/s, median" "$(tr ' ' '\n' <<<"${down[rbuild]}" | grep . | median)" "$(tr ' ' '\n' <<<"${down[distribution]}" | grep . | median)"
+rm -f "$blob"
+
+echo "-- 1,000 x 1 MiB blob pushes, 8 concurrent clients (POST, streamed PATCH, PUT)"
+declare -A push
+for name in rbuild distribution; do push[$name]=""; done
+for run in $(seq "$RUNS"); do
+    for name in rbuild distribution; do
+        line=$("$bin/registry-load" push "$(url $name)" "many/r$run" 1000 1048576 8)
+        push[$name]+="$(sed 's/.*MB\/s=//' <<<"$line") "
+    done
+done
+report "1000 x 1 MiB pushes (8 clients)" "MB/s, median" "$(tr ' ' '\n' <<<"${push[rbuild]}" | grep . | median)" "$(tr ' ' '\n' <<<"${push[distribution]}" | grep . | median)"
+
+echo "-- manifest GET/HEAD and tag list requests/s"
+# One small image with 100 tags in each registry.
+config='{"architecture":"amd64","os":"linux"}'
+layer="bench layer"
+for name in rbuild distribution; do
+    base=$(url $name)
+    for content in "$config" "$layer"; do
+        d="sha256:$(printf %s "$content" | openssl dgst -sha256 | awk '{print $NF}')"
+        loc=$(curl -sf -X POST -D - -o /dev/null "$base/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+        printf %s "$content" | curl -sf -o /dev/null -X PUT -H "Content-Type: application/octet-stream" \
+            --data-binary @- "$(finish_url "$base" "$loc" "$d")"
+    done
+done
+cd_digest="sha256:$(printf %s "$config" | openssl dgst -sha256 | awk '{print $NF}')"
+l_digest="sha256:$(printf %s "$layer" | openssl dgst -sha256 | awk '{print $NF}')"
+manifest="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"$cd_digest\",\"size\":${#config}},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"$l_digest\",\"size\":${#layer}}]}"
+for name in rbuild distribution; do
+    for i in $(seq 100); do
+        printf %s "$manifest" | curl -sf -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+            --data-binary @- "$(url $name)/v2/bench/app/manifests/tag$i"
+    done
+done
+accept='Accept: application/vnd.oci.image.manifest.v1+json'
+declare -A get head tags
+for name in rbuild distribution; do get[$name]=""; head[$name]=""; tags[$name]=""; done
+for run in $(seq "$RUNS"); do
+    for name in rbuild distribution; do
+        base=$(url $name)
+        get[$name]+="$(wrk -t2 -c32 -d5s -H "$accept" "$base/v2/bench/app/manifests/tag1" | awk '/Requests\/sec/ {print $2}') "
+        head[$name]+="$(ab -q -i -k -c32 -n40000 -H "$accept" "$base/v2/bench/app/manifests/tag1" 2>/dev/null | awk '/Requests per second/ {print $4}') "
+        tags[$name]+="$(wrk -t2 -c32 -d5s "$base/v2/bench/app/tags/list" | awk '/Requests\/sec/ {print $2}') "
+    done
+done
+report "manifest GET (wrk, 32 conns)" "req/s, median" "$(tr ' ' '\n' <<<"${get[rbuild]}" | grep . | median)" "$(tr ' ' '\n' <<<"${get[distribution]}" | grep . | median)"
+report "manifest HEAD (ab -k, 32 conns)" "req/s, median" "$(tr ' ' '\n' <<<"${head[rbuild]}" | grep . | median)" "$(tr ' ' '\n' <<<"${head[distribution]}" | grep . | median)"
+report "tag list, 100 tags (wrk, 32 conns)" "req/s, median" "$(tr ' ' '\n' <<<"${tags[rbuild]}" | grep . | median)" "$(tr ' ' '\n' <<<"${tags[distribution]}" | grep . | median)"
+
+echo "-- peak RSS while 16 clients stream 256 MiB each (fresh servers)"
+declare -A rss
+for name in rbuild distribution; do
+    stop $name
+    start $name
+    pid_var="PID_$name"
+    "$bin/registry-load" stream "$(url $name)" mem/test 16 268435456 16 >/dev/null
+    rss[$name]=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/${!pid_var}/status")
+    stop $name
+    rm -rf "$work/$name"
+done
+report "peak RSS, 16 x 256 MiB uploads" "MiB, lower is better" "${rss[rbuild]}" "${rss[distribution]}" lower
+
+echo
+echo "== summary (ratio > 1 means rbuild is better)"
+printf '%-38s %12s %12s %9s\n' "figure" "rbuild" "distribution" "ratio"
+printf '%s\n' "${results[@]}"
