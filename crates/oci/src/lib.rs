@@ -17,13 +17,16 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod digest;
 pub mod manifest;
 pub mod media_type;
 pub mod name;
 pub mod reference;
+pub mod store;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ManifestSummary};
 pub use name::{NameError, RepositoryName, Tag};
 pub use reference::{Reference, ReferenceError};
+pub use store::{BlobWriter, ContentStore, StoreError};
