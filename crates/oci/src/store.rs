@@ -191,10 +191,10 @@ impl ContentStore {
         let mut digests = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_error(format!("listing {}", dir.display())))? {
             let entry = entry.map_err(io_error(format!("listing {}", dir.display())))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if let Ok(digest) = Digest::from_parts(Algorithm::Sha256, name) {
-                    digests.push(digest);
-                }
+            if let Some(name) = entry.file_name().to_str()
+                && let Ok(digest) = Digest::from_parts(Algorithm::Sha256, name)
+            {
+                digests.push(digest);
             }
         }
         digests.sort();
@@ -281,14 +281,14 @@ impl BlobWriter {
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
         self.file.flush().map_err(io_error("flushing blob"))?;
         let digest = self.hasher.clone().finalize();
-        if let Some(expected) = expected {
-            if expected != &digest {
-                let _ = fs::remove_file(&self.path);
-                return Err(StoreError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = expected
+            && expected != &digest
+        {
+            let _ = fs::remove_file(&self.path);
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
         }
         let target = self.store.blob_path(&digest);
         fs::rename(&self.path, &target).map_err(io_error(format!("storing blob {digest}")))?;

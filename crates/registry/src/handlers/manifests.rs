@@ -154,10 +154,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             )
             .with_status(StatusCode::PAYLOAD_TOO_LARGE)
         };
-        if let Some(declared) = header(&parts.headers, &CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
-            if declared > limit {
-                return Err(too_big(declared.to_string()));
-            }
+        if let Some(declared) = header(&parts.headers, &CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+            && declared > limit
+        {
+            return Err(too_big(declared.to_string()));
         }
         let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
         match Limited::new(body, limit_usize).collect().await {
@@ -239,13 +239,13 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             ManifestRef::Tag(_) => Algorithm::Sha256,
         };
         let digest = Digest::of(algorithm, &bytes);
-        if let ManifestRef::Digest(claimed) = reference {
-            if *claimed != digest {
-                return Err(RegistryError::new(
-                    ErrorCode::DigestInvalid,
-                    format!("manifest body has digest {digest}, not {claimed}"),
-                ));
-            }
+        if let ManifestRef::Digest(claimed) = reference
+            && *claimed != digest
+        {
+            return Err(RegistryError::new(
+                ErrorCode::DigestInvalid,
+                format!("manifest body has digest {digest}, not {claimed}"),
+            ));
         }
         self.check_references(name, &summary).await?;
 

@@ -272,10 +272,10 @@ impl MetadataStore for FsMetadataStore {
                 .filter_map(|n| marker_digest(n))
             {
                 // A marker whose manifest is gone (a crash mid-delete) is simply not listed.
-                if let Some(record) = Self::read_record(&r, &digest)? {
-                    if artifact_type.is_none() || record.artifact_type == artifact_type {
-                        records.push((digest.to_string(), record));
-                    }
+                if let Some(record) = Self::read_record(&r, &digest)?
+                    && (artifact_type.is_none() || record.artifact_type == artifact_type)
+                {
+                    records.push((digest.to_string(), record));
                 }
             }
             records.sort_by(|a, b| a.0.cmp(&b.0));
