@@ -13,7 +13,7 @@ use rbuild_dockerfile::{NoResolver, PlanOptions, parse, plan};
 fn big_dockerfile() -> String {
     let mut out =
         String::from("# syntax=docker/dockerfile:1\nARG BASE=debian:bookworm-slim\nARG VERSION=1.0\n");
-    for stage in 0..10 {
+    for stage in 0..11 {
         out.push_str(&format!("FROM ${{BASE}} AS stage{stage}\n"));
         out.push_str("ARG VERSION\nENV APP_HOME=/srv/app PATH=/srv/app/bin:$PATH\n");
         out.push_str("WORKDIR $APP_HOME\n");

@@ -81,10 +81,13 @@ pub(crate) fn check_add(c: &mut CopyStep) -> Result<(), String> {
         c.checksum = None;
         return Ok(());
     };
-    if c.sources.len() != 1 || !c.inline.is_empty() {
+    let [source] = c.sources.as_slice() else {
+        return Err("checksum can't be specified for multiple sources".to_string());
+    };
+    if !c.inline.is_empty() {
         return Err("checksum can't be specified for multiple sources".to_string());
     }
-    match &c.sources[0] {
+    match source {
         Source::Path { .. } => Err("checksum requires HTTP(S) or Git sources".to_string()),
         Source::Git { .. } => Ok(()),
         Source::Url { .. } => {
