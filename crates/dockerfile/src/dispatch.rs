@@ -316,17 +316,17 @@ impl Planner<'_> {
                     Some(name) => Some(self.resolve_from(name, span)?),
                     None => None,
                 };
-                if let Some(CopyFrom::Stage { index }) = &from {
-                    if *index >= s {
-                        return Err(PlanError::invalid(
-                            span,
-                            format!(
-                                "cannot copy from stage {:?}, it needs to be defined before current stage {:?}",
-                                copy.from.clone().unwrap_or_default(),
-                                self.stage_label(s)
-                            ),
-                        ));
-                    }
+                if let Some(CopyFrom::Stage { index }) = &from
+                    && *index >= s
+                {
+                    return Err(PlanError::invalid(
+                        span,
+                        format!(
+                            "cannot copy from stage {:?}, it needs to be defined before current stage {:?}",
+                            copy.from.clone().unwrap_or_default(),
+                            self.stage_label(s)
+                        ),
+                    ));
                 }
                 let check_ignored = from.is_none();
                 let mut c =
@@ -627,16 +627,16 @@ impl Planner<'_> {
         let from = match raw.from.as_deref().filter(|f| !f.is_empty()) {
             Some(name) => {
                 let f = self.resolve_from(name, span)?;
-                if let CopyFrom::Stage { index } = f {
-                    if index >= s {
-                        return Err(PlanError::invalid(
-                            span,
-                            format!(
-                                "cannot mount from stage {name:?} to {:?}, stage needs to be defined before current command",
-                                raw.target.clone().unwrap_or_default()
-                            ),
-                        ));
-                    }
+                if let CopyFrom::Stage { index } = f
+                    && index >= s
+                {
+                    return Err(PlanError::invalid(
+                        span,
+                        format!(
+                            "cannot mount from stage {name:?} to {:?}, stage needs to be defined before current command",
+                            raw.target.clone().unwrap_or_default()
+                        ),
+                    ));
                 }
                 Some(f)
             }

@@ -199,15 +199,13 @@ impl Matcher {
                 continue;
             }
             let mut hit = p.matches(path);
-            if !hit {
-                if let Some(end) = parent_end {
-                    let parent = &path[..end];
-                    hit = parent
-                        .match_indices('/')
-                        .map(|(i, _)| &parent[..i])
-                        .chain(std::iter::once(parent))
-                        .any(|prefix| p.matches(prefix));
-                }
+            if !hit && let Some(end) = parent_end {
+                let parent = &path[..end];
+                hit = parent
+                    .match_indices('/')
+                    .map(|(i, _)| &parent[..i])
+                    .chain(std::iter::once(parent))
+                    .any(|prefix| p.matches(prefix));
             }
             if hit {
                 matched = !p.exclusion;
@@ -265,15 +263,15 @@ fn classify(text: &str) -> Option<Kind> {
     if !has_magic(text) {
         return Some(Kind::Exact);
     }
-    if let Some(prefix) = text.strip_suffix("/**") {
-        if !has_magic(prefix) {
-            return Some(Kind::Prefix(format!("{prefix}/")));
-        }
+    if let Some(prefix) = text.strip_suffix("/**")
+        && !has_magic(prefix)
+    {
+        return Some(Kind::Prefix(format!("{prefix}/")));
     }
-    if let Some(name) = text.strip_prefix("**/") {
-        if !has_magic(name) {
-            return Some(Kind::Suffix(name.to_string()));
-        }
+    if let Some(name) = text.strip_prefix("**/")
+        && !has_magic(name)
+    {
+        return Some(Kind::Suffix(name.to_string()));
     }
     regex::Regex::new(&to_regex(text)).ok().map(Kind::Regex)
 }

@@ -422,14 +422,14 @@ fn from(node: &Node, lints: &mut Vec<Lint>) -> Result<From, ParseError> {
             ));
         }
     };
-    if let Some(name) = &name {
-        if *name != name.to_lowercase() {
-            lints.push(Lint::new(
-                Rule::StageNameCasing,
-                node.span,
-                format!("Stage name '{name}' should be lowercase"),
-            ));
-        }
+    if let Some(name) = &name
+        && *name != name.to_lowercase()
+    {
+        lints.push(Lint::new(
+            Rule::StageNameCasing,
+            node.span,
+            format!("Stage name '{name}' should be lowercase"),
+        ));
     }
     if let Some(as_kw) = &as_keyword {
         let kw = &node.keyword;
@@ -503,22 +503,22 @@ fn run(node: &Node) -> Result<Run, ParseError> {
         ],
     )?;
     let network = flags.string("network");
-    if let Some(n) = &network {
-        if !matches!(n.as_str(), "default" | "none" | "host") {
-            return Err(ParseError::invalid(
-                node.span,
-                format!("invalid network mode {n:?}: use default, none or host"),
-            ));
-        }
+    if let Some(n) = &network
+        && !matches!(n.as_str(), "default" | "none" | "host")
+    {
+        return Err(ParseError::invalid(
+            node.span,
+            format!("invalid network mode {n:?}: use default, none or host"),
+        ));
     }
     let security = flags.string("security");
-    if let Some(s) = &security {
-        if !matches!(s.as_str(), "sandbox" | "insecure") {
-            return Err(ParseError::invalid(
-                node.span,
-                format!("security {s:?} is not valid: use sandbox or insecure"),
-            ));
-        }
+    if let Some(s) = &security
+        && !matches!(s.as_str(), "sandbox" | "insecure")
+    {
+        return Err(ParseError::invalid(
+            node.span,
+            format!("security {s:?} is not valid: use sandbox or insecure"),
+        ));
     }
     let mounts = flags.list("mount");
     for m in &mounts {

@@ -242,11 +242,11 @@ impl Reader<'_> {
         if (0xD800..0xDC00).contains(&first) && self.s[self.pos..].starts_with(b"\\u") {
             let save = self.pos;
             self.pos += 2;
-            if let Some(second) = self.hex4() {
-                if (0xDC00..0xE000).contains(&second) {
-                    let c = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
-                    return Some(char::from_u32(c).unwrap_or('\u{FFFD}'));
-                }
+            if let Some(second) = self.hex4()
+                && (0xDC00..0xE000).contains(&second)
+            {
+                let c = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                return Some(char::from_u32(c).unwrap_or('\u{FFFD}'));
             }
             self.pos = save;
         }

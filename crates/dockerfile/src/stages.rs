@@ -376,16 +376,17 @@ impl<'a> Planner<'a> {
                 ),
             ));
         }
-        if e.matched.is_empty() && e.unmatched.is_empty() {
-            if let Ok(p) = Platform::parse(&e.value) {
-                let name = stage.unwrap_or_default();
-                if !name.contains(&p.os) && !name.contains(&p.architecture) {
-                    self.lints.push(Lint::new(
-                        Rule::FromPlatformFlagConstDisallowed,
-                        span,
-                        format!("FROM --platform flag should not use constant value {:?}", e.value),
-                    ));
-                }
+        if e.matched.is_empty()
+            && e.unmatched.is_empty()
+            && let Ok(p) = Platform::parse(&e.value)
+        {
+            let name = stage.unwrap_or_default();
+            if !name.contains(&p.os) && !name.contains(&p.architecture) {
+                self.lints.push(Lint::new(
+                    Rule::FromPlatformFlagConstDisallowed,
+                    span,
+                    format!("FROM --platform flag should not use constant value {:?}", e.value),
+                ));
             }
         }
     }
@@ -461,17 +462,17 @@ impl<'a> Planner<'a> {
             None
         }
         for s in 0..self.stages.len() {
-            if mark[s] == 0 {
-                if let Some(span) = visit(self, s, &mut mark) {
-                    let name = self.stages[s]
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("stage-{s}"));
-                    return Err(PlanError::invalid(
-                        span,
-                        format!("circular dependency detected on stage: {name}"),
-                    ));
-                }
+            if mark[s] == 0
+                && let Some(span) = visit(self, s, &mut mark)
+            {
+                let name = self.stages[s]
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("stage-{s}"));
+                return Err(PlanError::invalid(
+                    span,
+                    format!("circular dependency detected on stage: {name}"),
+                ));
             }
         }
         Ok(())
@@ -694,10 +695,11 @@ fn referenced_names(ins: &Instruction, lexer: &Lexer) -> Result<Vec<String>, Pla
             for m in &r.mounts {
                 let fields = crate::run_flags::csv_fields(m).unwrap_or_default();
                 for f in fields {
-                    if let Some((k, v)) = f.split_once('=') {
-                        if k.eq_ignore_ascii_case("from") && !v.is_empty() {
-                            out.push(v.to_string());
-                        }
+                    if let Some((k, v)) = f.split_once('=')
+                        && k.eq_ignore_ascii_case("from")
+                        && !v.is_empty()
+                    {
+                        out.push(v.to_string());
                     }
                 }
             }
