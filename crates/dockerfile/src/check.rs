@@ -456,6 +456,20 @@ mod tests {
     }
 
     #[test]
+    fn renders_json() {
+        let r = check("FROM scratch\nCMD run me\n", &CheckOptions::default());
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap_or_default();
+        assert_eq!(json["diagnostics"][0]["rule"], "JSONArgsRecommended");
+        assert_eq!(json["diagnostics"][0]["severity"], "warning");
+        assert_eq!(json["diagnostics"][0]["span"]["start_line"], 2);
+        assert_eq!(
+            json["diagnostics"][0]["url"],
+            "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"
+        );
+        assert_eq!(json["warnings_are_errors"], false);
+    }
+
+    #[test]
     fn renders_like_rustc() {
         let text = "FROM scratch\nCMD run me\n";
         let out = check(text, &CheckOptions::default()).render(text);
