@@ -1,0 +1,284 @@
+//! The layer cache: what each build step produced, by content-addressed key, kept in the
+//! local store so it survives restarts, plus the inputs behind each step's last key so that a
+//! miss can say what changed.
+//!
+//! A key is the SHA-256 of a canonical JSON encoding of the step's inputs, prefixed by
+//! [`KEY_VERSION`]: bumping the version changes every key. What goes into a key is decided by
+//! the step kinds (see `solver`); this module only stores and compares.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rbuild_oci::{Descriptor, Digest};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BuildError, Result};
+
+/// The version of the key encoding. Bump it whenever what a key covers, or how a step's
+/// result is produced from the same inputs, changes.
+pub const KEY_VERSION: u32 = 1;
+
+/// A cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheKey(pub Digest);
+
+impl std::fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The named inputs of one step, in a canonical order. The key is derived from them; the
+/// same map, kept from the previous build, explains a miss.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs(BTreeMap<String, String>);
+
+impl Inputs {
+    /// Adds an input. Names are `kind:detail` (`parent`, `base`, `arg:VERSION`,
+    /// `file:src/main.rs`, `flag:chown`, …); the kind orders explanations.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Inputs {
+        self.0.insert(name.into(), value.into());
+        self
+    }
+
+    /// The key these inputs produce.
+    pub fn key(&self) -> CacheKey {
+        #[derive(Serialize)]
+        struct Encoded<'a> {
+            version: u32,
+            inputs: &'a BTreeMap<String, String>,
+        }
+        let bytes = serde_json::to_vec(&Encoded {
+            version: KEY_VERSION,
+            inputs: &self.0,
+        })
+        .unwrap_or_default();
+        CacheKey(Digest::sha256_of(&bytes))
+    }
+
+    /// What changed from `previous` to `self`, most telling first: the base image, the
+    /// instruction, argument values, flags, files, then the parent step.
+    pub fn explain_change(&self, previous: &Inputs) -> String {
+        const ORDER: [&str; 7] = ["base", "instruction", "arg", "env", "flag", "file", "parent"];
+        let kind = |name: &str| {
+            let prefix = name.split(':').next().unwrap_or(name);
+            ORDER.iter().position(|k| *k == prefix).unwrap_or(ORDER.len())
+        };
+        let mut names: Vec<&String> = self.0.keys().chain(previous.0.keys()).collect();
+        names.sort_by_key(|n| (kind(n), n.as_str()));
+        names.dedup();
+        let mut changes = Vec::new();
+        for name in names {
+            let (now, before) = (self.0.get(name), previous.0.get(name));
+            if now == before {
+                continue;
+            }
+            let detail = name.split_once(':').map_or(name.as_str(), |(_, d)| d);
+            let change = match (name.split(':').next().unwrap_or(""), before, now) {
+                ("file", None, Some(_)) => format!("{detail}: added"),
+                ("file", Some(_), None) => format!("{detail}: removed"),
+                ("file", _, _) => format!("{detail}: content changed"),
+                ("parent", _, _) => "an earlier step changed".to_owned(),
+                ("base", Some(b), Some(n)) => format!("base image changed: {} → {}", short(b), short(n)),
+                (_, Some(b), Some(n)) => format!("{detail}: {b} → {n}"),
+                (_, None, Some(n)) => format!("{detail}: set to {n}"),
+                (_, Some(b), None) => format!("{detail}: {b} removed"),
+                (_, None, None) => continue,
+            };
+            changes.push(change);
+        }
+        match changes.len() {
+            0 => "inputs unchanged (the cached result was removed)".to_owned(),
+            1..=3 => changes.join("; "),
+            n => format!("{}; and {} more", changes[..3].join("; "), n - 3),
+        }
+    }
+}
+
+fn short(value: &str) -> &str {
+    value.get(..19).unwrap_or(value)
+}
+
+/// What a cached step produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The layer, for steps that produce one (`None`: the step changed nothing on disk).
+    pub layer: Option<CachedLayer>,
+}
+
+/// A cached layer: its blob descriptor and its uncompressed digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedLayer {
+    /// The compressed blob in the content store.
+    pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+}
+
+/// Whether a lookup hit, and if not, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The step's result is cached.
+    Hit(CacheRecord),
+    /// It is not; the reason says which input changed (or that the step is new).
+    Miss(String),
+}
+
+/// The cache index in the local store.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// Opens the index kept under `dir`.
+    pub fn open(dir: &Path) -> Result<Cache> {
+        for sub in ["keys", "inputs"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| BuildError::io(format!("creating cache in {}", dir.display()), e))?;
+        }
+        Ok(Cache { dir: dir.to_owned() })
+    }
+
+    fn key_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join("keys").join(key.0.hex())
+    }
+
+    fn inputs_path(&self, step: &str) -> PathBuf {
+        self.dir
+            .join("inputs")
+            .join(Digest::sha256_of(step.as_bytes()).hex())
+    }
+
+    /// Looks a step up. `step` identifies the step across builds (Dockerfile, stage and
+    /// position), so a miss can be compared with what the step was given last time.
+    pub fn lookup(&self, step: &str, inputs: &Inputs, usable: impl Fn(&CacheRecord) -> bool) -> Lookup {
+        let key = inputs.key();
+        let record = fs::read(self.key_path(&key))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CacheRecord>(&bytes).ok())
+            .filter(|record| usable(record));
+        if let Some(record) = record {
+            return Lookup::Hit(record);
+        }
+        let previous = fs::read(self.inputs_path(step))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Inputs>(&bytes).ok());
+        Lookup::Miss(match previous {
+            Some(previous) => inputs.explain_change(&previous),
+            None => "not built before".to_owned(),
+        })
+    }
+
+    /// Records a step's result under its key, and its inputs for future explanations.
+    pub fn store(&self, step: &str, inputs: &Inputs, record: &CacheRecord) -> Result<()> {
+        write_json(&self.key_path(&inputs.key()), record)?;
+        write_json(&self.inputs_path(step), inputs)
+    }
+
+    /// Every cached record, for `rbuild cache du|prune`.
+    pub fn records(&self) -> Result<Vec<(PathBuf, CacheRecord)>> {
+        let dir = self.dir.join("keys");
+        let mut records = Vec::new();
+        for entry in
+            fs::read_dir(&dir).map_err(|e| BuildError::io(format!("listing {}", dir.display()), e))?
+        {
+            let path = entry
+                .map_err(|e| BuildError::io(format!("listing {}", dir.display()), e))?
+                .path();
+            if let Some(record) = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                records.push((path, record));
+            }
+        }
+        Ok(records)
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) -> Result<()> {
+        for sub in ["keys", "inputs"] {
+            let dir = self.dir.join(sub);
+            fs::remove_dir_all(&dir).map_err(|e| BuildError::io(format!("removing {}", dir.display()), e))?;
+            fs::create_dir_all(&dir).map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| BuildError::io("encoding cache record", e.into()))?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(pairs: &[(&str, &str)]) -> Inputs {
+        let mut i = Inputs::default();
+        for (k, v) in pairs {
+            i.set(*k, *v);
+        }
+        i
+    }
+
+    #[test]
+    fn keys_are_canonical() {
+        let a = inputs(&[("instruction", "COPY a b"), ("file:a", "x")]);
+        let b = inputs(&[("file:a", "x"), ("instruction", "COPY a b")]);
+        assert_eq!(a.key(), b.key());
+        assert_ne!(
+            a.key(),
+            inputs(&[("instruction", "COPY a b"), ("file:a", "y")]).key()
+        );
+    }
+
+    #[test]
+    fn explains_what_changed() {
+        let before = inputs(&[
+            ("arg:VERSION", "1.2"),
+            ("file:src/main.rs", "d1"),
+            ("file:old", "d"),
+        ]);
+        let now = inputs(&[
+            ("arg:VERSION", "1.3"),
+            ("file:src/main.rs", "d2"),
+            ("file:new", "d"),
+        ]);
+        assert_eq!(
+            now.explain_change(&before),
+            "VERSION: 1.2 → 1.3; new: added; old: removed; and 1 more"
+        );
+        let now = inputs(&[
+            ("arg:VERSION", "1.2"),
+            ("file:src/main.rs", "d2"),
+            ("file:old", "d"),
+        ]);
+        assert_eq!(now.explain_change(&before), "src/main.rs: content changed");
+    }
+
+    #[test]
+    fn hit_miss_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let v1 = inputs(&[("arg:V", "1")]);
+        assert_eq!(
+            cache.lookup("step", &v1, |_| true),
+            Lookup::Miss("not built before".into())
+        );
+        cache.store("step", &v1, &CacheRecord { layer: None }).unwrap();
+        assert_eq!(
+            cache.lookup("step", &v1, |_| true),
+            Lookup::Hit(CacheRecord { layer: None })
+        );
+        let v2 = inputs(&[("arg:V", "2")]);
+        assert_eq!(
+            cache.lookup("step", &v2, |_| true),
+            Lookup::Miss("V: 1 → 2".into())
+        );
+        assert!(matches!(cache.lookup("step", &v1, |_| false), Lookup::Miss(_)));
+    }
+}

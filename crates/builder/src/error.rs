@@ -1,0 +1,90 @@
+//! Build errors. Each names what failed and, once it is known, the Dockerfile line and
+//! instruction, so a user can go straight to the cause.
+
+use std::io;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A step failed; wraps the cause with where it happened.
+    #[error("{file}:{line}: {instruction}\n  {source}")]
+    Step {
+        /// The Dockerfile.
+        file: String,
+        /// The line the instruction starts on.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// The cause.
+        source: Box<BuildError>,
+    },
+    /// The Dockerfile does not parse or plan.
+    #[error("{0}")]
+    Dockerfile(String),
+    /// The context is unusable.
+    #[error("build context: {0}")]
+    Context(String),
+    /// A source path climbs out of the context.
+    #[error("{0}: source is outside the build context; COPY and ADD can only read files inside it")]
+    OutsideContext(String),
+    /// A source path does not exist in the context.
+    #[error("{0}: no such file or directory in the build context")]
+    SourceNotFound(String),
+    /// A source path exists but `.dockerignore` excludes it.
+    #[error("{0}: excluded by .dockerignore; remove it from .dockerignore to copy it")]
+    SourceIgnored(String),
+    /// A source path does not exist in another stage or image.
+    #[error("{path}: no such file or directory in {from}")]
+    NotFoundIn {
+        /// The path.
+        path: String,
+        /// The stage or image.
+        from: String,
+    },
+    /// A `--chown` user or group that the stage's /etc/passwd or /etc/group does not know.
+    #[error("{0}")]
+    UnknownOwner(String),
+    /// An instruction or option rbuild does not support (yet).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A base image or other input could not be fetched.
+    #[error("{0}")]
+    Fetch(String),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] rbuild_oci::StoreError),
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl BuildError {
+    /// An I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> BuildError {
+        BuildError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Attaches the Dockerfile location of the step that failed (once).
+    pub fn at(self, file: &str, line: usize, instruction: &str) -> BuildError {
+        match self {
+            located @ BuildError::Step { .. } => located,
+            other => BuildError::Step {
+                file: file.to_owned(),
+                line,
+                instruction: instruction.to_owned(),
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+/// Shorthand for build results.
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
