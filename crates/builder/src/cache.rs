@@ -120,7 +120,7 @@ pub struct CachedLayer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// The step's result is cached.
-    Hit(CacheRecord),
+    Hit(Box<CacheRecord>),
     /// It is not; the reason says which input changed (or that the step is new).
     Miss(String),
 }
@@ -160,7 +160,7 @@ impl Cache {
             .and_then(|bytes| serde_json::from_slice::<CacheRecord>(&bytes).ok())
             .filter(|record| usable(record));
         if let Some(record) = record {
-            return Lookup::Hit(record);
+            return Lookup::Hit(Box::new(record));
         }
         let previous = fs::read(self.inputs_path(step))
             .ok()
