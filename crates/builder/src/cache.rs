@@ -272,7 +272,7 @@ mod tests {
         cache.store("step", &v1, &CacheRecord { layer: None }).unwrap();
         assert_eq!(
             cache.lookup("step", &v1, |_| true),
-            Lookup::Hit(CacheRecord { layer: None })
+            Lookup::Hit(Box::new(CacheRecord { layer: None }))
         );
         let v2 = inputs(&[("arg:V", "2")]);
         assert_eq!(
