@@ -6,6 +6,8 @@ pub mod context;
 pub mod error;
 pub mod glob;
 pub mod image;
+pub mod owner;
+pub mod rootfs;
 pub mod statcache;
 
 pub use error::{BuildError, Result};

@@ -1,0 +1,132 @@
+//! `COPY --chown`: user and group names resolved through the stage's own `/etc/passwd` and
+//! `/etc/group`, as BuildKit does (a name alone also takes the user's primary group; a
+//! number alone is used for both).
+
+use crate::error::{BuildError, Result};
+use crate::rootfs::RootfsView;
+
+/// A resolved owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl Owner {
+    /// `root:root`, what COPY uses without `--chown`.
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+}
+
+/// Finds `name` in a passwd- or group-format file: returns fields 2 and 3 (id and, for
+/// passwd, the primary group).
+fn lookup(file: &str, name: &str) -> Option<(u32, Option<u32>)> {
+    file.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        let _password = fields.next();
+        let id = fields.next()?.trim().parse().ok()?;
+        let group = fields.next().and_then(|g| g.trim().parse().ok());
+        Some((id, group))
+    })
+}
+
+/// Resolves a `--chown` value (`user`, `user:group`, ids or names) in `rootfs`.
+pub fn resolve(spec: &str, rootfs: &RootfsView) -> Result<Owner> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let read = |path: &str| -> Result<Option<String>> {
+        Ok(rootfs
+            .read(path)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    let mut owner = match user.parse::<u32>() {
+        Ok(uid) => Owner { uid, gid: uid },
+        Err(_) => {
+            let passwd = read("/etc/passwd")?.ok_or_else(|| {
+                BuildError::UnknownOwner(format!(
+                    "--chown={spec}: unable to find user {user}: the stage has no /etc/passwd; use a numeric uid"
+                ))
+            })?;
+            match lookup(&passwd, user) {
+                Some((uid, Some(gid))) => Owner { uid, gid },
+                _ => {
+                    return Err(BuildError::UnknownOwner(format!(
+                        "--chown={spec}: unable to find user {user}: no matching entries in the stage's /etc/passwd"
+                    )));
+                }
+            }
+        }
+    };
+    if let Some(group) = group {
+        owner.gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups = read("/etc/group")?.ok_or_else(|| {
+                    BuildError::UnknownOwner(format!(
+                        "--chown={spec}: unable to find group {group}: the stage has no /etc/group; use a numeric gid"
+                    ))
+                })?;
+                lookup(&groups, group).map(|(gid, _)| gid).ok_or_else(|| {
+                    BuildError::UnknownOwner(format!(
+                        "--chown={spec}: unable to find group {group}: no matching entries in the stage's /etc/group"
+                    ))
+                })?
+            }
+        };
+    }
+    Ok(owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn view() -> (tempfile::TempDir, RootfsView) {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("0/etc");
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(
+            etc.join("passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(etc.join("group"), "root:x:0:\nstaff:x:50:\napp:x:1001:\n").unwrap();
+        let view = RootfsView::new(vec![dir.path().join("0")]);
+        (dir, view)
+    }
+
+    #[test]
+    fn resolves_names_and_ids() {
+        let (_dir, view) = view();
+        let cases = [
+            ("app", Owner { uid: 1000, gid: 1001 }),
+            ("app:staff", Owner { uid: 1000, gid: 50 }),
+            ("1234", Owner { uid: 1234, gid: 1234 }),
+            ("1234:7", Owner { uid: 1234, gid: 7 }),
+            ("app:7", Owner { uid: 1000, gid: 7 }),
+            ("0:staff", Owner { uid: 0, gid: 50 }),
+        ];
+        for (spec, owner) in cases {
+            assert_eq!(resolve(spec, &view).unwrap(), owner, "{spec}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_clear_errors() {
+        let (_dir, view) = view();
+        let err = resolve("nobody", &view).unwrap_err().to_string();
+        assert!(err.contains("unable to find user nobody"), "{err}");
+        let err = resolve("app:wheel", &view).unwrap_err().to_string();
+        assert!(err.contains("unable to find group wheel"), "{err}");
+        let err = resolve("app", &RootfsView::default()).unwrap_err().to_string();
+        assert!(err.contains("no /etc/passwd"), "{err}");
+    }
+}
