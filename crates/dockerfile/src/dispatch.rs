@@ -2,21 +2,15 @@
 //! environment, updates the stage state, and produces the plan [`Step`]
 //! with its docker-style history entry.
 
-use std::collections::HashMap;
-
-use crate::ast::{
-    ArgDecl, Command, CommandLine, Healthcheck, InlineSource, Instruction, KeyValue, Span, Transfer,
-};
+use crate::ast::{ArgDecl, Command, CommandLine, Healthcheck, Instruction, KeyValue, Span};
 use crate::expand::Lexer;
 use crate::go_compat::{format_duration, plain_list, quote_list};
 use crate::lint::{Lint, Rule};
 use crate::plan::{
-    ArgValue, Chmod, CopyFrom, CopyStep, HealthcheckStep, InlineFile, Mode, Mount, PlanError, PlanErrorKind,
-    RunStep, Source, Stage, Step, StepKind, Var,
+    ArgValue, CopyFrom, HealthcheckStep, PlanError, PlanErrorKind, Stage, Step, StepKind, Var,
 };
-use crate::run_flags::{self, MountType};
-use crate::stages::{PLATFORM_ARGS, Planner, StageState, is_proxy_arg, set_var};
-use crate::{heredoc, signal, sources, suggest};
+use crate::stages::{PLATFORM_ARGS, Planner, StageState, set_var};
+use crate::{signal, sources, suggest};
 
 /// Resolves `path` against `current` and cleans it (BuildKit's
 /// `NormalizeWorkdir` on Linux).
@@ -44,23 +38,6 @@ pub(crate) fn clean_path(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// A COPY destination resolved against WORKDIR; a trailing slash (meaning
-/// "into this directory") is kept.
-fn dest_path(workdir: &str, dest: &str) -> String {
-    let dest = if dest == "." || dest.is_empty() {
-        "./"
-    } else {
-        dest
-    };
-    let joined = normalize_workdir(workdir, dest);
-    let dir_like = dest.ends_with('/') || dest.ends_with("/.");
-    if dir_like && joined != "/" {
-        format!("{joined}/")
-    } else {
-        joined
-    }
-}
-
 /// The SHELL in effect: the stage's, else the platform default.
 fn default_shell(state: &StageState) -> Vec<String> {
     let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
@@ -71,23 +48,23 @@ fn default_shell(state: &StageState) -> Vec<String> {
     }
 }
 
-fn with_shell(state: &StageState, args: &[String]) -> Vec<String> {
+pub(crate) fn with_shell(state: &StageState, args: &[String]) -> Vec<String> {
     let mut argv = default_shell(state);
     argv.push(args.join(" "));
     argv
 }
 
-fn vars(list: &[(String, String)]) -> Vec<Var> {
+pub(crate) fn vars(list: &[(String, String)]) -> Vec<Var> {
     list.iter().map(|(k, v)| Var::new(k, v)).collect()
 }
 
 impl Planner<'_> {
     /// Expands `word` with the stage environment, reporting undefined variables.
-    fn expand(&mut self, state: &StageState, word: &str, span: Span) -> Result<String, PlanError> {
+    pub(crate) fn expand(&mut self, state: &StageState, word: &str, span: Span) -> Result<String, PlanError> {
         self.expand_with(self.lexer, state, word, span)
     }
 
-    fn expand_with(
+    pub(crate) fn expand_with(
         &mut self,
         lexer: Lexer,
         state: &StageState,
@@ -122,7 +99,7 @@ impl Planner<'_> {
         Ok(e.value)
     }
 
-    fn expand_opt(
+    pub(crate) fn expand_opt(
         &mut self,
         state: &StageState,
         word: &Option<String>,
@@ -333,7 +310,7 @@ impl Planner<'_> {
                     self.transfer(state, &copy.transfer, "COPY", copy.parents, check_ignored, span)?;
                 c.from = from;
                 c.parents = copy.parents;
-                let history = transfer_history("COPY", copy.parents, &c);
+                let history = crate::transfer::transfer_history("COPY", copy.parents, &c);
                 step(StepKind::Copy(c), Some(history), false)
             }
             Command::Add(add) => {
@@ -342,7 +319,7 @@ impl Planner<'_> {
                 c.keep_git_dir = add.keep_git_dir;
                 c.unpack = add.unpack;
                 sources::check_add(&mut c).map_err(|e| PlanError::invalid(span, e))?;
-                let history = transfer_history("ADD", false, &c);
+                let history = crate::transfer::transfer_history("ADD", false, &c);
                 step(StepKind::Add(c), Some(history), false)
             }
             Command::From(_) => {
@@ -488,355 +465,6 @@ impl Planner<'_> {
         }
         Ok(out)
     }
-
-    /// The ARGs in scope as history and the cache see them: the current value
-    /// (an ENV of the same name wins), once per name, in declaration order.
-    fn args_in_scope(state: &StageState) -> Vec<Var> {
-        // Indexes keep this linear: a stage may declare hundreds of ARGs and
-        // run hundreds of commands.
-        let env: HashMap<&str, &str> = state.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut position: HashMap<&str, usize> = HashMap::new();
-        let mut out: Vec<Var> = Vec::new();
-        for (name, value) in &state.args {
-            let v = env
-                .get(name.as_str())
-                .map(|v| v.to_string())
-                .or_else(|| value.clone())
-                .unwrap_or_default();
-            match position.get(name.as_str()) {
-                Some(&i) => out[i].value = v,
-                None => {
-                    position.insert(name, out.len());
-                    out.push(Var::new(name, v));
-                }
-            }
-        }
-        out
-    }
-
-    fn run_step(
-        &mut self,
-        s: usize,
-        state: &StageState,
-        run: &crate::ast::Run,
-        span: Span,
-    ) -> Result<(RunStep, String), PlanError> {
-        let mut inline_files = Vec::new();
-        let args: Vec<String> = match (&run.command, run.heredocs.first()) {
-            (CommandLine::Exec(argv), _) => argv.clone(),
-            (CommandLine::Shell(text), None) => vec![text.clone()],
-            (CommandLine::Shell(text), Some(first)) => {
-                if heredoc::parse_marker(text).ok().flatten().is_some() {
-                    let data = first.body();
-                    if data.starts_with("#!") {
-                        let path = format!("/dev/pipes/{}", first.name.trim_start_matches('/'));
-                        inline_files.push(InlineFile {
-                            path: path.clone(),
-                            content: data,
-                            mode: 0o755,
-                        });
-                        vec![path]
-                    } else {
-                        vec![data]
-                    }
-                } else {
-                    let mut full = text.clone();
-                    for doc in &run.heredocs {
-                        full.push('\n');
-                        full.push_str(&doc.content);
-                        full.push_str(&doc.name);
-                    }
-                    vec![full]
-                }
-            }
-        };
-        let argv = match &run.command {
-            CommandLine::Exec(_) => args,
-            CommandLine::Shell(_) => with_shell(state, &args),
-        };
-        let mut mounts = Vec::with_capacity(run.mounts.len());
-        for m in &run.mounts {
-            mounts.push(self.mount(s, state, m, span)?);
-        }
-        let args_in_scope = Self::args_in_scope(state);
-        let mut history = String::from("RUN ");
-        if !args_in_scope.is_empty() {
-            history.push_str(&format!("|{} ", args_in_scope.len()));
-            for a in &args_in_scope {
-                history.push_str(&format!("{}={} ", a.name, a.value));
-            }
-        }
-        history.push_str(&argv.join(" "));
-        history.push_str(" # buildkit");
-        let proxy_env = self
-            .opts
-            .build_args
-            .iter()
-            .filter(|(k, _)| is_proxy_arg(k))
-            .map(|(k, v)| Var::new(k, v))
-            .collect();
-        let devices = run
-            .devices
-            .iter()
-            .filter_map(|d| run_flags::parse_device(d).ok())
-            .collect();
-        Ok((
-            RunStep {
-                command: run.command.clone(),
-                argv,
-                heredocs: run.heredocs.clone(),
-                inline_files,
-                mounts,
-                network: run.network.clone().unwrap_or_else(|| "default".to_string()),
-                security: run.security.clone().unwrap_or_else(|| "sandbox".to_string()),
-                devices,
-                env: vars(&state.env),
-                args: args_in_scope,
-                proxy_env,
-                user: state.user.clone(),
-                workdir: if state.workdir.is_empty() {
-                    "/".to_string()
-                } else {
-                    state.workdir.clone()
-                },
-            },
-            history,
-        ))
-    }
-
-    fn mount(&mut self, s: usize, state: &StageState, value: &str, span: Span) -> Result<Mount, PlanError> {
-        let mut failure: Option<PlanError> = None;
-        let raw = {
-            let mut expand = |w: &str| -> Result<String, String> {
-                match self.expand(state, w, span) {
-                    Ok(v) => Ok(v),
-                    Err(e) => {
-                        let msg = e.kind.to_string();
-                        failure = Some(e);
-                        Err(msg)
-                    }
-                }
-            };
-            run_flags::parse_mount(value, &mut expand)
-        };
-        let raw = match (raw, failure) {
-            (_, Some(e)) => return Err(e),
-            (Err(msg), None) => return Err(PlanError::invalid(span, format!("--mount={value}: {msg}"))),
-            (Ok(r), None) => r,
-        };
-        let from = match raw.from.as_deref().filter(|f| !f.is_empty()) {
-            Some(name) => {
-                let f = self.resolve_from(name, span)?;
-                if let CopyFrom::Stage { index } = f
-                    && index >= s
-                {
-                    return Err(PlanError::invalid(
-                        span,
-                        format!(
-                            "cannot mount from stage {name:?} to {:?}, stage needs to be defined before current command",
-                            raw.target.clone().unwrap_or_default()
-                        ),
-                    ));
-                }
-                Some(f)
-            }
-            None => None,
-        };
-        let workdir = if state.workdir.is_empty() {
-            "/"
-        } else {
-            &state.workdir
-        };
-        let mut mount = Mount {
-            kind: raw.kind,
-            target: raw.target.clone(),
-            source: raw.source.clone(),
-            from,
-            read_only: raw.read_only,
-            id: raw.id.clone(),
-            sharing: raw.sharing,
-            size: raw.size,
-            required: raw.required,
-            env: raw.env.clone(),
-            mode: raw.mode,
-            uid: raw.uid,
-            gid: raw.gid,
-        };
-        match raw.kind {
-            MountType::Secret => {
-                let id = raw.source.clone().or(raw.id.clone()).filter(|i| !i.is_empty());
-                let id = match id {
-                    Some(id) => id,
-                    None => match &raw.target {
-                        Some(t) => base_name(t),
-                        None => {
-                            return Err(PlanError::invalid(
-                                span,
-                                "secret mount: one of source, target required",
-                            ));
-                        }
-                    },
-                };
-                if raw.env.is_none() && raw.target.is_none() {
-                    mount.target = Some(format!("/run/secrets/{}", base_name(&id)));
-                }
-                mount.id = Some(id);
-                mount.source = None;
-                if mount.mode.is_none() && (mount.uid.is_some() || mount.gid.is_some()) {
-                    mount.mode = Some(0o400);
-                }
-            }
-            MountType::Ssh => {
-                if raw.source.is_some() {
-                    return Err(PlanError::invalid(span, "ssh mount does not support source"));
-                }
-                mount.id = Some(raw.id.clone().unwrap_or_else(|| "default".to_string()));
-                if mount.mode.is_none() && (mount.uid.is_some() || mount.gid.is_some()) {
-                    mount.mode = Some(0o600);
-                }
-            }
-            MountType::Bind | MountType::Cache | MountType::Tmpfs => {
-                let target = raw.target.clone().unwrap_or_default();
-                let resolved = normalize_workdir(workdir, &target);
-                if resolved == "/" {
-                    return Err(PlanError::invalid(
-                        span,
-                        format!(
-                            "invalid mount target {resolved:?}: give --mount a target=/path other than /"
-                        ),
-                    ));
-                }
-                if raw.kind == MountType::Cache && mount.id.as_deref().unwrap_or_default().is_empty() {
-                    mount.id = Some(clean_relative(&target));
-                }
-                if raw.kind == MountType::Cache && mount.sharing.is_none() {
-                    mount.sharing = Some(run_flags::Sharing::Shared);
-                }
-                mount.target = Some(resolved);
-            }
-        }
-        Ok(mount)
-    }
-
-    fn transfer(
-        &mut self,
-        state: &StageState,
-        t: &Transfer,
-        keyword: &str,
-        parents: bool,
-        context_source: bool,
-        span: Span,
-    ) -> Result<CopyStep, PlanError> {
-        let chown = self.expand_opt(state, &t.chown, span)?;
-        let chmod_text = self.expand_opt(state, &t.chmod, span)?;
-        let chmod = chmod_text
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .map(parse_chmod)
-            .transpose()
-            .map_err(|e| PlanError::invalid(span, e))?;
-        let mut paths = Vec::with_capacity(t.sources.len());
-        for src in &t.sources {
-            paths.push(self.expand(state, src, span)?);
-        }
-        let dest = self.expand(state, &t.dest, span)?;
-        let body_lexer = Lexer::new('\\').skip_process_quotes(true);
-        let mut inline = Vec::with_capacity(t.inline.len());
-        for doc in &t.inline {
-            let content = if doc.expand {
-                self.expand_with(body_lexer, state, &doc.content, span)?
-            } else {
-                doc.content.clone()
-            };
-            inline.push(InlineSource {
-                name: doc.name.clone(),
-                content,
-                expand: doc.expand,
-            });
-        }
-        let mut sources = Vec::with_capacity(paths.len());
-        for p in paths {
-            let source = sources::classify(&p).map_err(|e| PlanError::invalid(span, e))?;
-            match (&source, keyword) {
-                (Source::Git { .. }, "COPY") => {
-                    return Err(PlanError::invalid(
-                        span,
-                        format!("source can't be a git ref for COPY: {p} (use ADD)"),
-                    ));
-                }
-                (Source::Url { .. }, "COPY") => {
-                    return Err(PlanError::invalid(
-                        span,
-                        format!("source can't be a URL for COPY: {p} (use ADD)"),
-                    ));
-                }
-                _ => {}
-            }
-            if let (Source::Path { path }, true) = (&source, context_source) {
-                self.ignored_lint(keyword, path, span);
-            }
-            sources.push(source);
-        }
-        Ok(CopyStep {
-            sources,
-            inline,
-            dest_path: dest_path(&state.workdir, &dest),
-            dest,
-            from: None,
-            chown,
-            chmod,
-            link: t.link,
-            parents,
-            exclude: t.exclude.clone(),
-            checksum: None,
-            keep_git_dir: None,
-            unpack: None,
-            user: state.user.clone(),
-        })
-    }
-
-    fn ignored_lint(&mut self, keyword: &str, src: &str, span: Span) {
-        let Some(matcher) = &self.opts.dockerignore else {
-            return;
-        };
-        if matcher.has_exclusions() {
-            return;
-        }
-        let cleaned = crate::dockerignore::clean(src);
-        if (cleaned == "." || cleaned == "/") && !matcher.ignores_root() {
-            return;
-        }
-        if matcher.matches_or_parent_matches(&cleaned) {
-            let verb = if keyword == "ADD" { "Add" } else { "Copy" };
-            self.lints.push(Lint::new(
-                Rule::CopyIgnoredFile,
-                span,
-                format!("Attempting to {verb} file {cleaned:?} that is excluded by .dockerignore"),
-            ));
-        }
-    }
-}
-
-fn base_name(p: &str) -> String {
-    let trimmed = p.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return "/".to_string();
-    }
-    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
-}
-
-/// Go's `path.Clean` keeping relative paths relative (cache ids).
-fn clean_relative(p: &str) -> String {
-    if p.starts_with('/') {
-        return clean_path(p);
-    }
-    let cleaned = clean_path(&format!("/{p}"));
-    let rel = cleaned.trim_start_matches('/');
-    if rel.is_empty() {
-        ".".to_string()
-    } else {
-        rel.to_string()
-    }
 }
 
 /// BuildKit's secret-name heuristic for `SecretsUsedInArgOrEnv`.
@@ -859,87 +487,11 @@ fn looks_secret(key: &str) -> bool {
     has(&DENY) && !has(&ALLOW)
 }
 
-fn parse_chmod(text: &str) -> Result<Chmod, String> {
-    let non_octal =
-        || format!("invalid chmod parameter: '{text}'. it should be octal string and between 0 and 07777");
-    let chmod = |mode| Chmod {
-        text: text.to_string(),
-        mode,
-    };
-    if text.starts_with(|c: char| c.is_ascii_digit()) {
-        return match u32::from_str_radix(text, 8) {
-            Ok(m) if m <= 0o7777 => Ok(chmod(Mode::Octal(m))),
-            _ => Err(non_octal()),
-        };
-    }
-    if is_symbolic_mode(text) {
-        Ok(chmod(Mode::Symbolic(text.to_string())))
-    } else {
-        Err(format!(
-            "invalid chmod parameter: '{text}': use an octal mode (0755) or a symbolic one (u+x,go-w)"
-        ))
-    }
-}
-
-/// `[ugoa]*([-+=]([rwxXst]*|[ugo]))+` clauses separated by commas.
-fn is_symbolic_mode(text: &str) -> bool {
-    text.split(',').all(|clause| {
-        let ops = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-        if ops.is_empty() {
-            return false;
-        }
-        let mut rest = ops;
-        while let Some(c) = rest.chars().next() {
-            if !matches!(c, '+' | '-' | '=') {
-                return false;
-            }
-            rest = &rest[1..];
-            let perm_len = rest.find(['+', '-', '=']).unwrap_or(rest.len());
-            let perms = &rest[..perm_len];
-            let ok =
-                perms.chars().all(|p| "rwxXst".contains(p)) || (perms.len() == 1 && "ugo".contains(perms));
-            if !ok {
-                return false;
-            }
-            rest = &rest[perm_len..];
-        }
-        true
-    })
-}
-
 fn history_pairs(keyword: &str, vars: &[Var]) -> String {
     let mut out = keyword.to_string();
     for v in vars {
         out.push_str(&format!(" {}={}", v.name, v.value));
     }
-    out
-}
-
-fn transfer_history(keyword: &str, parents: bool, c: &CopyStep) -> String {
-    let mut out = keyword.to_string();
-    if parents {
-        out.push_str(" --parents");
-    }
-    if let Some(chown) = c.chown.as_deref().filter(|v| !v.is_empty()) {
-        out.push_str(&format!(" --chown={chown}"));
-    }
-    if let Some(chmod) = &c.chmod {
-        out.push_str(&format!(" --chmod={}", chmod.text));
-    }
-    for s in &c.sources {
-        let text = match s {
-            Source::Path { path } => path,
-            Source::Url { url } | Source::Git { url, .. } => url,
-        };
-        out.push(' ');
-        out.push_str(text);
-    }
-    for doc in &c.inline {
-        out.push_str(&format!(" <<{}", doc.name));
-    }
-    out.push(' ');
-    out.push_str(&c.dest);
-    out.push_str(" # buildkit");
     out
 }
 
@@ -1002,28 +554,6 @@ mod tests {
         assert_eq!(normalize_workdir("/a", "b/../c/"), "/a/c");
         assert_eq!(normalize_workdir("/a", "/x/./y"), "/x/y");
         assert_eq!(normalize_workdir("/a", ".."), "/");
-    }
-
-    #[test]
-    fn destinations_keep_directory_slash() {
-        assert_eq!(dest_path("/app", "."), "/app/");
-        assert_eq!(dest_path("", "."), "/");
-        assert_eq!(dest_path("/app", "bin/"), "/app/bin/");
-        assert_eq!(dest_path("/app", "/etc/x"), "/etc/x");
-    }
-
-    #[test]
-    fn chmod_forms() {
-        let mode = |t: &str| parse_chmod(t).map(|c| c.mode);
-        assert_eq!(mode("0755"), Ok(Mode::Octal(0o755)));
-        assert_eq!(mode("644"), Ok(Mode::Octal(0o644)));
-        assert!(parse_chmod("08").is_err());
-        assert!(parse_chmod("17777").is_err());
-        assert_eq!(mode("u+x,go-w"), Ok(Mode::Symbolic("u+x,go-w".into())));
-        assert_eq!(mode("a=rX"), Ok(Mode::Symbolic("a=rX".into())));
-        assert_eq!(mode("+x"), Ok(Mode::Symbolic("+x".into())));
-        assert!(parse_chmod("u+q").is_err());
-        assert!(parse_chmod("rwx").is_err());
     }
 
     #[test]

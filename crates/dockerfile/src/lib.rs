@@ -84,10 +84,12 @@ pub mod platform;
 mod ports;
 mod reference;
 pub mod run_flags;
+mod run_step;
 mod signal;
 mod sources;
 mod stages;
 mod suggest;
+mod transfer;
 
 pub use ast::{Command, CommandLine, Dockerfile, Instruction, Span};
 pub use check::{CheckOptions, CheckReport, Diagnostic, Severity, check};
