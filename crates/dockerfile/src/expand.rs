@@ -103,6 +103,11 @@ pub struct Expansion {
 /// times would need terabytes.
 const MAX_LEN: usize = 1 << 20;
 
+/// The longest `#`/`%`/`/` pattern. Real patterns are a few characters;
+/// patterns built from expanded values could otherwise reach [`MAX_LEN`]
+/// and make every substitution compile a megabyte-sized regex.
+const MAX_PATTERN_LEN: usize = 4096;
+
 /// Nesting depth beyond which `${a:-${b:-...}}` is refused; Go grows its
 /// stack without bound, we would overflow ours.
 const MAX_DEPTH: usize = 64;
@@ -594,9 +599,12 @@ fn is_special_param(c: char) -> bool {
 /// longest matches come out as BuildKit computes them.
 fn shell_pattern_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::Regex, ExpandError> {
     let invalid = |reason: String| ExpandError::InvalidPattern {
-        pattern: pattern.to_string(),
+        pattern: pattern.chars().take(80).collect(),
         reason,
     };
+    if pattern.len() > MAX_PATTERN_LEN {
+        return Err(invalid(format!("longer than {MAX_PATTERN_LEN} bytes")));
+    }
     let mut out = String::with_capacity(pattern.len() + 4);
     if anchored {
         out.push('^');
@@ -892,6 +900,11 @@ mod tests {
             lex.process_word("$A$A$A", &env).map(|e| e.value.len()),
             Err(ExpandError::TooLong(MAX_LEN))
         );
+        env.insert("C".into(), "*".repeat(5000));
+        assert!(matches!(
+            lex.process_word("${A#$C}", &env),
+            Err(ExpandError::InvalidPattern { .. })
+        ));
         env.insert("B".into(), "y".repeat(1000));
         assert!(matches!(
             lex.process_word("${B//?/0123456789}", &env),
