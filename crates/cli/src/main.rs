@@ -3,6 +3,8 @@
 //! The binary is thin: it parses arguments, sets up logging and hands over to the library
 //! crates, where everything testable lives.
 
+mod args;
+mod check;
 mod registry;
 mod serve;
 
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run an OCI Distribution v1.1 registry.
     Serve(serve::ServeArgs),
+    /// Check a Dockerfile for problems without building it.
+    Check(check::CheckArgs),
     /// Maintain a registry's storage.
     Registry {
         #[command(subcommand)]
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Check(args) => check::run(args),
         Command::Registry { command } => registry::run(command),
     };
     match result {
