@@ -227,6 +227,7 @@ impl Client {
         })?;
         Ok(Endpoint::new(EndpointSettings {
             registry: registry.to_owned(),
+            certs_d: options.certs_d.clone(),
             insecure,
             http,
             docker_config: self.inner.docker_config.clone(),

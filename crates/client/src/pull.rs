@@ -583,3 +583,57 @@ async fn download(
         Err(source) => Err(ClientError::Store { context, source }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference() -> Reference {
+        "ghcr.io/o/r:v1".parse().unwrap()
+    }
+
+    fn classify(header: &str, body: &str) -> Result<(bool, String), ClientError> {
+        kind(&reference(), header, body.as_bytes()).map(|(k, m)| (matches!(k, Kind::Index), m))
+    }
+
+    #[test]
+    fn classifies_manifests() {
+        let image = r#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        let index = r#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(
+            classify(media_type::DOCKER_MANIFEST, image).unwrap(),
+            (false, media_type::DOCKER_MANIFEST.to_owned())
+        );
+        assert_eq!(
+            classify("application/json", index).unwrap(),
+            (true, media_type::OCI_INDEX.to_owned())
+        );
+        assert_eq!(
+            classify("", image).unwrap(),
+            (false, media_type::OCI_MANIFEST.to_owned())
+        );
+        // The document's own mediaType wins over a sloppy header.
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media_type::DOCKER_MANIFEST_LIST
+        );
+        assert_eq!(
+            classify("application/octet-stream", &list).unwrap(),
+            (true, media_type::DOCKER_MANIFEST_LIST.to_owned())
+        );
+    }
+
+    #[test]
+    fn rejects_schema1_and_unknown_types() {
+        let schema1 = r#"{"schemaVersion":1,"name":"o/r","tag":"v1","fsLayers":[]}"#;
+        for header in [DOCKER_SCHEMA1_SIGNED, "application/json", ""] {
+            let err = classify(header, schema1).unwrap_err();
+            assert!(matches!(err, ClientError::Schema1 { .. }), "{err}");
+            assert!(err.to_string().contains("schema 1"), "{err}");
+        }
+        let err = classify("application/vnd.example+json", r#"{"schemaVersion":2}"#).unwrap_err();
+        assert!(matches!(err, ClientError::UnsupportedMediaType { .. }), "{err}");
+        let err = classify(media_type::OCI_MANIFEST, "not json").unwrap_err();
+        assert!(matches!(err, ClientError::Invalid { .. }), "{err}");
+    }
+}

@@ -130,6 +130,7 @@ pub(crate) enum Target<'a> {
 /// The settings an endpoint is built from.
 pub(crate) struct EndpointSettings {
     pub registry: String,
+    pub certs_d: PathBuf,
     pub insecure: bool,
     pub http: reqwest::Client,
     pub docker_config: DockerConfig,
@@ -138,6 +139,7 @@ pub(crate) struct EndpointSettings {
 /// One registry, shared by every request to it from one [`Client`](crate::Client).
 pub(crate) struct Endpoint {
     registry: String,
+    certs_d: PathBuf,
     authority: String,
     insecure: bool,
     http: reqwest::Client,
@@ -162,6 +164,7 @@ impl Endpoint {
         Endpoint {
             authority: api_authority(&settings.registry).to_owned(),
             registry: settings.registry,
+            certs_d: settings.certs_d,
             insecure: settings.insecure,
             http: settings.http,
             docker_config: settings.docker_config,
@@ -249,10 +252,11 @@ impl Endpoint {
             url: self.authority.clone(),
             reason: "no scheme to try".to_owned(),
         })?;
-        let mut reason = chain(&error);
-        if !self.insecure && error.is_connect() {
+        let mut reason = request_error(&error);
+        if !self.insecure && reason.to_lowercase().contains("certificate") {
             reason.push_str(&format!(
-                "; if {} serves plain HTTP or a self-signed certificate, list it in the insecure registries",
+                "; to trust its CA put it in {}, or list {} as an insecure registry",
+                self.certs_d.join(&self.registry).join("ca.crt").display(),
                 self.registry
             ));
         }
@@ -338,11 +342,7 @@ impl Endpoint {
     /// Whether `url` is the registry itself (same scheme, host and port), the only place
     /// credentials go.
     fn is_registry_origin(&self, url: &Url) -> bool {
-        self.base.get().is_some_and(|base| {
-            base.scheme() == url.scheme()
-                && base.host_str() == url.host_str()
-                && base.port_or_known_default() == url.port_or_known_default()
-        })
+        self.base.get().is_some_and(|base| same_origin(base, url))
     }
 
     /// Sends a request, authenticating and retrying once after a 401, following redirects.
@@ -355,10 +355,23 @@ impl Endpoint {
             let response = self
                 .send_following(request, authorization.as_ref().map(|(value, _)| value.as_str()))
                 .await?;
-            if response.status() != StatusCode::UNAUTHORIZED
-                || retried
-                || !self.is_registry_origin(response.url())
-            {
+            if response.status() != StatusCode::UNAUTHORIZED || !self.is_registry_origin(response.url()) {
+                return Ok(response);
+            }
+            let sent_basic = authorization
+                .as_ref()
+                .is_some_and(|(value, _)| value.starts_with("Basic "));
+            if retried && sent_basic {
+                // Basic credentials refused twice: they are wrong (a Bearer 401 after a fresh
+                // token means missing access instead, which `check` reports).
+                let body = read_limited(response, 64 * 1024).await.unwrap_or_default();
+                return Err(ClientError::AuthenticationFailed {
+                    registry: self.registry.clone(),
+                    source_desc: self.credential_source(),
+                    details: Details::parse(&body),
+                });
+            }
+            if retried {
                 return Ok(response);
             }
             retried = true;
@@ -411,7 +424,7 @@ impl Endpoint {
             let response = builder.send().await.map_err(|e| ClientError::Http {
                 registry: self.registry.clone(),
                 request: describe(&method, &url),
-                reason: chain(&e),
+                reason: request_error(&e),
             })?;
             let status = response.status();
             let redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
@@ -493,6 +506,23 @@ impl Endpoint {
                 details,
             },
         })
+    }
+}
+
+/// Same scheme, host and port (RFC 6454 origin): credentials never cross an origin.
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// What went wrong with a request, without reqwest's "error sending request for url (…)"
+/// preamble (the URL is in the message already).
+pub(crate) fn request_error(error: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    match error.source() {
+        Some(source) if error.is_request() || error.is_connect() => chain(source),
+        _ => chain(error),
     }
 }
 
@@ -615,6 +645,20 @@ mod tests {
         assert!(matches_insecure("1.2.3.4", "0.0.0.0/0"));
         assert!(!matches_insecure("reg.lan", "10.0.0.0/8"));
         assert!(!matches_insecure("10.0.0.1", "10.0.0.0/99"));
+    }
+
+    #[test]
+    fn credentials_stay_on_the_registry_origin() {
+        let base = Url::parse("https://registry-1.docker.io/").unwrap();
+        let same = |u: &str| same_origin(&base, &Url::parse(u).unwrap());
+        assert!(same("https://registry-1.docker.io/v2/library/x/blobs/sha256:0"));
+        assert!(same("https://registry-1.docker.io:443/v2/"));
+        assert!(!same(
+            "https://production.cloudflare.docker.com/registry-v2/blobs/x"
+        ));
+        assert!(!same("http://registry-1.docker.io/v2/"));
+        assert!(!same("https://registry-1.docker.io:8443/v2/"));
+        assert!(!same("https://registry-1.docker.io.evil.example/v2/"));
     }
 
     #[test]
