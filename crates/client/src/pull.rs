@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::StreamExt as _;
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageIndex, ImageManifest, Platform};
 use rbuild_oci::{
@@ -414,14 +414,16 @@ pub(crate) async fn pull(
             );
         }
     }
-    let downloads: Vec<_> = layers
-        .into_iter()
-        .map(|layer| download_with_retries(endpoint, repository, layer, store, &scopes, progress.clone()))
-        .collect();
-    futures_util::stream::iter(downloads)
-        .buffer_unordered(CONCURRENT_DOWNLOADS)
-        .try_collect::<()>()
-        .await?;
+    Downloads {
+        endpoint,
+        repository,
+        store,
+        scopes: &scopes,
+        progress,
+        cancel: tokio::sync::watch::channel(false).0,
+    }
+    .all(layers)
+    .await?;
 
     // Config and manifest last, so that a stored manifest means a complete image.
     put_verified(
@@ -460,39 +462,171 @@ fn put_verified(store: &ContentStore, bytes: &[u8], digest: &Digest, what: &str)
     Ok(())
 }
 
-async fn download_with_retries(
-    endpoint: &Endpoint,
-    repository: &RepositoryName,
-    layer: &Descriptor,
-    store: &ContentStore,
-    scopes: &Scopes,
+/// The layer downloads of one pull. When one fails the others are told to stop, and the pull
+/// waits for all of them, so that no temporary file outlives it.
+struct Downloads<'a> {
+    endpoint: &'a Endpoint,
+    repository: &'a RepositoryName,
+    store: &'a ContentStore,
+    scopes: &'a Scopes,
     progress: Arc<dyn Progress>,
-) -> Result<(), ClientError> {
-    if store.size(&layer.digest) == Some(layer.size) {
-        progress.blob_finished(&layer.digest, BlobOutcome::Existed);
-        return Ok(());
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
+/// Completes once `cancel` turns true.
+async fn cancelled(mut cancel: tokio::sync::watch::Receiver<bool>) {
+    if cancel.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
-    if layer.digest.algorithm() != Algorithm::Sha256 {
-        return Err(ClientError::Invalid {
-            reference: format!("{}/{repository}", endpoint.registry()),
-            what: "layer".to_owned(),
-            reason: format!("{}: the local store keeps sha256 blobs only", layer.digest),
+}
+
+impl Downloads<'_> {
+    /// Downloads `layers`, a few at once; returns the first failure.
+    async fn all(&self, layers: Vec<&Descriptor>) -> Result<(), ClientError> {
+        let downloads: Vec<_> = layers.into_iter().map(|layer| self.with_retries(layer)).collect();
+        let results: Vec<Result<(), ClientError>> = futures_util::stream::iter(downloads)
+            .buffer_unordered(CONCURRENT_DOWNLOADS)
+            .collect()
+            .await;
+        // Completion order: the first error is the one that stopped the others.
+        results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    }
+
+    fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    async fn with_retries(&self, layer: &Descriptor) -> Result<(), ClientError> {
+        let result = self.with_retries_inner(layer).await;
+        if result.is_err() {
+            self.cancel.send_replace(true);
+        }
+        result
+    }
+
+    async fn with_retries_inner(&self, layer: &Descriptor) -> Result<(), ClientError> {
+        if self.store.size(&layer.digest) == Some(layer.size) {
+            self.progress.blob_finished(&layer.digest, BlobOutcome::Existed);
+            return Ok(());
+        }
+        if layer.digest.algorithm() != Algorithm::Sha256 {
+            return Err(ClientError::Invalid {
+                reference: format!("{}/{}", self.endpoint.registry(), self.repository),
+                what: "layer".to_owned(),
+                reason: format!("{}: the local store keeps sha256 blobs only", layer.digest),
+            });
+        }
+        if self.is_cancelled() {
+            return Ok(());
+        }
+        self.progress
+            .blob_started(&layer.digest, layer.size, Direction::Download);
+        let mut attempt = 1;
+        loop {
+            match self.download(layer).await {
+                Ok(true) => {
+                    self.progress
+                        .blob_finished(&layer.digest, BlobOutcome::Downloaded);
+                    return Ok(());
+                }
+                // Stopped because another layer failed; that failure is what the pull reports.
+                Ok(false) => return Ok(()),
+                Err(e) if e.is_transient() && attempt < DOWNLOAD_ATTEMPTS && !self.is_cancelled() => {
+                    tracing::warn!(
+                        "{}: layer {}: {e}; retrying",
+                        self.endpoint.registry(),
+                        layer.digest
+                    );
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Streams one layer into the store: this task reads chunks, a blocking thread writes and
+    /// hashes them; the blob is installed only if its digest matches. `Ok(false)` when stopped
+    /// by cancellation (nothing stored, the temporary file removed).
+    async fn download(&self, layer: &Descriptor) -> Result<bool, ClientError> {
+        let (endpoint, repository) = (self.endpoint, self.repository);
+        let (mut response, request) = get_blob(endpoint, repository, &layer.digest, self.scopes).await?;
+        let context = format!("storing layer {}", layer.digest);
+        let writer = self.store.writer().map_err(store_error(context.clone()))?;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Write>(16);
+        let expected = layer.digest.clone();
+        let writing = tokio::task::spawn_blocking(move || -> Result<Option<(Digest, u64)>, StoreError> {
+            let mut writer = writer;
+            while let Some(message) = receiver.blocking_recv() {
+                match message {
+                    Write::Data(chunk) => writer.write_all(&chunk).map_err(|e| StoreError::Io {
+                        context: "writing".to_owned(),
+                        source: e,
+                    })?,
+                    Write::Commit => return writer.commit(Some(&expected)).map(Some),
+                }
+            }
+            // The download was abandoned: dropping the writer removes its temporary file.
+            Ok(None)
         });
-    }
-    progress.blob_started(&layer.digest, layer.size, Direction::Download);
-    let mut attempt = 1;
-    loop {
-        match download(endpoint, repository, layer, store, scopes, progress.as_ref()).await {
-            Ok(()) => {
-                progress.blob_finished(&layer.digest, BlobOutcome::Downloaded);
-                return Ok(());
+        let stop = cancelled(self.cancel.subscribe());
+        tokio::pin!(stop);
+        let mut received: u64 = 0;
+        let streamed: Result<bool, ClientError> = async {
+            loop {
+                let next = tokio::select! {
+                    next = response.chunk() => next.map_err(|e| ClientError::Http {
+                        registry: endpoint.registry().to_owned(),
+                        request: request.clone(),
+                        reason: chain(&e),
+                    })?,
+                    () = &mut stop => return Ok(false),
+                };
+                let Some(chunk) = next else { break };
+                received += chunk.len() as u64;
+                if received > layer.size {
+                    return Err(size_mismatch(endpoint, repository, "layer", layer, received));
+                }
+                if sender.send(Write::Data(chunk)).await.is_err() {
+                    // The writer failed; its error is reported below.
+                    return Ok(true);
+                }
+                self.progress.blob_bytes(&layer.digest, received);
             }
-            Err(e) if e.is_transient() && attempt < DOWNLOAD_ATTEMPTS => {
-                tracing::warn!("{}: layer {}: {e}; retrying", endpoint.registry(), layer.digest);
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                attempt += 1;
+            if received != layer.size {
+                return Err(size_mismatch(endpoint, repository, "layer", layer, received));
             }
-            Err(e) => return Err(e),
+            let _ = sender.send(Write::Commit).await;
+            Ok(true)
+        }
+        .await;
+        drop(sender);
+        let written = writing.await.map_err(|e| ClientError::Store {
+            context: context.clone(),
+            source: StoreError::Io {
+                context: "writer thread".to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            },
+        })?;
+        if !streamed? {
+            return Ok(false);
+        }
+        match written {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => Err(ClientError::Store {
+                context,
+                source: StoreError::Io {
+                    context: "writer".to_owned(),
+                    source: std::io::Error::other("the blob writer stopped early"),
+                },
+            }),
+            Err(StoreError::DigestMismatch { expected, actual }) => Err(ClientError::DigestMismatch {
+                from: format!("{}/{repository}", endpoint.registry()),
+                what: "layer".to_owned(),
+                expected,
+                actual,
+            }),
+            Err(source) => Err(ClientError::Store { context, source }),
         }
     }
 }
@@ -501,87 +635,6 @@ async fn download_with_retries(
 enum Write {
     Data(Bytes),
     Commit,
-}
-
-/// Streams one layer into the store: the network side reads chunks, a blocking thread writes
-/// and hashes them; the blob is installed only if its digest matches.
-async fn download(
-    endpoint: &Endpoint,
-    repository: &RepositoryName,
-    layer: &Descriptor,
-    store: &ContentStore,
-    scopes: &Scopes,
-    progress: &dyn Progress,
-) -> Result<(), ClientError> {
-    let (mut response, request) = get_blob(endpoint, repository, &layer.digest, scopes).await?;
-    let context = format!("storing layer {}", layer.digest);
-    let writer = store.writer().map_err(store_error(context.clone()))?;
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Write>(16);
-    let expected = layer.digest.clone();
-    let writing = tokio::task::spawn_blocking(move || -> Result<Option<(Digest, u64)>, StoreError> {
-        let mut writer = writer;
-        while let Some(message) = receiver.blocking_recv() {
-            match message {
-                Write::Data(chunk) => writer.write_all(&chunk).map_err(|e| StoreError::Io {
-                    context: "writing".to_owned(),
-                    source: e,
-                })?,
-                Write::Commit => return writer.commit(Some(&expected)).map(Some),
-            }
-        }
-        // The download was abandoned: dropping the writer removes its temporary file.
-        Ok(None)
-    });
-    let mut received: u64 = 0;
-    let streamed: Result<(), ClientError> = async {
-        while let Some(chunk) = response.chunk().await.map_err(|e| ClientError::Http {
-            registry: endpoint.registry().to_owned(),
-            request: request.clone(),
-            reason: chain(&e),
-        })? {
-            received += chunk.len() as u64;
-            if received > layer.size {
-                return Err(size_mismatch(endpoint, repository, "layer", layer, received));
-            }
-            if sender.send(Write::Data(chunk)).await.is_err() {
-                // The writer failed; its error is reported below.
-                return Ok(());
-            }
-            progress.blob_bytes(&layer.digest, received);
-        }
-        if received != layer.size {
-            return Err(size_mismatch(endpoint, repository, "layer", layer, received));
-        }
-        let _ = sender.send(Write::Commit).await;
-        Ok(())
-    }
-    .await;
-    drop(sender);
-    let written = writing.await.map_err(|e| ClientError::Store {
-        context: context.clone(),
-        source: StoreError::Io {
-            context: "writer thread".to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        },
-    })?;
-    streamed?;
-    match written {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ClientError::Store {
-            context,
-            source: StoreError::Io {
-                context: "writer".to_owned(),
-                source: std::io::Error::other("the blob writer stopped early"),
-            },
-        }),
-        Err(StoreError::DigestMismatch { expected, actual }) => Err(ClientError::DigestMismatch {
-            from: format!("{}/{repository}", endpoint.registry()),
-            what: "layer".to_owned(),
-            expected,
-            actual,
-        }),
-        Err(source) => Err(ClientError::Store { context, source }),
-    }
 }
 
 #[cfg(test)]
