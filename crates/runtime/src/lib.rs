@@ -1,0 +1,369 @@
+//! Running a build step's command the way BuildKit does: an OCI runtime bundle (a
+//! `config.json` made with the `oci-spec` crate's types) executed by runc, over an overlay of
+//! the stage's layer snapshots. What the command changes lands in the overlay's upper
+//! directory, which the caller turns into the step's layer.
+//!
+//! Every run lives in its own directory named after the rbuild process (`runs/rbuild-<pid>-
+//! <n>`). If rbuild is killed mid-step, [`Runtime::cleanup_stale`] (called before each build)
+//! finds runs whose process is gone and removes their runc container, mount and directory.
+//!
+//! ```no_run
+//! use rbuild_runtime::{Network, RunSpec, Runtime, User};
+//!
+//! let runtime = Runtime::new(std::path::Path::new("/var/cache/rbuild/runtime"), None)?;
+//! let spec = RunSpec {
+//!     layers: vec!["/var/cache/rbuild/snapshots/0123".into()],
+//!     argv: vec!["/bin/sh".into(), "-c".into(), "echo hi > /greeting".into()],
+//!     env: vec!["PATH=/bin".into()],
+//!     cwd: "/".into(),
+//!     user: User::ROOT,
+//!     network: Network::None,
+//!     mounts: Vec::new(),
+//!     resolv_conf: None,
+//!     hosts: None,
+//! };
+//! let finished = runtime.run(&spec, &|line| println!("{line}"))?;
+//! println!("changes are in {}", finished.upper().display());
+//! # Ok::<(), rbuild_runtime::RunError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod overlay;
+pub mod spec;
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Why a step could not run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The runtime configuration could not be made.
+    #[error("building the runtime configuration: {0}")]
+    Spec(String),
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The OCI runtime could not be used.
+    #[error("{0}")]
+    Runtime(String),
+    /// The command exited with a non-zero status.
+    #[error("the command exited with code {exit_code}")]
+    Failed {
+        /// Its exit code.
+        exit_code: i32,
+        /// The last lines it printed.
+        tail: Vec<String>,
+    },
+}
+
+impl RunError {
+    fn io(context: impl Into<String>, source: std::io::Error) -> RunError {
+        RunError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    fn spec(error: impl std::fmt::Display) -> RunError {
+        RunError::Spec(error.to_string())
+    }
+}
+
+/// Who the command runs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+}
+
+impl User {
+    /// root.
+    pub const ROOT: User = User {
+        uid: 0,
+        gid: 0,
+        additional_gids: Vec::new(),
+    };
+}
+
+/// The step's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of its own, with only loopback.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What an extra mount is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountKind {
+    /// A host directory or file.
+    Bind {
+        /// The host path.
+        source: PathBuf,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        /// Its size limit in bytes.
+        size: Option<i64>,
+    },
+}
+
+/// A mount the step asked for (`RUN --mount`, secrets, heredoc scripts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraMount {
+    /// The absolute path inside the container.
+    pub target: String,
+    /// What is mounted there.
+    pub kind: MountKind,
+}
+
+/// One command to run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The layer snapshot directories, base first (overlayfs lower-layer format).
+    pub layers: Vec<PathBuf>,
+    /// The command.
+    pub argv: Vec<String>,
+    /// The environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// The working directory (created if missing).
+    pub cwd: String,
+    /// Who it runs as.
+    pub user: User,
+    /// Its network.
+    pub network: Network,
+    /// Extra mounts.
+    pub mounts: Vec<ExtraMount>,
+    /// The host file bound read-only at `/etc/resolv.conf` (never captured in the layer).
+    pub resolv_conf: Option<PathBuf>,
+    /// The host file bound read-only at `/etc/hosts` (never captured in the layer).
+    pub hosts: Option<PathBuf>,
+}
+
+/// A finished run: its upper directory holds the changes. The run's directory is removed
+/// when this is dropped.
+#[derive(Debug)]
+pub struct Finished {
+    dir: PathBuf,
+}
+
+impl Finished {
+    /// The overlay upper directory: every change the command made, in overlayfs' format
+    /// (deletions as 0/0 character devices, replaced directories marked opaque).
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs steps with an OCI runtime.
+pub struct Runtime {
+    runc: PathBuf,
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+impl Runtime {
+    /// A runtime keeping its state under `root`. The OCI runtime is `runtime`, else
+    /// `$RBUILD_RUNTIME`, else `runc` from `PATH`.
+    pub fn new(root: &Path, runtime: Option<PathBuf>) -> Result<Runtime, RunError> {
+        let runc = runtime
+            .or_else(|| std::env::var_os("RBUILD_RUNTIME").map(PathBuf::from))
+            .or_else(|| find_on_path("runc"))
+            .ok_or_else(|| {
+                RunError::Runtime(
+                    "RUN needs an OCI runtime: install runc (apt-get install runc) or set RBUILD_RUNTIME"
+                        .to_owned(),
+                )
+            })?;
+        for dir in ["runs", "state"] {
+            fs::create_dir_all(root.join(dir))
+                .map_err(|e| RunError::io(format!("creating {}", root.display()), e))?;
+        }
+        Ok(Runtime {
+            runc,
+            root: root.to_owned(),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    fn runc(&self) -> Command {
+        let mut command = Command::new(&self.runc);
+        command.arg("--root").arg(self.root.join("state"));
+        command
+    }
+
+    /// Removes what runs of dead rbuild processes left: their containers, overlay mounts and
+    /// directories. Returns how many runs it cleaned.
+    pub fn cleanup_stale(&self) -> usize {
+        let Ok(entries) = fs::read_dir(self.root.join("runs")) else {
+            return 0;
+        };
+        let mut cleaned = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owner_alive = name
+                .split('-')
+                .nth(1)
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if owner_alive {
+                continue;
+            }
+            let _ = self
+                .runc()
+                .args(["kill", &name, "KILL"])
+                .stderr(Stdio::null())
+                .status();
+            let _ = self
+                .runc()
+                .args(["delete", "--force", &name])
+                .stderr(Stdio::null())
+                .status();
+            overlay::unmount_quietly(&entry.path().join("rootfs"));
+            if fs::remove_dir_all(entry.path()).is_ok() {
+                cleaned += 1;
+            }
+        }
+        cleaned
+    }
+
+    /// Runs `spec`, passing each line the command prints to `output`. A non-zero exit is
+    /// [`RunError::Failed`] with the last lines of output.
+    pub fn run(&self, spec: &RunSpec, output: &(dyn Fn(&str) + Sync)) -> Result<Finished, RunError> {
+        let id = format!(
+            "rbuild-{}-{}",
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = self.root.join("runs").join(&id);
+        let finished = Finished { dir: dir.clone() };
+        for sub in ["upper", "work", "rootfs", "empty"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| RunError::io(format!("creating {}", dir.display()), e))?;
+        }
+        let rootfs = dir.join("rootfs");
+        overlay::mount_overlay(
+            &spec.layers,
+            &dir.join("empty"),
+            &finished.upper(),
+            &dir.join("work"),
+            &rootfs,
+        )?;
+        let result = self.run_mounted(&id, &dir, &rootfs, spec, output);
+        overlay::unmount_quietly(&rootfs);
+        result.map(|()| finished)
+    }
+
+    fn run_mounted(
+        &self,
+        id: &str,
+        dir: &Path,
+        rootfs: &Path,
+        spec: &RunSpec,
+        output: &(dyn Fn(&str) + Sync),
+    ) -> Result<(), RunError> {
+        let cwd = rootfs.join(spec.cwd.trim_start_matches('/'));
+        if fs::symlink_metadata(&cwd).is_err() {
+            fs::create_dir_all(&cwd)
+                .map_err(|e| RunError::io(format!("creating the working directory {}", spec.cwd), e))?;
+        }
+        let config = spec::build(spec, rootfs)?;
+        let json = serde_json::to_vec_pretty(&config).map_err(RunError::spec)?;
+        fs::write(dir.join("config.json"), json).map_err(|e| RunError::io("writing config.json", e))?;
+
+        // runc's own messages go to a log file, so the step's output is only the command's.
+        let log = dir.join("runc.log");
+        let mut child = self
+            .runc()
+            .arg("--log")
+            .arg(&log)
+            .args(["run", "--bundle"])
+            .arg(dir)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RunError::Runtime(format!("starting {}: {e}", self.runc.display())))?;
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let streams: Vec<Box<dyn std::io::Read + Send>> = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        std::thread::scope(|scope| {
+            for stream in streams {
+                let tail = tail.clone();
+                scope.spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        output(&line);
+                        if let Ok(mut tail) = tail.lock() {
+                            tail.push_back(line);
+                            if tail.len() > 20 {
+                                tail.pop_front();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let status = child
+            .wait()
+            .map_err(|e| RunError::Runtime(format!("waiting for {}: {e}", self.runc.display())))?;
+        match status.code() {
+            Some(0) => Ok(()),
+            code => {
+                for line in fs::read_to_string(&log).unwrap_or_default().lines() {
+                    if line.contains("\"level\":\"error\"") || line.contains("level=error") {
+                        tracing::warn!("runc: {line}");
+                    }
+                }
+                Err(RunError::Failed {
+                    exit_code: code.unwrap_or(-1),
+                    tail: tail
+                        .lock()
+                        .map(|t| t.iter().cloned().collect())
+                        .unwrap_or_default(),
+                })
+            }
+        }
+    }
+}
