@@ -123,6 +123,17 @@ pub enum MountKind {
         /// Its size limit in bytes.
         size: Option<i64>,
     },
+    /// A path inside a stack of layer directories (another stage, an image, the context),
+    /// merged with an overlay. Writes to a writable one go to a scratch upper directory and
+    /// are thrown away with the run, as BuildKit does for `rw` bind mounts.
+    Layers {
+        /// Layer directories, base first.
+        layers: Vec<PathBuf>,
+        /// The path inside the merged layers to mount.
+        subpath: String,
+        /// Whether the command may write (writes are discarded).
+        writable: bool,
+    },
 }
 
 /// A mount the step asked for (`RUN --mount`, secrets, heredoc scripts).
@@ -279,9 +290,61 @@ impl Runtime {
             &dir.join("work"),
             &rootfs,
         )?;
-        let result = self.run_mounted(&id, &dir, &rootfs, spec, output);
-        overlay::unmount_quietly(&rootfs);
+        let mut mounted = vec![rootfs.clone()];
+        let result = self
+            .merge_layer_mounts(&dir, spec, &mut mounted)
+            .and_then(|spec| self.run_mounted(&id, &dir, &rootfs, &spec, output));
+        for target in mounted.iter().rev() {
+            overlay::unmount_quietly(target);
+        }
         result.map(|()| finished)
+    }
+
+    /// Mounts each [`MountKind::Layers`] mount's overlay under the run directory and returns the
+    /// spec with those mounts turned into plain binds of the merged path.
+    fn merge_layer_mounts(
+        &self,
+        dir: &Path,
+        spec: &RunSpec,
+        mounted: &mut Vec<PathBuf>,
+    ) -> Result<RunSpec, RunError> {
+        let mut spec = spec.clone();
+        for (n, extra) in spec.mounts.iter_mut().enumerate() {
+            let MountKind::Layers {
+                layers,
+                subpath,
+                writable,
+            } = &extra.kind
+            else {
+                continue;
+            };
+            let base = dir.join("mounts").join(n.to_string());
+            for sub in ["upper", "work", "merged", "empty"] {
+                fs::create_dir_all(base.join(sub))
+                    .map_err(|e| RunError::io(format!("creating {}", base.display()), e))?;
+            }
+            let merged = base.join("merged");
+            overlay::mount_overlay(
+                layers,
+                &base.join("empty"),
+                &base.join("upper"),
+                &base.join("work"),
+                &merged,
+            )?;
+            mounted.push(merged.clone());
+            let source = merged.join(subpath.trim_start_matches('/'));
+            if fs::symlink_metadata(&source).is_err() {
+                return Err(RunError::Runtime(format!(
+                    "mount source {subpath} does not exist (mounting at {})",
+                    extra.target
+                )));
+            }
+            extra.kind = MountKind::Bind {
+                source,
+                read_only: !writable,
+            };
+        }
+        Ok(spec)
     }
 
     fn run_mounted(

@@ -131,6 +131,9 @@ pub fn build(spec: &RunSpec, rootfs: &Path) -> Result<Spec, RunError> {
                 }
                 mount(target, "tmpfs", "tmpfs", &options)?
             }
+            MountKind::Layers { .. } => {
+                return Err(RunError::Spec(format!("layer mount at {target} was not merged")));
+            }
         });
     }
 

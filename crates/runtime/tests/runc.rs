@@ -160,3 +160,38 @@ fn mounts_and_users() {
         "tmpfs contents stay out of the layer"
     );
 }
+
+#[test]
+fn layer_mounts_merge_and_discard_writes() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    busybox_layer(&layer);
+    let (lower, upper) = (tmp.path().join("other0"), tmp.path().join("other1"));
+    fs::create_dir_all(lower.join("data")).unwrap();
+    fs::write(lower.join("data/a"), "lower\n").unwrap();
+    fs::create_dir_all(upper.join("data")).unwrap();
+    fs::write(upper.join("data/b"), "upper\n").unwrap();
+    let runtime = Runtime::new(&tmp.path().join("runtime"), None).unwrap();
+    let mut spec = spec(vec![layer], "cat /from/a /from/b; echo scribble > /from/c");
+    spec.mounts = vec![ExtraMount {
+        target: "/from".into(),
+        kind: MountKind::Layers {
+            layers: vec![lower.clone(), upper.clone()],
+            subpath: "/data".into(),
+            writable: true,
+        },
+    }];
+    let lines = std::sync::Mutex::new(Vec::new());
+    runtime
+        .run(&spec, &|l| lines.lock().unwrap().push(l.to_owned()))
+        .unwrap();
+    assert_eq!(*lines.lock().unwrap(), ["lower", "upper"]);
+    assert!(
+        !lower.join("data/c").exists() && !upper.join("data/c").exists(),
+        "writes are discarded"
+    );
+    assert_eq!(fs::read_dir(tmp.path().join("runtime/runs")).unwrap().count(), 0);
+}
