@@ -10,7 +10,10 @@ mod common;
 use std::path::Path;
 
 use base64::Engine as _;
-use common::{Distribution, TempStore, image_blobs, make_certificates, make_image, require_tool};
+use common::{
+    Distribution, TempStore, image_blobs, make_certificates, make_client_certificate, make_image,
+    require_tool,
+};
 use rbuild_client::{BlobOutcome, Client, ClientError, ClientOptions, DockerConfig, platform};
 use rbuild_oci::{Reference, RepositoryName};
 
@@ -320,4 +323,39 @@ async fn tls_with_certs_d_ca_files_and_insecure() {
     round_trip(&client, &registry.name(), "tls/app:5", 24)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn mutual_tls_with_a_client_certificate_in_certs_d() {
+    if !tools_present() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let host = "mtls.rbuild.test";
+    let (ca, mut tls) = make_certificates(certs.path(), host);
+    let (client_cert, client_key) = make_client_certificate(certs.path());
+    tls.client_ca = Some(ca.clone());
+    let registry = Distribution::start(&[], Some(&tls));
+    let name = format!("{host}:{}", registry.port);
+    let config = tempfile::tempdir().unwrap();
+    let base = ClientOptions {
+        resolve: vec![(host.to_owned(), "127.0.0.1:0".parse().unwrap())],
+        ..options(config.path())
+    };
+    let host_dir = config.path().join("certs.d").join(&name);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(&ca, host_dir.join("ca.crt")).unwrap();
+
+    // The server CA alone is not enough: the registry wants a client certificate.
+    let client = Client::new(base.clone()).unwrap();
+    let err = round_trip(&client, &name, "mtls/app:1", 30).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Unreachable { .. } | ClientError::Http { .. }),
+        "{err}"
+    );
+
+    std::fs::copy(&client_cert, host_dir.join("client.cert")).unwrap();
+    std::fs::copy(&client_key, host_dir.join("client.key")).unwrap();
+    let client = Client::new(base).unwrap();
+    round_trip(&client, &name, "mtls/app:2", 31).await.unwrap();
 }

@@ -215,6 +215,8 @@ pub struct Distribution {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Distribution {
@@ -241,11 +243,17 @@ impl Distribution {
             );
         }
         let tls_section = match tls {
-            Some(t) => format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                t.cert.display(),
-                t.key.display()
-            ),
+            Some(t) => {
+                let client_cas = match &t.client_ca {
+                    Some(ca) => format!("    clientcas:\n      - {}\n", ca.display()),
+                    None => String::new(),
+                };
+                format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n{client_cas}",
+                    t.cert.display(),
+                    t.key.display()
+                )
+            }
             None => String::new(),
         };
         let config = format!(
@@ -293,82 +301,86 @@ impl Drop for Distribution {
     }
 }
 
+/// Runs openssl in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Makes a CA and a server certificate for `host` (and 127.0.0.1) with openssl.
 pub fn make_certificates(dir: &Path, host: &str) -> (PathBuf, TlsFiles) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rbuild test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        &format!("/CN={host}"),
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!(
-            "subjectAltName=DNS:{host},IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-out",
-        "server.crt",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    let ca = "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=rbuild-test-CA -keyout ca.key -out ca.crt \
+              -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign";
+    openssl(dir, &ca.split_whitespace().collect::<Vec<_>>());
+    let ext = format!(
+        "subjectAltName=DNS:{host},IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+    );
+    let (cert, key) = sign(dir, "server", host, &ext);
     (
         dir.join("ca.crt"),
         TlsFiles {
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
+            cert,
+            key,
+            client_ca: None,
         },
     )
+}
+
+/// Makes `client.cert` and `client.key` in `dir`, signed by the CA `make_certificates` made there.
+pub fn make_client_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    sign(
+        dir,
+        "client",
+        "rbuild-test-client",
+        "extendedKeyUsage=clientAuth\n",
+    )
+}
+
+/// A key and a certificate for `subject`, signed by `dir`'s CA: `<name>.cert`, `<name>.key`.
+fn sign(dir: &Path, name: &str, subject: &str, extensions: &str) -> (PathBuf, PathBuf) {
+    let (key, csr, cert, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.cert"),
+        format!("{name}.cnf"),
+    );
+    let subject = format!("/CN={subject}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out", &csr,
+        ],
+    );
+    std::fs::write(dir.join(&ext), extensions).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &cert,
+            "-extfile",
+            &ext,
+        ],
+    );
+    (dir.join(cert), dir.join(key))
 }
 
 /// A content store in a temporary directory.
