@@ -258,7 +258,29 @@ impl Client {
         store: &ContentStore,
     ) -> Result<ResolvedImage, ClientError> {
         let endpoint = self.endpoint(reference.registry())?;
-        pull::pull(&endpoint, reference, platform, store, self.inner.progress.clone()).await
+        let resolved = pull::resolve(&endpoint, reference, platform).await?;
+        pull::store_image(
+            &endpoint,
+            reference,
+            &resolved,
+            store,
+            self.inner.progress.clone(),
+        )
+        .await?;
+        Ok(resolved)
+    }
+
+    /// Stores an image [`resolve`](Client::resolve) returned, as [`pull`](Client::pull) would,
+    /// without fetching its manifest and config again: for a build that resolved `FROM` for its
+    /// cache key and needs the layers only on a cache miss.
+    pub async fn pull_resolved(
+        &self,
+        reference: &Reference,
+        resolved: &ResolvedImage,
+        store: &ContentStore,
+    ) -> Result<(), ClientError> {
+        let endpoint = self.endpoint(reference.registry())?;
+        pull::store_image(&endpoint, reference, resolved, store, self.inner.progress.clone()).await
     }
 
     /// Pushes the image whose manifest (or index) `manifest` describes from `store` to

@@ -385,14 +385,14 @@ fn store_error(context: String) -> impl FnOnce(StoreError) -> ClientError {
 }
 
 /// Resolves and stores manifest, config and layers in `store`.
-pub(crate) async fn pull(
+/// Stores the layers, config and manifest of an image already resolved from `reference`.
+pub(crate) async fn store_image(
     endpoint: &Endpoint,
     reference: &Reference,
-    wanted: &Platform,
+    resolved: &ResolvedImage,
     store: &ContentStore,
     progress: Arc<dyn Progress>,
-) -> Result<ResolvedImage, ClientError> {
-    let resolved = resolve(endpoint, reference, wanted).await?;
+) -> Result<(), ClientError> {
     let repository = reference.repository();
     let scopes: Scopes = [repository_scope(repository, false)].into();
 
@@ -438,7 +438,7 @@ pub(crate) async fn pull(
         &resolved.manifest_descriptor.digest,
         "manifest",
     )?;
-    Ok(resolved)
+    Ok(())
 }
 
 /// Stores bytes already verified against `digest` (only sha256 fits the local store).

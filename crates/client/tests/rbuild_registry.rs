@@ -202,6 +202,17 @@ async fn index_resolves_to_the_platform() {
         .unwrap();
     assert!(dest.contains(&arm.digest));
     assert!(!dest.contains(&amd.digest));
+
+    // Resolve first (a build's cache key), store later (a cache miss).
+    let resolved = client
+        .resolve(&target, &platform::parse("linux/arm/v7").unwrap())
+        .await
+        .unwrap();
+    client.pull_resolved(&target, &resolved, &dest).await.unwrap();
+    assert!(dest.contains(&armv7.digest));
+    for blob in image_blobs(store, &armv7) {
+        assert!(dest.contains(&blob.digest));
+    }
 }
 
 #[tokio::test]
