@@ -228,9 +228,87 @@ pub fn basic_header(username: &str, password: &str) -> String {
 
 /// `application/x-www-form-urlencoded` encoding of `pairs`.
 fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let mut url = reqwest::Url::from_directory_path("/").unwrap_or_else(|()| unreachable!("/ is absolute"));
-    url.query_pairs_mut().extend_pairs(pairs);
-    url.query().unwrap_or_default().to_owned()
+    let encode = |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            match byte {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                    out.push(char::from(byte))
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{byte:02X}")),
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The request to make to a token service.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Where to send it: the realm, with `service` and one `scope` per scope in the query for
+    /// a GET.
+    pub url: reqwest::Url,
+    /// For an OAuth2 refresh-token grant, the form to POST; `None` for a GET.
+    pub form: Option<String>,
+    /// `Authorization: Basic …` when there are a username and password.
+    pub authorization: Option<String>,
+}
+
+/// Plans the token request docker would make for `scopes` under `challenge`: a GET (with Basic
+/// credentials when there are some), or an OAuth2 POST when the credential is an identity token.
+pub fn token_request(
+    challenge: &BearerChallenge,
+    scopes: &Scopes,
+    credential: Option<&Credential>,
+) -> Result<TokenRequest, String> {
+    let mut url = reqwest::Url::parse(&challenge.realm)
+        .map_err(|e| format!("the registry's realm is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the realm is not an http(s) URL".to_owned());
+    }
+    if let Some(Credential::IdentityToken { token, .. }) = credential {
+        let scope = scopes.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token.as_str()),
+            ("client_id", CLIENT_ID),
+        ];
+        if let Some(service) = &challenge.service {
+            form.push(("service", service));
+        }
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        return Ok(TokenRequest {
+            url,
+            form: Some(form_encode(&form)),
+            authorization: None,
+        });
+    }
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(service) = &challenge.service {
+            query.append_pair("service", service);
+        }
+        for scope in scopes {
+            query.append_pair("scope", scope);
+        }
+    }
+    let authorization = match credential {
+        Some(Credential::Password { username, password }) => Some(basic_header(username, password)),
+        _ => None,
+    };
+    Ok(TokenRequest {
+        url,
+        form: None,
+        authorization,
+    })
 }
 
 /// Asks a token service for a token for `scopes`.
@@ -250,48 +328,17 @@ pub async fn fetch_token(
         realm: challenge.realm.clone(),
         reason,
     };
-    let mut url = reqwest::Url::parse(&challenge.realm)
-        .map_err(|e| token_error(format!("the registry's realm is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(token_error("the realm is not an http(s) URL".to_owned()));
-    }
-    let request = match credential {
-        Some(Credential::IdentityToken { token, .. }) => {
-            let scope = scopes.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
-            let mut form = vec![
-                ("grant_type", "refresh_token"),
-                ("refresh_token", token.as_str()),
-                ("client_id", CLIENT_ID),
-            ];
-            if let Some(service) = &challenge.service {
-                form.push(("service", service));
-            }
-            if !scope.is_empty() {
-                form.push(("scope", &scope));
-            }
-            http.post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(form_encode(&form))
-        }
-        _ => {
-            {
-                let mut query = url.query_pairs_mut();
-                if let Some(service) = &challenge.service {
-                    query.append_pair("service", service);
-                }
-                for scope in scopes {
-                    query.append_pair("scope", scope);
-                }
-            }
-            let request = http.get(url);
-            match credential {
-                Some(Credential::Password { username, password }) => {
-                    request.header(reqwest::header::AUTHORIZATION, basic_header(username, password))
-                }
-                _ => request,
-            }
-        }
+    let plan = token_request(challenge, scopes, credential).map_err(token_error)?;
+    let mut request = match plan.form {
+        Some(form) => http
+            .post(plan.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form),
+        None => http.get(plan.url),
     };
+    if let Some(authorization) = plan.authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
     let now = SystemTime::now();
     let response = request
         .send()
@@ -474,6 +521,57 @@ mod tests {
     }
 
     #[test]
+    fn plans_token_requests_like_docker() {
+        let challenge = BearerChallenge {
+            realm: "https://auth.example/token?account=x".into(),
+            service: Some("registry.example".into()),
+            scopes: vec![],
+            error: None,
+        };
+        let push: RepositoryName = "team/app".parse().unwrap();
+        let from: RepositoryName = "base/img".parse().unwrap();
+        let scopes: Scopes = [repository_scope(&push, true), repository_scope(&from, false)].into();
+
+        let anonymous = token_request(&challenge, &scopes, None).unwrap();
+        assert_eq!(
+            anonymous.url.as_str(),
+            "https://auth.example/token?account=x&service=registry.example&scope=repository%3Abase%2Fimg%3Apull&scope=repository%3Ateam%2Fapp%3Apull%2Cpush"
+        );
+        assert_eq!(anonymous.form, None);
+        assert_eq!(anonymous.authorization, None);
+
+        let password = Credential::Password {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let basic = token_request(&challenge, &scopes, Some(&password)).unwrap();
+        assert_eq!(basic.url, anonymous.url);
+        assert_eq!(basic.authorization.as_deref(), Some("Basic dTpw"));
+
+        let refresh = Credential::IdentityToken {
+            username: None,
+            token: "r3fresh".into(),
+        };
+        let oauth = token_request(&challenge, &scopes, Some(&refresh)).unwrap();
+        assert_eq!(oauth.url.as_str(), "https://auth.example/token?account=x");
+        assert_eq!(oauth.authorization, None);
+        assert_eq!(
+            oauth.form.as_deref(),
+            Some(
+                "grant_type=refresh_token&refresh_token=r3fresh&client_id=rbuild&service=registry.example&scope=repository%3Abase%2Fimg%3Apull+repository%3Ateam%2Fapp%3Apull%2Cpush"
+            )
+        );
+
+        for realm in ["not a url", "ftp://auth.example/token"] {
+            let bad = BearerChallenge {
+                realm: realm.into(),
+                ..challenge.clone()
+            };
+            assert!(token_request(&bad, &scopes, None).is_err(), "{realm}");
+        }
+    }
+
+    #[test]
     fn encodes_scopes_and_forms() {
         let name: RepositoryName = "o/r".parse().unwrap();
         assert_eq!(repository_scope(&name, false), "repository:o/r:pull");
@@ -482,6 +580,7 @@ mod tests {
             form_encode(&[("scope", "repository:o/r:pull repository:x:pull"), ("a", "&=")]),
             "scope=repository%3Ao%2Fr%3Apull+repository%3Ax%3Apull&a=%26%3D"
         );
+        assert_eq!(form_encode(&[("k", "caf\u{e9} ~/+")]), "k=caf%C3%A9+%7E%2F%2B");
         assert_eq!(basic_header("user", "pass"), "Basic dXNlcjpwYXNz");
     }
 }
