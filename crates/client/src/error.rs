@@ -357,9 +357,9 @@ impl ClientError {
     /// Whether retrying the same request might succeed (network trouble, not a refusal).
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Unreachable { .. }
-            | ClientError::Http { .. }
-            | ClientError::TooManyRequests { .. } => true,
+            // A certificate problem does not go away by retrying.
+            ClientError::Unreachable { reason, .. } => !reason.to_lowercase().contains("certificate"),
+            ClientError::Http { .. } | ClientError::TooManyRequests { .. } => true,
             ClientError::Status { status, .. } => matches!(status, 408 | 500 | 502 | 503 | 504),
             _ => false,
         }

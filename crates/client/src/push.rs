@@ -31,6 +31,9 @@ pub const MONOLITHIC_UPLOAD_MAX: u64 = 1024 * 1024;
 /// How many blobs are uploaded at once (docker's default is 5).
 pub const CONCURRENT_UPLOADS: usize = 4;
 
+/// How many times a blob push is tried when it fails for a transient reason.
+const PUSH_ATTEMPTS: u32 = 3;
+
 /// One blob of a push and what happened to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushedBlob {
@@ -295,19 +298,40 @@ impl<'a> Push<'a> {
         match self.store.size(&descriptor.digest) {
             None => return Err(self.missing("blob", &descriptor.digest)),
             Some(size) if size != descriptor.size => {
-                return Err(ClientError::Store {
-                    context: format!(
-                        "blob {} is {size} bytes in the local store, but the manifest says {}",
-                        descriptor.digest, descriptor.size
+                return Err(ClientError::Invalid {
+                    reference: self.reference.to_string(),
+                    what: format!("local blob {}", descriptor.digest),
+                    reason: format!(
+                        "it is {size} bytes in {}, but the manifest says {}",
+                        self.store.root().display(),
+                        descriptor.size
                     ),
-                    source: rbuild_oci::StoreError::Io {
-                        context: "size check".to_owned(),
-                        source: std::io::Error::other("size mismatch"),
-                    },
                 });
             }
             Some(_) => {}
         }
+        let mut attempt = 1;
+        let outcome = loop {
+            match self.send_blob(descriptor).await {
+                Ok(outcome) => break outcome,
+                Err(e) if e.is_transient() && attempt < PUSH_ATTEMPTS => {
+                    tracing::warn!(
+                        "{}: blob {}: {e}; retrying",
+                        self.endpoint.registry(),
+                        descriptor.digest
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.settle(descriptor, outcome);
+        Ok(())
+    }
+
+    /// Makes sure the registry has one blob: already there, mounted, or uploaded.
+    async fn send_blob(&self, descriptor: &Descriptor) -> Result<BlobOutcome, ClientError> {
         let blob_path = format!("/v2/{}/blobs/{}", self.repository, descriptor.digest);
         let (response, describe) = self
             .request(
@@ -318,10 +342,7 @@ impl<'a> Push<'a> {
             )
             .await?;
         match response.status() {
-            status if status.is_success() => {
-                self.settle(descriptor, BlobOutcome::Existed);
-                return Ok(());
-            }
+            status if status.is_success() => return Ok(BlobOutcome::Existed),
             StatusCode::NOT_FOUND => {}
             _ => {
                 self.endpoint
@@ -350,15 +371,13 @@ impl<'a> Push<'a> {
             .send_checked(Method::POST, post.clone(), Vec::new(), Body::Empty, Target::Other)
             .await?;
         if response.status() == StatusCode::CREATED && self.mount_from.is_some() {
-            self.settle(descriptor, BlobOutcome::Mounted);
-            return Ok(());
+            return Ok(BlobOutcome::Mounted);
         }
         let session = self.endpoint.location(&post, &response)?;
         self.progress
             .blob_started(&descriptor.digest, descriptor.size, Direction::Upload);
         self.upload(descriptor, session).await?;
-        self.settle(descriptor, BlobOutcome::Uploaded);
-        Ok(())
+        Ok(BlobOutcome::Uploaded)
     }
 
     /// Sends the blob's bytes to an upload session and completes it.
