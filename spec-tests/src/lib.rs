@@ -9,5 +9,6 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod images;
 pub mod registry;
 pub mod tools;

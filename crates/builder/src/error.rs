@@ -47,6 +47,14 @@ pub enum BuildError {
     /// An instruction or option rbuild does not support (yet).
     #[error("{0}")]
     Unsupported(String),
+    /// A RUN command exited with a non-zero status.
+    #[error("the command exited with code {exit_code}{}", tail_text(tail))]
+    RunFailed {
+        /// Its exit code.
+        exit_code: i32,
+        /// The last lines it printed.
+        tail: Vec<String>,
+    },
     /// A base image or other input could not be fetched.
     #[error("{0}")]
     Fetch(String),
@@ -61,6 +69,14 @@ pub enum BuildError {
         /// The cause.
         source: io::Error,
     },
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its last output:\n    {}", tail.join("\n    "))
+    }
 }
 
 impl BuildError {

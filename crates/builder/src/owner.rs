@@ -83,6 +83,70 @@ pub fn resolve(spec: &str, rootfs: &RootfsView) -> Result<Owner> {
     Ok(owner)
 }
 
+/// Who a RUN command runs as: `USER` resolved through the stage's files, as runc's user
+/// lookup does (a name gives its primary group and every group listing it as a member; an id
+/// unknown to /etc/passwd runs with group 0).
+pub fn run_user(spec: &str, rootfs: &RootfsView) -> Result<(Owner, Vec<u32>)> {
+    if spec.is_empty() {
+        return Ok((Owner::ROOT, Vec::new()));
+    }
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let read = |path: &str| -> Result<String> {
+        Ok(rootfs
+            .read(path)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default())
+    };
+    let passwd = read("/etc/passwd")?;
+    let entry = passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let (name, uid, gid) = (
+            *fields.first()?,
+            fields.get(2)?.parse::<u32>().ok()?,
+            fields.get(3)?.parse::<u32>().ok()?,
+        );
+        (name == user || uid.to_string() == user).then(|| (name.to_owned(), uid, gid))
+    });
+    let (name, mut owner) = match (entry, user.parse::<u32>()) {
+        (Some((name, uid, gid)), _) => (Some(name), Owner { uid, gid }),
+        (None, Ok(uid)) => (None, Owner { uid, gid: 0 }),
+        (None, Err(_)) => {
+            return Err(BuildError::UnknownOwner(format!(
+                "USER {spec}: unable to find user {user}: no matching entries in the stage's /etc/passwd"
+            )));
+        }
+    };
+    let groups = read("/etc/group")?;
+    if let Some(group) = group {
+        owner.gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup(&groups, group).map(|(gid, _)| gid).ok_or_else(|| {
+                BuildError::UnknownOwner(format!(
+                    "USER {spec}: unable to find group {group}: no matching entries in the stage's /etc/group"
+                ))
+            })?,
+        };
+        return Ok((owner, Vec::new()));
+    }
+    let supplementary = match name {
+        Some(name) => groups
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                let gid = fields.get(2)?.parse::<u32>().ok()?;
+                let members = fields.get(3)?;
+                members.split(',').any(|m| m.trim() == name).then_some(gid)
+            })
+            .filter(|gid| *gid != owner.gid)
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok((owner, supplementary))
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -98,7 +162,7 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
         )
         .unwrap();
-        fs::write(etc.join("group"), "root:x:0:\nstaff:x:50:\napp:x:1001:\n").unwrap();
+        fs::write(etc.join("group"), "root:x:0:\nstaff:x:50:app\napp:x:1001:\n").unwrap();
         let view = RootfsView::new(vec![dir.path().join("0")]);
         (dir, view)
     }
@@ -117,6 +181,29 @@ mod tests {
         for (spec, owner) in cases {
             assert_eq!(resolve(spec, &view).unwrap(), owner, "{spec}");
         }
+    }
+
+    #[test]
+    fn run_users_get_supplementary_groups() {
+        let (_dir, view) = view();
+        assert_eq!(
+            run_user("app", &view).unwrap(),
+            (Owner { uid: 1000, gid: 1001 }, vec![50])
+        );
+        assert_eq!(
+            run_user("1000", &view).unwrap(),
+            (Owner { uid: 1000, gid: 1001 }, vec![50])
+        );
+        assert_eq!(
+            run_user("4242", &view).unwrap(),
+            (Owner { uid: 4242, gid: 0 }, vec![])
+        );
+        assert_eq!(
+            run_user("app:staff", &view).unwrap(),
+            (Owner { uid: 1000, gid: 50 }, vec![])
+        );
+        assert_eq!(run_user("", &view).unwrap(), (Owner::ROOT, vec![]));
+        assert!(run_user("ghost", &view).is_err());
     }
 
     #[test]

@@ -4,9 +4,13 @@
 //! crates, where everything testable lives.
 
 mod args;
+mod build;
 mod check;
+mod display;
+mod images;
 mod registry;
 mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -24,8 +28,23 @@ struct Cli {
 enum Command {
     /// Run an OCI Distribution v1.1 registry.
     Serve(serve::ServeArgs),
+    /// Build an image from a Dockerfile and a context.
+    Build(Box<build::BuildArgs>),
     /// Check a Dockerfile for problems without building it.
     Check(check::CheckArgs),
+    /// List the images in the local store.
+    Images(images::ImagesArgs),
+    /// Show an image's manifest and config as JSON.
+    Inspect(images::InspectArgs),
+    /// Pull an image into the local store.
+    Pull(images::TransferArgs),
+    /// Push an image from the local store.
+    Push(images::TransferArgs),
+    /// Manage the build cache.
+    Cache {
+        #[command(subcommand)]
+        command: images::CacheCommand,
+    },
     /// Maintain a registry's storage.
     Registry {
         #[command(subcommand)]
@@ -37,7 +56,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Build(args) => build::run(*args),
         Command::Check(args) => check::run(args),
+        Command::Images(args) => images::images(args),
+        Command::Inspect(args) => images::inspect(args),
+        Command::Pull(args) => images::pull(args),
+        Command::Push(args) => images::push(args),
+        Command::Cache { command } => images::cache(command),
         Command::Registry { command } => registry::run(command),
     };
     match result {

@@ -11,7 +11,7 @@ pub enum RegistryCommand {
     /// Re-hash every blob and check every link; exit 1 if anything is wrong.
     Fsck {
         /// Storage root of the registry
-        #[arg(long, env = "RBUILD_ROOT")]
+        #[arg(long, env = "RBUILD_REGISTRY_ROOT")]
         root: PathBuf,
     },
 }

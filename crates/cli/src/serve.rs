@@ -18,7 +18,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RBUILD_ADDR")]
     addr: Option<SocketAddr>,
     /// Storage root [default: $XDG_DATA_HOME/rbuild/registry]
-    #[arg(long, env = "RBUILD_ROOT")]
+    #[arg(long, env = "RBUILD_REGISTRY_ROOT")]
     root: Option<PathBuf>,
     /// TOML config file (see the README for every key)
     #[arg(long, env = "RBUILD_CONFIG")]

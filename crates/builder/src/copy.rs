@@ -1,0 +1,521 @@
+//! COPY and ADD: which files go where, with which owner and mode, by docker's rules.
+//!
+//! Planning happens in two steps. [`select`] finds what the sources name (wildcards matched,
+//! a top-level symlink followed, directories expanded) and reports each file's type, mode and
+//! content digest: that is all the cache key needs. Only on a cache miss does [`entries`] lay
+//! the selection out at its destination as layer entries, which needs the stage's current
+//! filesystem (does the destination exist as a directory? which parent directories exist, and
+//! with what owner and mode?).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use rbuild_dockerfile::dockerignore::Matcher;
+use rbuild_dockerfile::plan::{Chmod, CopyStep, Mode, Source};
+use rbuild_layer::{Entry, EntryKind, FileSource};
+use rbuild_oci::Digest;
+
+use crate::chmod::apply_symbolic;
+use crate::context::{Context, FileKind};
+use crate::error::{BuildError, Result};
+use crate::owner::Owner;
+use crate::rootfs::{self, RootfsView};
+
+/// Where a COPY reads from.
+pub enum Origin<'a> {
+    /// The build context (or a named local context).
+    Context(&'a Context),
+    /// Another stage's or an image's filesystem; `name` is for messages.
+    Rootfs {
+        /// The filesystem.
+        view: &'a RootfsView,
+        /// What it is (`stage build`, `image alpine`).
+        name: &'a str,
+    },
+}
+
+/// What a selected node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A regular file, read from `disk` when the layer is written.
+    File {
+        /// Where its bytes are.
+        disk: PathBuf,
+        /// Its content digest.
+        digest: Digest,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link (copied as a link when inside a copied directory).
+    Symlink(String),
+}
+
+/// One file, directory or link a COPY will write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Its path relative to the selected root (`""` for the root itself).
+    pub relative: String,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, whole seconds.
+    pub mtime: i64,
+    /// The owner it keeps when no `--chown` is given: `None` for context files (which
+    /// become root's, as in docker), the source's for files from a stage, image or archive.
+    pub owner: Option<Owner>,
+}
+
+/// Everything one source argument selected.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    /// The matched path in the origin (after wildcards, before following a top-level link).
+    pub path: String,
+    /// The name the root gets when copied into a directory (the source's base name).
+    pub name: String,
+    /// The root followed by its descendants (directories expanded), in path order.
+    pub nodes: Vec<Node>,
+}
+
+/// The selection of a whole COPY/ADD.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// One entry per matched source root.
+    pub roots: Vec<Selected>,
+    /// Heredoc sources: file name and content.
+    pub inline: Vec<(String, String)>,
+}
+
+impl Selection {
+    /// The inputs that key the step: every node's type, mode and content (never its mtime).
+    pub fn key_inputs(&self) -> BTreeMap<String, String> {
+        let mut inputs = BTreeMap::new();
+        for root in &self.roots {
+            for node in &root.nodes {
+                let value = match &node.kind {
+                    NodeKind::File { digest, .. } => format!("file {:o} {digest}", node.mode),
+                    NodeKind::Dir => format!("dir {:o}", node.mode),
+                    NodeKind::Symlink(target) => format!("link {target}"),
+                };
+                let name = if node.relative.is_empty() {
+                    root.path.clone()
+                } else {
+                    format!("{}/{}", root.path, node.relative)
+                };
+                inputs.insert(format!("file:{name}"), value);
+            }
+        }
+        for (name, content) in &self.inline {
+            inputs.insert(
+                format!("file:<<{name}"),
+                Digest::sha256_of(content.as_bytes()).to_string(),
+            );
+        }
+        inputs
+    }
+
+    /// The files whose bytes will be read (for metrics).
+    pub fn bytes(&self) -> u64 {
+        self.roots
+            .iter()
+            .flat_map(|r| &r.nodes)
+            .filter_map(|n| match &n.kind {
+                NodeKind::File { disk, .. } => std::fs::metadata(disk).ok().map(|m| m.len()),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+/// The local paths a step's sources name in the context (for hashing them up front).
+pub fn context_paths(step: &CopyStep, context: &Context) -> Result<Vec<String>> {
+    let mut paths = Vec::new();
+    for source in &step.sources {
+        let Source::Path { path } = source else { continue };
+        for file in context.select(path)? {
+            let root = context.resolve(&file.path)?;
+            paths.push(root.path.clone());
+            paths.extend(context.descendants(&root.path).map(|f| f.path.clone()));
+        }
+    }
+    Ok(paths)
+}
+
+/// Finds what a COPY's path sources select in `origin`, with content digests. Context files
+/// must have been hashed (see [`context_paths`]); files from a rootfs are hashed here.
+pub fn select(step: &CopyStep, origin: &Origin<'_>) -> Result<Selection> {
+    let excludes = if step.exclude.is_empty() {
+        None
+    } else {
+        Some(Matcher::new(&step.exclude).map_err(|e| BuildError::Dockerfile(format!("--exclude: {e}")))?)
+    };
+    let mut selection = Selection {
+        roots: Vec::new(),
+        inline: step
+            .inline
+            .iter()
+            .map(|i| (i.name.clone(), i.content.clone()))
+            .collect(),
+    };
+    for source in &step.sources {
+        let Source::Path { path } = source else {
+            return Err(BuildError::Unsupported(format!(
+                "{source:?}: remote sources are handled by ADD's downloader, not COPY"
+            )));
+        };
+        let roots = match origin {
+            Origin::Context(context) => select_context(context, path, excludes.as_ref())?,
+            Origin::Rootfs { view, name } => select_rootfs(view, name, path, excludes.as_ref())?,
+        };
+        selection.roots.extend(roots);
+    }
+    Ok(selection)
+}
+
+fn excluded(excludes: Option<&Matcher>, relative: &str) -> bool {
+    !relative.is_empty() && excludes.is_some_and(|m| m.matches_or_parent_matches(relative))
+}
+
+fn base_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_owned()
+}
+
+fn select_context(context: &Context, source: &str, excludes: Option<&Matcher>) -> Result<Vec<Selected>> {
+    let mut selected = Vec::new();
+    for matched in context.select(source)? {
+        let root = context.resolve(&matched.path)?;
+        let mut nodes = Vec::new();
+        let to_node = |file: &crate::context::ContextFile, relative: String| -> Result<Node> {
+            let kind = match &file.kind {
+                FileKind::Dir => NodeKind::Dir,
+                FileKind::Symlink(target) => NodeKind::Symlink(target.clone()),
+                FileKind::File => NodeKind::File {
+                    disk: context.absolute(&file.path),
+                    digest: context
+                        .digest(&file.path)
+                        .cloned()
+                        .ok_or_else(|| BuildError::Context(format!("{} was not hashed", file.path)))?,
+                },
+            };
+            Ok(Node {
+                relative,
+                kind,
+                mode: file.mode,
+                mtime: file.mtime,
+                owner: None,
+            })
+        };
+        nodes.push(to_node(root, String::new())?);
+        if root.kind == FileKind::Dir {
+            let prefix_len = if root.path.is_empty() {
+                0
+            } else {
+                root.path.len() + 1
+            };
+            for file in context.descendants(&root.path) {
+                let relative = file.path[prefix_len..].to_owned();
+                if !excluded(excludes, &relative) {
+                    nodes.push(to_node(file, relative)?);
+                }
+            }
+        }
+        selected.push(Selected {
+            name: base_name(&matched.path),
+            path: matched.path.clone(),
+            nodes,
+        });
+    }
+    Ok(selected)
+}
+
+/// What `source` selects in a filesystem view (wildcards matched, links followed at the top).
+pub fn select_rootfs(
+    view: &RootfsView,
+    name: &str,
+    source: &str,
+    excludes: Option<&Matcher>,
+) -> Result<Vec<Selected>> {
+    let not_found = || BuildError::NotFoundIn {
+        path: source.to_owned(),
+        from: name.to_owned(),
+    };
+    let cleaned = rootfs::clean(source);
+    let matches: Vec<String> = if crate::glob::has_wildcard(&cleaned) {
+        let mut current = vec![String::new()];
+        for component in cleaned.split('/') {
+            let mut next = Vec::new();
+            for dir in &current {
+                for child in view.read_dir(dir) {
+                    if crate::glob::match_component(component, &child) {
+                        next.push(if dir.is_empty() {
+                            child
+                        } else {
+                            format!("{dir}/{child}")
+                        });
+                    }
+                }
+            }
+            current = next;
+        }
+        current
+    } else {
+        vec![cleaned]
+    };
+    if matches.is_empty() {
+        return Err(not_found());
+    }
+    let mut selected = Vec::new();
+    for path in matches {
+        let root = view.resolve(&path, true)?.ok_or_else(not_found)?;
+        let mut nodes = Vec::new();
+        let mut stack = vec![(root.path.clone(), String::new())];
+        while let Some((full, relative)) = stack.pop() {
+            let Some(found) = view.lookup(&full) else { continue };
+            let kind = if let Some(target) = found.link_target().filter(|_| !relative.is_empty()) {
+                NodeKind::Symlink(target)
+            } else if found.is_dir() {
+                let mut children = view.read_dir(&full);
+                children.reverse();
+                for child in children {
+                    let child_relative = if relative.is_empty() {
+                        child.clone()
+                    } else {
+                        format!("{relative}/{child}")
+                    };
+                    if !excluded(excludes, &child_relative) {
+                        let child_full = if full.is_empty() {
+                            child
+                        } else {
+                            format!("{full}/{child}")
+                        };
+                        stack.push((child_full, child_relative));
+                    }
+                }
+                NodeKind::Dir
+            } else if found.meta.is_file() {
+                NodeKind::File {
+                    digest: hash(&found.disk)?,
+                    disk: found.disk.clone(),
+                }
+            } else {
+                continue;
+            };
+            nodes.push(Node {
+                relative,
+                kind,
+                mode: found.meta.mode() & 0o7777,
+                mtime: found.meta.mtime(),
+                owner: Some(Owner {
+                    uid: found.meta.uid(),
+                    gid: found.meta.gid(),
+                }),
+            });
+        }
+        nodes.sort_by(|a, b| a.relative.cmp(&b.relative));
+        selected.push(Selected {
+            name: base_name(&path),
+            path,
+            nodes,
+        });
+    }
+    Ok(selected)
+}
+
+fn hash(path: &std::path::Path) -> Result<Digest> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
+    let mut hasher = rbuild_oci::Hasher::new(rbuild_oci::Algorithm::Sha256);
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
+    Ok(hasher.finalize())
+}
+
+/// How to lay a selection out.
+pub struct Layout<'a> {
+    /// The step.
+    pub step: &'a CopyStep,
+    /// `--chown`: who owns what is written; `None` keeps each node's own owner (or root's).
+    pub owner: Option<Owner>,
+    /// The stage's filesystem before the step (`None` for `--link`, which must not look).
+    pub below: Option<&'a RootfsView>,
+    /// The mtime of files made from heredocs and of directories the copy creates.
+    pub now: i64,
+}
+
+fn final_mode(chmod: Option<&Chmod>, mode: u32, is_dir: bool) -> Result<u32> {
+    match chmod.map(|c| (&c.mode, &c.text)) {
+        None => Ok(mode),
+        Some((Mode::Octal(m), _)) => Ok(*m),
+        Some((Mode::Symbolic(s), text)) => apply_symbolic(s, mode, is_dir)
+            .ok_or_else(|| BuildError::Dockerfile(format!("invalid --chmod={text}"))),
+    }
+}
+
+/// Lays a selection out at the step's destination as layer entries.
+pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>> {
+    let step = layout.step;
+    let chmod = step.chmod.as_ref();
+    let dest = &step.dest_path;
+    let dest_clean = rootfs::clean(dest);
+    let sources = step.sources.len() + step.inline.len();
+    if sources > 1 && !dest.ends_with('/') {
+        return Err(BuildError::Dockerfile(format!(
+            "when copying more than one source, the destination must be a directory and end with a /: {}",
+            step.dest
+        )));
+    }
+    let existing_dir = layout
+        .below
+        .and_then(|view| view.resolve(&dest_clean, true).ok().flatten())
+        .filter(|found| found.is_dir());
+    let dest_is_dir = dest.ends_with('/')
+        || selection.roots.len() + selection.inline.len() > 1
+        || existing_dir.is_some()
+        || selection
+            .roots
+            .iter()
+            .any(|r| matches!(r.nodes.first().map(|n| &n.kind), Some(NodeKind::Dir)));
+    // A destination that is a link to a directory receives the files where the link points.
+    let dest_dir = existing_dir.map_or(dest_clean.clone(), |found| found.path);
+
+    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+    let entry = |path: String, kind: EntryKind, mode: u32, mtime: i64, node_owner: Option<Owner>| {
+        let owner = layout.owner.or(node_owner).unwrap_or(Owner::ROOT);
+        Entry {
+            path,
+            kind,
+            mode,
+            uid: owner.uid,
+            gid: owner.gid,
+            mtime,
+            xattrs: BTreeMap::new(),
+        }
+    };
+    let join = |dir: &str, name: &str| {
+        if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+
+    for root in &selection.roots {
+        let root_is_dir = matches!(root.nodes.first().map(|n| &n.kind), Some(NodeKind::Dir));
+        let base = if step.parents {
+            let kept = root
+                .path
+                .split_once("/./")
+                .map_or(root.path.as_str(), |(_, after)| after);
+            let parent = if root_is_dir {
+                kept
+            } else {
+                kept.rsplit_once('/').map_or("", |(p, _)| p)
+            };
+            let base = join(&dest_dir, parent);
+            if root_is_dir {
+                base
+            } else {
+                join(&base, &root.name)
+            }
+        } else if root_is_dir {
+            dest_dir.clone()
+        } else if dest_is_dir {
+            join(&dest_dir, &root.name)
+        } else {
+            dest_clean.clone()
+        };
+        for node in &root.nodes {
+            let path = if node.relative.is_empty() {
+                base.clone()
+            } else {
+                join(&base, &node.relative)
+            };
+            if path.is_empty() {
+                continue;
+            }
+            let existing_root_dir = node.relative.is_empty()
+                && matches!(node.kind, NodeKind::Dir)
+                && layout
+                    .below
+                    .and_then(|view| view.lookup(&path))
+                    .is_some_and(|f| f.is_dir());
+            if existing_root_dir {
+                // Copying a directory's contents into one that exists leaves it as it is.
+                continue;
+            }
+            let (kind, mode) = match &node.kind {
+                NodeKind::File { disk, .. } => (
+                    EntryKind::File(FileSource::Path(disk.clone())),
+                    final_mode(chmod, node.mode, false)?,
+                ),
+                NodeKind::Dir => (EntryKind::Dir, final_mode(chmod, node.mode, true)?),
+                NodeKind::Symlink(target) => (EntryKind::Symlink(target.clone()), 0o777),
+            };
+            out.insert(path.clone(), entry(path, kind, mode, node.mtime, node.owner));
+        }
+    }
+    for (name, content) in &selection.inline {
+        let path = if dest_is_dir {
+            join(&dest_dir, name)
+        } else {
+            dest_clean.clone()
+        };
+        let mode = final_mode(chmod, 0o644, false)?;
+        out.insert(
+            path.clone(),
+            entry(
+                path,
+                EntryKind::File(FileSource::Bytes(content.clone().into_bytes())),
+                mode,
+                layout.now,
+                None,
+            ),
+        );
+    }
+
+    add_parents(&mut out, layout.below, layout.now);
+    Ok(out.into_values().collect())
+}
+
+/// Adds every missing parent directory of the entries in `out`: with the owner, mode and
+/// mtime it already has in `below` (so writing into `/tmp` keeps it 1777), or as a new
+/// root-owned 0755 directory.
+pub fn add_parents(out: &mut BTreeMap<String, Entry>, below: Option<&RootfsView>, now: i64) {
+    let mut parents: Vec<String> = Vec::new();
+    for path in out.keys() {
+        let mut at = path.as_str();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            if !out.contains_key(parent) {
+                parents.push(parent.to_owned());
+            }
+            at = parent;
+        }
+    }
+    parents.sort();
+    parents.dedup();
+    for parent in parents {
+        let existing = below.and_then(|view| view.lookup(&parent)).filter(|f| f.is_dir());
+        let (mode, uid, gid, mtime) = match existing {
+            Some(found) => (
+                found.meta.mode() & 0o7777,
+                found.meta.uid(),
+                found.meta.gid(),
+                found.meta.mtime(),
+            ),
+            None => (0o755, 0, 0, now),
+        };
+        out.insert(
+            parent.clone(),
+            Entry {
+                path: parent,
+                kind: EntryKind::Dir,
+                mode,
+                uid,
+                gid,
+                mtime,
+                xattrs: BTreeMap::new(),
+            },
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! Layer snapshots: each layer unpacked once, in overlayfs' lower-layer format, and shared by
+//! every build that uses it — by `COPY --from` and name lookups through [`RootfsView`], and
+//! by RUN as overlay lower directories.
+//!
+//! A snapshot is keyed by the layer's diff ID (the digest of its uncompressed tar): an
+//! unpacked diff does not depend on the layers below it (a deletion is a whiteout file, not
+//! an effect), so one snapshot serves every chain that contains the layer. It is unpacked
+//! into a temporary directory and renamed into place, so a crash or `kill -9` mid-unpack
+//! leaves no half-made snapshot under the real name.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rbuild_layer::{UnpackOptions, WhiteoutMode};
+use rbuild_oci::ContentStore;
+
+use crate::cache::CachedLayer;
+use crate::error::{BuildError, Result};
+use crate::rootfs::RootfsView;
+
+/// The snapshot directory of the local store.
+#[derive(Clone, Debug)]
+pub struct Snapshots {
+    dir: PathBuf,
+}
+
+impl Snapshots {
+    /// Opens the snapshots under `dir`, clearing temporary directories a crash left behind.
+    pub fn open(dir: &Path) -> Result<Snapshots> {
+        fs::create_dir_all(dir).map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let stale = name.to_str().is_some_and(|n| n.starts_with("tmp-"))
+                    && !is_ours_and_live(name.to_str().unwrap_or_default());
+                if stale {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(Snapshots { dir: dir.to_owned() })
+    }
+
+    /// The unpacked directory of `layer`, unpacking it from `store` on first use.
+    pub fn ensure(&self, layer: &CachedLayer, store: &ContentStore) -> Result<PathBuf> {
+        let target = self.dir.join(layer.diff_id.hex());
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let tmp = self
+            .dir
+            .join(format!("tmp-{}-{}", std::process::id(), layer.diff_id.hex()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| BuildError::io(format!("creating {}", tmp.display()), e))?;
+        let blob = store.open_blob(&layer.descriptor.digest)?;
+        let reader = rbuild_layer::decompressed(blob)
+            .map_err(|e| BuildError::Fetch(format!("layer {}: {e}", layer.descriptor.digest)))?;
+        let options = UnpackOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            same_owner: is_root(),
+        };
+        if let Err(e) = rbuild_layer::unpack(reader, &tmp, &options) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(BuildError::Fetch(format!(
+                "unpacking layer {}: {e}",
+                layer.descriptor.digest
+            )));
+        }
+        match fs::rename(&tmp, &target) {
+            Ok(()) => Ok(target),
+            // Another build unpacked the same layer first: use theirs.
+            Err(_) if target.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(target)
+            }
+            Err(e) => Err(BuildError::io(
+                format!("installing snapshot {}", target.display()),
+                e,
+            )),
+        }
+    }
+
+    /// A view of the filesystem made by `layers`, unpacking what is missing.
+    pub fn view(&self, layers: &[CachedLayer], store: &ContentStore) -> Result<RootfsView> {
+        let dirs = layers
+            .iter()
+            .map(|layer| self.ensure(layer, store))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RootfsView::new(dirs))
+    }
+
+    /// Removes every snapshot (they are rebuilt from the store on demand).
+    pub fn clear(&self) -> Result<()> {
+        fs::remove_dir_all(&self.dir)
+            .map_err(|e| BuildError::io(format!("removing {}", self.dir.display()), e))?;
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| BuildError::io(format!("creating {}", self.dir.display()), e))
+    }
+
+    /// The directory holding the snapshots.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Whether a `tmp-<pid>-…` directory belongs to a process that is still running.
+fn is_ours_and_live(name: &str) -> bool {
+    name.split('-')
+        .nth(1)
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Whether this process may set file owners (and so restore them when unpacking).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}

@@ -1,0 +1,293 @@
+//! `rbuild build`: docker build's flags, a daemonless build, then tags, outputs and pushes.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use rbuild_builder::exec::SecretSource;
+use rbuild_builder::export;
+use rbuild_builder::progress::Progress;
+use rbuild_builder::solver::{BuildRequest, Builder, NamedContext};
+use rbuild_layer::{Compression, LayerOptions};
+
+use crate::args::parse_key_value;
+use crate::display;
+use crate::store::{StoreArgs, image_source, reference, runtime};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
+    Uncompressed,
+}
+
+/// Arguments of `rbuild build`, named as docker build names them.
+#[derive(Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Name the image (repeatable)
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Set a build argument: KEY=VALUE, or KEY to take it from the environment
+    #[arg(long = "build-arg", value_parser = parse_build_arg)]
+    build_args: Vec<(String, String)>,
+    /// Build this stage
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not use the cache for this stage (repeatable)
+    #[arg(long = "no-cache-filter")]
+    no_cache_filter: Vec<String>,
+    /// Add a label to the image: KEY=VALUE (repeatable)
+    #[arg(long = "label", value_parser = parse_key_value)]
+    labels: Vec<(String, String)>,
+    /// Push the image to every tag's registry
+    #[arg(long)]
+    push: bool,
+    /// Write the image out: type=registry | type=oci,dest=PATH | type=docker,dest=PATH
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
+    /// How to show progress
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: display::Mode,
+    /// Write per-step metrics (times, cache hits and miss reasons, bytes) as JSON
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// The platform to build for
+    #[arg(long, default_value = "linux/amd64")]
+    platform: String,
+    /// A named context: NAME=DIR, NAME=docker-image://REF
+    #[arg(long = "build-context", value_parser = parse_key_value)]
+    build_contexts: Vec<(String, String)>,
+    /// Layer compression
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: CompressionArg,
+    /// Compression level (gzip 0-9, zstd 1-22)
+    #[arg(long)]
+    compression_level: Option<i32>,
+    /// A secret RUN may mount: id=ID,src=FILE or id=ID,env=VAR (repeatable)
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// Forward the SSH agent ($SSH_AUTH_SOCK) to RUN --mount=type=ssh: `default`
+    #[arg(long)]
+    ssh: Option<String>,
+    /// What RUN's default network is: default (the host's) or none
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// The OCI runtime for RUN [default: $RBUILD_RUNTIME, else runc]
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// The build context directory
+    context: PathBuf,
+}
+
+/// `KEY=VALUE`, or `KEY` alone taking the value from the environment (as docker does).
+fn parse_build_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some(_) => parse_key_value(s),
+        None => std::env::var(s)
+            .map(|v| (s.to_owned(), v))
+            .map_err(|_| format!("--build-arg {s}: no value given and ${s} is not set")),
+    }
+}
+
+/// One `--output`.
+enum Output {
+    Registry,
+    Oci(PathBuf),
+    Docker(PathBuf),
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    let fields: BTreeMap<&str, &str> = spec.split(',').filter_map(|kv| kv.split_once('=')).collect();
+    let dest = || -> anyhow::Result<PathBuf> {
+        fields
+            .get("dest")
+            .map(PathBuf::from)
+            .with_context(|| format!("--output {spec}: needs dest=PATH"))
+    };
+    match fields.get("type").copied() {
+        Some("registry") | Some("image") => Ok(Output::Registry),
+        Some("oci") => Ok(Output::Oci(dest()?)),
+        Some("docker") | Some("tar") => Ok(Output::Docker(dest()?)),
+        other => bail!("--output {spec}: unknown type {other:?}; use registry, oci or docker"),
+    }
+}
+
+/// `--secret id=ID,src=FILE` or `--secret id=ID,env=VAR` (docker's syntax; `type=` ignored).
+fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretSource)> {
+    let fields: BTreeMap<&str, &str> = spec.split(',').filter_map(|kv| kv.split_once('=')).collect();
+    let id = fields
+        .get("id")
+        .with_context(|| format!("--secret {spec}: needs id=ID"))?;
+    let source = match (
+        fields.get("src").or_else(|| fields.get("source")),
+        fields.get("env"),
+    ) {
+        (Some(file), _) => SecretSource::File(PathBuf::from(file)),
+        (None, Some(var)) => SecretSource::Env((*var).to_owned()),
+        (None, None) => SecretSource::Env((*id).to_owned()),
+    };
+    Ok(((*id).to_owned(), source))
+}
+
+fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<Option<i64>> {
+    let from_arg = build_args
+        .iter()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        .map(|(_, v)| v.clone());
+    match from_arg.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
+        Some(value) => Ok(Some(value.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")
+        })?)),
+        None => Ok(None),
+    }
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let dockerfile = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let dockerfile_text =
+        std::fs::read_to_string(&dockerfile).with_context(|| format!("reading {}", dockerfile.display()))?;
+    let mut outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.push {
+        outputs.push(Output::Registry);
+    }
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| reference(t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if outputs.iter().any(|o| matches!(o, Output::Registry)) && tags.is_empty() {
+        bail!("--push needs at least one -t NAME to push to");
+    }
+    let compression = match (args.compression, args.compression_level) {
+        (CompressionArg::Gzip, level) => Compression::Gzip {
+            level: level.map_or(6, |l| l.clamp(0, 9) as u32),
+        },
+        (CompressionArg::Zstd, level) => Compression::Zstd {
+            level: level.unwrap_or(3).clamp(1, 22),
+        },
+        (CompressionArg::Uncompressed, _) => Compression::None,
+    };
+    let named_contexts = args
+        .build_contexts
+        .iter()
+        .map(|(name, source)| {
+            let context = match source.strip_prefix("docker-image://") {
+                Some(image) => NamedContext::Image(image.to_owned()),
+                None => NamedContext::Dir(PathBuf::from(source)),
+            };
+            (name.clone(), context)
+        })
+        .collect();
+    let request = BuildRequest {
+        dockerfile: dockerfile.clone(),
+        dockerfile_text,
+        context: args.context.clone(),
+        build_args: args.build_args.iter().cloned().collect(),
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        labels: args.labels.iter().cloned().collect(),
+        platform: args.platform.clone(),
+        named_contexts,
+        layer_options: LayerOptions {
+            compression,
+            source_date_epoch: source_date_epoch(&args.build_args)?,
+            threads: 0,
+        },
+        secrets: args
+            .secrets
+            .iter()
+            .map(|s| parse_secret(s))
+            .collect::<anyhow::Result<_>>()?,
+        ssh: match args.ssh.as_deref() {
+            None => None,
+            Some(_) => Some(PathBuf::from(
+                std::env::var_os("SSH_AUTH_SOCK")
+                    .context("--ssh needs an SSH agent: SSH_AUTH_SOCK is not set")?,
+            )),
+        },
+        network: args.network.clone(),
+        runtime: args.runtime.clone(),
+    };
+
+    let store = args.store.open()?;
+    let client = args.store.client()?;
+    let builder = Builder::new(store, image_source(&args.store)?);
+    let progress: Arc<dyn Progress> = Arc::from(display::for_mode(args.progress));
+    let runtime = runtime()?;
+    let output = runtime.block_on(builder.build(request, progress))?;
+    let image = &output.image;
+    let content = &builder.store().content;
+
+    let tag_names: Vec<String> = tags.iter().map(export::familiar_name).collect();
+    for tag in &tags {
+        content.set_ref(&tag.to_string(), &image.manifest)?;
+    }
+    for out in &outputs {
+        match out {
+            Output::Oci(dest) if dest.extension().is_some_and(|e| e == "tar") => {
+                let file =
+                    std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+                export::write_tar(content, image, &tag_names, false, std::io::BufWriter::new(file))?;
+            }
+            Output::Oci(dest) => export::write_oci_dir(content, image, &tag_names, dest)?,
+            Output::Docker(dest) => {
+                let file =
+                    std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+                export::write_tar(content, image, &tag_names, true, std::io::BufWriter::new(file))?;
+            }
+            Output::Registry => {
+                for tag in &tags {
+                    let report = runtime
+                        .block_on(client.push(&image.manifest, content, tag, None))
+                        .with_context(|| format!("pushing {tag}"))?;
+                    eprintln!(
+                        "pushed {} ({} bytes uploaded, {} blobs already there)",
+                        report.reference,
+                        report.bytes_uploaded(),
+                        report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
+                    );
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.metrics_file {
+        let json = serde_json::to_vec_pretty(&output.metrics)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let m = &output.metrics;
+    let _ = writeln!(
+        std::io::stderr(),
+        "built {} in {:.2}s: {} cached, {} built{}",
+        image.manifest.digest,
+        m.duration_ms / 1000.0,
+        m.cache_hits,
+        m.cache_misses,
+        if tag_names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", tag_names.join(", "))
+        }
+    );
+    println!("{}", image.manifest.digest);
+    Ok(ExitCode::SUCCESS)
+}

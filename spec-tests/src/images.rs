@@ -1,0 +1,152 @@
+//! Comparing images the way a user would see them: the file tree a container gets (paths,
+//! types, modes, owners, link targets, content digests) and the run configuration.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::Stdio;
+
+use rbuild_oci::Digest;
+
+use crate::tools::{Docker, run};
+
+/// One path of a container's filesystem, without its timestamps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// `file`, `dir`, `link`, `hardlink`, `char`, `block`, `fifo`.
+    pub kind: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Link target, or the content digest of a file.
+    pub detail: String,
+}
+
+/// The filesystem of `image` as `docker export` of a fresh container gives it.
+pub fn tree(docker: &Docker, image: &str) -> BTreeMap<String, Node> {
+    let id = run(docker.cmd().args(["create", image, "/nonexistent"]))
+        .trim()
+        .to_owned();
+    let mut child = docker
+        .cmd()
+        .args(["export", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker export");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut archive = tar::Archive::new(stdout);
+    let mut nodes = BTreeMap::new();
+    for entry in archive.entries().expect("tar stream") {
+        let mut entry = entry.expect("tar entry");
+        let path = entry
+            .path()
+            .expect("entry path")
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_owned();
+        // docker adds these to every container.
+        if path.is_empty()
+            || path == ".dockerenv"
+            || path.starts_with("dev")
+            || path.starts_with("proc")
+            || path.starts_with("sys")
+            || path.starts_with("etc/hostname")
+            || path.starts_with("etc/hosts")
+            || path.starts_with("etc/resolv.conf")
+            || path.starts_with("etc/mtab")
+        {
+            continue;
+        }
+        let header = entry.header().clone();
+        let (kind, detail) = match header.entry_type() {
+            tar::EntryType::Directory => ("dir", String::new()),
+            tar::EntryType::Symlink => (
+                "link",
+                header
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            tar::EntryType::Link => (
+                "hardlink",
+                header
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).expect("entry content");
+                ("file", Digest::sha256_of(&bytes).to_string())
+            }
+        };
+        nodes.insert(
+            path,
+            Node {
+                kind: kind.to_owned(),
+                mode: header.mode().unwrap_or(0) & 0o7777,
+                uid: header.uid().unwrap_or(0),
+                gid: header.gid().unwrap_or(0),
+                detail,
+            },
+        );
+    }
+    let _ = child.wait();
+    run(docker.cmd().args(["rm", &id]));
+    nodes
+}
+
+/// The parts of an image's config that decide how it runs (and its history), from
+/// `docker image inspect`.
+pub fn config(docker: &Docker, image: &str) -> serde_json::Value {
+    let text = run(docker.cmd().args(["image", "inspect", image]));
+    let inspected: serde_json::Value = serde_json::from_str(&text).expect("inspect JSON");
+    let c = &inspected[0]["Config"];
+    let keys = [
+        "User",
+        "ExposedPorts",
+        "Env",
+        "Entrypoint",
+        "Cmd",
+        "Volumes",
+        "WorkingDir",
+        "Labels",
+        "StopSignal",
+        "Healthcheck",
+        "Shell",
+        "OnBuild",
+    ];
+    let mut picked = serde_json::Map::new();
+    for key in keys {
+        let value = &c[key];
+        let empty = value.is_null() || value == &serde_json::json!("") || value == &serde_json::json!({});
+        if !empty {
+            picked.insert(key.to_owned(), value.clone());
+        }
+    }
+    serde_json::Value::Object(picked)
+}
+
+/// Differences between two trees, one line each (empty when equal).
+pub fn tree_differences(left: &BTreeMap<String, Node>, right: &BTreeMap<String, Node>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, node) in left {
+        match right.get(path) {
+            None => out.push(format!("only in first: {path} {node:?}")),
+            Some(other) if other != node => out.push(format!("differs: {path}: {node:?} vs {other:?}")),
+            Some(_) => {}
+        }
+    }
+    for (path, node) in right {
+        if !left.contains_key(path) {
+            out.push(format!("only in second: {path} {node:?}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,120 @@
+//! The layer cache as a user meets it: what hits, what misses, and the reason given.
+
+use std::path::Path;
+
+use crate::support::rbuild;
+use spec_tests::tools::run;
+
+const DOCKERFILE: &str = "FROM scratch\nARG DEST=/a\nCOPY hello.txt /\nCOPY nested/ $DEST/\nLABEL x=y\n";
+
+/// A context with a Dockerfile, one file and one directory.
+fn context() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
+    std::fs::create_dir(dir.path().join("nested")).unwrap();
+    std::fs::write(dir.path().join("nested/n.txt"), "n\n").unwrap();
+    dir
+}
+
+/// Builds and returns the metrics of each COPY step: (cache, reason).
+fn build(store: &Path, context: &Path, extra: &[&str]) -> Vec<(String, String)> {
+    let metrics = store.join("metrics.json");
+    run(rbuild(store)
+        .args(["build", "--progress", "plain", "--metrics-file"])
+        .arg(&metrics)
+        .args(extra)
+        .arg(context));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(metrics).unwrap()).unwrap();
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["instruction"].as_str().unwrap().starts_with("COPY"))
+        .map(|s| {
+            (
+                s["cache"].as_str().unwrap().to_owned(),
+                s["miss_reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn hits(steps: &[(String, String)]) -> Vec<&str> {
+    steps.iter().map(|(c, _)| c.as_str()).collect()
+}
+
+#[test]
+fn unchanged_and_touched_contexts_hit_every_step() {
+    let (store, ctx) = (tempfile::tempdir().unwrap(), context());
+    assert_eq!(hits(&build(store.path(), ctx.path(), &[])), ["miss", "miss"]);
+    assert_eq!(hits(&build(store.path(), ctx.path(), &[])), ["hit", "hit"]);
+    // A new mtime with the same content is not a change.
+    let file = std::fs::File::options()
+        .write(true)
+        .open(ctx.path().join("nested/n.txt"))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(hits(&build(store.path(), ctx.path(), &[])), ["hit", "hit"]);
+}
+
+#[test]
+fn a_changed_file_misses_exactly_the_steps_that_read_it() {
+    let (store, ctx) = (tempfile::tempdir().unwrap(), context());
+    build(store.path(), ctx.path(), &[]);
+    std::fs::write(ctx.path().join("nested/n.txt"), "changed\n").unwrap();
+    let steps = build(store.path(), ctx.path(), &[]);
+    assert_eq!(hits(&steps), ["hit", "miss"]);
+    assert!(
+        steps[1].1.contains("n.txt: content changed"),
+        "reason: {}",
+        steps[1].1
+    );
+
+    std::fs::write(ctx.path().join("hello.txt"), "changed too\n").unwrap();
+    let steps = build(store.path(), ctx.path(), &[]);
+    assert_eq!(hits(&steps), ["miss", "miss"]);
+    assert!(
+        steps[0].1.contains("hello.txt: content changed"),
+        "reason: {}",
+        steps[0].1
+    );
+    assert!(steps[1].1.contains("earlier step"), "reason: {}", steps[1].1);
+}
+
+#[test]
+fn a_changed_arg_misses_from_its_first_use() {
+    let (store, ctx) = (tempfile::tempdir().unwrap(), context());
+    build(store.path(), ctx.path(), &[]);
+    let steps = build(store.path(), ctx.path(), &["--build-arg", "DEST=/b"]);
+    assert_eq!(hits(&steps), ["hit", "miss"]);
+    assert!(steps[1].1.contains("/a/ → /b/"), "reason: {}", steps[1].1);
+}
+
+#[test]
+fn no_cache_misses_everything() {
+    let (store, ctx) = (tempfile::tempdir().unwrap(), context());
+    build(store.path(), ctx.path(), &[]);
+    assert_eq!(
+        hits(&build(store.path(), ctx.path(), &["--no-cache"])),
+        ["miss", "miss"]
+    );
+}
+
+#[test]
+fn clean_builds_in_different_directories_are_identical() {
+    let digest = |ctx: &Path| {
+        let store = tempfile::tempdir().unwrap();
+        let metrics = store.path().join("m.json");
+        run(rbuild(store.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "--progress", "plain", "--metrics-file"])
+            .arg(&metrics)
+            .arg(ctx));
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(metrics).unwrap()).unwrap();
+        report["image"].as_str().unwrap().to_owned()
+    };
+    let (one, two) = (context(), context());
+    assert_eq!(digest(one.path()), digest(two.path()));
+}

@@ -1,0 +1,55 @@
+//! The same Dockerfile through `docker build` and `rbuild build`: the same image, as a
+//! container sees it.
+
+use spec_tests::images::{config, tree, tree_differences};
+use spec_tests::tools::Docker;
+
+use crate::support::{base_image, docker_build, docker_run, fixture, rbuild_into_docker};
+
+fn compare(case: &str) {
+    let Some(docker) = Docker::get() else { return };
+    let base = base_image(&docker);
+    let arg = format!("BASE={base}");
+    let args = ["--build-arg", arg.as_str()];
+    let store = tempfile::tempdir().unwrap();
+    let context = fixture(case);
+    let (theirs, ours) = (
+        format!("rbuild-test/docker-{case}"),
+        format!("rbuild-test/rbuild-{case}"),
+    );
+    docker_build(&docker, &context, &theirs, &args);
+    rbuild_into_docker(&docker, store.path(), &context, &ours, &args);
+
+    let differences = tree_differences(&tree(&docker, &theirs), &tree(&docker, &ours));
+    assert!(
+        differences.is_empty(),
+        "file trees differ (docker vs rbuild):\n{}",
+        differences.join("\n")
+    );
+    assert_eq!(
+        config(&docker, &theirs),
+        config(&docker, &ours),
+        "image configs differ (docker vs rbuild)"
+    );
+    let expected = context.join("expected-output.txt");
+    if expected.exists() {
+        let want = std::fs::read_to_string(expected).unwrap();
+        assert_eq!(docker_run(&docker, &theirs), want, "docker's image");
+        assert_eq!(docker_run(&docker, &ours), want, "rbuild's image");
+    }
+}
+
+#[test]
+fn copy_semantics_match_docker() {
+    compare("copy-semantics");
+}
+
+#[test]
+fn multistage_matches_docker() {
+    compare("multistage");
+}
+
+#[test]
+fn scratch_only_matches_docker() {
+    compare("scratch-only");
+}

@@ -1,0 +1,10 @@
+//! `rbuild build` against `docker build` (BuildKit) and real clients.
+//!
+//! Differential tests build the same fixture with both and compare what a container sees:
+//! the file tree (paths, types, modes, owners, link targets, contents — not timestamps) and
+//! the run configuration. Fixtures live in `fixtures/build/`.
+
+mod cache;
+mod differential;
+mod outputs;
+mod support;

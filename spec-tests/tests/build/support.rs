@@ -1,0 +1,62 @@
+//! What the build tests share: the fixture directory, running rbuild, the busybox base.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use spec_tests::registry::{RegistryProcess, rbuild_bin};
+use spec_tests::tools::{Docker, run};
+
+/// `fixtures/build/<name>`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/build")
+        .join(name)
+}
+
+/// An `rbuild` command using the local store at `store`.
+pub fn rbuild(store: &Path) -> Command {
+    let mut command = Command::new(rbuild_bin());
+    command.env("RBUILD_ROOT", store).env("RUST_LOG", "warn");
+    command
+}
+
+/// A registry holding the busybox test image, shared by the tests of this process, and the
+/// image's reference in it (what the fixtures get as `--build-arg BASE=`).
+pub fn base_image(docker: &Docker) -> String {
+    static BASE: OnceLock<(RegistryProcess, String)> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let registry = RegistryProcess::start();
+        let reference = format!("{}/base/busybox:1", registry.host());
+        run(docker.cmd().args(["tag", &docker.busybox_image(), &reference]));
+        run(docker.cmd().args(["push", &reference]));
+        (registry, reference)
+    })
+    .1
+    .clone()
+}
+
+/// Builds `context` with rbuild into docker (through a docker-archive) as `tag`.
+pub fn rbuild_into_docker(docker: &Docker, store: &Path, context: &Path, tag: &str, args: &[&str]) {
+    let archive = store.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
+    let output = format!("type=docker,dest={}", archive.display());
+    run(rbuild(store)
+        .args(["build", "--progress", "plain", "-t", tag, "--output", &output])
+        .args(args)
+        .arg(context));
+    run(docker.cmd().args(["load", "-i"]).arg(&archive));
+}
+
+/// Builds `context` with `docker build` (BuildKit) as `tag`.
+pub fn docker_build(docker: &Docker, context: &Path, tag: &str, args: &[&str]) {
+    run(docker
+        .cmd()
+        .args(["build", "--network=none", "-q", "-t", tag])
+        .args(args)
+        .arg(context));
+}
+
+/// What `docker run` of an image prints.
+pub fn docker_run(docker: &Docker, image: &str) -> String {
+    run(docker.cmd().args(["run", "--rm", "--network=none", image]))
+}
