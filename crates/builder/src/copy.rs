@@ -474,14 +474,20 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
         );
     }
 
-    add_parents(&mut out, layout.below, layout.now);
+    add_parents(
+        &mut out,
+        layout.below,
+        layout.owner.unwrap_or(Owner::ROOT),
+        layout.now,
+    );
     Ok(out.into_values().collect())
 }
 
 /// Adds every missing parent directory of the entries in `out`: with the owner, mode and
-/// mtime it already has in `below` (so writing into `/tmp` keeps it 1777), or as a new
-/// root-owned 0755 directory.
-pub fn add_parents(out: &mut BTreeMap<String, Entry>, below: Option<&RootfsView>, now: i64) {
+/// mtime it already has in `below` (so writing into `/tmp` keeps it 1777), or as a new 0755
+/// directory belonging to `owner` (BuildKit creates destination directories as the
+/// `--chown` user).
+pub fn add_parents(out: &mut BTreeMap<String, Entry>, below: Option<&RootfsView>, owner: Owner, now: i64) {
     let mut parents: Vec<String> = Vec::new();
     for path in out.keys() {
         let mut at = path.as_str();
@@ -503,7 +509,7 @@ pub fn add_parents(out: &mut BTreeMap<String, Entry>, below: Option<&RootfsView>
                 found.meta.gid(),
                 found.meta.mtime(),
             ),
-            None => (0o755, 0, 0, now),
+            None => (0o755, owner.uid, owner.gid, now),
         };
         out.insert(
             parent.clone(),

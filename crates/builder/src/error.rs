@@ -7,7 +7,7 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A step failed; wraps the cause with where it happened.
-    #[error("{file}:{line}: {instruction}\n  {source}")]
+    #[error("{file}:{line}: {instruction}\n  {cause}")]
     Step {
         /// The Dockerfile.
         file: String,
@@ -15,9 +15,12 @@ pub enum BuildError {
         line: usize,
         /// The instruction as written.
         instruction: String,
-        /// The cause.
-        source: Box<BuildError>,
+        /// The cause (shown in this error's message, so not chained as its source).
+        cause: Box<BuildError>,
     },
+    /// An error of a stage task, shared by the stages that waited on it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<BuildError>),
     /// The Dockerfile does not parse or plan.
     #[error("{0}")]
     Dockerfile(String),
@@ -96,7 +99,7 @@ impl BuildError {
                 file: file.to_owned(),
                 line,
                 instruction: instruction.to_owned(),
-                source: Box::new(other),
+                cause: Box::new(other),
             },
         }
     }

@@ -20,7 +20,8 @@ pub struct ImageState {
 }
 
 impl ImageState {
-    /// The empty image `FROM scratch` starts from (as BuildKit makes it: a default `PATH`).
+    /// The empty image `FROM scratch` starts from (as BuildKit makes it: a default `PATH` and
+    /// `/` as the working directory).
     pub fn scratch(os: &str, architecture: &str) -> ImageState {
         let mut config = ImageConfig {
             os: os.to_owned(),
@@ -28,6 +29,7 @@ impl ImageState {
             ..ImageConfig::default()
         };
         config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
+        config.config.working_dir = "/".to_owned();
         ImageState {
             config,
             layers: Vec::new(),

@@ -8,20 +8,25 @@
 //! into a temporary directory and renamed into place, so a crash or `kill -9` mid-unpack
 //! leaves no half-made snapshot under the real name.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rbuild_layer::{UnpackOptions, WhiteoutMode};
-use rbuild_oci::ContentStore;
+use rbuild_oci::{ContentStore, Digest};
 
 use crate::cache::CachedLayer;
 use crate::error::{BuildError, Result};
 use crate::rootfs::RootfsView;
 
 /// The snapshot directory of the local store.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Snapshots {
     dir: PathBuf,
+    /// One lock per layer being unpacked, so concurrent stages of a build wait for one unpack
+    /// instead of doing it twice (other processes race benignly: the first rename wins).
+    unpacking: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
 }
 
 impl Snapshots {
@@ -38,7 +43,10 @@ impl Snapshots {
                 }
             }
         }
-        Ok(Snapshots { dir: dir.to_owned() })
+        Ok(Snapshots {
+            dir: dir.to_owned(),
+            unpacking: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The unpacked directory of `layer`, unpacking it from `store` on first use.
@@ -47,11 +55,19 @@ impl Snapshots {
         if target.is_dir() {
             return Ok(target);
         }
-        let tmp = self
-            .dir
-            .join(format!("tmp-{}-{}", std::process::id(), layer.diff_id.hex()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| BuildError::io(format!("creating {}", tmp.display()), e))?;
+        let lock = {
+            let mut unpacking = self.unpacking.lock().unwrap_or_else(|e| e.into_inner());
+            unpacking.entry(layer.diff_id.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("tmp-{}-", std::process::id()))
+            .tempdir_in(&self.dir)
+            .map_err(|e| BuildError::io(format!("creating a directory in {}", self.dir.display()), e))?
+            .keep();
         let blob = store.open_blob(&layer.descriptor.digest)?;
         let reader = rbuild_layer::decompressed(blob)
             .map_err(|e| BuildError::Fetch(format!("layer {}: {e}", layer.descriptor.digest)))?;

@@ -349,7 +349,7 @@ impl Builder {
             ..PlanOptions::default()
         };
         let recorder = Recorder::default();
-        rbuild_dockerfile::plan(&parsed, &options, &recorder)
+        let first = rbuild_dockerfile::plan(&parsed, &options, &recorder)
             .map_err(|e| BuildError::Dockerfile(format!("{dockerfile_name}:{e}")))?;
 
         // Base images (and named image contexts), fetched concurrently.
@@ -365,14 +365,37 @@ impl Builder {
                 wanted.push(reference.clone());
             }
         }
-        let images = self.resolve_all(wanted, &platform, progress.as_ref()).await?;
+        // A base image that cannot be fetched is reported at its FROM line.
+        let from_line = |reference: &str| {
+            let line = first
+                .stages
+                .iter()
+                .find(|stage| matches!(&stage.base, Base::Image { reference: r, .. } if r == reference))
+                .map_or(1, |stage| stage.span.start_line);
+            let text = request
+                .dockerfile_text
+                .lines()
+                .nth(line - 1)
+                .unwrap_or("FROM")
+                .trim()
+                .to_owned();
+            (line, text)
+        };
+        let images = self
+            .resolve_all(wanted, &platform, progress.as_ref())
+            .await
+            .map_err(|(reference, e)| {
+                let (line, text) = from_line(&reference);
+                e.at(&dockerfile_name, line, &text)
+            })?;
         options.dockerignore = ignore.clone();
         let plan = rbuild_dockerfile::plan(&parsed, &options, &Known(&images))
             .map_err(|e| BuildError::Dockerfile(format!("{dockerfile_name}:{e}")))?;
         let mut images = images;
         let extra = self
             .resolve_all(copied_images(&plan.stages), &platform, progress.as_ref())
-            .await?;
+            .await
+            .map_err(|(_, e)| e)?;
         images.extend(extra);
 
         // The context: walked once, and only selected files hashed.
@@ -485,9 +508,7 @@ impl Builder {
             .cloned()
             .ok_or_else(|| BuildError::Dockerfile("the target stage was not planned".to_owned()))?
             .await
-            .map_err(|e| {
-                Arc::try_unwrap(e).unwrap_or_else(|shared| BuildError::Context(shared.to_string()))
-            })?;
+            .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(BuildError::Shared))?;
 
         let mut state = result.state.clone();
         for (key, value) in &run.request.labels {
@@ -511,7 +532,7 @@ impl Builder {
         references: Vec<String>,
         platform: &Platform,
         progress: &dyn Progress,
-    ) -> Result<HashMap<String, BaseImage>> {
+    ) -> std::result::Result<HashMap<String, BaseImage>, (String, BuildError)> {
         let mut unique = references;
         unique.sort();
         unique.dedup();
@@ -523,7 +544,10 @@ impl Builder {
         .await;
         let mut images = HashMap::new();
         for (reference, image) in unique.into_iter().zip(resolved) {
-            images.insert(reference, image?);
+            match image {
+                Ok(image) => images.insert(reference, image),
+                Err(e) => return Err((reference, e)),
+            };
         }
         Ok(images)
     }
@@ -861,7 +885,7 @@ impl Run {
                     xattrs: BTreeMap::new(),
                 },
             );
-            copy::add_parents(&mut entries, Some(&view), now);
+            copy::add_parents(&mut entries, Some(&view), owner, now);
             Ok((entries.into_values().collect(), None))
         })
     }
