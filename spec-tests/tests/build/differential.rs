@@ -7,18 +7,23 @@ use spec_tests::tools::Docker;
 use crate::support::{base_image, docker_build, docker_run, fixture, rbuild_into_docker};
 
 fn compare(case: &str) {
+    compare_context(case, &fixture(case));
+}
+
+/// Builds `context` with docker and rbuild (both given the busybox base as `BASE`) and
+/// compares the images.
+pub fn compare_context(case: &str, context: &std::path::Path) {
     let Some(docker) = Docker::get() else { return };
     let base = base_image(&docker);
     let arg = format!("BASE={base}");
     let args = ["--build-arg", arg.as_str()];
     let store = tempfile::tempdir().unwrap();
-    let context = fixture(case);
     let (theirs, ours) = (
         format!("rbuild-test/docker-{case}"),
         format!("rbuild-test/rbuild-{case}"),
     );
-    docker_build(&docker, &context, &theirs, &args);
-    rbuild_into_docker(&docker, store.path(), &context, &ours, &args);
+    docker_build(&docker, context, &theirs, &args);
+    rbuild_into_docker(&docker, store.path(), context, &ours, &args);
 
     let differences = tree_differences(&tree(&docker, &theirs), &tree(&docker, &ours));
     assert!(
@@ -52,4 +57,20 @@ fn multistage_matches_docker() {
 #[test]
 fn scratch_only_matches_docker() {
     compare("scratch-only");
+}
+
+#[test]
+fn busybox_base_matches_docker() {
+    let context = crate::support::busybox_context();
+    compare_context("busybox", context.path());
+}
+
+#[test]
+fn run_filesystem_changes_match_docker() {
+    compare("run-filesystem");
+}
+
+#[test]
+fn run_env_users_and_shell_match_docker() {
+    compare("run-env-user");
 }

@@ -7,4 +7,5 @@
 mod cache;
 mod differential;
 mod outputs;
+mod run;
 mod support;

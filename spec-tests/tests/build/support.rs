@@ -60,3 +60,27 @@ pub fn docker_build(docker: &Docker, context: &Path, tag: &str, args: &[&str]) {
 pub fn docker_run(docker: &Docker, image: &str) -> String {
     run(docker.cmd().args(["run", "--rm", "--network=none", image]))
 }
+
+/// The busybox fixture as a context: its Dockerfile plus Debian's static busybox.
+pub fn busybox_context() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("busybox").join("Dockerfile"),
+        dir.path().join("Dockerfile"),
+    )
+    .unwrap();
+    let busybox = spec_tests::tools::which("busybox").expect("busybox-static is installed by scripts/test");
+    std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+    dir
+}
+
+/// Builds the busybox base with rbuild into `store` as `rbuild-test/busybox:latest`; later
+/// builds in the same store find it there by name. Returns the name.
+pub fn rbuild_busybox(store: &Path) -> String {
+    let context = busybox_context();
+    let name = "rbuild-test/busybox:latest".to_owned();
+    run(rbuild(store)
+        .args(["build", "--progress", "plain", "-t", &name])
+        .arg(context.path()));
+    name
+}

@@ -1,0 +1,326 @@
+//! RUN as only rbuild can be asked (docker 20.10's frontend lacks heredocs and some mounts):
+//! heredoc scripts, failures, cache mounts, secrets, hostile base layers, interruptions.
+
+use std::path::Path;
+use std::process::Command;
+
+use spec_tests::tools::{output, run};
+
+use crate::support::{rbuild, rbuild_busybox};
+
+fn dockerfile(dir: &Path, text: &str) {
+    std::fs::write(dir.join("Dockerfile"), text).unwrap();
+}
+
+/// Builds and exports to an OCI layout; returns the layout directory.
+fn build_to_layout(store: &Path, context: &Path, extra: &[&str]) -> std::path::PathBuf {
+    let layout = store.join("layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    run(rbuild(store)
+        .args(["build", "--progress", "plain", "-t", "out:1", "--output"])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .args(extra)
+        .arg(context));
+    layout
+}
+
+/// Every file under `dir`, read as bytes, and whether `needle` appears in any of them (layers
+/// are searched decompressed).
+fn appears_in(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in walk(dir) {
+        let Ok(bytes) = std::fs::read(&entry) else {
+            continue;
+        };
+        let mut plain = Vec::new();
+        let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+            use std::io::Read;
+            let _ = flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut plain);
+            &plain
+        } else {
+            &bytes
+        };
+        if text.windows(needle.len()).any(|w| w == needle) {
+            found.push(entry.display().to_string());
+        }
+    }
+    found
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn runc_available() -> bool {
+    spec_tests::tools::require(
+        "runc",
+        spec_tests::tools::which("runc").is_some(),
+        "apt-get install runc",
+    )
+}
+
+#[test]
+fn heredoc_run_with_shebang_and_failure_messages() {
+    if !runc_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let base = rbuild_busybox(store.path());
+    let ctx = tempfile::tempdir().unwrap();
+    dockerfile(
+        ctx.path(),
+        &format!(
+            "FROM {base}\nRUN <<EOF\necho first > /one\necho second > /two\nEOF\nRUN <<EOF\n#!/bin/sh -e\necho shebang > /three\nEOF\n"
+        ),
+    );
+    let layout = build_to_layout(store.path(), ctx.path(), &[]);
+    assert!(
+        !appears_in(&layout, b"shebang").is_empty(),
+        "the heredoc script ran"
+    );
+
+    dockerfile(
+        ctx.path(),
+        &format!("FROM {base}\nRUN echo preparing; echo 'it went wrong' >&2; exit 3\n"),
+    );
+    let out = output(
+        rbuild(store.path())
+            .args(["build", "--progress", "plain"])
+            .arg(ctx.path()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for part in [
+        "Dockerfile:2",
+        "RUN echo preparing",
+        "exited with code 3",
+        "it went wrong",
+    ] {
+        assert!(stderr.contains(part), "missing {part:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn cache_mounts_persist_between_builds_and_stay_out_of_layers() {
+    if !runc_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let base = rbuild_busybox(store.path());
+    let ctx = tempfile::tempdir().unwrap();
+    dockerfile(
+        ctx.path(),
+        &format!(
+            "FROM {base}\nRUN --mount=type=cache,target=/cache sh -c 'echo $((6*7))-CACHED >> /cache/log; wc -l < /cache/log > /count'\n"
+        ),
+    );
+    build_to_layout(store.path(), ctx.path(), &[]);
+    let layout = build_to_layout(store.path(), ctx.path(), &["--no-cache"]);
+    // The entry's text is computed by the shell, so it appears nowhere but in what the step
+    // wrote: the cache directory, and no layer.
+    let layers: Vec<String> = appears_in(&layout.join("blobs"), b"42-CACHED");
+    assert!(layers.is_empty(), "cache contents leaked into {layers:?}");
+    // The count the second run wrote shows the first run's entry was still there.
+    let counts = appears_in(&layout.join("blobs"), b"2\n");
+    assert!(
+        !counts.is_empty(),
+        "the cache mount did not persist between builds"
+    );
+}
+
+#[test]
+fn secrets_appear_in_no_layer_config_history_or_log() {
+    if !runc_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let base = rbuild_busybox(store.path());
+    let ctx = tempfile::tempdir().unwrap();
+    let secret_value = "s3cr3t-VALUE-never-stored";
+    let secret = ctx.path().join("token.txt");
+    std::fs::write(&secret, secret_value).unwrap();
+    dockerfile(
+        ctx.path(),
+        &format!(
+            "FROM {base}\nRUN --mount=type=secret,id=token wc -c < /run/secrets/token > /proof\nRUN --mount=type=secret,id=token,env=TOKEN test ${{#TOKEN}} -eq 25\n"
+        ),
+    );
+    std::fs::write(ctx.path().join(".dockerignore"), "token.txt\n").unwrap();
+    let layout = store.path().join("layout");
+    let out = output(
+        rbuild(store.path())
+            .args(["build", "--progress", "plain", "--metrics-file"])
+            .arg(store.path().join("metrics.json"))
+            .arg("--secret")
+            .arg(format!("id=token,src={}", secret.display()))
+            .arg("--output")
+            .arg(format!("type=oci,dest={}", layout.display()))
+            .arg(ctx.path()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = [out.stdout, out.stderr].concat();
+    assert!(
+        !log.windows(secret_value.len())
+            .any(|w| w == secret_value.as_bytes()),
+        "secret in the build log"
+    );
+    assert_eq!(secret_value.len(), 25);
+    assert!(
+        !appears_in(&layout, b"25\n").is_empty(),
+        "the step saw the secret"
+    );
+    let leaks: Vec<String> = appears_in(store.path(), secret_value.as_bytes())
+        .into_iter()
+        .filter(|p| !p.ends_with("Dockerfile") && !p.ends_with("token.txt"))
+        .collect();
+    assert!(leaks.is_empty(), "the secret is stored in {leaks:?}");
+}
+
+/// A gzip layer whose single entry climbs out of the root.
+fn hostile_layer(name: &str) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[108..116].copy_from_slice(b"0000000\0");
+    header[116..124].copy_from_slice(b"0000000\0");
+    header[124..136].copy_from_slice(b"00000000004\0");
+    header[136..148].copy_from_slice(b"00000000000\0");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut tar = header.to_vec();
+    let mut data = b"pwnd".to_vec();
+    data.resize(512, 0);
+    tar.extend(data);
+    tar.extend([0u8; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn hostile_base_layers_fail_to_unpack_and_write_nothing_outside() {
+    let registry = spec_tests::registry::RegistryProcess::start();
+    let api = spec_tests::api::Api::new(&registry);
+    let canary = format!("rbuild-escape-{}", std::process::id());
+    let layer = hostile_layer(&format!("../../../../../../tmp/{canary}"));
+    let diff_id = rbuild_oci::Digest::sha256_of(&flate2_decode(&layer));
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    api.push_blob("hostile/base", config.as_bytes());
+    api.push_blob("hostile/base", &layer);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": rbuild_oci::media_type::OCI_MANIFEST,
+        "config": {"mediaType": rbuild_oci::media_type::OCI_CONFIG, "digest": rbuild_oci::Digest::sha256_of(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": rbuild_oci::media_type::OCI_LAYER_GZIP, "digest": rbuild_oci::Digest::sha256_of(&layer), "size": layer.len()}],
+    });
+    let put = api.put_manifest(
+        "hostile/base",
+        "1",
+        rbuild_oci::media_type::OCI_MANIFEST,
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    assert_eq!(put.status(), 201);
+
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("f"), "x").unwrap();
+    dockerfile(
+        ctx.path(),
+        &format!("FROM {}/hostile/base:1\nCOPY f /f\n", registry.host()),
+    );
+    let out = output(
+        rbuild(store.path())
+            .args(["build", "--progress", "plain"])
+            .arg(ctx.path()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a hostile layer must not unpack");
+    assert!(stderr.contains("refusing"), "{stderr}");
+    assert!(
+        !Path::new("/tmp").join(&canary).exists(),
+        "the layer wrote outside the snapshot"
+    );
+}
+
+fn flate2_decode(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn kill_9_during_run_leaves_nothing_behind() {
+    if !runc_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let base = rbuild_busybox(store.path());
+    let ctx = tempfile::tempdir().unwrap();
+    dockerfile(ctx.path(), &format!("FROM {base}\nRUN sleep 30\n"));
+    let mut child = rbuild(store.path())
+        .args(["build", "--progress", "plain"])
+        .arg(ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = store.path().join("runtime/runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&runs).map_or(true, |mut d| d.next().is_none()) {
+        assert!(std::time::Instant::now() < deadline, "the RUN never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The next build clears what the killed one left, and succeeds.
+    dockerfile(ctx.path(), &format!("FROM {base}\nRUN echo after > /after\n"));
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain"])
+        .arg(ctx.path()));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let root = store.path().display().to_string();
+    assert!(
+        !mounts.contains(&root),
+        "a mount under the store survived:\n{mounts}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        0,
+        "a run directory survived"
+    );
+    let containers = run(Command::new("runc")
+        .arg("--root")
+        .arg(store.path().join("runtime/state"))
+        .args(["list", "-q"]));
+    assert!(
+        containers.trim().is_empty(),
+        "runc containers survived: {containers}"
+    );
+    let snapshots = store.path().join("snapshots");
+    let half_made: Vec<_> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .collect();
+    assert!(half_made.is_empty(), "half-made snapshots: {half_made:?}");
+}
