@@ -6,15 +6,14 @@ use std::io::{self, Write};
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
 /// Hashes (SHA-256) and counts the bytes written through it to `inner`.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Hasher,
     count: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> HashingWriter<W> {
         HashingWriter {
             inner,
             hasher: Hasher::new(Algorithm::Sha256),
@@ -22,9 +21,9 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    /// The wrapped writer, the digest and the byte count.
-    pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, self.hasher.finalize(), self.count)
+    /// The digest and the number of bytes.
+    pub(crate) fn finish(self) -> (Digest, u64) {
+        (self.hasher.finalize(), self.count)
     }
 }
 

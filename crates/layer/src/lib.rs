@@ -1,45 +1,69 @@
-//! Image layers: writing them deterministically, reading them safely.
+//! Image layer archives: writing them deterministically and fast, reading them safely.
 //!
-//! - [`write_layer`] turns [`Entry`]s into a tar that is byte-identical for the same entries on
-//!   any machine, compressed with gzip on all cores ([`gzip`]) or zstd, and returns the diff ID
-//!   and blob digest computed in the same pass.
-//! - [`unpack`] applies a layer to a directory and cannot be made to write outside it;
-//!   [`decompressed`] detects the compression.
-//! - [`entries_from_dir`] reads a directory back as entries (with overlayfs whiteouts turned
-//!   into OCI ones), and [`sniff_archive`]/[`extract_archive`] serve `ADD`.
+//! - [`write_layer`] turns [`Entry`]s into a layer blob: a tar that is byte-identical for the
+//!   same entries on any machine, with any thread count and in any input order, compressed
+//!   with gzip on every core (pigz-style, see [`gzip`]) or zstd, or left plain. The diff ID
+//!   and the blob digest come out of the same streaming pass, in bounded memory.
+//! - [`decompressed`] recognises gzip, zstd, bzip2 and xz by their magic bytes, and
+//!   [`unpack`] applies a layer to a directory — as an overlay lower directory or onto a
+//!   merged tree ([`WhiteoutMode`]) — refusing every entry that would write outside it.
+//! - [`entries_from_dir`] reads a directory back as entries, turning an overlay upper
+//!   directory's whiteouts into OCI ones.
+//! - [`sniff_archive`] and [`extract_archive`] decide and do what `ADD` does with a local
+//!   archive, the way docker does.
 //!
 //! ```
-//! use rbuild_layer::{Entry, EntryKind, FileSource, LayerOptions, write_layer};
+//! use rbuild_layer::{Compression, Entry, EntryKind, FileSource, LayerOptions, write_layer};
 //!
-//! let entries = vec![Entry {
-//!     path: "hello.txt".into(),
-//!     kind: EntryKind::File(FileSource::Bytes(b"hi\n".to_vec())),
-//!     mode: 0o644,
-//!     uid: 0,
-//!     gid: 0,
-//!     mtime: 0,
-//!     xattrs: Default::default(),
-//! }];
+//! let mut hello = Entry::new("app/hello.txt", EntryKind::File(FileSource::Bytes(b"hi\n".to_vec())));
+//! hello.mtime = 1_700_000_000;
+//! let entries = vec![hello, Entry::new("app", EntryKind::Dir)];
+//!
+//! let options = LayerOptions {
+//!     compression: Compression::Gzip { level: 6 },
+//!     source_date_epoch: Some(1_600_000_000),
+//!     threads: 0,
+//! };
 //! let mut blob = Vec::new();
-//! let layer = write_layer(entries, &LayerOptions::default(), &mut blob)?;
+//! let layer = write_layer(entries.clone(), &options, &mut blob)?;
 //! assert_eq!(layer.size, blob.len() as u64);
+//! assert_eq!(layer.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+//!
+//! // Same entries in another order, another thread count: the same bytes.
+//! let mut again = Vec::new();
+//! let reversed = entries.into_iter().rev().collect();
+//! let same = write_layer(reversed, &LayerOptions { threads: 1, ..options }, &mut again)?;
+//! assert_eq!((same.digest, again), (layer.digest, blob));
 //! # Ok::<(), rbuild_layer::LayerError>(())
 //! ```
 #![deny(missing_docs)]
 
-pub mod archive;
-pub mod dir;
-pub mod entry;
-pub mod error;
+mod archive;
+mod compress;
+mod dir;
+mod entry;
+mod error;
 pub mod gzip;
-pub mod hashing;
+mod hashing;
+mod header;
+mod reader;
+mod safe_path;
 mod tarball;
-pub mod unpack;
-pub mod write;
+mod unpack;
+mod write;
 
 pub use archive::{ArchiveFormat, extract_archive, sniff_archive};
-pub use dir::{DirOptions, entries_from_dir};
+pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, decompressed};
+pub use dir::{DirOptions, XattrPolicy, entries_from_dir, entries_from_dir_with};
 pub use entry::{Entry, EntryKind, FileSource};
 pub use error::LayerError;
-pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, decompressed, unpack};
-pub use write::{Compression, LayerInfo, LayerOptions, write_layer};
+pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack};
+pub use write::{LayerInfo, LayerOptions, write_layer};
+
+/// Version of the bytes [`write_layer`] produces. Within one version, the same entries and
+/// options give the same blob on every machine; a change to the tar encoding, the gzip block
+/// size or the compressor library that changes any output bumps it.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[cfg(test)]
+mod tests;

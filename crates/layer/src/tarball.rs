@@ -1,192 +1,204 @@
-//! Deterministic tar writing: USTAR headers with PAX extended headers only where a value does
-//! not fit, numeric owners with empty user and group names, whole-second mtimes, and nothing
-//! that depends on the machine (no atime, no ctime, no device or inode numbers).
+//! The tar stream of a layer: each canonical entry as header + content, then the standard two
+//! zero blocks. File contents are streamed from disk through a fixed buffer, and a file whose
+//! size changes while it is read is an error, never a header that lies.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
+use std::path::Path;
 
 use crate::entry::{Entry, EntryKind, FileSource};
 use crate::error::LayerError;
+use crate::header::{BLOCK, Header, flag, padding};
 
-const BLOCK: usize = 512;
-/// The largest value an 8-byte octal USTAR field holds (uid, gid).
-const MAX_ID: u64 = 0o7_777_777;
-/// The largest value a 12-byte octal USTAR field holds (size, mtime).
-const MAX_OCTAL_11: u64 = 0o77_777_777_777;
+/// Read buffer for file contents.
+const COPY_BUFFER: usize = 256 * 1024;
 
-/// A PAX record: `"<len> <key>=<value>\n"`, where `<len>` counts the whole record.
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3;
-    let mut len = body + body.to_string().len();
-    if len.to_string().len() + body != len {
-        len = body + len.to_string().len();
-    }
-    let mut record = format!("{len} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
-}
-
-fn set_bytes(field: &mut [u8], value: &[u8]) {
-    field.fill(0);
-    let n = value.len().min(field.len());
-    field[..n].copy_from_slice(&value[..n]);
-}
-
-fn new_header(kind: tar::EntryType, mode: u32, uid: u64, gid: u64, size: u64, mtime: u64) -> tar::Header {
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(uid.min(MAX_ID));
-    header.set_gid(gid.min(MAX_ID));
-    header.set_size(size.min(MAX_OCTAL_11));
-    header.set_mtime(mtime.min(MAX_OCTAL_11));
-    header
-}
-
-fn pad(out: &mut impl Write, len: u64) -> io::Result<()> {
-    let remainder = (len % BLOCK as u64) as usize;
-    if remainder != 0 {
-        out.write_all(&[0u8; BLOCK][..BLOCK - remainder])?;
-    }
-    Ok(())
-}
-
-/// Writes one entry (and its PAX header, if needed).
-fn write_entry(entry: &Entry, mtime: i64, out: &mut impl Write) -> Result<(), LayerError> {
-    let stream = |e| LayerError::stream("writing a layer entry", e);
-    let mut name = entry.path.clone().into_bytes();
-    if matches!(entry.kind, EntryKind::Dir) {
-        name.push(b'/');
-    }
-    let (kind, link, size, device) = match &entry.kind {
-        EntryKind::File(FileSource::Bytes(bytes)) => {
-            (tar::EntryType::Regular, None, bytes.len() as u64, None)
-        }
-        EntryKind::File(FileSource::Path(path)) => {
-            let size = std::fs::metadata(path)
-                .map_err(|e| LayerError::io("reading", path, e))?
-                .len();
-            (tar::EntryType::Regular, None, size, None)
-        }
-        EntryKind::Dir => (tar::EntryType::Directory, None, 0, None),
-        EntryKind::Symlink(target) => (tar::EntryType::Symlink, Some(target.as_bytes()), 0, None),
-        EntryKind::Hardlink(target) => (tar::EntryType::Link, Some(target.as_bytes()), 0, None),
-        EntryKind::CharDevice { major, minor } => (tar::EntryType::Char, None, 0, Some((*major, *minor))),
-        EntryKind::BlockDevice { major, minor } => (tar::EntryType::Block, None, 0, Some((*major, *minor))),
-        EntryKind::Fifo => (tar::EntryType::Fifo, None, 0, None),
-    };
-    let mtime_u = u64::try_from(mtime).unwrap_or(0);
-
-    let mut records = Vec::new();
-    if name.len() > 100 {
-        records.push(pax_record("path", &name));
-    }
-    if let Some(link) = link.filter(|l| l.len() > 100) {
-        records.push(pax_record("linkpath", link));
-    }
-    if u64::from(entry.uid) > MAX_ID {
-        records.push(pax_record("uid", entry.uid.to_string().as_bytes()));
-    }
-    if u64::from(entry.gid) > MAX_ID {
-        records.push(pax_record("gid", entry.gid.to_string().as_bytes()));
-    }
-    if size > MAX_OCTAL_11 {
-        records.push(pax_record("size", size.to_string().as_bytes()));
-    }
-    for (key, value) in &entry.xattrs {
-        records.push(pax_record(&format!("SCHILY.xattr.{key}"), value));
-    }
-    if !records.is_empty() {
-        // Keys are written in a fixed order (path, linkpath, ids, size, sorted xattrs).
-        let body: Vec<u8> = records.concat();
-        let mut pax = new_header(tar::EntryType::XHeader, 0o644, 0, 0, body.len() as u64, 0);
-        let mut pax_name = b"PaxHeaders/".to_vec();
-        pax_name.extend_from_slice(&name[name.len().saturating_sub(89)..]);
-        set_bytes(&mut pax.as_old_mut().name, &pax_name);
-        pax.set_cksum();
-        out.write_all(pax.as_bytes()).map_err(stream)?;
-        out.write_all(&body).map_err(stream)?;
-        pad(out, body.len() as u64).map_err(stream)?;
-    }
-
-    let mut header = new_header(
-        kind,
-        entry.mode & 0o7777,
-        u64::from(entry.uid),
-        u64::from(entry.gid),
-        size,
-        mtime_u,
-    );
-    set_bytes(&mut header.as_old_mut().name, &name);
-    if let Some(link) = link {
-        set_bytes(&mut header.as_old_mut().linkname, link);
-    }
-    if let Some((major, minor)) = device {
-        header.set_device_major(major).map_err(stream)?;
-        header.set_device_minor(minor).map_err(stream)?;
-    }
-    header.set_cksum();
-    out.write_all(header.as_bytes()).map_err(stream)?;
-
-    match &entry.kind {
-        EntryKind::File(FileSource::Bytes(bytes)) => {
-            out.write_all(bytes).map_err(stream)?;
-            pad(out, size).map_err(stream)?;
-        }
-        EntryKind::File(FileSource::Path(path)) => {
-            let file = File::open(path).map_err(|e| LayerError::io("opening", path, e))?;
-            let mut limited = file.take(size);
-            let copied = io::copy(&mut limited, out).map_err(|e| LayerError::io("reading", path, e))?;
-            let mut probe = [0u8; 1];
-            let grew = limited
-                .into_inner()
-                .read(&mut probe)
-                .map_err(|e| LayerError::io("reading", path, e))?
-                > 0;
-            if copied != size || grew {
-                return Err(LayerError::FileChanged {
-                    path: path.clone(),
-                    expected: size,
-                    found: if grew {
-                        "it grew".to_owned()
-                    } else {
-                        format!("got {copied} bytes")
-                    },
-                });
-            }
-            pad(out, size).map_err(stream)?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Writes `entries` (already sorted) as a tar stream. Mtimes later than `epoch` are clamped
-/// to it.
-pub fn write_tar(entries: &[Entry], epoch: Option<i64>, out: &mut impl Write) -> Result<(), LayerError> {
+/// Writes `entries` (in [`canonical`](crate::entry::canonical) form) as a tar stream to
+/// `out`, clamping mtimes to `epoch` when given.
+pub(crate) fn write_entries(
+    entries: &[Entry],
+    epoch: Option<i64>,
+    out: &mut dyn Write,
+) -> Result<(), LayerError> {
+    let mut buffer = vec![0u8; COPY_BUFFER];
+    let mut header = Vec::with_capacity(4 * BLOCK);
     for entry in entries {
-        let mtime = match epoch {
-            Some(epoch) => entry.mtime.min(epoch),
-            None => entry.mtime,
-        };
-        write_entry(entry, mtime, out)?;
+        write_entry(entry, epoch, &mut header, &mut buffer, out)?;
     }
-    out.write_all(&[0u8; BLOCK * 2])
-        .map_err(|e| LayerError::stream("writing the end of the layer", e))
+    out.write_all(&[0u8; 2 * BLOCK])
+        .map_err(|e| LayerError::stream("writing the layer", e))
+}
+
+fn write_entry(
+    entry: &Entry,
+    epoch: Option<i64>,
+    header: &mut Vec<u8>,
+    buffer: &mut [u8],
+    out: &mut dyn Write,
+) -> Result<(), LayerError> {
+    let stream = |e| LayerError::stream("writing the layer", e);
+    let mut file = None;
+    let (flag, size, link, device) = match &entry.kind {
+        EntryKind::File(FileSource::Bytes(bytes)) => (flag::FILE, bytes.len() as u64, "", (0, 0)),
+        EntryKind::File(FileSource::Path(path)) => {
+            let opened = File::open(path).map_err(|e| LayerError::io("opening", path, e))?;
+            let meta = opened
+                .metadata()
+                .map_err(|e| LayerError::io("reading the metadata of", path, e))?;
+            if !meta.is_file() {
+                return Err(LayerError::invalid(
+                    &entry.path,
+                    format!("its source {} is not a regular file", path.display()),
+                ));
+            }
+            file = Some((opened, path.as_path()));
+            (flag::FILE, meta.len(), "", (0, 0))
+        }
+        EntryKind::Dir => (flag::DIR, 0, "", (0, 0)),
+        EntryKind::Symlink(target) => (flag::SYMLINK, 0, target.as_str(), (0, 0)),
+        EntryKind::Hardlink(target) => (flag::HARDLINK, 0, target.as_str(), (0, 0)),
+        EntryKind::CharDevice { major, minor } => (flag::CHAR, 0, "", (*major, *minor)),
+        EntryKind::BlockDevice { major, minor } => (flag::BLOCK, 0, "", (*major, *minor)),
+        EntryKind::Fifo => (flag::FIFO, 0, "", (0, 0)),
+    };
+    let name = if flag == flag::DIR {
+        format!("{}/", entry.path)
+    } else {
+        entry.path.clone()
+    };
+    header.clear();
+    Header {
+        name: &name,
+        flag,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size,
+        mtime: epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
+        link,
+        device,
+        xattrs: &entry.xattrs,
+    }
+    .encode(header)
+    .map_err(|reason| LayerError::invalid(&entry.path, reason))?;
+    out.write_all(header).map_err(stream)?;
+
+    match (&entry.kind, file) {
+        (EntryKind::File(FileSource::Bytes(bytes)), _) => out.write_all(bytes).map_err(stream)?,
+        (_, Some((mut file, path))) => copy_exact(&mut file, path, size, buffer, out)?,
+        _ => return Ok(()),
+    }
+    out.write_all(&[0u8; BLOCK][..padding(size)]).map_err(stream)
+}
+
+/// Copies exactly `size` bytes of `file` to `out`, failing if the file turns out shorter or
+/// longer than that.
+fn copy_exact(
+    file: &mut File,
+    path: &Path,
+    size: u64,
+    buffer: &mut [u8],
+    out: &mut dyn Write,
+) -> Result<(), LayerError> {
+    let mut left = size;
+    while left > 0 {
+        let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buffer[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LayerError::io("reading", path, e)),
+        };
+        if n == 0 {
+            return Err(LayerError::FileChanged {
+                path: path.to_owned(),
+                expected: size,
+                found: format!("it ended after {} bytes", size - left),
+            });
+        }
+        out.write_all(&buffer[..n])
+            .map_err(|e| LayerError::stream("writing the layer", e))?;
+        left -= n as u64;
+    }
+    let mut probe = [0u8; 1];
+    let grew = loop {
+        match file.read(&mut probe) {
+            Ok(n) => break n > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LayerError::io("reading", path, e)),
+        }
+    };
+    if grew {
+        return Err(LayerError::FileChanged {
+            path: path.to_owned(),
+            expected: size,
+            found: "it grew".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::canonical;
 
     #[test]
-    fn pax_record_lengths_count_themselves() {
-        for value in ["x", &"y".repeat(95), &"z".repeat(996)] {
-            let record = pax_record("path", value.as_bytes());
-            let text = String::from_utf8(record.clone()).unwrap();
-            let (len, _) = text.split_once(' ').unwrap();
-            assert_eq!(len.parse::<usize>().unwrap(), record.len(), "{text:?}");
-        }
+    fn stream_ends_with_two_zero_blocks_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("f");
+        std::fs::write(&disk, vec![7u8; 1000]).unwrap();
+        let mut file = Entry::new("d/f", EntryKind::File(FileSource::Path(disk)));
+        file.mtime = 2_000_000_000;
+        let entries = canonical(vec![
+            file,
+            Entry::new("d", EntryKind::Dir),
+            Entry::new("d/l", EntryKind::Symlink("/etc/passwd".into())),
+            Entry::new("d/h", EntryKind::Hardlink("d/f".into())),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        write_entries(&entries, Some(1_000_000_000), &mut out).unwrap();
+        assert_eq!(out.len() % BLOCK, 0);
+        assert!(out[out.len() - 2 * BLOCK..].iter().all(|&b| b == 0));
+
+        let mut archive = tar::Archive::new(out.as_slice());
+        let got: Vec<(String, u8, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    String::from_utf8(e.path_bytes().into_owned()).unwrap(),
+                    h.entry_type().as_byte(),
+                    h.mtime().unwrap(),
+                )
+            })
+            .collect();
+        // "d/f" holds the content: it comes before "d/h" (the hard link) in byte order.
+        assert_eq!(
+            got,
+            [
+                ("d/".to_owned(), b'5', 0),
+                ("d/f".to_owned(), b'0', 1_000_000_000),
+                ("d/h".to_owned(), b'1', 0),
+                ("d/l".to_owned(), b'2', 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_that_changed_size_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("f");
+        std::fs::write(&disk, b"0123456789").unwrap();
+        let mut file = File::open(&disk).unwrap();
+        let mut buffer = vec![0u8; 4];
+        let mut out = Vec::new();
+        let short = copy_exact(&mut file, &disk, 20, &mut buffer, &mut out).unwrap_err();
+        assert!(matches!(short, LayerError::FileChanged { .. }), "{short}");
+        let mut file = File::open(&disk).unwrap();
+        let long = copy_exact(&mut file, &disk, 5, &mut buffer, &mut out).unwrap_err();
+        assert!(long.to_string().contains("it grew"), "{long}");
     }
 }

@@ -1,316 +1,723 @@
-//! Reading layers: decompression by content, and unpacking that a hostile layer cannot use to
-//! write outside the destination.
+//! Unpacking layers into a directory, safely: see [`safe_path`](crate::safe_path) for how no
+//! entry of a hostile layer can write outside the destination.
 //!
-//! Safety rests on three rules, applied to every entry: its path is cleaned and may not climb
-//! above the root (a leading `/` just means the root); every parent directory is walked one
-//! component at a time with `lstat`, and a symbolic link where a directory is expected is
-//! refused rather than followed; and an existing final component is removed before the entry
-//! is created, so a planted symlink is replaced, never written through. The unpacker is the
-//! only writer of its destination, so nothing can change a checked path before it is used.
+//! Whiteouts follow the OCI image spec (`.wh.<name>` deletes `<name>`, `.wh..wh..opq` hides
+//! everything below its directory from lower layers). Other `.wh..wh.` names are AUFS
+//! metadata and are skipped.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
 
 use crate::error::LayerError;
+use crate::header::flag;
+use crate::reader::{RawEntry, TarReader};
+use crate::safe_path::{self, DirError, Names, Root};
 
-/// What to do with OCI whiteout entries (`.wh.<name>`, `.wh..wh..opq`).
+/// What to do with whiteout entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhiteoutMode {
-    /// Keep them the way overlayfs stores them in a lower layer: a deleted path becomes a 0/0
-    /// character device, an opaque directory gets `trusted.overlay.opaque=y`. This is the
-    /// format of a snapshot used as an overlay lower directory.
+    /// Store them the way overlayfs does, for a snapshot used as an overlay lower directory:
+    /// `.wh.<name>` becomes a 0/0 character device `<name>`, and `.wh..wh..opq` sets
+    /// `trusted.overlay.opaque=y` on its directory (`user.overlay.opaque=y` when not root,
+    /// for overlays mounted with `userxattr`).
     Overlay,
-    /// Apply them to the destination: delete the path, empty the directory.
+    /// Apply them to the destination, which holds the layers below: delete the whited-out
+    /// path; empty an opaque directory of everything this layer did not put there.
     Apply,
-    /// Treat them as ordinary files (what `ADD archive.tar` does).
-    Literal,
 }
 
 /// How to unpack.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnpackOptions {
     /// Whiteout handling.
     pub whiteouts: WhiteoutMode,
-    /// Restore owners (needs root).
+    /// Give entries the owner recorded in the layer (`lchown`); needs root. Otherwise they
+    /// belong to the user unpacking.
     pub same_owner: bool,
 }
 
-/// What an unpack wrote.
+/// What an unpack did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnpackStats {
-    /// Entries unpacked.
+    /// Entries read from the archive, of every kind.
     pub entries: u64,
-    /// File bytes written.
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Symbolic links created.
+    pub symlinks: u64,
+    /// Hard links created.
+    pub hardlinks: u64,
+    /// Devices and fifos created.
+    pub specials: u64,
+    /// Whiteouts and opaque markers applied or stored.
+    pub whiteouts: u64,
+    /// Entries skipped: PAX global headers, AUFS metadata, the root directory's own entry.
+    pub skipped: u64,
+    /// Bytes of file content written.
     pub bytes: u64,
 }
 
-/// Detects the compression of a stream by its first bytes and decompresses it; a stream
-/// that is none of gzip, zstd, bzip2 or xz is passed through as it is.
-pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>, LayerError> {
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let head = reader
-        .fill_buf()
-        .map_err(|e| LayerError::stream("reading the layer", e))?
-        .to_vec();
-    let stream = |e| LayerError::stream("starting decompression", e);
-    Ok(match head.as_slice() {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(stream)?)
-        }
-        [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
-        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Box::new(xz2::read::XzDecoder::new_multi_decoder(reader)),
-        _ => Box::new(reader),
-    })
+/// Unpacks the (already decompressed, see [`decompressed`](crate::decompressed)) layer tar
+/// `layer` into `dest`, which must exist.
+///
+/// Refused, with an error and nothing written for the entry: absolute names, names with a
+/// `..` component, any entry whose parent is a symbolic link (whether it points inside `dest`
+/// or not), hard links whose target is outside `dest` or missing, device files unless running
+/// as root, and names longer than 4096 bytes. Symbolic links themselves may hold any target.
+///
+/// Restored: mode (with setuid, setgid and sticky bits), owner when
+/// [`UnpackOptions::same_owner`], whole-second mtime (without following links; directories
+/// last, so their children do not touch them), extended attributes (those in `security.` and
+/// `trusted.` are skipped when not root; unsupported ones are skipped), hard links, symbolic
+/// links, directories, fifos and devices.
+///
+/// The rest of the stream after the end of the archive is read, so a compressed stream's own
+/// check (gzip CRC, zstd checksum) is verified.
+pub fn unpack(layer: impl Read, dest: &Path, options: &UnpackOptions) -> Result<UnpackStats, LayerError> {
+    Unpacker::new(dest, options, Flavor::Layer)?.run(layer)
 }
 
-/// Cleans an entry path into components, refusing any that climbs above the root.
-fn components(raw: &Path) -> Result<Vec<String>, LayerError> {
-    let text = raw.to_string_lossy();
-    let mut parts: Vec<String> = Vec::new();
-    for component in text.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(LayerError::unsafe_entry(
-                        text.into_owned(),
-                        "its path climbs above the root",
-                    ));
-                }
+/// Which rules an unpack follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// An image layer: strict names, whiteouts as the options say, xattr errors reported.
+    Layer,
+    /// An `ADD` archive, as docker's `Untar` extracts it: absolute names mean the root, `..`
+    /// is resolved lexically, `.wh.` names are ordinary files, xattrs are best effort.
+    Archive,
+}
+
+const WHITEOUT: &[u8] = b".wh.";
+const WHITEOUT_META: &[u8] = b".wh..wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// Copy buffer for file contents.
+const BUFFER: usize = 256 * 1024;
+
+pub(crate) struct Unpacker<'o> {
+    root: Root,
+    options: &'o UnpackOptions,
+    flavor: Flavor,
+    is_root: bool,
+    /// Every path this layer created (and its parents), for opaque directories.
+    unpacked: HashSet<Vec<u8>>,
+    /// Directories whose mode and mtime are set at the end: (path, mode, mtime).
+    dirs: Vec<(Vec<u8>, u32, i64)>,
+    stats: UnpackStats,
+    buffer: Vec<u8>,
+}
+
+/// What the archive says about one entry, beyond its name and type.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Meta {
+    fn of(entry: &RawEntry, shown: &str) -> Result<Meta, LayerError> {
+        let id = |what: &str, value: u64| -> Result<u32, LayerError> {
+            u32::try_from(value)
+                .ok()
+                .filter(|&v| v != u32::MAX)
+                .ok_or_else(|| LayerError::Unsupported {
+                    path: shown.to_owned(),
+                    reason: format!("{what} {value} is out of range"),
+                })
+        };
+        Ok(Meta {
+            mode: entry.mode & 0o7777,
+            uid: id("uid", entry.uid)?,
+            gid: id("gid", entry.gid)?,
+            mtime: entry.mtime,
+            xattrs: entry.xattrs.clone(),
+        })
+    }
+}
+
+impl<'o> Unpacker<'o> {
+    pub(crate) fn new(
+        dest: &Path,
+        options: &'o UnpackOptions,
+        flavor: Flavor,
+    ) -> Result<Unpacker<'o>, LayerError> {
+        let root = Root::open(dest).map_err(|e| LayerError::io("opening the destination", dest, e))?;
+        Ok(Unpacker {
+            root,
+            options,
+            flavor,
+            is_root: rustix::process::geteuid().is_root(),
+            unpacked: HashSet::new(),
+            dirs: Vec::new(),
+            stats: UnpackStats::default(),
+            buffer: vec![0; BUFFER],
+        })
+    }
+
+    /// Behaves as if not running as root (to test what unprivileged users get).
+    #[cfg(test)]
+    pub(crate) fn unprivileged(mut self) -> Self {
+        self.is_root = false;
+        self
+    }
+
+    pub(crate) fn run(mut self, reader: impl Read) -> Result<UnpackStats, LayerError> {
+        let mut archive = TarReader::new(reader);
+        while let Some(entry) = archive.next()? {
+            self.stats.entries += 1;
+            self.entry(&entry, &mut archive)?;
+        }
+        // Read the rest, so decompressors check their trailers.
+        io::copy(&mut archive.into_inner(), &mut io::sink())
+            .map_err(|e| LayerError::stream("reading the end of the layer", e))?;
+        self.finish_dirs()?;
+        Ok(self.stats)
+    }
+
+    fn entry<R: Read>(&mut self, entry: &RawEntry, archive: &mut TarReader<R>) -> Result<(), LayerError> {
+        let shown = String::from_utf8_lossy(&entry.path).into_owned();
+        let names = match self.flavor {
+            Flavor::Layer => Names::Strict,
+            Flavor::Archive => Names::Lenient,
+        };
+        let components = safe_path::clean(&entry.path, names)
+            .map_err(|reason| LayerError::unsafe_entry(&shown, reason))?;
+        let Some((name, parents)) = components.split_last() else {
+            if entry.flag == flag::DIR {
+                // The root's own entry ("./"): the destination keeps its metadata.
+                self.stats.skipped += 1;
+                return Ok(());
             }
-            other => parts.push(other.to_owned()),
+            return Err(LayerError::unsafe_entry(
+                &shown,
+                "a non-directory entry names the destination itself",
+            ));
+        };
+        let name = OsStr::from_bytes(name);
+
+        if self.flavor == Flavor::Layer && name.as_bytes().starts_with(WHITEOUT) {
+            return self.whiteout(&shown, parents, name.as_bytes());
+        }
+
+        let meta = Meta::of(entry, &shown)?;
+        let parent = self
+            .parent(&shown, parents, true)?
+            .ok_or_else(|| LayerError::unsafe_entry(&shown, "its parent directory could not be created"))?;
+        self.mark_unpacked(&components);
+
+        match entry.flag {
+            flag::DIR => self.dir(&shown, &components, &parent, name, &meta),
+            flag::FILE => self.file(&shown, &parent, name, &meta, entry.size, archive),
+            flag::SYMLINK => {
+                self.replace(&shown, &parent, name, false)?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&entry.link), parent.as_fd(), name)
+                    .map_err(|e| self.io_err("creating symbolic link", &shown, e))?;
+                self.stats.symlinks += 1;
+                self.finish_node(&shown, &parent, name, &meta, FileType::Symlink)
+            }
+            flag::HARDLINK => self.hardlink(&shown, &parent, name, &entry.link, names),
+            flag::CHAR | flag::BLOCK => {
+                if !self.is_root {
+                    return Err(LayerError::Unsupported {
+                        path: shown,
+                        reason: "device files can only be created by root; unpack as root (or leave the device out of the image)"
+                            .to_owned(),
+                    });
+                }
+                let device = rustix::fs::makedev(entry.device.0, entry.device.1);
+                let file_type = if entry.flag == flag::CHAR {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                self.special(&shown, &parent, name, &meta, file_type, device)
+            }
+            flag::FIFO => self.special(&shown, &parent, name, &meta, FileType::Fifo, 0),
+            other => Err(LayerError::Unsupported {
+                path: shown,
+                reason: format!("tar entry type {:?} is not supported", other as char),
+            }),
         }
     }
-    Ok(parts)
-}
 
-/// The directory `components` names under `root`, created as needed; refuses to pass through
-/// a symbolic link.
-fn safe_dir(root: &Path, components: &[String], entry: &str) -> Result<PathBuf, LayerError> {
-    let mut current = root.to_path_buf();
-    for component in components {
-        current.push(component);
-        match fs::symlink_metadata(&current) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(LayerError::unsafe_entry(
-                    entry,
-                    format!(
-                        "{} is a symbolic link; layers may not write through links",
-                        current.display()
-                    ),
+    /// The directory holding an entry, refusing to go through links.
+    fn parent(
+        &mut self,
+        shown: &str,
+        parents: &[&[u8]],
+        create: bool,
+    ) -> Result<Option<Rc<OwnedFd>>, LayerError> {
+        self.root.dir(parents, create).map_err(|e| match e {
+            DirError::Io(source) => LayerError::Io {
+                action: "opening the parent directory of",
+                path: self.root.path().join(OsStr::from_bytes(&parents.join(&b'/'))),
+                source,
+            },
+            other => LayerError::unsafe_entry(shown, other.describe(parents)),
+        })
+    }
+
+    fn mark_unpacked(&mut self, components: &[&[u8]]) {
+        for end in (1..=components.len()).rev() {
+            if !self.unpacked.insert(components[..end].join(&b'/')) {
+                break;
+            }
+        }
+    }
+
+    fn io_err(&self, action: &'static str, shown: &str, e: impl Into<io::Error>) -> LayerError {
+        LayerError::io(
+            action,
+            self.root.path().join(shown.trim_start_matches('/')),
+            e.into(),
+        )
+    }
+
+    /// Clears the way for a new entry: removes whatever is at `name`, except a directory when
+    /// `keep_dir` (directories merge). Returns whether a directory was kept.
+    fn replace(
+        &mut self,
+        shown: &str,
+        parent: &OwnedFd,
+        name: &OsStr,
+        keep_dir: bool,
+    ) -> Result<bool, LayerError> {
+        let existing =
+            safe_path::lstat_type(parent.as_fd(), name).map_err(|e| self.io_err("inspecting", shown, e))?;
+        match existing {
+            None => Ok(false),
+            Some(FileType::Directory) if keep_dir => Ok(true),
+            Some(_) => {
+                let was_dir = safe_path::remove_all(parent.as_fd(), name)
+                    .map_err(|e| self.io_err("replacing", shown, e))?;
+                if was_dir {
+                    self.root.forget();
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn dir(
+        &mut self,
+        shown: &str,
+        components: &[&[u8]],
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+    ) -> Result<(), LayerError> {
+        if !self.replace(shown, parent, name, true)? {
+            rustix::fs::mkdirat(parent.as_fd(), name, Mode::from_raw_mode(0o700))
+                .map_err(|e| self.io_err("creating directory", shown, e))?;
+        }
+        let fd = open_dir_rw(parent.as_fd(), name).map_err(|e| self.io_err("opening directory", shown, e))?;
+        if self.options.same_owner {
+            chown_fd(&fd, meta).map_err(|e| self.io_err("changing the owner of", shown, e))?;
+        }
+        self.set_xattrs(shown, Target::Fd(fd.as_fd()), FileType::Directory, &meta.xattrs)?;
+        self.dirs.push((components.join(&b'/'), meta.mode, meta.mtime));
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        shown: &str,
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+        expected: u64,
+        archive: &mut TarReader<R>,
+    ) -> Result<(), LayerError> {
+        self.replace(shown, parent, name, false)?;
+        let fd = rustix::fs::openat(
+            parent.as_fd(),
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.io_err("creating", shown, e))?;
+        let mut file = std::fs::File::from(fd);
+        let mut written: u64 = 0;
+        let mut content = archive.content();
+        loop {
+            let n = match content.read(&mut self.buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(LayerError::stream("reading the layer", e)),
+            };
+            file.write_all(&self.buffer[..n])
+                .map_err(|e| self.io_err("writing", shown, e))?;
+            written += n as u64;
+        }
+        if written != expected {
+            return Err(LayerError::Malformed {
+                reason: format!("file {shown:?} is truncated: {written} of {expected} bytes"),
+            });
+        }
+        if self.options.same_owner {
+            chown_fd(&file, meta).map_err(|e| self.io_err("changing the owner of", shown, e))?;
+        }
+        self.set_xattrs(
+            shown,
+            Target::Fd(file.as_fd()),
+            FileType::RegularFile,
+            &meta.xattrs,
+        )?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode))
+            .map_err(|e| self.io_err("setting the mode of", shown, e))?;
+        rustix::fs::futimens(&file, &times(meta.mtime))
+            .map_err(|e| self.io_err("setting the mtime of", shown, e))?;
+        self.stats.files += 1;
+        self.stats.bytes += written;
+        Ok(())
+    }
+
+    fn hardlink(
+        &mut self,
+        shown: &str,
+        parent: &Rc<OwnedFd>,
+        name: &OsStr,
+        raw: &[u8],
+        names: Names,
+    ) -> Result<(), LayerError> {
+        let shown_target = String::from_utf8_lossy(raw).into_owned();
+        let refuse = |reason: String| {
+            LayerError::unsafe_entry(shown, format!("hard link target {shown_target:?}: {reason}"))
+        };
+        let target = safe_path::clean(raw, names).map_err(|r| refuse(r.to_owned()))?;
+        let Some((target_name, target_parents)) = target.split_last() else {
+            return Err(refuse("it is the destination itself".to_owned()));
+        };
+        let target_name = OsStr::from_bytes(target_name);
+        let target_dir = match self.root.dir(target_parents, false) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Err(refuse("it does not exist".to_owned())),
+            Err(DirError::Io(e)) => return Err(self.io_err("opening the hard link target of", shown, e)),
+            Err(e) => return Err(refuse(e.describe(target_parents))),
+        };
+        match safe_path::lstat_type(target_dir.as_fd(), target_name)
+            .map_err(|e| self.io_err("inspecting", &shown_target, e))?
+        {
+            None => {
+                return Err(refuse(
+                    "it does not exist (it must come earlier in the archive)".to_owned(),
                 ));
             }
-            Ok(_) => {
-                fs::remove_file(&current).map_err(|e| LayerError::io("creating directory", &current, e))?;
-                fs::create_dir(&current).map_err(|e| LayerError::io("creating directory", &current, e))?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&current).map_err(|e| LayerError::io("creating directory", &current, e))?;
-            }
-            Err(e) => return Err(LayerError::io("creating directory", &current, e)),
+            Some(FileType::Directory) => return Err(refuse("it is a directory".to_owned())),
+            Some(_) => {}
         }
+        if Rc::ptr_eq(&target_dir, parent) && target_name == name {
+            return Err(refuse("it is the link itself".to_owned()));
+        }
+        self.replace(shown, parent, name, false)?;
+        rustix::fs::linkat(
+            target_dir.as_fd(),
+            target_name,
+            parent.as_fd(),
+            name,
+            AtFlags::empty(),
+        )
+        .map_err(|e| self.io_err("creating hard link", shown, e))?;
+        self.stats.hardlinks += 1;
+        Ok(())
     }
-    Ok(current)
-}
 
-/// Removes whatever is at `path` (not following links).
-fn remove_any(path: &Path) -> Result<(), LayerError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            fs::remove_dir_all(path).map_err(|e| LayerError::io("removing", path, e))
-        }
-        Ok(_) => fs::remove_file(path).map_err(|e| LayerError::io("removing", path, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(LayerError::io("reading", path, e)),
+    fn special(
+        &mut self,
+        shown: &str,
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+        file_type: FileType,
+        device: u64,
+    ) -> Result<(), LayerError> {
+        self.replace(shown, parent, name, false)?;
+        rustix::fs::mknodat(
+            parent.as_fd(),
+            name,
+            file_type,
+            Mode::from_raw_mode(0o600),
+            device,
+        )
+        .map_err(|e| self.io_err("creating", shown, e))?;
+        self.stats.specials += 1;
+        self.finish_node(shown, parent, name, meta, file_type)
     }
-}
 
-fn make_node(
-    path: &Path,
-    kind: rustix::fs::FileType,
-    mode: u32,
-    major: u32,
-    minor: u32,
-) -> Result<(), LayerError> {
-    let device = rustix::fs::makedev(major, minor);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        kind,
-        rustix::fs::Mode::from_raw_mode(mode),
-        device,
-    )
-    .map_err(|e| LayerError::io("creating node", path, e.into()))
-}
-
-/// Unpacks a (decompressed) layer tar into `dest`.
-pub fn unpack(layer: impl Read, dest: &Path, options: &UnpackOptions) -> Result<UnpackStats, LayerError> {
-    let mut archive = tar::Archive::new(layer);
-    let mut stats = UnpackStats::default();
-    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
-    let mut written: HashSet<PathBuf> = HashSet::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| LayerError::stream("reading the layer", e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| LayerError::stream("reading the layer", e))?;
-        let raw = entry
-            .path()
-            .map_err(|e| LayerError::stream("reading an entry name", e))?
-            .into_owned();
-        let shown = raw.to_string_lossy().into_owned();
-        let mut parts = components(&raw)?;
-        let Some(name) = parts.pop() else { continue };
-        let header = entry.header().clone();
-        let kind = header.entry_type();
-
-        if options.whiteouts != WhiteoutMode::Literal && name.starts_with(".wh.") {
-            let parent = safe_dir(dest, &parts, &shown)?;
-            if name == ".wh..wh..opq" {
-                match options.whiteouts {
-                    WhiteoutMode::Overlay => xattr::set(&parent, "trusted.overlay.opaque", b"y")
-                        .map_err(|e| LayerError::io("marking opaque", &parent, e))?,
-                    _ => {
-                        for child in fs::read_dir(&parent)
-                            .map_err(|e| LayerError::io("reading directory", &parent, e))?
-                            .flatten()
-                        {
-                            if !written.contains(&child.path()) {
-                                remove_any(&child.path())?;
-                            }
-                        }
-                    }
-                }
-            } else {
-                let target = parent.join(&name[4..]);
-                remove_any(&target)?;
-                if options.whiteouts == WhiteoutMode::Overlay {
-                    make_node(&target, rustix::fs::FileType::CharacterDevice, 0, 0, 0)?;
-                }
-            }
-            stats.entries += 1;
-            continue;
+    /// Owner, xattrs, mode and mtime of something that cannot be opened safely (a link, a
+    /// device, a fifo): all set relative to the parent, without following links.
+    fn finish_node(
+        &self,
+        shown: &str,
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+        file_type: FileType,
+    ) -> Result<(), LayerError> {
+        if self.options.same_owner {
+            rustix::fs::chownat(
+                parent.as_fd(),
+                name,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io_err("changing the owner of", shown, e))?;
         }
-
-        let parent = safe_dir(dest, &parts, &shown)?;
-        let target = parent.join(&name);
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        match kind {
-            tar::EntryType::Directory => {
-                if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-                    remove_any(&target)?;
-                    fs::create_dir(&target).map_err(|e| LayerError::io("writing", &target, e))?;
-                }
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                remove_any(&target)?;
-                let mut file =
-                    File::create_new(&target).map_err(|e| LayerError::io("writing", &target, e))?;
-                stats.bytes +=
-                    io::copy(&mut entry, &mut file).map_err(|e| LayerError::io("writing", &target, e))?;
-            }
-            tar::EntryType::Symlink => {
-                let link = header
-                    .link_name()
-                    .ok()
-                    .flatten()
-                    .or_else(|| entry.link_name().ok().flatten())
-                    .ok_or_else(|| LayerError::invalid(&shown, "symbolic link without a target"))?
-                    .into_owned();
-                remove_any(&target)?;
-                symlink(&link, &target).map_err(|e| LayerError::io("writing", &target, e))?;
-            }
-            tar::EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| LayerError::invalid(&shown, "hard link without a target"))?
-                    .into_owned();
-                let mut link_parts = components(&link)?;
-                let link_name = link_parts
-                    .pop()
-                    .ok_or_else(|| LayerError::unsafe_entry(shown.clone(), "hard link to the root"))?;
-                let source = safe_dir(dest, &link_parts, &shown)?.join(link_name);
-                remove_any(&target)?;
-                fs::hard_link(&source, &target).map_err(|e| LayerError::io("writing", &target, e))?;
-                stats.entries += 1;
-                written.insert(target);
-                continue;
-            }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                remove_any(&target)?;
-                let (file_type, major, minor) = match kind {
-                    tar::EntryType::Char => (
-                        rustix::fs::FileType::CharacterDevice,
-                        header.device_major().ok().flatten().unwrap_or(0),
-                        header.device_minor().ok().flatten().unwrap_or(0),
-                    ),
-                    tar::EntryType::Block => (
-                        rustix::fs::FileType::BlockDevice,
-                        header.device_major().ok().flatten().unwrap_or(0),
-                        header.device_minor().ok().flatten().unwrap_or(0),
-                    ),
-                    _ => (rustix::fs::FileType::Fifo, 0, 0),
-                };
-                if let Err(e) = make_node(&target, file_type, mode, major, minor) {
-                    if options.same_owner {
-                        return Err(e);
-                    }
-                    // Without root, device files cannot be made; skip them as rootless
-                    // unpackers do.
-                    continue;
-                }
-            }
-            // PAX and GNU extension headers are consumed by the reader; anything else is not
-            // part of a filesystem.
-            _ => continue,
+        if !meta.xattrs.is_empty() {
+            let path = safe_path::proc_path(parent.as_fd(), name);
+            self.set_xattrs(shown, Target::Path(&path), file_type, &meta.xattrs)?;
         }
+        if file_type != FileType::Symlink {
+            // Not a link (we just created it), so following is harmless; Linux has no
+            // no-follow chmod for these.
+            rustix::fs::chmodat(
+                parent.as_fd(),
+                name,
+                Mode::from_raw_mode(meta.mode),
+                AtFlags::empty(),
+            )
+            .map_err(|e| self.io_err("setting the mode of", shown, e))?;
+        }
+        rustix::fs::utimensat(
+            parent.as_fd(),
+            name,
+            &times(meta.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.io_err("setting the mtime of", shown, e))
+    }
 
-        if options.same_owner {
-            let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
-            let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
-                return Err(LayerError::invalid(&shown, "owner id out of range"));
+    fn set_xattrs(
+        &self,
+        shown: &str,
+        target: Target<'_>,
+        file_type: FileType,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), LayerError> {
+        for (name, value) in xattrs {
+            let key = OsStr::from_bytes(name);
+            let result = match target {
+                Target::Fd(fd) => rustix::fs::fsetxattr(fd, key, value, XattrFlags::empty()),
+                Target::Path(path) => rustix::fs::lsetxattr(path, key, value, XattrFlags::empty()),
             };
-            std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
-                .map_err(|e| LayerError::io("writing", &target, e))?;
+            let Err(e) = result else { continue };
+            let privileged = name.starts_with(b"security.") || name.starts_with(b"trusted.");
+            let user_on_special = name.starts_with(b"user.")
+                && !matches!(file_type, FileType::RegularFile | FileType::Directory);
+            let ignorable = self.flavor == Flavor::Archive
+                || e == Errno::NOTSUP
+                || (e == Errno::PERM && ((privileged && !self.is_root) || user_on_special));
+            if !ignorable {
+                return Err(LayerError::Io {
+                    action: "setting an extended attribute on",
+                    path: self.root.path().join(shown.trim_start_matches('/')),
+                    source: io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("{}: {e}", String::from_utf8_lossy(name)),
+                    ),
+                });
+            }
         }
-        if kind != tar::EntryType::Symlink {
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
-                .map_err(|e| LayerError::io("writing", &target, e))?;
+        Ok(())
+    }
+
+    /// A whiteout entry (`.wh.<name>` or `.wh..wh..opq`) in `parents`.
+    fn whiteout(&mut self, shown: &str, parents: &[&[u8]], name: &[u8]) -> Result<(), LayerError> {
+        if name == OPAQUE {
+            return self.opaque(shown, parents);
         }
-        if let Ok(Some(extensions)) = entry.pax_extensions() {
-            for extension in extensions.flatten() {
-                if let (Ok(key), value) = (extension.key(), extension.value_bytes())
-                    && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+        if name.starts_with(WHITEOUT_META) {
+            self.stats.skipped += 1;
+            return Ok(());
+        }
+        let hidden = &name[WHITEOUT.len()..];
+        if hidden.is_empty() || hidden == b"." || hidden == b".." {
+            return Err(LayerError::unsafe_entry(
+                shown,
+                "it is a whiteout of no valid name",
+            ));
+        }
+        let hidden = OsStr::from_bytes(hidden);
+        self.stats.whiteouts += 1;
+        match self.options.whiteouts {
+            WhiteoutMode::Apply => {
+                let Some(parent) = self.parent(shown, parents, false)? else {
+                    return Ok(()); // Nothing below to hide.
+                };
+                if safe_path::remove_all(parent.as_fd(), hidden)
+                    .map_err(|e| self.io_err("applying whiteout", shown, e))?
                 {
-                    // Unprivileged processes cannot set trusted.* or some security.*
-                    // attributes; they are dropped rather than failing the unpack.
-                    let _ = xattr::set(&target, name, value);
+                    self.root.forget();
+                }
+                Ok(())
+            }
+            WhiteoutMode::Overlay => {
+                let parent = self.parent(shown, parents, true)?.ok_or_else(|| {
+                    LayerError::unsafe_entry(shown, "its parent directory could not be created")
+                })?;
+                self.replace(shown, &parent, hidden, false)?;
+                rustix::fs::mknodat(parent.as_fd(), hidden, FileType::CharacterDevice, Mode::empty(), 0).map_err(|e| {
+                    if e == Errno::PERM {
+                        LayerError::Unsupported {
+                            path: shown.to_owned(),
+                            reason: "creating an overlay whiteout (a 0/0 character device) needs root, or Linux 5.8 or later"
+                                .to_owned(),
+                        }
+                    } else {
+                        self.io_err("creating whiteout for", shown, e)
+                    }
+                })
+            }
+        }
+    }
+
+    /// An opaque marker: the directory `parents` hides what lower layers have in it.
+    fn opaque(&mut self, shown: &str, parents: &[&[u8]]) -> Result<(), LayerError> {
+        self.stats.whiteouts += 1;
+        match self.options.whiteouts {
+            WhiteoutMode::Apply => {
+                let Some(dir) = self.parent(shown, parents, false)? else {
+                    return Ok(());
+                };
+                let listable =
+                    reopen_dir(dir.as_fd()).map_err(|e| self.io_err("listing opaque directory", shown, e))?;
+                let prefix = parents.join(&b'/');
+                let mut doomed = Vec::new();
+                for child in rustix::fs::Dir::new(listable)
+                    .map_err(|e| self.io_err("listing opaque directory", shown, e))?
+                {
+                    let child = child.map_err(|e| self.io_err("listing opaque directory", shown, e))?;
+                    let child = child.file_name().to_bytes();
+                    if child == b"." || child == b".." {
+                        continue;
+                    }
+                    let full = if prefix.is_empty() {
+                        child.to_vec()
+                    } else {
+                        [prefix.as_slice(), b"/", child].concat()
+                    };
+                    if !self.unpacked.contains(&full) {
+                        doomed.push(child.to_vec());
+                    }
+                }
+                for child in doomed {
+                    if safe_path::remove_all(dir.as_fd(), OsStr::from_bytes(&child))
+                        .map_err(|e| self.io_err("emptying opaque directory", shown, e))?
+                    {
+                        self.root.forget();
+                    }
+                }
+                Ok(())
+            }
+            WhiteoutMode::Overlay => {
+                let dir = self
+                    .parent(shown, parents, true)?
+                    .ok_or_else(|| LayerError::unsafe_entry(shown, "its directory could not be created"))?;
+                let fd =
+                    reopen_dir(dir.as_fd()).map_err(|e| self.io_err("opening opaque directory", shown, e))?;
+                let set = |key: &str| rustix::fs::fsetxattr(&fd, key, b"y", XattrFlags::empty());
+                match set("trusted.overlay.opaque") {
+                    Ok(()) => Ok(()),
+                    Err(Errno::PERM) if !self.is_root => set("user.overlay.opaque")
+                        .map_err(|e| self.io_err("marking opaque directory", shown, e)),
+                    Err(e) => Err(self.io_err("marking opaque directory", shown, e)),
                 }
             }
         }
-        let mtime = header.mtime().map_or(0, |m| i64::try_from(m).unwrap_or(0));
-        if kind == tar::EntryType::Directory {
-            dir_times.push((target.clone(), mtime));
-        } else {
-            let time = filetime::FileTime::from_unix_time(mtime, 0);
-            filetime::set_symlink_file_times(&target, time, time)
-                .map_err(|e| LayerError::io("writing", &target, e))?;
+    }
+
+    /// Sets the mode and mtime of every directory, deepest first, now that nothing more
+    /// will be created in them.
+    fn finish_dirs(&mut self) -> Result<(), LayerError> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        dirs.dedup_by(|a, b| a.0 == b.0);
+        for (path, mode, mtime) in dirs {
+            let components: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+            let Some((name, parents)) = components.split_last() else {
+                continue;
+            };
+            let shown = String::from_utf8_lossy(&path).into_owned();
+            // A later entry may have removed or replaced the directory: then skip it.
+            let parent = match self.root.dir(parents, false) {
+                Ok(Some(parent)) => parent,
+                Ok(None) | Err(DirError::Symlink(_)) | Err(DirError::NotDir(_)) => continue,
+                Err(DirError::Io(e)) => return Err(self.io_err("opening", &shown, e)),
+            };
+            let fd = match open_dir_rw(parent.as_fd(), OsStr::from_bytes(name)) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => continue,
+                Err(e) => return Err(self.io_err("opening", &shown, e)),
+            };
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                .map_err(|e| self.io_err("setting the mode of", &shown, e))?;
+            rustix::fs::futimens(&fd, &times(mtime))
+                .map_err(|e| self.io_err("setting the mtime of", &shown, e))?;
         }
-        stats.entries += 1;
-        written.insert(target);
+        Ok(())
     }
-    // Directory mtimes last: creating their children would have changed them.
-    for (dir, mtime) in dir_times.iter().rev() {
-        let time = filetime::FileTime::from_unix_time(*mtime, 0);
-        filetime::set_symlink_file_times(dir, time, time)
-            .map_err(|e| LayerError::io("setting times of", dir, e))?;
+}
+
+/// Where extended attributes are set.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Fd(BorrowedFd<'a>),
+    Path(&'a Path),
+}
+
+fn chown_fd(fd: impl AsFd, meta: &Meta) -> rustix::io::Result<()> {
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(meta.uid)),
+        Some(rustix::fs::Gid::from_raw(meta.gid)),
+    )
+}
+
+/// Opens a directory (not a link to one) for reading, making it accessible first if its mode
+/// forbids (an unprivileged user merging into a read-only directory).
+fn open_dir_rw(parent: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+        Err(Errno::ACCESS) => {
+            rustix::fs::chmodat(parent, name, Mode::from_raw_mode(0o700), AtFlags::empty())?;
+            rustix::fs::openat(parent, name, flags, Mode::empty())
+        }
+        other => other,
     }
-    Ok(stats)
+}
+
+/// A readable descriptor of the directory open (as `O_PATH`) as `dir`.
+fn reopen_dir(dir: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let at = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: at,
+        last_modification: at,
+    }
 }

@@ -1,142 +1,106 @@
-//! `write_layer`: entries → deterministic tar → compressed blob, with the diff ID and the blob
-//! digest computed in the same pass.
+//! [`write_layer`]: entries → deterministic tar → compressed blob, with the diff ID and the
+//! blob digest computed in the same streaming pass:
+//!
+//! ```text
+//! entries ─▶ tar ─▶ sha256 (diff ID) ─▶ compressor ─▶ sha256 (digest) ─▶ out
+//! ```
 
 use std::io::Write;
 
-use rbuild_oci::{Digest, media_type};
+use rbuild_oci::Digest;
 
-use crate::entry::Entry;
+use crate::compress::{self, Compression};
+use crate::entry::{self, Entry};
 use crate::error::LayerError;
-use crate::gzip::ParallelGzip;
+use crate::gzip;
 use crate::hashing::HashingWriter;
-use crate::tarball::write_tar;
-
-/// How a layer is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// An uncompressed tar.
-    None,
-    /// gzip at a level from 0 to 9, compressed on all cores (see [`crate::gzip`]).
-    Gzip {
-        /// The level.
-        level: u32,
-    },
-    /// zstd at a level from 1 to 22.
-    Zstd {
-        /// The level.
-        level: i32,
-    },
-}
-
-impl Default for Compression {
-    /// gzip level 6, what docker and BuildKit write by default.
-    fn default() -> Compression {
-        Compression::Gzip { level: 6 }
-    }
-}
+use crate::tarball;
 
 /// How to write a layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LayerOptions {
-    /// Compression.
+    /// The compression (gzip level 6 by default).
     pub compression: Compression,
-    /// `SOURCE_DATE_EPOCH`: mtimes later than it are clamped to it.
+    /// `SOURCE_DATE_EPOCH`: file times later than this are written as this.
     pub source_date_epoch: Option<i64>,
-    /// Compression threads; 0 means every core.
+    /// Compression threads; 0 means one per core. The output does not depend on it.
     pub threads: usize,
 }
 
-/// A written layer.
+impl LayerOptions {
+    /// The number of compression threads to start.
+    fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// What was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerInfo {
-    /// SHA-256 of the uncompressed tar.
+    /// SHA-256 of the uncompressed tar: the image config's `rootfs.diff_ids` entry.
     pub diff_id: Digest,
-    /// SHA-256 of the blob as written.
+    /// SHA-256 of the blob as written to `out`: the manifest's layer digest.
     pub digest: Digest,
-    /// Size of the blob as written.
+    /// Bytes written to `out`.
     pub size: u64,
-    /// Size of the uncompressed tar.
+    /// Bytes of the uncompressed tar.
     pub uncompressed_size: u64,
-    /// The OCI media type for the compression.
+    /// The OCI media type of the blob.
     pub media_type: &'static str,
 }
 
-/// zstd's parallel jobs: a constant, because the frame layout depends on it.
-const ZSTD_WORKERS: u32 = 4;
-
-/// Writes `entries` as a layer to `out`. Entries are sorted by path first, so the same set
-/// of entries gives the same bytes whatever order it comes in.
+/// Writes `entries` as a layer blob to `out`.
+///
+/// The bytes depend only on the set of entries (their order does not matter) and on the
+/// compression and `source_date_epoch` options — not on the machine, the thread count or the
+/// time. Entries are sorted by path in byte order; see [`Entry`] for the rules on paths and
+/// hard links. Memory stays bounded (a few MiB per thread) whatever the layer's size.
+///
+/// On error, what was written to `out` is not a valid layer and must be discarded.
 pub fn write_layer(
-    mut entries: Vec<Entry>,
+    entries: Vec<Entry>,
     options: &LayerOptions,
     out: &mut dyn Write,
 ) -> Result<LayerInfo, LayerError> {
-    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-    if let Some(pair) = entries.windows(2).find(|pair| pair[0].path == pair[1].path) {
-        return Err(LayerError::DuplicateEntry {
-            path: pair[0].path.clone(),
-        });
-    }
-    for entry in &entries {
-        let bad = entry.path.is_empty()
-            || entry.path.starts_with('/')
-            || entry.path.ends_with('/')
-            || entry
-                .path
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == "..");
-        if bad {
-            return Err(LayerError::invalid(
-                &entry.path,
-                "layer paths are relative, without empty, '.' or '..' components",
-            ));
-        }
-    }
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    options.compression.validate()?;
+    let entries = entry::canonical(entries)?;
     let epoch = options.source_date_epoch;
-    let blob = HashingWriter::new(out);
-    let stream = |e| LayerError::stream("compressing the layer", e);
-    let (blob, diff_id, uncompressed_size, media_type) = match options.compression {
+    let mut blob = HashingWriter::new(out);
+
+    let (diff_id, uncompressed_size) = match options.compression {
         Compression::None => {
-            let mut tar = HashingWriter::new(blob);
-            write_tar(&entries, epoch, &mut tar)?;
-            let (blob, diff_id, size) = tar.finish();
-            (blob, diff_id, size, media_type::OCI_LAYER_TAR)
-        }
-        Compression::Gzip { level } => {
-            let mut tar = HashingWriter::new(ParallelGzip::new(blob, level.min(9), threads));
-            write_tar(&entries, epoch, &mut tar)?;
-            let (gzip, diff_id, size) = tar.finish();
-            (
-                gzip.finish().map_err(stream)?,
-                diff_id,
+            tarball::write_entries(&entries, epoch, &mut blob)?;
+            let (digest, size) = blob.finish();
+            return Ok(LayerInfo {
+                diff_id: digest.clone(),
+                digest,
                 size,
-                media_type::OCI_LAYER_GZIP,
-            )
+                uncompressed_size: size,
+                media_type: options.compression.media_type(),
+            });
         }
-        Compression::Zstd { level } => {
-            let mut encoder = zstd::stream::write::Encoder::new(blob, level).map_err(stream)?;
-            encoder.multithread(ZSTD_WORKERS).map_err(stream)?;
-            let mut tar = HashingWriter::new(encoder);
-            write_tar(&entries, epoch, &mut tar)?;
-            let (encoder, diff_id, size) = tar.finish();
-            (
-                encoder.finish().map_err(stream)?,
-                diff_id,
-                size,
-                media_type::OCI_LAYER_ZSTD,
-            )
-        }
+        Compression::Gzip { level } => gzip::compress(level, options.thread_count(), &mut blob, |sink| {
+            let mut tar = HashingWriter::new(sink);
+            tarball::write_entries(&entries, epoch, &mut tar)?;
+            Ok(tar.finish())
+        })?,
+        Compression::Zstd { level } => compress::zstd(level, options.thread_count(), &mut blob, |sink| {
+            let mut tar = HashingWriter::new(sink);
+            tarball::write_entries(&entries, epoch, &mut tar)?;
+            Ok(tar.finish())
+        })?,
     };
-    let (_, digest, size) = blob.finish();
+    blob.flush()
+        .map_err(|e| LayerError::stream("writing the compressed layer", e))?;
+    let (digest, size) = blob.finish();
     Ok(LayerInfo {
         diff_id,
         digest,
         size,
         uncompressed_size,
-        media_type,
+        media_type: options.compression.media_type(),
     })
 }
