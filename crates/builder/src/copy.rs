@@ -159,11 +159,8 @@ pub fn select(step: &CopyStep, origin: &Origin<'_>) -> Result<Selection> {
             .collect(),
     };
     for source in &step.sources {
-        let Source::Path { path } = source else {
-            return Err(BuildError::Unsupported(format!(
-                "{source:?}: remote sources are handled by ADD's downloader, not COPY"
-            )));
-        };
+        // URLs and git sources are fetched by the solver, not selected from an origin.
+        let Source::Path { path } = source else { continue };
         let roots = match origin {
             Origin::Context(context) => select_context(context, path, excludes.as_ref())?,
             Origin::Rootfs { view, name } => select_rootfs(view, name, path, excludes.as_ref())?,

@@ -14,11 +14,11 @@
 //!   docker-archive.
 //!
 //! ```no_run
-//! # async fn demo(images: std::sync::Arc<dyn rbuild_builder::solver::ImageSource>) -> rbuild_builder::Result<()> {
+//! # async fn demo(remote: std::sync::Arc<dyn rbuild_builder::solver::Remote>) -> rbuild_builder::Result<()> {
 //! use rbuild_builder::solver::{Builder, BuildRequest, LocalStore};
 //!
 //! let store = LocalStore::open(std::path::Path::new("/var/cache/rbuild"))?;
-//! let builder = Builder::new(store, images);
+//! let builder = Builder::new(store, remote);
 //! let request = BuildRequest {
 //!     dockerfile: "Dockerfile".into(),
 //!     dockerfile_text: "FROM scratch\nCOPY app /app\n".into(),

@@ -140,9 +140,10 @@ pub struct BaseImage {
     pub layers: Vec<CachedLayer>,
 }
 
-/// What fetches base images: the registry client, behind a trait so the solver does not
-/// depend on how images arrive.
-pub trait ImageSource: Send + Sync {
+/// What a build fetches over the network — base images and `ADD <url>` files — behind a
+/// trait, so the solver does not depend on how they arrive (the CLI gives it the registry
+/// client).
+pub trait Remote: Send + Sync {
     /// Puts the image's manifest, config and layers into `store`; returns its manifest.
     fn pull<'a>(
         &'a self,
@@ -150,12 +151,15 @@ pub trait ImageSource: Send + Sync {
         platform: &'a Platform,
         store: &'a ContentStore,
     ) -> BoxFuture<'a, Result<(Descriptor, ImageManifest, ImageConfig)>>;
+
+    /// Downloads `url` into the file `to`; returns its digest and `Last-Modified` time.
+    fn download<'a>(&'a self, url: &'a str, to: &'a Path) -> BoxFuture<'a, Result<(Digest, Option<i64>)>>;
 }
 
 /// Builds images.
 pub struct Builder {
     store: Arc<LocalStore>,
-    images: Arc<dyn ImageSource>,
+    remote: Arc<dyn Remote>,
 }
 
 /// The result of one stage, shared with the stages that read from it.
@@ -253,11 +257,11 @@ fn copied_images(stages: &[Stage]) -> Vec<String> {
 }
 
 impl Builder {
-    /// A builder over a local store, fetching base images from `images`.
-    pub fn new(store: LocalStore, images: Arc<dyn ImageSource>) -> Builder {
+    /// A builder over a local store, fetching base images and downloads from `remote`.
+    pub fn new(store: LocalStore, remote: Arc<dyn Remote>) -> Builder {
         Builder {
             store: Arc::new(store),
-            images,
+            remote,
         }
     }
 
@@ -291,7 +295,7 @@ impl Builder {
                 progress.event(Event::Resolving {
                     reference: parsed.to_string(),
                 });
-                self.images.pull(&parsed, platform, content).await?
+                self.remote.pull(&parsed, platform, content).await?
             }
         };
         progress.event(Event::Resolved {
@@ -458,6 +462,7 @@ impl Builder {
         let epoch = request.layer_options.source_date_epoch;
         let run = Arc::new(Run {
             store: self.store.clone(),
+            remote: self.remote.clone(),
             request,
             dockerfile_name,
             context,
@@ -569,6 +574,7 @@ fn number_steps(stages: &[Stage]) -> HashMap<(usize, usize), usize> {
 /// Everything the stage tasks of one build share.
 struct Run {
     store: Arc<LocalStore>,
+    remote: Arc<dyn Remote>,
     request: BuildRequest,
     dockerfile_name: String,
     context: Option<Arc<Context>>,
@@ -903,9 +909,9 @@ impl Run {
         metrics: &mut StepMetrics,
     ) -> Result<Outcome> {
         let is_add = matches!(step.kind, StepKind::Add(_));
-        if let Some(remote) = copy.sources.iter().find(|s| !matches!(s, Source::Path { .. })) {
+        if let Some(Source::Git { url, .. }) = copy.sources.iter().find(|s| matches!(s, Source::Git { .. })) {
             return Err(BuildError::Unsupported(format!(
-                "ADD of remote sources ({remote:?}) is not supported yet; download the file into the context"
+                "ADD {url}: git sources are not supported; clone the repository into the context instead"
             )));
         }
         // Where the sources come from, and the key of that origin.
@@ -965,7 +971,8 @@ impl Run {
                 }
             }
         };
-        let selection = copy::select(copy, &origin)?;
+        let mut selection = copy::select(copy, &origin)?;
+        selection.roots.extend(self.download_urls(copy)?);
         metrics.bytes_hashed = match copy.from {
             None => 0,
             Some(_) => selection.bytes(),
@@ -1002,8 +1009,8 @@ impl Run {
         }
         let now = self.now;
         self.cached_layer(stage, step, step_id, &inputs, state, fs_key, || {
-            let selection = if is_add && copy.unpack != Some(false) {
-                self.unpack_archives(selection)?
+            let selection = if is_add {
+                self.unpack_archives(selection, copy.unpack)?
             } else {
                 selection
             };
@@ -1230,9 +1237,57 @@ impl Run {
         })
     }
 
-    /// ADD: local tar archives (plain or compressed) are extracted, not copied.
-    fn unpack_archives(&self, mut selection: Selection) -> Result<Selection> {
+    /// ADD <url>: each URL downloaded (every build: the content decides the cache key), checked
+    /// against `--checksum`, and named after the URL's last path segment; docker gives it mode
+    /// 0600 and the server's `Last-Modified` as its mtime.
+    fn download_urls(&self, copy: &CopyStep) -> Result<Vec<copy::Selected>> {
+        let mut downloaded = Vec::new();
+        for (n, source) in copy.sources.iter().enumerate() {
+            let Source::Url { url } = source else { continue };
+            let file = self.scratch.join(format!("download-{}-{n}", std::process::id()));
+            let (digest, modified) =
+                tokio::runtime::Handle::current().block_on(self.remote.download(url, &file))?;
+            if let Some(expected) = &copy.checksum
+                && expected != &digest.to_string()
+            {
+                return Err(BuildError::Fetch(format!(
+                    "ADD --checksum={expected}: {url} has digest {digest}; the file changed or the checksum is wrong"
+                )));
+            }
+            let name = url
+                .split(['?', '#'])
+                .next()
+                .and_then(|u| u.trim_end_matches('/').rsplit('/').next())
+                .filter(|n| !n.is_empty() && !n.contains(':'))
+                .ok_or_else(|| {
+                    BuildError::Fetch(format!(
+                        "ADD {url}: no file name in the URL; give a destination file name"
+                    ))
+                })?
+                .to_owned();
+            downloaded.push(copy::Selected {
+                path: url.clone(),
+                name,
+                nodes: vec![copy::Node {
+                    relative: String::new(),
+                    kind: copy::NodeKind::File { disk: file, digest },
+                    mode: 0o600,
+                    mtime: modified.unwrap_or(self.now),
+                    owner: None,
+                }],
+            });
+        }
+        Ok(downloaded)
+    }
+
+    /// ADD: local tar archives (plain or compressed) are extracted, not copied, unless
+    /// `--unpack=false`; downloads are extracted only with `--unpack=true`.
+    fn unpack_archives(&self, mut selection: Selection, unpack: Option<bool>) -> Result<Selection> {
         for root in &mut selection.roots {
+            let remote = root.path.starts_with("http://") || root.path.starts_with("https://");
+            if unpack == Some(false) || (remote && unpack != Some(true)) {
+                continue;
+            }
             let Some(copy::NodeKind::File { disk, .. }) = root.nodes.first().map(|n| n.kind.clone()) else {
                 continue;
             };

@@ -16,7 +16,7 @@ use rbuild_layer::{Compression, LayerOptions};
 
 use crate::args::parse_key_value;
 use crate::display;
-use crate::store::{StoreArgs, image_source, reference, runtime};
+use crate::store::{StoreArgs, reference, remote, runtime};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CompressionArg {
@@ -231,7 +231,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
 
     let store = args.store.open()?;
     let client = args.store.client()?;
-    let builder = Builder::new(store, image_source(&args.store)?);
+    let builder = Builder::new(store, remote(&args.store)?);
     let progress: Arc<dyn Progress> = Arc::from(display::for_mode(args.progress));
     let runtime = runtime()?;
     let output = runtime.block_on(builder.build(request, progress))?;

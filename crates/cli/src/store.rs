@@ -1,18 +1,18 @@
 //! What the builder commands share: the local store, the registry client, and the adapter
 //! through which the builder fetches base images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
 use futures_util::future::{BoxFuture, FutureExt};
-use rbuild_builder::solver::{ImageSource, LocalStore};
+use rbuild_builder::solver::{LocalStore, Remote};
 use rbuild_builder::{BuildError, Result as BuildResult};
 use rbuild_client::{Client, ClientOptions};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
-use rbuild_oci::{ContentStore, Descriptor, Reference};
+use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
 
 /// Where the local store is and how registries are reached.
 #[derive(Args, Clone)]
@@ -57,10 +57,10 @@ impl StoreArgs {
     }
 }
 
-/// Base images come from registries through the client.
-pub struct RegistryImages(pub Client);
+/// Base images and ADD downloads come through the registry client.
+pub struct ClientRemote(pub Client);
 
-impl ImageSource for RegistryImages {
+impl Remote for ClientRemote {
     fn pull<'a>(
         &'a self,
         reference: &'a Reference,
@@ -77,11 +77,31 @@ impl ImageSource for RegistryImages {
         }
         .boxed()
     }
+
+    fn download<'a>(
+        &'a self,
+        url: &'a str,
+        to: &'a Path,
+    ) -> BoxFuture<'a, BuildResult<(Digest, Option<i64>)>> {
+        async move {
+            let download = self
+                .0
+                .download(url, to)
+                .await
+                .map_err(|e| BuildError::Fetch(e.to_string()))?;
+            let modified = download
+                .last_modified
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_secs()).ok());
+            Ok((download.digest, modified))
+        }
+        .boxed()
+    }
 }
 
-/// The image source for a store: the registry client.
-pub fn image_source(args: &StoreArgs) -> anyhow::Result<Arc<dyn ImageSource>> {
-    Ok(Arc::new(RegistryImages(args.client()?)))
+/// What a build reaches the network through: the registry client.
+pub fn remote(args: &StoreArgs) -> anyhow::Result<Arc<dyn Remote>> {
+    Ok(Arc::new(ClientRemote(args.client()?)))
 }
 
 /// A tokio runtime for a command.

@@ -110,6 +110,14 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file named by URL (`ADD https://…`) could not be downloaded.
+    #[error("downloading {url}: {reason}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The registry could not be reached at all.
     #[error("cannot reach registry {registry} at {url}: {reason}")]
     Unreachable {

@@ -36,6 +36,7 @@
 pub mod auth;
 pub mod challenge;
 pub mod credentials;
+pub mod download;
 pub mod error;
 pub mod platform;
 pub mod progress;
@@ -55,6 +56,7 @@ use rbuild_oci::{ContentStore, Descriptor, Reference, RepositoryName};
 use rustls::pki_types::CertificateDer;
 
 pub use credentials::{Credential, DockerConfig};
+pub use download::Download;
 pub use error::{Action, ClientError};
 pub use progress::{BlobOutcome, Direction, NoProgress, Progress};
 pub use pull::{MAX_MANIFEST_BYTES, ResolvedImage};

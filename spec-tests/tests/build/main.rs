@@ -4,6 +4,7 @@
 //! the file tree (paths, types, modes, owners, link targets, contents — not timestamps) and
 //! the run configuration. Fixtures live in `fixtures/build/`.
 
+mod add;
 mod cache;
 mod differential;
 mod outputs;

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# rbuild build against docker build (BuildKit) and buildah bud --layers, side by side in one
+# run, on a generated context (~20,000 files, ~200 MB, multi-stage, RUN steps): a cold build,
+# a warm rebuild with nothing changed, and a rebuild after one source file changed.
+# Runs alternate between the builders (A B C A B C) and medians are reported.
+#
+#   benches/build.sh              # 3 rounds
+#   RUNS=1 benches/build.sh       # 1 round
+#
+# Needs a dockerd (DOCKER_HOST) and buildah; scripts/test's packages plus `buildah`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+docker=/usr/bin/docker
+for tool in "$docker" buildah runc python3 busybox; do
+    command -v "$tool" >/dev/null || { echo "benches/build.sh needs $tool" >&2; exit 2; }
+done
+"$docker" info >/dev/null 2>&1 || { echo "no docker engine: set DOCKER_HOST (see ENVIRONMENT.md)" >&2; exit 2; }
+cargo build --release --quiet -p rbuild
+bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/rbuild
+
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-build-bench.XXXXXX")
+registry_pid=""
+cleanup() {
+    [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null || true
+    buildah --root "$work/buildah" --runroot "$work/buildah-run" rm --all >/dev/null 2>&1 || true
+    rm -rf "$work" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# The base every builder pulls: busybox, built by docker, served by rbuild serve.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" serve --addr "127.0.0.1:$port" --root "$work/registry" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+mkdir -p "$work/base" && cp "$(command -v busybox)" "$work/base/busybox"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\nCMD ["/bin/sh"]\n' >"$work/base/Dockerfile"
+base="127.0.0.1:$port/bench/busybox:1"
+DOCKER_BUILDKIT=1 "$docker" build --network=none -q -t "$base" "$work/base" >/dev/null
+"$docker" push -q "$base" >/dev/null
+
+python3 benches/build/generate-context.py "$work/context"
+context="$work/context"
+echo "context: $(find "$context" -type f | wc -l) files, $(du -sm "$context" | cut -f1) MB"
+
+now() { date +%s.%N; }
+time_rbuild() {
+    local s; s=$(now)
+    RBUILD_ROOT="$work/rbuild-store" "$bin" build --progress plain --network none -t bench/app:rbuild \
+        --build-arg "BASE=$base" "$context" >"$work/rbuild.log" 2>&1 || { cat "$work/rbuild.log" >&2; exit 1; }
+    awk "BEGIN {printf \"%.3f\", $(now) - $s}"
+}
+time_docker() {
+    local s; s=$(now)
+    DOCKER_BUILDKIT=1 "$docker" build --network=none -q -t bench/app:docker --build-arg "BASE=$base" "$context" \
+        >"$work/docker.log" 2>&1 || { cat "$work/docker.log" >&2; exit 1; }
+    awk "BEGIN {printf \"%.3f\", $(now) - $s}"
+}
+time_buildah() {
+    local s; s=$(now)
+    buildah --root "$work/buildah" --runroot "$work/buildah-run" bud --layers --quiet --runtime /usr/sbin/runc \
+        --network=none --tls-verify=false -t bench/app:buildah --build-arg "BASE=$base" "$context" \
+        >"$work/buildah.log" 2>&1 || { cat "$work/buildah.log" >&2; exit 1; }
+    awk "BEGIN {printf \"%.3f\", $(now) - $s}"
+}
+reset_caches() {
+    rm -rf "$work/rbuild-store"
+    "$docker" rmi -f bench/app:docker >/dev/null 2>&1 || true
+    "$docker" builder prune -af >/dev/null 2>&1 || true
+    buildah --root "$work/buildah" --runroot "$work/buildah-run" rmi --all --force >/dev/null 2>&1 || true
+}
+
+declare -A cold warm change
+for tool in rbuild docker buildah; do cold[$tool]=""; warm[$tool]=""; change[$tool]=""; done
+for round in $(seq "$RUNS"); do
+    reset_caches
+    for tool in rbuild docker buildah; do cold[$tool]+="$(time_$tool) "; done
+    for tool in rbuild docker buildah; do warm[$tool]+="$(time_$tool) "; done
+    echo "// changed in round $round" >>"$context/src/pkg07/mod03/file00287.rs"
+    for tool in rbuild docker buildah; do change[$tool]+="$(time_$tool) "; done
+    echo "round $round: cold ${cold[rbuild]##* } warm ${warm[rbuild]##* } change ${change[rbuild]##* } (rbuild, latest)"
+done
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+printf '\n%-22s %10s %10s %10s %14s %14s\n' "seconds (median)" rbuild docker buildah "docker/rbuild" "buildah/rbuild"
+for row in cold warm change; do
+    declare -n data=$row
+    r=$(median <<<"${data[rbuild]}"); d=$(median <<<"${data[docker]}"); b=$(median <<<"${data[buildah]}")
+    printf '%-22s %10.3f %10.3f %10.3f %13.1fx %13.1fx\n' "$row" "$r" "$d" "$b" \
+        "$(awk "BEGIN {print $d/$r}")" "$(awk "BEGIN {print $b/$r}")"
+done
