@@ -82,7 +82,8 @@ fn add_downloads_checks_and_unpacks() {
              ADD --unpack=false local.tar.gz /packed/\n\
              ADD plain.gz /plain/\n"
         ),
-    );
+    )
+    .unwrap();
     let store = tempfile::tempdir().unwrap();
     let layout = store.path().join("layout");
     run(rbuild(store.path())
