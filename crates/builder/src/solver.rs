@@ -83,7 +83,8 @@ impl LocalStore {
 pub enum NamedContext {
     /// A local directory.
     Dir(PathBuf),
-    /// An image (`docker-image://ref`).
+    /// An image: a registry reference (`docker-image://REF`) or an OCI image layout on disk
+    /// (`oci-layout://DIR[:TAG]`, kept with its scheme).
     Image(String),
 }
 
@@ -127,6 +128,8 @@ pub struct BuildOutput {
     pub image: Image,
     /// Its numbers.
     pub metrics: BuildMetrics,
+    /// Things the user should know (`--build-arg`s nothing consumed).
+    pub warnings: Vec<String>,
 }
 
 /// A base image, resolved: its config, layers and manifest digest.
@@ -278,6 +281,10 @@ impl Builder {
         platform: &Platform,
         progress: &dyn Progress,
     ) -> Result<BaseImage> {
+        if let Some(layout) = reference.strip_prefix("oci-layout://") {
+            let (descriptor, manifest, config) = self.import_layout(layout)?;
+            return Ok(base_image(&descriptor, &manifest, config));
+        }
         let parsed: Reference = reference
             .parse()
             .map_err(|e| BuildError::Fetch(format!("invalid image reference {reference:?}: {e}")))?;
@@ -302,20 +309,64 @@ impl Builder {
             reference: parsed.to_string(),
             digest: descriptor.digest.to_string(),
         });
-        let layers = manifest
-            .layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .map(|(descriptor, diff_id)| CachedLayer {
-                descriptor: descriptor.clone(),
-                diff_id: diff_id.clone(),
+        Ok(base_image(&descriptor, &manifest, config))
+    }
+
+    /// Copies an image out of an OCI layout directory (`DIR` or `DIR:TAG`) into the store.
+    fn import_layout(&self, spec: &str) -> Result<(Descriptor, ImageManifest, ImageConfig)> {
+        // DIR:TAG, where TAG may itself hold ':' (`app:1`): the directory is the longest
+        // prefix that is an OCI layout.
+        let (dir, tag) = spec
+            .match_indices(':')
+            .map(|(i, _)| (&spec[..i], Some(&spec[i + 1..])))
+            .filter(|(dir, _)| Path::new(dir).join("index.json").is_file())
+            .last()
+            .unwrap_or((spec, None));
+        let bad = |what: String| BuildError::Fetch(format!("oci-layout://{spec}: {what}"));
+        let index_path = Path::new(dir).join("index.json");
+        let index: rbuild_oci::manifest::ImageIndex = serde_json::from_slice(
+            &std::fs::read(&index_path)
+                .map_err(|e| BuildError::io(format!("reading {}", index_path.display()), e))?,
+        )
+        .map_err(|e| bad(format!("index.json: {e}")))?;
+        let descriptor = index
+            .manifests
+            .into_iter()
+            .find(|d| {
+                tag.is_none_or(|t| {
+                    d.annotations.get(rbuild_oci::store::REF_NAME).map(String::as_str) == Some(t)
+                })
             })
-            .collect();
-        Ok(BaseImage {
-            digest: descriptor.digest.to_string(),
-            config,
-            layers,
-        })
+            .ok_or_else(|| bad(format!("no image tagged {}", tag.unwrap_or("(any)"))))?;
+        let blob = |digest: &Digest| {
+            Path::new(dir)
+                .join("blobs")
+                .join(digest.algorithm().name())
+                .join(digest.hex())
+        };
+        let import = |digest: &Digest| -> Result<()> {
+            if self.store.content.contains(digest) {
+                return Ok(());
+            }
+            let mut writer = self.store.content.writer()?;
+            let mut source = std::fs::File::open(blob(digest))
+                .map_err(|e| BuildError::io(format!("reading blob {digest} of the layout"), e))?;
+            std::io::copy(&mut source, &mut writer)
+                .map_err(|e| BuildError::io("copying a layout blob", e))?;
+            writer.commit(Some(digest))?;
+            Ok(())
+        };
+        import(&descriptor.digest)?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&self.store.content.read(&descriptor.digest)?)
+                .map_err(|e| bad(format!("the tagged manifest is not an image manifest: {e}")))?;
+        import(&manifest.config.digest)?;
+        for layer in &manifest.layers {
+            import(&layer.digest)?;
+        }
+        let config: ImageConfig = serde_json::from_slice(&self.store.content.read(&manifest.config.digest)?)
+            .map_err(|e| bad(format!("config: {e}")))?;
+        Ok((descriptor, manifest, config))
     }
 
     /// Builds `request`, reporting to `progress`.
@@ -371,26 +422,25 @@ impl Builder {
         }
         // A base image that cannot be fetched is reported at its FROM line.
         let from_line = |reference: &str| {
-            let line = first
+            let stage = first
                 .stages
                 .iter()
-                .find(|stage| matches!(&stage.base, Base::Image { reference: r, .. } if r == reference))
-                .map_or(1, |stage| stage.span.start_line);
+                .find(|stage| matches!(&stage.base, Base::Image { reference: r, .. } if r == reference))?;
+            let line = stage.span.start_line;
             let text = request
                 .dockerfile_text
                 .lines()
-                .nth(line - 1)
-                .unwrap_or("FROM")
+                .nth(line.checked_sub(1)?)?
                 .trim()
                 .to_owned();
-            (line, text)
+            Some((line, text))
         };
         let images = self
             .resolve_all(wanted, &platform, progress.as_ref())
             .await
-            .map_err(|(reference, e)| {
-                let (line, text) = from_line(&reference);
-                e.at(&dockerfile_name, line, &text)
+            .map_err(|(reference, e)| match from_line(&reference) {
+                Some((line, text)) => e.at(&dockerfile_name, line, &text),
+                None => e,
             })?;
         options.dockerignore = ignore.clone();
         let plan = rbuild_dockerfile::plan(&parsed, &options, &Known(&images))
@@ -529,7 +579,19 @@ impl Builder {
         metrics.steps = steps;
         metrics.image = image.manifest.digest.to_string();
         metrics.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        Ok(BuildOutput { image, metrics })
+        let warnings = if plan.unused_build_args.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "one or more build args were not consumed: [{}]",
+                plan.unused_build_args.join(" ")
+            )]
+        };
+        Ok(BuildOutput {
+            image,
+            metrics,
+            warnings,
+        })
     }
 
     async fn resolve_all(
@@ -555,6 +617,24 @@ impl Builder {
             };
         }
         Ok(images)
+    }
+}
+
+/// A resolved image as the solver uses it.
+fn base_image(descriptor: &Descriptor, manifest: &ImageManifest, config: ImageConfig) -> BaseImage {
+    let layers = manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(descriptor, diff_id)| CachedLayer {
+            descriptor: descriptor.clone(),
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    BaseImage {
+        digest: descriptor.digest.to_string(),
+        config,
+        layers,
     }
 }
 

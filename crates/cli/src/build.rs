@@ -66,7 +66,7 @@ pub struct BuildArgs {
     /// The platform to build for
     #[arg(long, default_value = "linux/amd64")]
     platform: String,
-    /// A named context: NAME=DIR, NAME=docker-image://REF
+    /// A named context: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]
     #[arg(long = "build-context", value_parser = parse_key_value)]
     build_contexts: Vec<(String, String)>,
     /// Layer compression
@@ -190,9 +190,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         .build_contexts
         .iter()
         .map(|(name, source)| {
-            let context = match source.strip_prefix("docker-image://") {
-                Some(image) => NamedContext::Image(image.to_owned()),
-                None => NamedContext::Dir(PathBuf::from(source)),
+            let context = if let Some(image) = source.strip_prefix("docker-image://") {
+                NamedContext::Image(image.to_owned())
+            } else if source.starts_with("oci-layout://") {
+                NamedContext::Image(source.clone())
+            } else {
+                NamedContext::Dir(PathBuf::from(source))
             };
             (name.clone(), context)
         })
@@ -273,6 +276,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.metrics_file {
         let json = serde_json::to_vec_pretty(&output.metrics)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for warning in &output.warnings {
+        eprintln!("warning: {warning}");
     }
     let m = &output.metrics;
     let _ = writeln!(

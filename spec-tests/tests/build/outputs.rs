@@ -136,3 +136,94 @@ fn mistakes_are_reported_with_the_instruction_and_path() {
         );
     }
 }
+
+#[test]
+fn named_contexts_from_a_directory_and_an_oci_layout() {
+    let store = tempfile::tempdir().unwrap();
+    let layout = store.path().join("scratch-layout");
+    run(rbuild(store.path())
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "scratch-only:tagged",
+            "--output",
+        ])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(fixture("scratch-only")));
+    let extra = tempfile::tempdir().unwrap();
+    std::fs::write(extra.path().join("note.txt"), "from a named directory\n").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY --from=layout /hello.txt /from-layout.txt\nCOPY --from=notes note.txt /from-dir.txt\n",
+    )
+    .unwrap();
+    let out_layout = store.path().join("out");
+    let result = output(
+        rbuild(store.path())
+            .args(["build", "--progress", "plain", "--build-arg", "UNUSED=1"])
+            .arg("--build-context")
+            .arg(format!(
+                "layout=oci-layout://{}:scratch-only:tagged",
+                layout.display()
+            ))
+            .arg("--build-context")
+            .arg(format!("notes={}", extra.path().display()))
+            .arg("--output")
+            .arg(format!("type=oci,dest={}", out_layout.display()))
+            .arg(ctx.path()),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stderr.contains("not consumed: [UNUSED]"), "{stderr}");
+    let tree = spec_tests::images::layout_tree(&out_layout);
+    assert_eq!(
+        tree["from-layout.txt"].detail,
+        Digest::sha256_of(b"hello\n").to_string()
+    );
+    assert_eq!(
+        tree["from-dir.txt"].detail,
+        Digest::sha256_of(b"from a named directory\n").to_string()
+    );
+}
+
+#[test]
+fn containerd_pulls_and_runs_rbuild_images_with_gzip_and_zstd_layers() {
+    let (Some(docker), Some(ctr)) = (Docker::get(), spec_tests::tools::Ctr::get()) else {
+        return;
+    };
+    let base = base_image(&docker);
+    let registry = RegistryProcess::start();
+    let store = tempfile::tempdir().unwrap();
+    for (compression, case, expected) in [
+        ("gzip", "multistage", "a\nb\nc\n"),
+        (
+            "zstd",
+            "run-filesystem",
+            "lower\nmodified\nnew\nfifo\nhardlink\nkeep\nlink2\nlower.txt\nreplace\n",
+        ),
+    ] {
+        let image = format!("{}/k8s/{case}:{compression}", registry.host());
+        run(rbuild(store.path())
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--push",
+                "--compression",
+                compression,
+                "-t",
+                &image,
+            ])
+            .arg("--build-arg")
+            .arg(format!("BASE={base}"))
+            .arg(fixture(case)));
+        run(ctr.cmd().args(["images", "pull", "--plain-http", &image]));
+        let id = format!("rbuild-{case}-{}", registry.addr().port());
+        let out = run(ctr.cmd().args(["run", "--rm", &image, &id]));
+        assert_eq!(out, expected, "{case} with {compression} layers");
+        run(ctr.cmd().args(["images", "rm", &image]));
+    }
+}
