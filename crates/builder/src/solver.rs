@@ -317,10 +317,9 @@ impl Builder {
         // DIR:TAG, where TAG may itself hold ':' (`app:1`): the directory is the longest
         // prefix that is an OCI layout.
         let (dir, tag) = spec
-            .match_indices(':')
+            .rmatch_indices(':')
             .map(|(i, _)| (&spec[..i], Some(&spec[i + 1..])))
-            .filter(|(dir, _)| Path::new(dir).join("index.json").is_file())
-            .last()
+            .find(|(dir, _)| Path::new(dir).join("index.json").is_file())
             .unwrap_or((spec, None));
         let bad = |what: String| BuildError::Fetch(format!("oci-layout://{spec}: {what}"));
         let index_path = Path::new(dir).join("index.json");
