@@ -16,33 +16,24 @@ for tool in "$docker" buildah runc python3 busybox; do
     command -v "$tool" >/dev/null || { echo "benches/build.sh needs $tool" >&2; exit 2; }
 done
 "$docker" info >/dev/null 2>&1 || { echo "no docker engine: set DOCKER_HOST (see ENVIRONMENT.md)" >&2; exit 2; }
-cargo build --release --quiet -p rbuild
-bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/rbuild
+source benches/common.sh
+build_rbuild
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-build-bench.XXXXXX")
-registry_pid=""
 cleanup() {
-    [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null || true
+    stop_registry "$work"
     buildah --root "$work/buildah" --runroot "$work/buildah-run" rm --all >/dev/null 2>&1 || true
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 # The base every builder pulls: busybox, built by docker, served by rbuild serve.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" serve --addr "127.0.0.1:$port" --root "$work/registry" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-mkdir -p "$work/base" && cp "$(command -v busybox)" "$work/base/busybox"
-printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\nCMD ["/bin/sh"]\n' >"$work/base/Dockerfile"
-base="127.0.0.1:$port/bench/busybox:1"
-DOCKER_BUILDKIT=1 "$docker" build --network=none -q -t "$base" "$work/base" >/dev/null
-"$docker" push -q "$base" >/dev/null
+base=$(start_registry_with_busybox "$work")
 
 python3 benches/build/generate-context.py "$work/context"
 context="$work/context"
 echo "context: $(find "$context" -type f | wc -l) files, $(du -sm "$context" | cut -f1) MB"
 
-now() { date +%s.%N; }
 time_rbuild() {
     local s; s=$(now)
     RBUILD_ROOT="$work/rbuild-store" "$bin" build --progress plain --network none -t bench/app:rbuild \
@@ -80,7 +71,6 @@ for round in $(seq "$RUNS"); do
     echo "round $round: cold ${cold[rbuild]##* } warm ${warm[rbuild]##* } change ${change[rbuild]##* } (rbuild, latest)"
 done
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 printf '\n%-22s %10s %10s %10s %14s %14s\n' "seconds (median)" rbuild docker buildah "docker/rbuild" "buildah/rbuild"
 for row in cold warm change; do
     declare -n data=$row

@@ -31,6 +31,9 @@ pub struct StepMetrics {
     pub layer: Option<String>,
     /// The layer's compressed size.
     pub layer_size: u64,
+    /// Of the wall time, milliseconds spent turning the step's changes into the layer (reading
+    /// them, tar, compression, hashing), for comparing with `tar | pigz`.
+    pub layer_ms: f64,
 }
 
 /// The whole build's numbers.

@@ -680,6 +680,7 @@ enum Outcome {
         reason: String,
         bytes_written: u64,
         bytes_compressed: u64,
+        layer_ms: f64,
     },
 }
 
@@ -774,11 +775,13 @@ impl Run {
                     reason,
                     bytes_written,
                     bytes_compressed,
+                    layer_ms,
                 } => {
                     metrics.cache = "miss".to_owned();
                     metrics.miss_reason = Some(reason);
                     metrics.bytes_written = bytes_written;
                     metrics.bytes_compressed = bytes_compressed;
+                    metrics.layer_ms = layer_ms;
                 }
             }
             if let Some(layer) = state.layers.last().filter(|_| metrics.cache != "none") {
@@ -879,8 +882,10 @@ impl Run {
                 reason,
                 bytes_written: 0,
                 bytes_compressed: 0,
+                layer_ms: 0.0,
             });
         }
+        let layer_started = Instant::now();
         let mut writer = content.writer()?;
         let info = write_layer(entries, &self.request.layer_options, &mut writer)
             .map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;
@@ -902,6 +907,7 @@ impl Run {
             reason,
             bytes_written: info.uncompressed_size,
             bytes_compressed: info.size,
+            layer_ms: layer_started.elapsed().as_secs_f64() * 1000.0,
         })
     }
 
@@ -1259,7 +1265,8 @@ impl Run {
         let inputs = self.run_inputs(step, run, &user, fs_key, done)?;
         let label = self.label(stage, step);
         let below = state.layers.clone();
-        self.cached_layer(stage, step, step_id, &inputs, state, fs_key, || {
+        let diff_ms = std::cell::Cell::new(0.0);
+        let outcome = self.cached_layer(stage, step, step_id, &inputs, state, fs_key, || {
             let view = self.store.snapshots.view(&below, &self.store.content)?;
             let (owner, groups) = crate::owner::run_user(&user, &view)?;
             let runtime = self.runtime()?;
@@ -1311,8 +1318,25 @@ impl Run {
                 }
                 other => BuildError::Unsupported(format!("running the step: {other}")),
             })?;
+            let diff_started = Instant::now();
             let entries = exec::layer_entries(&finished.upper(), &prepared.stubs, &view)?;
+            diff_ms.set(diff_started.elapsed().as_secs_f64() * 1000.0);
             Ok((entries, Some(finished)))
+        })?;
+        // The layer's time includes reading the step's changes back from the upper directory.
+        Ok(match outcome {
+            Outcome::Built {
+                reason,
+                bytes_written,
+                bytes_compressed,
+                layer_ms,
+            } => Outcome::Built {
+                reason,
+                bytes_written,
+                bytes_compressed,
+                layer_ms: layer_ms + diff_ms.get(),
+            },
+            other => other,
         })
     }
 

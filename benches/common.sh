@@ -1,0 +1,38 @@
+# Shared by the comparison scripts (sourced, not run).
+
+# A free TCP port on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The median of the numbers on stdin (one per line, or space-separated).
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Seconds since the epoch, with nanoseconds.
+now() { date +%s.%N; }
+
+# Starts `rbuild serve` on a free port with its root under $1 (its PID in $1/registry.pid, for
+# stop_registry), builds the busybox base with docker, pushes it, and prints its reference.
+start_registry_with_busybox() {
+    local dir=$1 port
+    port=$(free_port)
+    "$bin" serve --addr "127.0.0.1:$port" --root "$dir/registry" >"$dir/registry.log" 2>&1 &
+    echo $! >"$dir/registry.pid"
+    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.1; done
+    mkdir -p "$dir/base" && cp "$(command -v busybox)" "$dir/base/busybox"
+    printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\nCMD ["/bin/sh"]\n' \
+        >"$dir/base/Dockerfile"
+    local base="127.0.0.1:$port/bench/busybox:1"
+    DOCKER_BUILDKIT=1 /usr/bin/docker build --network=none -q -t "$base" "$dir/base" >/dev/null
+    /usr/bin/docker push -q "$base" >/dev/null
+    echo "$base"
+}
+
+# Builds the rbuild release binary and sets $bin to it.
+build_rbuild() {
+    cargo build --release --quiet -p rbuild
+    bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/rbuild
+}
+
+# Stops the registry start_registry_with_busybox started under $1, by PID.
+stop_registry() {
+    [[ -f $1/registry.pid ]] && kill "$(cat "$1/registry.pid")" 2>/dev/null || true
+}
