@@ -10,7 +10,8 @@
 //!
 //! Three kinds of thread work on a layer: the producer (the tar writer and the diff ID hash),
 //! `threads` deflate workers, and the calling thread, which writes blocks out in order. Memory
-//! stays bounded: at most `2 × threads + 2` blocks are in flight.
+//! stays bounded: the producer waits once `threads + 2` blocks are queued or being deflated,
+//! so at most about `(threads + 3) × 2 × BLOCK_SIZE` bytes are held (input and output).
 
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -101,8 +102,14 @@ pub(crate) fn compress<T: Send>(
                     failure = Some(LayerError::stream("compressing the layer", e));
                     break;
                 }
-                // The worker died (it panicked); the producer's result will say more.
-                Err(_) => break,
+                // The worker died (it panicked): the stream has a hole, whatever the producer says.
+                Err(_) => {
+                    failure = Some(LayerError::stream(
+                        "compressing the layer",
+                        io::Error::other("a compression thread panicked"),
+                    ));
+                    break;
+                }
             };
             if let Err(e) = out.write_all(&block.bytes) {
                 failure = Some(write_err(e));

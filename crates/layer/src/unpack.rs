@@ -75,6 +75,14 @@ pub struct UnpackStats {
 /// or not), hard links whose target is outside `dest` or missing, device files unless running
 /// as root, and names longer than 4096 bytes. Symbolic links themselves may hold any target.
 ///
+/// How: every parent directory is opened one component at a time from a descriptor of
+/// `dest` with `openat(O_PATH | O_DIRECTORY | O_NOFOLLOW)`, and the entry itself is created
+/// relative to its parent's descriptor with calls that never follow a final symbolic link;
+/// whatever is in the way is removed first. No path is ever resolved from `/`, so neither a
+/// link planted by an earlier entry nor one already in `dest` can redirect a write. This
+/// needs no `openat2` (Linux 5.6, often filtered by seccomp) and no `/proc` (used only to set
+/// extended attributes on links and special files).
+///
 /// Restored: mode (with setuid, setgid and sticky bits), owner when
 /// [`UnpackOptions::same_owner`], whole-second mtime (without following links; directories
 /// last, so their children do not touch them), extended attributes (those in `security.` and

@@ -73,6 +73,8 @@ pub fn write_layer(
     let (diff_id, uncompressed_size) = match options.compression {
         Compression::None => {
             tarball::write_entries(&entries, epoch, &mut blob)?;
+            blob.flush()
+                .map_err(|e| LayerError::stream("writing the layer", e))?;
             let (digest, size) = blob.finish();
             return Ok(LayerInfo {
                 diff_id: digest.clone(),
