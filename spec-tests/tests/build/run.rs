@@ -324,3 +324,97 @@ fn kill_9_during_run_leaves_nothing_behind() {
         .collect();
     assert!(half_made.is_empty(), "half-made snapshots: {half_made:?}");
 }
+
+#[test]
+fn bind_tmpfs_and_ssh_mounts() {
+    if !runc_available() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let base = rbuild_busybox(store.path());
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ctx.path().join("conf")).unwrap();
+    std::fs::write(ctx.path().join("conf/app.conf"), "from the context\n").unwrap();
+    // A real Unix socket standing in for an SSH agent.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = agent_dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&agent).unwrap();
+    dockerfile(
+        ctx.path(),
+        &format!(
+            "FROM {base} AS source\n\
+             RUN mkdir /made && echo from the stage > /made/file\n\
+             FROM {base}\n\
+             RUN --mount=type=bind,source=conf,target=/mnt/conf cp /mnt/conf/app.conf /copied.conf\n\
+             RUN --mount=type=bind,from=source,source=/made,target=/mnt/made,rw cp /mnt/made/file /from-stage && echo scribble > /mnt/made/extra\n\
+             RUN --mount=type=tmpfs,target=/scratch echo temporary > /scratch/t && cat /scratch/t > /tmpfs-was-writable\n\
+             RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo forwarded > /ssh\n"
+        ),
+    );
+    let layout = store.path().join("layout");
+    run(rbuild(store.path())
+        .env("SSH_AUTH_SOCK", &agent)
+        .args(["build", "--progress", "plain", "--ssh", "default", "--output"])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(ctx.path()));
+    let tree = spec_tests::images::layout_tree(&layout);
+    let content = |path: &str, text: &str| {
+        let node = tree.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(
+            node.detail,
+            rbuild_oci::Digest::sha256_of(text.as_bytes()).to_string(),
+            "{path}"
+        );
+    };
+    content("copied.conf", "from the context\n");
+    content("from-stage", "from the stage\n");
+    content("tmpfs-was-writable", "temporary\n");
+    content("ssh", "forwarded\n");
+    for stub in [
+        "mnt/conf",
+        "mnt/made",
+        "scratch",
+        "scratch/t",
+        "run/buildkit",
+        "mnt",
+    ] {
+        assert!(!tree.contains_key(stub), "mount point {stub} leaked into a layer");
+    }
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_stage() {
+    let store = tempfile::tempdir().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::write(
+        parent.path().join("Dockerfile"),
+        "FROM scratch\nONBUILD COPY greeting.txt /onbuild/\n",
+    )
+    .unwrap();
+    run(rbuild(store.path())
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "rbuild-test/onbuild-parent:1",
+        ])
+        .arg(parent.path()));
+    let child = tempfile::tempdir().unwrap();
+    std::fs::write(child.path().join("greeting.txt"), "triggered\n").unwrap();
+    std::fs::write(
+        child.path().join("Dockerfile"),
+        "FROM rbuild-test/onbuild-parent:1\nLABEL child=yes\n",
+    )
+    .unwrap();
+    let layout = store.path().join("layout");
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain", "--output"])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(child.path()));
+    let tree = spec_tests::images::layout_tree(&layout);
+    assert_eq!(
+        tree["onbuild/greeting.txt"].detail,
+        rbuild_oci::Digest::sha256_of(b"triggered\n").to_string()
+    );
+}
