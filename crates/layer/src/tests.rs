@@ -735,3 +735,121 @@ fn walk(root: &Path) -> Vec<String> {
     }
     out
 }
+
+/// Reads a gzip layer on stdin with Go's `compress/gzip` (one member only) and
+/// `archive/tar`, as docker and containerd do, and prints one line per entry.
+const GO_READER: &str = r#"package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+func main() {
+	in := bufio.NewReader(os.Stdin)
+	zr, err := gzip.NewReader(in)
+	if err != nil {
+		panic(err)
+	}
+	zr.Multistream(false)
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			panic(err)
+		}
+		sum := sha256.New()
+		if _, err := io.Copy(sum, tr); err != nil {
+			panic(err)
+		}
+		var xattrs []string
+		for k, v := range h.PAXRecords {
+			if strings.HasPrefix(k, "SCHILY.xattr.") {
+				xattrs = append(xattrs, fmt.Sprintf("%s=%x", k[13:], v))
+			}
+		}
+		sort.Strings(xattrs)
+		fmt.Printf("%s|%c|%d|%d|%d|%o|%d|%s|%q|%q|%s|%x\n", h.Name, h.Typeflag, h.Size, h.Uid, h.Gid, h.Mode,
+			h.ModTime.Unix(), h.Linkname, h.Uname, h.Gname, strings.Join(xattrs, ","), sum.Sum(nil))
+	}
+	if _, err := io.Copy(io.Discard, zr); err != nil {
+		panic(err)
+	}
+	if rest, _ := io.ReadAll(in); len(rest) != 0 {
+		panic(fmt.Sprintf("%d bytes after the gzip member", len(rest)))
+	}
+}
+"#;
+
+#[test]
+fn go_reads_gzip_layers_as_docker_does() {
+    if Command::new("go").arg("version").output().is_err() {
+        eprintln!("go is not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.go"), GO_READER).unwrap();
+    let mut rng = Rng(2024);
+    let mut entries = random_entries(&mut rng, 120);
+    entries.push(Entry::new(
+        "big",
+        EntryKind::File(FileSource::Bytes(rng.bytes(3 * gzip::BLOCK_SIZE + 5))),
+    ));
+    let (_, blob) = layer(entries.clone(), &LayerOptions::default());
+    let output = run(
+        Command::new("go")
+            .args(["run", "main.go"])
+            .current_dir(dir.path())
+            .env("GOCACHE", dir.path().join("cache"))
+            .env("GOPATH", dir.path().join("gopath"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GO111MODULE", "off"),
+        &blob,
+    );
+    let got = String::from_utf8(output).unwrap();
+    let want: String = canonical(entries)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let (flag, size, link, content): (char, usize, &str, &[u8]) = match &e.kind {
+                EntryKind::File(FileSource::Bytes(b)) => ('0', b.len(), "", b),
+                EntryKind::Dir => ('5', 0, "", b""),
+                EntryKind::Symlink(t) => ('2', 0, t, b""),
+                EntryKind::Hardlink(t) => ('1', 0, t, b""),
+                EntryKind::CharDevice { .. } => ('3', 0, "", b""),
+                EntryKind::Fifo => ('6', 0, "", b""),
+                other => panic!("not generated: {other:?}"),
+            };
+            let name = if flag == '5' {
+                format!("{}/", e.path)
+            } else {
+                e.path.clone()
+            };
+            let xattrs: Vec<String> = e.xattrs.iter().map(|(k, v)| format!("{k}={}", hex(v))).collect();
+            format!(
+                "{name}|{flag}|{size}|{}|{}|{:o}|{}|{link}|\"\"|\"\"|{}|{}\n",
+                e.uid,
+                e.gid,
+                e.mode,
+                e.mtime,
+                xattrs.join(","),
+                rbuild_oci::Digest::sha256_of(content).hex()
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
