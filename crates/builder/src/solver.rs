@@ -58,7 +58,7 @@ impl LocalStore {
             content: ContentStore::open(&root.join("oci"))?,
             cache: Cache::open(&root.join("cache"))?,
             snapshots: Snapshots::open(&root.join("snapshots"))?,
-            stat_cache: StatCache::load(&root.join("statcache.json")),
+            stat_cache: StatCache::load(&root.join("statcache")),
             root: root.to_owned(),
         })
     }
