@@ -24,6 +24,43 @@ pub struct Node {
     pub detail: String,
 }
 
+/// A tar entry as a [`Node`] (file contents read to digest them), with its cleaned path.
+fn node_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> (String, Node) {
+    let path = entry
+        .path()
+        .expect("entry path")
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_owned();
+    let header = entry.header().clone();
+    let link = || {
+        header
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let (kind, detail) = match header.entry_type() {
+        tar::EntryType::Directory => ("dir", String::new()),
+        tar::EntryType::Symlink => ("link", link()),
+        tar::EntryType::Link => ("hardlink", link()),
+        _ => {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).expect("entry content");
+            ("file", Digest::sha256_of(&bytes).to_string())
+        }
+    };
+    let node = Node {
+        kind: kind.to_owned(),
+        mode: header.mode().unwrap_or(0) & 0o7777,
+        uid: header.uid().unwrap_or(0),
+        gid: header.gid().unwrap_or(0),
+        detail,
+    };
+    (path, node)
+}
+
 /// The filesystem of `image` as `docker export` of a fresh container gives it.
 pub fn tree(docker: &Docker, image: &str) -> BTreeMap<String, Node> {
     let id = run(docker.cmd().args(["create", image, "/nonexistent"]))
@@ -40,62 +77,24 @@ pub fn tree(docker: &Docker, image: &str) -> BTreeMap<String, Node> {
     let mut nodes = BTreeMap::new();
     for entry in archive.entries().expect("tar stream") {
         let mut entry = entry.expect("tar entry");
-        let path = entry
-            .path()
-            .expect("entry path")
-            .to_string_lossy()
-            .trim_end_matches('/')
-            .to_owned();
+        let (path, node) = node_of(&mut entry);
         // docker adds these to every container.
-        if path.is_empty()
+        let added = path.is_empty()
             || path == ".dockerenv"
-            || path.starts_with("dev")
-            || path.starts_with("proc")
-            || path.starts_with("sys")
-            || path.starts_with("etc/hostname")
-            || path.starts_with("etc/hosts")
-            || path.starts_with("etc/resolv.conf")
-            || path.starts_with("etc/mtab")
-        {
-            continue;
+            || [
+                "dev",
+                "proc",
+                "sys",
+                "etc/hostname",
+                "etc/hosts",
+                "etc/resolv.conf",
+                "etc/mtab",
+            ]
+            .iter()
+            .any(|p| path.starts_with(p));
+        if !added {
+            nodes.insert(path, node);
         }
-        let header = entry.header().clone();
-        let (kind, detail) = match header.entry_type() {
-            tar::EntryType::Directory => ("dir", String::new()),
-            tar::EntryType::Symlink => (
-                "link",
-                header
-                    .link_name()
-                    .ok()
-                    .flatten()
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            ),
-            tar::EntryType::Link => (
-                "hardlink",
-                header
-                    .link_name()
-                    .ok()
-                    .flatten()
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            ),
-            _ => {
-                let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes).expect("entry content");
-                ("file", Digest::sha256_of(&bytes).to_string())
-            }
-        };
-        nodes.insert(
-            path,
-            Node {
-                kind: kind.to_owned(),
-                mode: header.mode().unwrap_or(0) & 0o7777,
-                uid: header.uid().unwrap_or(0),
-                gid: header.gid().unwrap_or(0),
-                detail,
-            },
-        );
     }
     let _ = child.wait();
     run(docker.cmd().args(["rm", &id]));
@@ -129,12 +128,7 @@ pub fn layout_tree(layout: &std::path::Path) -> BTreeMap<String, Node> {
         let mut archive = tar::Archive::new(reader);
         for entry in archive.entries().expect("layer tar") {
             let mut entry = entry.expect("tar entry");
-            let path = entry
-                .path()
-                .expect("path")
-                .to_string_lossy()
-                .trim_end_matches('/')
-                .to_owned();
+            let (path, node) = node_of(&mut entry);
             let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
             if let Some(hidden) = name.strip_prefix(".wh.") {
                 let parent = path
@@ -144,38 +138,7 @@ pub fn layout_tree(layout: &std::path::Path) -> BTreeMap<String, Node> {
                 nodes.retain(|p: &String, _| p != &gone && !p.starts_with(&format!("{gone}/")));
                 continue;
             }
-            let header = entry.header().clone();
-            let (kind, detail) = match header.entry_type() {
-                tar::EntryType::Directory => ("dir", String::new()),
-                tar::EntryType::Symlink | tar::EntryType::Link => (
-                    if header.entry_type() == tar::EntryType::Symlink {
-                        "link"
-                    } else {
-                        "hardlink"
-                    },
-                    header
-                        .link_name()
-                        .ok()
-                        .flatten()
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                ),
-                _ => {
-                    let mut content = Vec::new();
-                    entry.read_to_end(&mut content).expect("content");
-                    ("file", Digest::sha256_of(&content).to_string())
-                }
-            };
-            nodes.insert(
-                path,
-                Node {
-                    kind: kind.to_owned(),
-                    mode: header.mode().unwrap_or(0) & 0o7777,
-                    uid: header.uid().unwrap_or(0),
-                    gid: header.gid().unwrap_or(0),
-                    detail,
-                },
-            );
+            nodes.insert(path, node);
         }
     }
     nodes

@@ -239,7 +239,7 @@ impl Context {
                     } else {
                         format!("{}/{target}", parent(&current))
                     };
-                    current = clean_within(&joined);
+                    current = crate::rootfs::clean(&joined);
                 }
                 _ => return Ok(file),
             }
@@ -333,21 +333,6 @@ impl Context {
     pub fn absolute(&self, path: &str) -> PathBuf {
         self.root.join(path)
     }
-}
-
-/// Cleans a path that may climb with `..`, clamping at the root.
-fn clean_within(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for component in path.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    parts.join("/")
 }
 
 fn hash_file(path: &Path) -> Result<Digest> {
