@@ -14,7 +14,8 @@ fn grammar() -> Option<&'static regex::Regex> {
         let host = format!(r"(?:{domain_component}(?:\.{domain_component})*|\[[a-fA-F0-9:]+\])");
         let domain = format!("{host}(?::[0-9]+)?");
         let name = format!("(?:{domain}/)?{component}(?:/{component})*");
-        let tag = r"[\w][\w.-]{0,127}";
+        // Go's `\w` is ASCII; Rust's is Unicode (and far costlier to compile).
+        let tag = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
         let digest = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
         regex::Regex::new(&format!("^({name})(?::({tag}))?(?:@({digest}))?$")).ok()
     })

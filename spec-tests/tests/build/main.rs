@@ -6,6 +6,7 @@
 
 mod add;
 mod cache;
+mod check;
 mod differential;
 mod outputs;
 mod run;
