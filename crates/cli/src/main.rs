@@ -7,7 +7,10 @@ mod args;
 mod build;
 mod check;
 mod display;
+mod htpasswd;
 mod images;
+mod login;
+mod password;
 mod registry;
 mod serve;
 mod store;
@@ -50,6 +53,12 @@ enum Command {
         #[command(subcommand)]
         command: registry::RegistryCommand,
     },
+    /// Write a bcrypt htpasswd entry for `rbuild serve --htpasswd`.
+    Htpasswd(htpasswd::HtpasswdArgs),
+    /// Log in to a registry (credentials kept where `docker login` keeps them).
+    Login(login::LoginArgs),
+    /// Log out of a registry.
+    Logout(login::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +73,9 @@ fn main() -> ExitCode {
         Command::Push(args) => images::push(args),
         Command::Cache { command } => images::cache(command),
         Command::Registry { command } => registry::run(command),
+        Command::Htpasswd(args) => htpasswd::run(args),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
     };
     match result {
         Ok(code) => code,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use rbuild_registry::config::LogFormat;
+use rbuild_registry::config::{AuthMode, LogFormat, TlsConfig};
+use rbuild_registry::tls::Tls;
 use rbuild_registry::{Config, Registry, server};
 
 /// Flags override the config file, which overrides the defaults.
@@ -26,6 +27,30 @@ pub struct ServeArgs {
     /// Log line format
     #[arg(long, env = "RBUILD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Serve HTTPS with this certificate chain (PEM; reloaded on SIGHUP) [config: tls.cert]
+    #[arg(long, env = "RBUILD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM) [config: tls.key]
+    #[arg(long, env = "RBUILD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM) [config: tls.client_ca]
+    #[arg(long, env = "RBUILD_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Users (bcrypt htpasswd file, see `rbuild htpasswd`); turns on Basic auth unless --auth
+    /// says otherwise [config: auth.htpasswd]
+    #[arg(long, env = "RBUILD_HTPASSWD")]
+    htpasswd: Option<PathBuf>,
+    /// How clients authenticate [config: auth.mode; default: none]
+    #[arg(long, env = "RBUILD_AUTH", value_enum)]
+    auth: Option<AuthModeArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuthModeArg {
+    None,
+    Htpasswd,
+    Token,
+    External,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -58,6 +83,63 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Applies the TLS and auth flags on top of the config file.
+fn apply_security_flags(config: &mut Config, args: &ServeArgs) -> anyhow::Result<()> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let client_ca = config.tls.as_ref().and_then(|t| t.client_ca.clone());
+        config.tls = Some(TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca,
+        });
+    }
+    if let Some(ca) = &args.tls_client_ca {
+        let Some(tls) = &mut config.tls else {
+            anyhow::bail!(
+                "--tls-client-ca needs TLS: give --tls-cert and --tls-key (or [tls] in the config)"
+            );
+        };
+        tls.client_ca = Some(ca.clone());
+    }
+    if let Some(path) = &args.htpasswd {
+        config.auth.htpasswd = Some(path.clone());
+        if config.auth.mode == AuthMode::None {
+            config.auth.mode = AuthMode::Htpasswd;
+        }
+    }
+    if let Some(mode) = args.auth {
+        config.auth.mode = match mode {
+            AuthModeArg::None => AuthMode::None,
+            AuthModeArg::Htpasswd => AuthMode::Htpasswd,
+            AuthModeArg::Token => AuthMode::Token,
+            AuthModeArg::External => AuthMode::External,
+        };
+    }
+    Ok(())
+}
+
+/// Reloads certificates and auth files on every SIGHUP; a failed reload keeps what was loaded.
+async fn reload_on_sighup(registry: Arc<Registry>, tls: Option<Arc<Tls>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; certificates and users will not be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading certificates and auth files");
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!("TLS reload failed, keeping the previous certificate: {e}"),
+            }
+        }
+        match registry.auth().reload() {
+            Ok(()) => tracing::info!("{}", registry.auth().describe()),
+            Err(e) => tracing::error!("auth reload failed, keeping the previous users and keys: {e}"),
+        }
+    }
+}
+
 /// Completes on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -80,9 +162,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.addr {
         config.addr = addr;
     }
-    if let Some(root) = args.root {
-        config.root = Some(root);
+    if let Some(root) = &args.root {
+        config.root = Some(root.clone());
     }
+    apply_security_flags(&mut config, &args)?;
     if let Some(format) = args.log_format {
         config.log.format = match format {
             LogFormatArg::Text => LogFormat::Text,
@@ -92,19 +175,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let root = config.root.clone().unwrap_or_else(default_root);
     init_logging(config.log.format);
 
-    let registry = Registry::open_fs(&root, config.clone())
-        .with_context(|| format!("opening registry storage at {}", root.display()))?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|settings| Tls::load(settings).map(Arc::new))
+        .transpose()
+        .context("loading the TLS certificate")?;
+    let registry = Arc::new(
+        Registry::open_fs(&root, config.clone())
+            .with_context(|| format!("opening the registry at {}", root.display()))?,
+    );
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("listening on {}", config.addr))?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(
-            "rbuild registry listening on http://{addr}, storing data in {}",
+            "rbuild registry listening on {scheme}://{addr}, storing data in {}",
             root.display()
         );
-        server::run(Arc::new(registry), listener, shutdown_signal()).await?;
+        tracing::info!("{}", registry.auth().describe());
+        if tls.as_ref().is_some_and(|t| t.requires_client_certificates()) {
+            tracing::info!("clients must present a certificate signed by the configured CA");
+        }
+        if tls.is_none() && registry.auth().mode() != AuthMode::None && !addr.ip().is_loopback() {
+            tracing::warn!(
+                "auth is on without TLS: credentials and tokens cross the network in the clear; give --tls-cert and --tls-key"
+            );
+        }
+        tokio::spawn(reload_on_sighup(registry.clone(), tls.clone()));
+        server::run_with(registry, listener, tls, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -200,6 +200,14 @@ impl Client {
     }
 
     fn make_endpoint(&self, registry: &str) -> Result<Endpoint, ClientError> {
+        self.make_endpoint_with(registry, None)
+    }
+
+    fn make_endpoint_with(
+        &self,
+        registry: &str,
+        credential: Option<(Credential, String)>,
+    ) -> Result<Endpoint, ClientError> {
         let options = &self.inner.options;
         let insecure = self.is_insecure(registry);
         let authority = transport::api_authority(registry);
@@ -233,7 +241,47 @@ impl Client {
             insecure,
             http,
             docker_config: self.inner.docker_config.clone(),
+            credential,
         }))
+    }
+
+    /// Checks `credential` against `registry` the way `docker login` does: pings `/v2/`, then
+    /// authenticates as the registry's challenge asks (Basic, or a token from its token
+    /// service) and asks `/v2/` again. `Ok` means the registry accepted the credential, or
+    /// asks for none. Nothing is stored: see [`DockerConfig::store`].
+    pub async fn login(&self, registry: &str, credential: &Credential) -> Result<(), ClientError> {
+        let source = "the credentials given".to_owned();
+        let endpoint = self.make_endpoint_with(registry, Some((credential.clone(), source.clone())))?;
+        let url = endpoint.url("/v2/").await?;
+        let scopes = auth::Scopes::new();
+        let request = transport::Request {
+            method: reqwest::Method::GET,
+            url,
+            headers: Vec::new(),
+            body: transport::Body::Empty,
+            scopes: &scopes,
+        };
+        let response = endpoint.send(&request).await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = transport::read_limited(response, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let details = error::Details::parse(&body);
+        Err(match status.as_u16() {
+            401 | 403 => ClientError::AuthenticationFailed {
+                registry: registry.to_owned(),
+                source_desc: source,
+                details,
+            },
+            code => ClientError::Protocol {
+                registry: registry.to_owned(),
+                request: "GET /v2/".to_owned(),
+                reason: format!("HTTP {code}{details}"),
+            },
+        })
     }
 
     /// The manifest for `platform` (following an index), its config, and their digests.

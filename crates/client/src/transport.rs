@@ -134,6 +134,9 @@ pub(crate) struct EndpointSettings {
     pub insecure: bool,
     pub http: reqwest::Client,
     pub docker_config: DockerConfig,
+    /// Credentials to use instead of the docker config's, and how to name them in errors
+    /// (`rbuild login` checks what it was given before storing it).
+    pub credential: Option<(Credential, String)>,
 }
 
 /// One registry, shared by every request to it from one [`Client`](crate::Client).
@@ -147,6 +150,7 @@ pub(crate) struct Endpoint {
     base: tokio::sync::OnceCell<Url>,
     challenge: Mutex<Option<Challenge>>,
     credential: tokio::sync::OnceCell<Option<Credential>>,
+    credential_source: Option<String>,
     tokens: TokenCache,
 }
 
@@ -161,6 +165,13 @@ pub(crate) fn api_authority(registry: &str) -> &str {
 
 impl Endpoint {
     pub fn new(settings: EndpointSettings) -> Endpoint {
+        let (credential, credential_source) = match settings.credential {
+            Some((credential, source)) => (
+                tokio::sync::OnceCell::new_with(Some(Some(credential))),
+                Some(source),
+            ),
+            None => (tokio::sync::OnceCell::new(), None),
+        };
         Endpoint {
             authority: api_authority(&settings.registry).to_owned(),
             registry: settings.registry,
@@ -170,7 +181,8 @@ impl Endpoint {
             docker_config: settings.docker_config,
             base: tokio::sync::OnceCell::new(),
             challenge: Mutex::new(None),
-            credential: tokio::sync::OnceCell::new(),
+            credential,
+            credential_source,
             tokens: TokenCache::default(),
         }
     }
@@ -308,6 +320,9 @@ impl Endpoint {
     }
 
     fn credential_source(&self) -> String {
+        if let Some(source) = &self.credential_source {
+            return source.clone();
+        }
         format!("{}", self.docker_config.dir().join("config.json").display())
     }
 

@@ -22,6 +22,28 @@
 //! auto_mount = true        # mount a known blob even when the client names no `from`
 //! purge_after_secs = 86400 # abandon uploads idle this long
 //! purge_interval_secs = 3600
+//!
+//! [tls]                    # serve HTTPS (HTTP/1.1 and HTTP/2); reloaded on SIGHUP
+//! cert = "/etc/rbuild/tls.crt"
+//! key = "/etc/rbuild/tls.key"
+//! client_ca = "/etc/rbuild/clients-ca.crt"   # optional: require client certificates
+//!
+//! [auth]                   # see `crate::auth`
+//! mode = "token"           # none | htpasswd | token | external
+//! htpasswd = "/etc/rbuild/htpasswd"
+//! anonymous_pull = false
+//!
+//! [auth.token]
+//! service = "registry.example.com"
+//! key = "/etc/rbuild/token.key"
+//!
+//! [auth.groups]
+//! ci = ["builder"]
+//!
+//! [[auth.rules]]
+//! repositories = ["team-a/**"]
+//! groups = ["ci"]
+//! actions = ["pull", "push"]
 //! ```
 
 use std::net::SocketAddr;
@@ -69,6 +91,10 @@ pub struct Config {
     pub uploads: UploadConfig,
     /// How long in-flight requests may run after SIGTERM before the server exits anyway.
     pub shutdown_grace_secs: u64,
+    /// HTTPS; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Authentication and authorization.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -81,6 +107,8 @@ impl Default for Config {
             limits: Limits::default(),
             uploads: UploadConfig::default(),
             shutdown_grace_secs: 30,
+            tls: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -183,6 +211,170 @@ impl Default for UploadConfig {
     }
 }
 
+/// HTTPS settings. Every file is read again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; when set, every
+    /// connection must present one.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How requests are authenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Everyone may do everything: for a registry on loopback or behind a trusted proxy.
+    #[default]
+    None,
+    /// HTTP Basic authentication against an htpasswd file of bcrypt hashes.
+    Htpasswd,
+    /// The built-in token service (`/token`) issues ES256 JWTs to the htpasswd users; the
+    /// registry accepts them as `Bearer` tokens.
+    Token,
+    /// Tokens issued by an external service, verified with its public keys.
+    External,
+}
+
+/// An action on a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Read manifests, blobs, tags and referrers.
+    Pull,
+    /// Upload blobs and manifests.
+    Push,
+    /// Delete manifests, tags and blobs.
+    Delete,
+    /// Every action.
+    #[serde(rename = "*")]
+    All,
+}
+
+/// Who may do what, where: one entry of `[[auth.rules]]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rule {
+    /// Repository patterns: `*` matches within one path component, `**` across components.
+    pub repositories: Vec<String>,
+    /// User names; `"*"` is every authenticated user.
+    pub users: Vec<String>,
+    /// Group names from `[auth.groups]`.
+    pub groups: Vec<String>,
+    /// What the rule allows on its repositories.
+    pub actions: Vec<Action>,
+    /// Whether the rule also lets unauthenticated clients pull (never push or delete).
+    pub anonymous: bool,
+    /// Whether the rule grants the catalog (`registry:catalog:*`).
+    pub catalog: bool,
+}
+
+/// Failed-login limiting: after `max_failures` failed logins from one address within
+/// `window_secs`, logins from it are answered 429 until the window ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginLimit {
+    /// Failed logins allowed per window.
+    pub max_failures: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+}
+
+impl Default for LoginLimit {
+    fn default() -> LoginLimit {
+        LoginLimit {
+            max_failures: 10,
+            window_secs: 60,
+        }
+    }
+}
+
+/// Token settings, for `token` (the built-in service) and `external` (another issuer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The token endpoint clients are sent to. For `token`, the default is this server's
+    /// `/token` at the scheme and host the client used; required for `external`.
+    pub realm: Option<String>,
+    /// The service name: the challenge's `service` and the tokens' audience (`aud`).
+    pub service: String,
+    /// The issuer (`iss`) tokens must name.
+    pub issuer: String,
+    /// `token`: the ES256 signing key (PEM, PKCS#8 P-256). Unset: a key is generated at
+    /// start-up, and tokens do not survive a restart or work across replicas.
+    pub key: Option<PathBuf>,
+    /// `token`: lifetime of access tokens, in seconds (at least 60).
+    pub ttl_secs: u64,
+    /// `token`: lifetime of refresh tokens (`offline_token=true`, `access_type=offline`); 0
+    /// issues none.
+    pub refresh_ttl_secs: u64,
+    /// `external`: the issuer's public keys (PEM public keys or certificates), ES256 or RS256.
+    pub public_keys: Vec<PathBuf>,
+    /// `external`: a JWKS file with the issuer's keys.
+    pub jwks: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> TokenConfig {
+        TokenConfig {
+            realm: None,
+            service: "rbuild".to_owned(),
+            issuer: "rbuild".to_owned(),
+            key: None,
+            ttl_secs: 300,
+            refresh_ttl_secs: 7 * 24 * 60 * 60,
+            public_keys: Vec::new(),
+            jwks: None,
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// Authentication and authorization settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How clients authenticate.
+    pub mode: AuthMode,
+    /// The users: an htpasswd file of bcrypt entries (`rbuild htpasswd` writes them).
+    pub htpasswd: Option<PathBuf>,
+    /// The highest bcrypt cost accepted in the htpasswd file (each verification costs
+    /// 2^cost rounds; a file with dearer entries is refused at start-up).
+    pub max_bcrypt_cost: u32,
+    /// Everyone, logged in or not, may pull every repository.
+    pub anonymous_pull: bool,
+    /// Limits failed logins per client address; unset: no limit.
+    pub login_limit: Option<LoginLimit>,
+    /// Groups of users, for rules.
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Authorization rules. With none, every authenticated user may do everything.
+    pub rules: Vec<Rule>,
+    /// Token settings.
+    pub token: TokenConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            mode: AuthMode::None,
+            htpasswd: None,
+            max_bcrypt_cost: 14,
+            anonymous_pull: false,
+            login_limit: None,
+            groups: Default::default(),
+            rules: Vec::new(),
+            token: TokenConfig::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +411,48 @@ mod tests {
         assert!(!c.storage.delete_enabled);
         assert_eq!(c.limits.max_manifest_bytes, 1024);
         assert!(!c.uploads.auto_mount);
+    }
+
+    #[test]
+    fn reads_tls_and_auth() {
+        let c: Config = toml::from_str(
+            r#"
+            [tls]
+            cert = "/tls/crt"
+            key = "/tls/key"
+            [auth]
+            mode = "token"
+            htpasswd = "/etc/htpasswd"
+            anonymous_pull = true
+            [auth.login_limit]
+            max_failures = 3
+            [auth.token]
+            service = "reg"
+            ttl_secs = 120
+            [auth.groups]
+            ci = ["bot"]
+            [[auth.rules]]
+            repositories = ["team/**"]
+            groups = ["ci"]
+            actions = ["pull", "push"]
+            [[auth.rules]]
+            users = ["admin"]
+            repositories = ["**"]
+            actions = ["*"]
+            catalog = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("/tls/key"));
+        assert_eq!(c.auth.mode, AuthMode::Token);
+        assert_eq!(c.auth.login_limit.unwrap().max_failures, 3);
+        assert_eq!(c.auth.token.service, "reg");
+        assert_eq!(c.auth.token.issuer, "rbuild");
+        assert_eq!(c.auth.rules[0].actions, [Action::Pull, Action::Push]);
+        assert_eq!(c.auth.rules[1].actions, [Action::All]);
+        assert!(c.auth.rules[1].catalog);
+        assert!(toml::from_str::<Config>("[auth]\nmode = \"ldap\"\n").is_err());
+        assert!(toml::from_str::<Config>("[[auth.rules]]\nactions = [\"write\"]\n").is_err());
     }
 
     #[test]

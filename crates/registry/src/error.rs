@@ -99,6 +99,8 @@ pub struct RegistryError {
     pub message: String,
     /// Structured detail (the offending digest, name, …).
     pub detail: Option<serde_json::Value>,
+    /// Headers the response carries besides the body's (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(http::header::HeaderName, String)>,
 }
 
 impl RegistryError {
@@ -109,6 +111,7 @@ impl RegistryError {
             status: code.default_status(),
             message: message.into(),
             detail: None,
+            headers: Vec::new(),
         }
     }
 
@@ -124,6 +127,12 @@ impl RegistryError {
         self
     }
 
+    /// Adds a response header.
+    pub fn with_header(mut self, name: http::header::HeaderName, value: impl Into<String>) -> RegistryError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
     /// A server-side failure (storage I/O). The message is logged; the client gets a 500.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> RegistryError {
         tracing::error!("{context}: {error}");
@@ -132,6 +141,7 @@ impl RegistryError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: format!("{context}: internal storage error"),
             detail: None,
+            headers: Vec::new(),
         }
     }
 

@@ -101,12 +101,13 @@ pub fn json_as(
 /// The response for a failed request.
 pub fn error_response(error: &RegistryError) -> Response<Body> {
     let body = error.body();
+    let headers = [
+        (http::header::CONTENT_TYPE, "application/json".to_owned()),
+        (http::header::CONTENT_LENGTH, body.len().to_string()),
+    ];
     response(
         error.status,
-        [
-            (http::header::CONTENT_TYPE, "application/json".to_owned()),
-            (http::header::CONTENT_LENGTH, body.len().to_string()),
-        ],
+        headers.into_iter().chain(error.headers.iter().cloned()),
         full(body),
     )
 }

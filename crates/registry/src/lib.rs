@@ -5,10 +5,13 @@
 //!
 //! - [`route`] reads the resource from the path (from the right: names contain slashes) and
 //!   validates every identifier before anything else sees it;
+//! - [`auth`] decides who may do what (htpasswd, a built-in token service, tokens from an
+//!   external issuer, per-repository rules) before any handler runs;
 //! - [`Registry`] dispatches to one handler per resource (`handlers/`), which speak the spec's
 //!   headers and [error codes](error::ErrorCode);
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
-//! - [`server`] runs hyper with graceful shutdown, access logs and the stale-upload purge.
+//! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
+//!   and the stale-upload purge.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod error;
 mod handlers;
@@ -28,45 +32,66 @@ pub mod http;
 pub mod route;
 pub mod server;
 pub mod storage;
+pub mod tls;
 
 use std::path::Path;
 
+use auth::{Auth, AuthError};
 pub use config::Config;
 pub use error::{ErrorCode, RegistryError};
 use storage::fs::{FsBlobStore, FsMetadataStore};
 use storage::{BlobStore, MetadataStore};
 
-/// The registry application: storage plus settings. Cheap to share behind an `Arc`.
+/// The registry application: storage, settings and auth. Cheap to share behind an `Arc`.
 pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
     blobs: B,
     metadata: M,
     config: Config,
+    auth: Auth,
+}
+
+/// Why a registry could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The storage root is not usable.
+    #[error(transparent)]
+    Storage(#[from] std::io::Error),
+    /// The auth configuration is not usable.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl Registry<FsBlobStore, FsMetadataStore> {
     /// A registry keeping everything under `root` on the local filesystem.
-    pub fn open_fs(root: &Path, config: Config) -> std::io::Result<Self> {
+    pub fn open_fs(root: &Path, config: Config) -> Result<Self, OpenError> {
         let fsync = config.storage.fsync;
         Ok(Registry::new(
             FsBlobStore::open(root, fsync)?,
             FsMetadataStore::open(root, fsync)?,
             config,
-        ))
+        )?)
     }
 }
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
-    /// A registry over the given stores.
-    pub fn new(blobs: B, metadata: M, config: Config) -> Self {
-        Registry {
+    /// A registry over the given stores, with the auth `config` describes (its files read now).
+    pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, AuthError> {
+        let auth = Auth::from_config(&config.auth)?;
+        Ok(Registry {
             blobs,
             metadata,
             config,
-        }
+            auth,
+        })
     }
 
     /// The settings the registry runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Authentication and authorization (to reload their files).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 }

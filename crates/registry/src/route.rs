@@ -67,12 +67,14 @@ pub enum Route {
     Health,
     /// `/readyz`: storage is usable.
     Ready,
+    /// `/token`: the built-in token service (when auth uses it).
+    Token,
 }
 
 impl Route {
     /// Whether the route is part of the `/v2/` API (and gets its headers).
     pub fn is_api(&self) -> bool {
-        !matches!(self, Route::Health | Route::Ready)
+        !matches!(self, Route::Health | Route::Ready | Route::Token)
     }
 }
 
@@ -116,6 +118,7 @@ pub fn parse(path: &str) -> Result<Option<Route>> {
     match path {
         "/healthz" => return Ok(Some(Route::Health)),
         "/readyz" => return Ok(Some(Route::Ready)),
+        "/token" => return Ok(Some(Route::Token)),
         "/v2" | "/v2/" => return Ok(Some(Route::Base)),
         "/v2/_catalog" => return Ok(Some(Route::Catalog)),
         _ => {}
@@ -186,6 +189,7 @@ mod tests {
             ("/v2".to_owned(), Route::Base),
             ("/v2/_catalog".to_owned(), Route::Catalog),
             ("/healthz".to_owned(), Route::Health),
+            ("/token".to_owned(), Route::Token),
             ("/v2/a/b/tags/list".to_owned(), Route::Tags(name("a/b"))),
             (
                 "/v2/a/manifests/latest".to_owned(),

@@ -15,18 +15,34 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 
 use crate::Registry;
+use crate::auth::Peer;
 use crate::http::Body;
 use crate::storage::{BlobStore, MetadataStore, StorageResult};
+use crate::tls::Tls;
 
-/// Serves `registry` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish (up to the configured grace period) before returning.
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `registry` over plain HTTP on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish (up to the configured grace period) before returning.
 pub async fn run<B: BlobStore, M: MetadataStore>(
     registry: Arc<Registry<B, M>>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    run_with(registry, listener, None, shutdown).await
+}
+
+/// Like [`run`], over TLS when `tls` is given (HTTP/2 or HTTP/1.1, as ALPN settles). The
+/// handshake runs in the connection's own task, so a slow client holds up no one else.
+pub async fn run_with<B: BlobStore, M: MetadataStore>(
+    registry: Arc<Registry<B, M>>,
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let purge = tokio::spawn(purge_loop(registry.clone()));
@@ -36,7 +52,7 @@ pub async fn run<B: BlobStore, M: MetadataStore>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+                let (stream, addr) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -47,17 +63,27 @@ pub async fn run<B: BlobStore, M: MetadataStore>(
                 };
                 let _ = stream.set_nodelay(true);
                 let registry = registry.clone();
-                let service = hyper::service::service_fn(move |request| {
-                    let registry = registry.clone();
-                    async move { Ok::<_, std::convert::Infallible>(logged(&registry, request, peer).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("connection from {peer}: {e}");
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                match &tls {
+                    None => {
+                        let peer = Peer { addr: Some(addr), tls: false };
+                        tokio::spawn(serve_connection(builder, watcher, stream, registry, peer));
                     }
-                });
+                    Some(tls) => {
+                        let acceptor = tls.acceptor();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => {
+                                    let peer = Peer { addr: Some(addr), tls: true };
+                                    serve_connection(builder, watcher, stream, registry, peer).await;
+                                }
+                                Ok(Err(e)) => tracing::debug!("TLS handshake with {addr} failed: {e}"),
+                                Err(_) => tracing::debug!("TLS handshake with {addr} timed out"),
+                            }
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -75,22 +101,48 @@ pub async fn run<B: BlobStore, M: MetadataStore>(
     Ok(())
 }
 
+/// Serves HTTP on one established connection until it closes or shutdown drains it.
+async fn serve_connection<B, M, S>(
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    stream: S,
+    registry: Arc<Registry<B, M>>,
+    peer: Peer,
+) where
+    B: BlobStore,
+    M: MetadataStore,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let registry = registry.clone();
+        async move { Ok::<_, std::convert::Infallible>(logged(&registry, request, peer).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(connection).await
+        && let Some(addr) = peer.addr
+    {
+        tracing::debug!("connection from {addr}: {e}");
+    }
+}
+
 /// Handles a request and arranges for its access-log line once the response body is done.
 async fn logged<B: BlobStore, M: MetadataStore>(
     registry: &Registry<B, M>,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Response<Body> {
     let started = Instant::now();
     let line = AccessLine {
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
-        peer,
+        peer: peer.addr,
         status: StatusCode::OK,
         bytes: 0,
         started,
     };
-    let response = registry.handle(request).await;
+    let response = registry.handle_from(request, &peer).await;
     let (parts, body) = response.into_parts();
     let line = AccessLine {
         status: parts.status,
@@ -103,7 +155,7 @@ async fn logged<B: BlobStore, M: MetadataStore>(
 struct AccessLine {
     method: Method,
     path: String,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     status: StatusCode,
     bytes: u64,
     started: Instant,
@@ -152,7 +204,7 @@ impl Drop for LoggedBody {
             status = l.status.as_u16(),
             bytes = l.bytes,
             duration_ms = l.started.elapsed().as_secs_f64() * 1000.0,
-            peer = %l.peer,
+            peer = %l.peer.map(|p| p.to_string()).unwrap_or_default(),
         );
     }
 }

@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::Registry;
+use crate::auth::{Need, Peer, Permit};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{API_VERSION, Body, empty, error_response};
 use crate::route::{self, Route};
@@ -20,10 +21,31 @@ use crate::storage::{BlobStore, MetadataStore};
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// Answers one request. Never fails: every error becomes the spec's error response.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        self.handle_from(
+            request,
+            &Peer {
+                addr: None,
+                tls: false,
+            },
+        )
+        .await
+    }
+
+    /// Answers one request that came from `peer`. Authorization is decided before any
+    /// handler runs, so a refused request never touches storage.
+    pub async fn handle_from(&self, request: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
         let result = match route::parse(parts.uri.path()) {
-            Ok(Some(route)) => self.dispatch(route, &parts, body).await,
+            Ok(Some(Route::Token)) => self.auth.token_endpoint(&parts, body, peer).await,
+            Ok(Some(route)) => match self
+                .auth
+                .authorize(&Need::of(&route, &parts.method), &parts, peer)
+                .await
+            {
+                Ok(permit) => self.dispatch(route, &parts, body, &permit).await,
+                Err(refusal) => Err(refusal),
+            },
             Ok(None) => Err(RegistryError::new(ErrorCode::Unsupported, "no such endpoint")
                 .with_status(StatusCode::NOT_FOUND)),
             Err(e) => Err(e),
@@ -46,6 +68,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         route: Route,
         parts: &http::request::Parts,
         body: Incoming,
+        permit: &Permit,
     ) -> Result<Response<Body>> {
         let method = &parts.method;
         let read = *method == Method::GET || *method == Method::HEAD;
@@ -67,7 +90,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                 _ => Err(method_not_allowed(method)),
             },
             Route::UploadStart(name) if *method == Method::POST => {
-                self.start_upload(&name, parts, body).await
+                self.start_upload(&name, parts, body, permit).await
             }
             Route::Upload(name, id) => match *method {
                 Method::GET => self.upload_status(&name, &id).await,

@@ -9,6 +9,8 @@ use hyper::body::{Body as _, Incoming};
 use rbuild_oci::{Digest, RepositoryName};
 
 use crate::Registry;
+use crate::auth::{Permit, Resource};
+use crate::config::Action;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{
     Body, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, body_stream, empty, header, parse_content_range,
@@ -90,10 +92,14 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         name: &RepositoryName,
         parts: &http::request::Parts,
         body: Incoming,
+        permit: &Permit,
     ) -> Result<Response<Body>> {
         let query = query_pairs(parts.uri.query());
         if let Some(digest) = digest_param(&query, "mount")? {
-            if self.try_mount(name, &digest, query_value(&query, "from")).await? {
+            if self
+                .try_mount(name, &digest, query_value(&query, "from"), permit)
+                .await?
+            {
                 return Ok(blob_created(name, &digest));
             }
         } else if let Some(digest) = digest_param(&query, "digest")? {
@@ -112,15 +118,25 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
 
     /// Links a blob into `name` from `from` (or, with auto-mount, from anywhere in the
     /// registry). `false` means the caller should start an ordinary upload instead.
-    async fn try_mount(&self, name: &RepositoryName, digest: &Digest, from: Option<&str>) -> Result<bool> {
+    ///
+    /// Mounting reads `from`, so the client must be allowed to pull it; mounting from anywhere
+    /// would read repositories the client may not see, so it happens only without auth.
+    async fn try_mount(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        from: Option<&str>,
+        permit: &Permit,
+    ) -> Result<bool> {
         let allowed = match from.filter(|f| !f.is_empty()) {
             Some(from) => {
                 let from: RepositoryName = from.parse().map_err(|e: rbuild_oci::NameError| {
                     RegistryError::new(ErrorCode::NameInvalid, format!("query parameter from: {e}"))
                 })?;
-                self.metadata.blob_linked(&from, digest).await?
+                permit.allows(&Resource::Repository(from.to_string()), Action::Pull)
+                    && self.metadata.blob_linked(&from, digest).await?
             }
-            None => self.config.uploads.auto_mount,
+            None => self.config.uploads.auto_mount && permit.is_everything(),
         };
         if !allowed || self.blobs.stat(digest).await?.is_none() {
             return Ok(false);
