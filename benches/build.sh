@@ -23,6 +23,7 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-build-bench.XXXXXX")
 cleanup() {
     stop_registry "$work"
     buildah --root "$work/buildah" --runroot "$work/buildah-run" rm --all >/dev/null 2>&1 || true
+    unmount_under "$work"
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT

@@ -36,3 +36,10 @@ build_rbuild() {
 stop_registry() {
     [[ -f $1/registry.pid ]] && kill "$(cat "$1/registry.pid")" 2>/dev/null || true
 }
+
+# Unmounts whatever is still mounted under $1 (buildah's overlay storage keeps image mounts).
+unmount_under() {
+    grep " $1/" /proc/mounts | awk '{print $2}' | sort -r | while read -r mount; do
+        umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || true
+    done
+}

@@ -21,6 +21,7 @@ build_rbuild
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-run-bench.XXXXXX")
 cleanup() {
     stop_registry "$work"
+    unmount_under "$work"
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT

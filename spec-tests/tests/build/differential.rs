@@ -14,7 +14,7 @@ fn compare(case: &str) {
 /// compares the images.
 pub fn compare_context(case: &str, context: &std::path::Path) {
     let Some(docker) = Docker::get() else { return };
-    let base = base_image(&docker);
+    let (_base_registry, base) = base_image(&docker);
     let arg = format!("BASE={base}");
     let args = ["--build-arg", arg.as_str()];
     let store = tempfile::tempdir().unwrap();

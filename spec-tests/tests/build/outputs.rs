@@ -11,7 +11,7 @@ use crate::support::{base_image, docker_run, fixture, rbuild, rbuild_into_docker
 #[test]
 fn push_to_rbuild_serve_then_docker_pull_and_run() {
     let Some(docker) = Docker::get() else { return };
-    let base = base_image(&docker);
+    let (_base_registry, base) = base_image(&docker);
     let registry = RegistryProcess::start();
     let store = tempfile::tempdir().unwrap();
     let image = format!("{}/apps/multistage:1", registry.host());
@@ -38,7 +38,7 @@ fn oci_layout_output_is_read_by_skopeo() {
     let (Some(docker), Some(skopeo)) = (Docker::get(), skopeo()) else {
         return;
     };
-    let base = base_image(&docker);
+    let (_base_registry, base) = base_image(&docker);
     let registry = RegistryProcess::start();
     let store = tempfile::tempdir().unwrap();
     let layout = store.path().join("layout");
@@ -194,7 +194,7 @@ fn containerd_pulls_and_runs_rbuild_images_with_gzip_and_zstd_layers() {
     let (Some(docker), Some(ctr)) = (Docker::get(), spec_tests::tools::Ctr::get()) else {
         return;
     };
-    let base = base_image(&docker);
+    let (_base_registry, base) = base_image(&docker);
     let registry = RegistryProcess::start();
     let store = tempfile::tempdir().unwrap();
     for (compression, case, expected) in [

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use spec_tests::registry::{RegistryProcess, rbuild_bin};
 use spec_tests::tools::{Docker, run};
@@ -21,19 +20,16 @@ pub fn rbuild(store: &Path) -> Command {
     command
 }
 
-/// A registry holding the busybox test image, shared by the tests of this process, and the
-/// image's reference in it (what the fixtures get as `--build-arg BASE=`).
-pub fn base_image(docker: &Docker) -> String {
-    static BASE: OnceLock<(RegistryProcess, String)> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let registry = RegistryProcess::start();
-        let reference = format!("{}/base/busybox:1", registry.host());
-        run(docker.cmd().args(["tag", &docker.busybox_image(), &reference]));
-        run(docker.cmd().args(["push", &reference]));
-        (registry, reference)
-    })
-    .1
-    .clone()
+/// A registry of the test's own holding the busybox test image, and the image's reference in
+/// it (what the fixtures get as `--build-arg BASE=`). The registry stops when the returned
+/// process is dropped (a shared one in a `static` would never be: statics are not dropped at
+/// exit, and the server would outlive the tests).
+pub fn base_image(docker: &Docker) -> (RegistryProcess, String) {
+    let registry = RegistryProcess::start();
+    let reference = format!("{}/base/busybox:1", registry.host());
+    run(docker.cmd().args(["tag", &docker.busybox_image(), &reference]));
+    run(docker.cmd().args(["push", &reference]));
+    (registry, reference)
 }
 
 /// Builds `context` with rbuild into docker (through a docker-archive) as `tag`.
