@@ -9,6 +9,8 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod hostname;
 pub mod images;
+pub mod pki;
 pub mod registry;
 pub mod tools;

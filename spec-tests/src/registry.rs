@@ -28,13 +28,26 @@ pub fn rbuild_bin() -> PathBuf {
     bin
 }
 
+/// How to start a registry, beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// The TOML configuration (none when empty).
+    pub config: String,
+    /// More `rbuild serve` arguments (`--tls-cert`, `--htpasswd`, …).
+    pub args: Vec<String>,
+    /// The address to listen on; `127.0.0.1:0` when empty.
+    pub addr: String,
+}
+
 /// A running registry. Killed (SIGKILL, by PID) when dropped; its log is printed if the test
 /// is failing.
 pub struct RegistryProcess {
     child: Option<Child>,
     addr: SocketAddr,
+    scheme: String,
     root: PathBuf,
     config: Option<PathBuf>,
+    options: ServeOptions,
     log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
@@ -47,20 +60,30 @@ impl RegistryProcess {
 
     /// Starts a registry with a TOML configuration (the `root` and `addr` are set here).
     pub fn start_with_config(toml: &str) -> RegistryProcess {
+        RegistryProcess::start_with(ServeOptions {
+            config: toml.to_owned(),
+            ..ServeOptions::default()
+        })
+    }
+
+    /// Starts a registry with a configuration, extra arguments and an address.
+    pub fn start_with(options: ServeOptions) -> RegistryProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
-        let config = (!toml.is_empty()).then(|| {
+        let config = (!options.config.is_empty()).then(|| {
             let path = dir.path().join("config.toml");
-            std::fs::write(&path, toml).expect("write config");
+            std::fs::write(&path, &options.config).expect("write config");
             path
         });
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, addr) = spawn(&root, config.as_deref(), &log);
+        let (child, scheme, addr) = spawn(&root, config.as_deref(), &options, &log);
         RegistryProcess {
             child: Some(child),
             addr,
+            scheme,
             root,
             config,
+            options,
             log,
             _dir: dir,
         }
@@ -76,9 +99,9 @@ impl RegistryProcess {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port><path>`.
+    /// `http://127.0.0.1:<port><path>` (`https` when the registry serves TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// The storage root.
@@ -115,11 +138,37 @@ impl RegistryProcess {
         child.wait().expect("wait for server")
     }
 
+    /// Sends SIGHUP (reload certificates and auth files) and waits until the server has
+    /// logged the reload.
+    pub fn reload(&self) {
+        let child = self.child.as_ref().expect("server is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        let before = self.log().matches("SIGHUP received").count();
+        // SAFETY: kill(2) on the PID of a child we own and have not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGHUP);
+        }
+        for _ in 0..100 {
+            let log = self.log();
+            if log.matches("SIGHUP received").count() > before
+                && log
+                    .rsplit("SIGHUP received")
+                    .next()
+                    .is_some_and(|tail| tail.contains("auth: ") || tail.contains("auth reload failed"))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not log a reload:\n{}", self.log());
+    }
+
     /// Starts the server again on the same storage root (on a new port).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.root, self.config.as_deref(), &self.log);
+        let (child, scheme, addr) = spawn(&self.root, self.config.as_deref(), &self.options, &self.log);
         self.child = Some(child);
+        self.scheme = scheme;
         self.addr = addr;
     }
 
@@ -144,12 +193,24 @@ impl Drop for RegistryProcess {
     }
 }
 
-/// Starts `rbuild serve` on port 0 and reads the bound address from its start-up line.
-fn spawn(root: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+/// Starts `rbuild serve` on port 0 and reads the scheme and bound address from its start-up
+/// line.
+fn spawn(
+    root: &Path,
+    config: Option<&Path>,
+    options: &ServeOptions,
+    log: &Arc<Mutex<String>>,
+) -> (Child, String, SocketAddr) {
+    let addr = if options.addr.is_empty() {
+        "127.0.0.1:0"
+    } else {
+        &options.addr
+    };
     let mut command = Command::new(rbuild_bin());
     command
-        .args(["serve", "--addr", "127.0.0.1:0", "--root"])
+        .args(["serve", "--addr", addr, "--root"])
         .arg(root)
+        .args(&options.args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -163,9 +224,11 @@ fn spawn(root: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some((scheme, rest)) = rest.split_once("://")
+            {
                 let addr = rest.split(',').next().unwrap_or(rest).trim().to_owned();
-                let _ = tx.send(addr);
+                let _ = tx.send((scheme.to_owned(), addr));
             }
             if let Ok(mut sink) = sink.lock() {
                 sink.push_str(&line);
@@ -174,7 +237,7 @@ fn spawn(root: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child
         }
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(addr) => (child, addr.parse().expect("listen address")),
+        Ok((scheme, addr)) => (child, scheme, addr.parse().expect("listen address")),
         Err(_) => {
             let _ = child.kill();
             panic!(

@@ -2,6 +2,7 @@
 //!
 //! One test binary with a module per area; every test starts its own registry process.
 
+mod auth;
 mod bad_input;
 mod blobs;
 mod discovery;
