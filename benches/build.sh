@@ -35,41 +35,49 @@ python3 benches/build/generate-context.py "$work/context"
 context="$work/context"
 echo "context: $(find "$context" -type f | wc -l) files, $(du -sm "$context" | cut -f1) MB"
 
-time_rbuild() {
-    local s; s=$(now)
-    RBUILD_ROOT="$work/rbuild-store" "$bin" build --progress plain --network none -t bench/app:rbuild \
+# A cold build is --no-cache, with rbuild on a store of its own for the round: nothing is
+# deleted while measuring, because creating files on this ext4 gets up to 15x slower for
+# minutes after a mass delete (ENVIRONMENT.md). Stores and caches go at the end.
+time_rbuild() { # STORE [--no-cache]
+    local store=$1 s; shift
+    s=$(now)
+    RBUILD_ROOT="$store" "$bin" build --progress plain --network none -t bench/app:rbuild "$@" \
         --build-arg "BASE=$base" "$context" >"$work/rbuild.log" 2>&1 || { cat "$work/rbuild.log" >&2; exit 1; }
     awk "BEGIN {printf \"%.3f\", $(now) - $s}"
 }
-time_docker() {
+time_docker() { # [--no-cache]
     local s; s=$(now)
-    DOCKER_BUILDKIT=1 "$docker" build --network=none -q -t bench/app:docker --build-arg "BASE=$base" "$context" \
+    DOCKER_BUILDKIT=1 "$docker" build --network=none -q -t bench/app:docker "$@" --build-arg "BASE=$base" "$context" \
         >"$work/docker.log" 2>&1 || { cat "$work/docker.log" >&2; exit 1; }
     awk "BEGIN {printf \"%.3f\", $(now) - $s}"
 }
-time_buildah() {
+time_buildah() { # [--no-cache]
     local s; s=$(now)
     buildah --root "$work/buildah" --runroot "$work/buildah-run" bud --layers --quiet --runtime /usr/sbin/runc \
-        --network=none --tls-verify=false -t bench/app:buildah --build-arg "BASE=$base" "$context" \
+        --network=none --tls-verify=false -t bench/app:buildah "$@" --build-arg "BASE=$base" "$context" \
         >"$work/buildah.log" 2>&1 || { cat "$work/buildah.log" >&2; exit 1; }
     awk "BEGIN {printf \"%.3f\", $(now) - $s}"
 }
-reset_caches() {
-    rm -rf "$work/rbuild-store"
-    "$docker" rmi -f bench/app:docker >/dev/null 2>&1 || true
-    "$docker" builder prune -af >/dev/null 2>&1 || true
-    buildah --root "$work/buildah" --runroot "$work/buildah-run" rmi --all --force >/dev/null 2>&1 || true
+measure() { # TOOL ROUND [--no-cache]
+    local tool=$1 round=$2; shift 2
+    case $tool in
+        rbuild) time_rbuild "$work/rbuild-store-$round" "$@" ;;
+        *) "time_$tool" "$@" ;;
+    esac
 }
 
+tools=(rbuild docker buildah)
 declare -A cold warm change
-for tool in rbuild docker buildah; do cold[$tool]=""; warm[$tool]=""; change[$tool]=""; done
+for tool in "${tools[@]}"; do cold[$tool]=""; warm[$tool]=""; change[$tool]=""; done
 for round in $(seq "$RUNS"); do
-    reset_caches
-    for tool in rbuild docker buildah; do cold[$tool]+="$(time_$tool) "; done
-    for tool in rbuild docker buildah; do warm[$tool]+="$(time_$tool) "; done
+    # Rotate who goes first, so no builder always meets the disk in the same state.
+    order=("${tools[@]:$(( (round - 1) % 3 ))}" "${tools[@]:0:$(( (round - 1) % 3 ))}")
+    for tool in "${order[@]}"; do cold[$tool]+="$(measure "$tool" "$round" --no-cache) "; done
+    for tool in "${order[@]}"; do warm[$tool]+="$(measure "$tool" "$round") "; done
     echo "// changed in round $round" >>"$context/src/pkg07/mod03/file00287.rs"
-    for tool in rbuild docker buildah; do change[$tool]+="$(time_$tool) "; done
-    echo "round $round: cold ${cold[rbuild]##* } warm ${warm[rbuild]##* } change ${change[rbuild]##* } (rbuild, latest)"
+    for tool in "${order[@]}"; do change[$tool]+="$(measure "$tool" "$round") "; done
+    echo "round $round (${order[*]}): rbuild cold/warm/change $(awk '{print $NF}' <<<"${cold[rbuild]}")" \
+        "$(awk '{print $NF}' <<<"${warm[rbuild]}") $(awk '{print $NF}' <<<"${change[rbuild]}")"
 done
 
 printf '\n%-22s %10s %10s %10s %14s %14s\n' "seconds (median)" rbuild docker buildah "docker/rbuild" "buildah/rbuild"

@@ -39,7 +39,7 @@ stop_registry() {
 
 # Unmounts whatever is still mounted under $1 (buildah's overlay storage keeps image mounts).
 unmount_under() {
-    grep " $1/" /proc/mounts | awk '{print $2}' | sort -r | while read -r mount; do
+    { grep " $1/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r mount; do
         umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || true
     done
 }
