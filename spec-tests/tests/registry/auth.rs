@@ -588,7 +588,7 @@ fn rbuild_logs_in_builds_pushes_and_pulls_private_images() {
 }
 
 /// A blocking HTTPS client that trusts `ca` (and presents `identity`, if given).
-fn https_client(ca: &Path, identity: Option<&Issued>) -> reqwest::blocking::Client {
+pub(crate) fn https_client(ca: &Path, identity: Option<&Issued>) -> reqwest::blocking::Client {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
