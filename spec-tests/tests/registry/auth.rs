@@ -466,8 +466,19 @@ fn rbuild(docker_config: &Path, args: &[&str]) -> Command {
 }
 
 #[test]
-fn rbuild_logs_in_builds_pushes_and_pulls_private_images() {
-    let Some(secure) = Secure::start("token", "rbuild", &[]) else {
+fn rbuild_logs_in_builds_pushes_and_pulls_with_the_token_service() {
+    rbuild_round_trip("token");
+}
+
+#[test]
+fn rbuild_logs_in_builds_pushes_and_pulls_with_htpasswd() {
+    rbuild_round_trip("htpasswd");
+}
+
+/// rbuild login (checked against the registry first), build --push, a build FROM a private
+/// base in a fresh store, pull, a reader's refused push that writes nothing, logout.
+fn rbuild_round_trip(mode: &str) {
+    let Some(secure) = Secure::start(mode, &format!("rbuild-{mode}"), &[]) else {
         return;
     };
     let host = secure.host();
