@@ -156,6 +156,25 @@ impl TestCa {
         (key, public)
     }
 
+    /// A self-signed certificate for an existing `key` (as token issuers publish their keys).
+    pub fn self_signed(&self, key: &Path, name: &str) -> PathBuf {
+        let cert = self.dir.path().join(format!("{name}.crt"));
+        run(Command::new(&self.openssl)
+            .args([
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-key",
+            ])
+            .arg(key)
+            .arg("-out")
+            .arg(&cert));
+        cert
+    }
+
     /// A compact JWS of `header` and `claims`, signed by OpenSSL with `key` (ES256 for an EC
     /// key, RS256 for an RSA key, as `header` says).
     pub fn sign_jwt(&self, key: &Path, header: &serde_json::Value, claims: &serde_json::Value) -> String {

@@ -230,6 +230,14 @@ fn docker_round_trip(mode: &str) -> Option<serde_json::Value> {
     let remote = format!("{host}/team/app:1");
     run(&mut alice(&["tag", &docker.busybox_image(), &remote]));
     run(&mut alice(&["push", &remote]));
+    // rbuild reads what docker login stored (a password, or the refresh token the token service
+    // gave docker) and trusts the CA through the same certs.d entry.
+    let store = tempfile::tempdir().unwrap();
+    let root = store.path().display().to_string();
+    let pulled = run(Command::new(rbuild_bin())
+        .env("DOCKER_CONFIG", alice_config.path())
+        .args(["pull", "--root", &root, &remote]));
+    assert!(pulled.contains(&remote), "{pulled}");
     run(&mut alice(&["rmi", &remote]));
     run(&mut alice(&["pull", &remote]));
     let out = run(&mut alice(&[
@@ -827,7 +835,9 @@ fn htpasswd_refusals_are_401_or_403_and_write_nothing() {
 #[test]
 fn external_issuer_tokens_are_verified_with_its_keys() {
     let Some(ca) = TestCa::new("issuer") else { return };
-    let (ec_key, ec_public) = ca.signing_key("issuer-ec", "ec");
+    // The EC key is published as a certificate, the RSA key as a bare public key.
+    let (ec_key, _) = ca.signing_key("issuer-ec", "ec");
+    let ec_public = ca.self_signed(&ec_key, "auth.example");
     let (rsa_key, rsa_public) = ca.signing_key("issuer-rsa", "rsa");
     let config = format!(
         r#"
@@ -1006,4 +1016,87 @@ fn client_certificates_http2_and_reload_on_sighup() {
     drop(stdin);
     let _ = early.wait();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+/// A `docker-credential-<name>` helper that keeps one credential in a file beside itself and
+/// logs each call.
+const HELPER: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+echo "$1" >> "$dir/calls"
+case "$1" in
+  store) cat > "$dir/secret.json" ;;
+  get) cat > /dev/null; if [ -f "$dir/secret.json" ]; then cat "$dir/secret.json"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase) cat > /dev/null; rm -f "$dir/secret.json" ;;
+esac
+"#;
+
+#[test]
+fn rbuild_login_keeps_credentials_in_the_configured_helper() {
+    let Some(secure) = Secure::start("htpasswd", "helper", &[]) else {
+        return;
+    };
+    let host = secure.host();
+    let ca = secure.ca.cert().display().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let helpers = work.path().join("bin");
+    std::fs::create_dir(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-rbuildtest");
+    std::fs::write(&helper, HELPER).unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&helper, executable).unwrap();
+    let config = work.path().join("docker");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("config.json"), r#"{"credsStore": "rbuildtest"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let rbuild = |args: &[&str]| {
+        let mut command = rbuild(&config, args);
+        command.env("PATH", &path);
+        command
+    };
+
+    let (ok, text) = with_stdin(
+        &mut rbuild(&["login", "-u", "alice", "--password-stdin", "--tls-ca", &ca, &host]),
+        "alice-pw",
+    );
+    assert!(ok, "{text}");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(helpers.join("secret.json")).unwrap()).unwrap();
+    assert_eq!(
+        (stored["Username"].as_str(), stored["Secret"].as_str()),
+        (Some("alice"), Some("alice-pw"))
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        file["auths"][&host],
+        serde_json::json!({}),
+        "no secret in config.json: {file}"
+    );
+
+    // The helper's credential is what the push uses.
+    let context = work.path().join("context");
+    std::fs::create_dir(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
+    let image = format!("{host}/team/helper:1");
+    let root = work.path().join("store").display().to_string();
+    let context = context.display().to_string();
+    run(&mut rbuild(&[
+        "build", "--root", &root, "--tls-ca", &ca, "-t", &image, "--push", &context,
+    ]));
+
+    run(&mut rbuild(&["logout", &host]));
+    assert!(
+        !helpers.join("secret.json").exists(),
+        "logout erased the helper's credential"
+    );
+    let calls = std::fs::read_to_string(helpers.join("calls")).unwrap();
+    assert_eq!(calls.lines().next(), Some("store"), "{calls}");
+    assert!(
+        calls.contains("get") && calls.lines().last() == Some("erase"),
+        "{calls}"
+    );
 }

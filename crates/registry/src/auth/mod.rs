@@ -599,6 +599,22 @@ fn too_many(wait: std::time::Duration) -> RegistryError {
 
 /// Reads what `config` names. A generated signing key survives reloads (`previous`).
 fn load(config: &AuthConfig, previous: Option<&State>) -> Result<State, AuthError> {
+    let token = &config.token;
+    let quotable =
+        |value: &str| !value.is_empty() && !value.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+    for (key, value) in [
+        ("auth.token.service", Some(token.service.as_str())),
+        ("auth.token.issuer", Some(token.issuer.as_str())),
+        ("auth.token.realm", token.realm.as_deref()),
+    ] {
+        if let Some(value) = value
+            && !quotable(value)
+        {
+            return Err(AuthError::Config(format!(
+                "{key} = {value:?}: it goes into WWW-Authenticate, so it must be non-empty, without quotes, backslashes or control characters"
+            )));
+        }
+    }
     let needs_users = matches!(config.mode, AuthMode::Htpasswd | AuthMode::Token);
     let users = match (&config.htpasswd, needs_users) {
         (Some(path), true) => Some(Arc::new(Htpasswd::load(path, config.max_bcrypt_cost)?)),
@@ -614,7 +630,6 @@ fn load(config: &AuthConfig, previous: Option<&State>) -> Result<State, AuthErro
         (_, false) => None,
     };
     let policy = Arc::new(Policy::from_config(config)?);
-    let token = &config.token;
     let (signer, keys) = match config.mode {
         AuthMode::Token => {
             let signer = match (&token.key, previous.and_then(|p| p.signer.clone())) {

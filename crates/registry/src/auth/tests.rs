@@ -494,6 +494,9 @@ fn configuration_mistakes_are_reported() {
     config.token.realm = Some("https://auth.example/token".into());
     let err = Auth::from_config(&config).unwrap_err().to_string();
     assert!(err.contains("public_keys"), "{err}");
+    config.token.service = "a\",scope=\"x".into();
+    let err = Auth::from_config(&config).unwrap_err().to_string();
+    assert!(err.contains("auth.token.service"), "{err}");
 }
 
 #[tokio::test]
