@@ -363,14 +363,18 @@ impl Auth {
         }
     }
 
-    /// Decides whether a request with `parts` may do what it `need`s.
+    /// Decides whether a request for `route` with `parts` may do what it needs.
     pub async fn authorize(
         &self,
-        need: &Need,
+        route: &Route,
         parts: &http::request::Parts,
         peer: &Peer,
     ) -> Result<Permit, RegistryError> {
-        if self.config.mode == AuthMode::None || *need == Need::Nothing {
+        if self.config.mode == AuthMode::None {
+            return Ok(Permit::everything());
+        }
+        let need = &Need::of(route, &parts.method);
+        if *need == Need::Nothing {
             return Ok(Permit::everything());
         }
         let state = self.state();

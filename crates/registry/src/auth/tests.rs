@@ -31,10 +31,6 @@ fn parts(method: Method, path: &str, authorization: Option<&str>) -> http::reque
     builder.body(()).unwrap().into_parts().0
 }
 
-fn need(method: &Method, path: &str) -> Need {
-    Need::of(&crate::route::parse(path).unwrap().unwrap(), method)
-}
-
 /// Users alice (push on team/**), bob (pull everywhere); anonymous pulls public/*.
 fn config(mode: AuthMode, dir: &Path) -> AuthConfig {
     let alice = hash_password("alice-pw", MIN_BCRYPT_COST).unwrap();
@@ -76,7 +72,8 @@ async fn decide(
     path: &str,
     authorization: Option<&str>,
 ) -> Result<Permit, RegistryError> {
-    auth.authorize(&need(&method, path), &parts(method, path, authorization), &PEER)
+    let route = crate::route::parse(path).unwrap().unwrap();
+    auth.authorize(&route, &parts(method, path, authorization), &PEER)
         .await
 }
 

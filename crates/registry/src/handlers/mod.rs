@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::Registry;
-use crate::auth::{Need, Peer, Permit};
+use crate::auth::{Peer, Permit};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{API_VERSION, Body, empty, error_response};
 use crate::route::{self, Route};
@@ -38,11 +38,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         let is_head = parts.method == Method::HEAD;
         let result = match route::parse(parts.uri.path()) {
             Ok(Some(Route::Token)) => self.auth.token_endpoint(&parts, body, peer).await,
-            Ok(Some(route)) => match self
-                .auth
-                .authorize(&Need::of(&route, &parts.method), &parts, peer)
-                .await
-            {
+            Ok(Some(route)) => match self.auth.authorize(&route, &parts, peer).await {
                 Ok(permit) => self.dispatch(route, &parts, body, &permit).await,
                 Err(refusal) => Err(refusal),
             },
