@@ -131,16 +131,24 @@ pub fn push(args: TransferArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The bytes under `path`, each file counted once however many links it has.
 fn dir_size(path: &Path) -> u64 {
+    size_of_inodes(path, &mut HashSet::new())
+}
+
+/// The bytes of the files under `path` whose inodes are not in `seen` yet: snapshots share
+/// files through hard links, which take their space once.
+fn size_of_inodes(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };
     entries
         .flatten()
         .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
+            Ok(m) if m.is_dir() => size_of_inodes(&e.path(), seen),
+            Ok(m) if seen.insert((m.dev(), m.ino())) => m.len(),
+            _ => 0,
         })
         .sum()
 }
@@ -178,7 +186,7 @@ pub fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
             println!("{:<12} {:>10}", "total", human(dir_size(&root)));
         }
         CacheCommand::Prune(args) => {
-            let local = args.store.open()?;
+            let mut local = args.store.open()?;
             let live = live_blobs(&local.content)?;
             local.cache.clear()?;
             local.snapshots.clear()?;

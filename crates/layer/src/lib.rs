@@ -46,6 +46,7 @@ mod error;
 pub mod gzip;
 mod hashing;
 mod header;
+mod pool;
 mod reader;
 mod safe_path;
 mod tarball;
@@ -57,7 +58,8 @@ pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, decompre
 pub use dir::{DirOptions, XattrPolicy, entries_from_dir, entries_from_dir_with};
 pub use entry::{Entry, EntryKind, FileSource};
 pub use error::LayerError;
-pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack};
+pub use pool::{FilePool, POOLED_MAX};
+pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack, unpack_pooled};
 pub use write::{LayerInfo, LayerOptions, write_layer};
 
 /// Version of the bytes [`write_layer`] produces. Within one version, the same entries and

@@ -853,3 +853,107 @@ fn go_reads_gzip_layers_as_docker_does() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+fn unpack_pooled_into(blob: &[u8], dest: &Path, pool: &FilePool) -> Result<UnpackStats, LayerError> {
+    let reader = decompressed(std::io::Cursor::new(blob.to_vec()))?;
+    let options = UnpackOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        same_owner: is_root(),
+    };
+    unpack_pooled(reader, dest, &options, pool)
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    path.symlink_metadata().unwrap().ino()
+}
+
+#[test]
+fn pooled_unpacks_share_files_and_read_back_the_same() {
+    let mut rng = Rng(77);
+    let entries = random_entries(&mut rng, 80);
+    let (_, blob) = layer(entries, &LayerOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let pool = FilePool::open(&store.path().join("pool")).unwrap();
+    let (plain, first, second) = (
+        store.path().join("plain"),
+        store.path().join("a"),
+        store.path().join("b"),
+    );
+    for dir in [&plain, &first, &second] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let written = unpack_into(&blob, &plain, WhiteoutMode::Overlay).unwrap();
+    let stats = unpack_pooled_into(&blob, &first, &pool).unwrap();
+    assert_eq!(
+        (stats.files, stats.pooled),
+        (written.files, 0),
+        "an empty pool lends nothing"
+    );
+    let stats = unpack_pooled_into(&blob, &second, &pool).unwrap();
+    assert!(stats.pooled > 0 && stats.pooled == stats.files, "{stats:?}");
+
+    let summaries = |dir: &Path| read_back(dir).iter().map(summary).collect::<Vec<_>>();
+    assert_eq!(summaries(&first), summaries(&plain));
+    assert_eq!(summaries(&second), summaries(&plain));
+    let file = walk(&second)
+        .into_iter()
+        .find(|p| second.join(p).symlink_metadata().unwrap().file_type().is_file())
+        .expect("the layer has a regular file");
+    assert_eq!(inode(&second.join(&file)), inode(&first.join(&file)));
+}
+
+#[test]
+fn pool_keys_cover_path_and_metadata() {
+    let file = |path: &str, mode: u32| {
+        let mut entry = Entry::new(path, EntryKind::File(FileSource::Bytes(b"same bytes\n".to_vec())));
+        entry.mode = mode;
+        entry.mtime = 1_700_000_000;
+        entry
+    };
+    let store = tempfile::tempdir().unwrap();
+    let pool = FilePool::open(&store.path().join("pool")).unwrap();
+    let first = layer(vec![file("a", 0o644), file("b", 0o644)], &LayerOptions::default()).1;
+    let second = layer(vec![file("a", 0o755), file("b", 0o644)], &LayerOptions::default()).1;
+    let (one, two) = (store.path().join("one"), store.path().join("two"));
+    std::fs::create_dir(&one).unwrap();
+    std::fs::create_dir(&two).unwrap();
+    unpack_pooled_into(&first, &one, &pool).unwrap();
+    let stats = unpack_pooled_into(&second, &two, &pool).unwrap();
+
+    assert_ne!(
+        inode(&one.join("a")),
+        inode(&one.join("b")),
+        "same content, other path: not linked"
+    );
+    assert_ne!(
+        inode(&one.join("a")),
+        inode(&two.join("a")),
+        "other mode: not shared"
+    );
+    assert_eq!(inode(&one.join("b")), inode(&two.join("b")));
+    assert_eq!(stats.pooled, 1);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        two.join("a").metadata().unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+}
+
+#[test]
+fn pooled_unpack_refuses_truncated_files() {
+    let entry = Entry::new("f", EntryKind::File(FileSource::Bytes(vec![7; 5000])));
+    let (_, blob) = layer(
+        vec![entry],
+        &LayerOptions {
+            compression: Compression::None,
+            ..LayerOptions::default()
+        },
+    );
+    let store = tempfile::tempdir().unwrap();
+    let pool = FilePool::open(&store.path().join("pool")).unwrap();
+    let dest = store.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let error = unpack_pooled_into(&blob[..3000], &dest, &pool).unwrap_err();
+    assert!(error.to_string().contains("truncated"), "{error}");
+}

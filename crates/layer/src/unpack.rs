@@ -18,6 +18,7 @@ use rustix::io::Errno;
 
 use crate::error::LayerError;
 use crate::header::flag;
+use crate::pool::{FilePool, POOLED_MAX, PoolKey};
 use crate::reader::{RawEntry, TarReader};
 use crate::safe_path::{self, DirError, Names, Root};
 
@@ -49,8 +50,10 @@ pub struct UnpackOptions {
 pub struct UnpackStats {
     /// Entries read from the archive, of every kind.
     pub entries: u64,
-    /// Regular files written.
+    /// Regular files written or linked from a [`FilePool`].
     pub files: u64,
+    /// Of those, the files linked from the pool.
+    pub pooled: u64,
     /// Directories created or updated.
     pub dirs: u64,
     /// Symbolic links created.
@@ -95,6 +98,19 @@ pub fn unpack(layer: impl Read, dest: &Path, options: &UnpackOptions) -> Result<
     Unpacker::new(dest, options, Flavor::Layer)?.run(layer)
 }
 
+/// [`unpack`], sharing regular files with other trees through `pool` (see
+/// [`FilePool`] for what is shared and why). Only for trees nothing writes to afterwards.
+pub fn unpack_pooled(
+    layer: impl Read,
+    dest: &Path,
+    options: &UnpackOptions,
+    pool: &FilePool,
+) -> Result<UnpackStats, LayerError> {
+    let mut unpacker = Unpacker::new(dest, options, Flavor::Layer)?;
+    unpacker.pool = Some(pool);
+    unpacker.run(layer)
+}
+
 /// Which rules an unpack follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flavor {
@@ -123,6 +139,8 @@ pub(crate) struct Unpacker<'o> {
     dirs: Vec<(Vec<u8>, u32, i64)>,
     stats: UnpackStats,
     buffer: Vec<u8>,
+    /// Where regular files are shared from, if anywhere.
+    pool: Option<&'o FilePool>,
 }
 
 /// What the archive says about one entry, beyond its name and type.
@@ -171,6 +189,7 @@ impl<'o> Unpacker<'o> {
             dirs: Vec::new(),
             stats: UnpackStats::default(),
             buffer: vec![0; BUFFER],
+            pool: None,
         })
     }
 
@@ -227,7 +246,13 @@ impl<'o> Unpacker<'o> {
 
         match entry.flag {
             flag::DIR => self.dir(&shown, &components, &parent, name, &meta),
-            flag::FILE => self.file(&shown, &parent, name, &meta, entry.size, archive),
+            flag::FILE => match self.pool {
+                Some(pool) if entry.size <= POOLED_MAX => {
+                    let content = read_content(&shown, entry.size, archive)?;
+                    self.pooled_file(pool, &shown, &components, &parent, &meta, &content)
+                }
+                _ => self.file(&shown, &parent, name, &meta, entry.size, archive),
+            },
             flag::SYMLINK => {
                 self.replace(&shown, &parent, name, false)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&entry.link), parent.as_fd(), name)
@@ -350,14 +375,7 @@ impl<'o> Unpacker<'o> {
         archive: &mut TarReader<R>,
     ) -> Result<(), LayerError> {
         self.replace(shown, parent, name, false)?;
-        let fd = rustix::fs::openat(
-            parent.as_fd(),
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| self.io_err("creating", shown, e))?;
-        let mut file = std::fs::File::from(fd);
+        let mut file = self.create_file(shown, parent, name)?;
         let mut written: u64 = 0;
         let mut content = archive.content();
         loop {
@@ -371,13 +389,69 @@ impl<'o> Unpacker<'o> {
                 .map_err(|e| self.io_err("writing", shown, e))?;
             written += n as u64;
         }
-        if written != expected {
-            return Err(LayerError::Malformed {
-                reason: format!("file {shown:?} is truncated: {written} of {expected} bytes"),
-            });
+        check_length(shown, written, expected)?;
+        self.finish_file(shown, &file, meta, written)
+    }
+
+    /// A regular file of at most [`POOLED_MAX`] bytes, its `content` read: linked from
+    /// `pool` when it holds the same, else written and given to it.
+    fn pooled_file(
+        &mut self,
+        pool: &FilePool,
+        shown: &str,
+        components: &[&[u8]],
+        parent: &OwnedFd,
+        meta: &Meta,
+        content: &[u8],
+    ) -> Result<(), LayerError> {
+        let path = components.join(&b'/');
+        let name = OsStr::from_bytes(components.last().map_or(&b""[..], |n| n));
+        let key = PoolKey {
+            path: &path,
+            mode: meta.mode,
+            owner: self.options.same_owner.then_some((meta.uid, meta.gid)),
+            mtime: meta.mtime,
+            xattrs: &meta.xattrs,
+        };
+        let pooled = FilePool::name(&key, content);
+        self.replace(shown, parent, name, false)?;
+        if pool.lend(&pooled, parent.as_fd(), name) {
+            self.stats.files += 1;
+            self.stats.pooled += 1;
+            self.stats.bytes += content.len() as u64;
+            return Ok(());
         }
+        let mut file = self.create_file(shown, parent, name)?;
+        file.write_all(content)
+            .map_err(|e| self.io_err("writing", shown, e))?;
+        self.finish_file(shown, &file, meta, content.len() as u64)?;
+        pool.adopt(&pooled, parent.as_fd(), name);
+        Ok(())
+    }
+
+    /// Creates the regular file `name` in `parent`, where nothing is.
+    fn create_file(&self, shown: &str, parent: &OwnedFd, name: &OsStr) -> Result<std::fs::File, LayerError> {
+        let fd = rustix::fs::openat(
+            parent.as_fd(),
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.io_err("creating", shown, e))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Owner, extended attributes, mode and mtime of a regular file whose `written` bytes
+    /// are in.
+    fn finish_file(
+        &mut self,
+        shown: &str,
+        file: &std::fs::File,
+        meta: &Meta,
+        written: u64,
+    ) -> Result<(), LayerError> {
         if self.options.same_owner {
-            chown_fd(&file, meta).map_err(|e| self.io_err("changing the owner of", shown, e))?;
+            chown_fd(file, meta).map_err(|e| self.io_err("changing the owner of", shown, e))?;
         }
         self.set_xattrs(
             shown,
@@ -385,9 +459,9 @@ impl<'o> Unpacker<'o> {
             FileType::RegularFile,
             &meta.xattrs,
         )?;
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode))
+        rustix::fs::fchmod(file, Mode::from_raw_mode(meta.mode))
             .map_err(|e| self.io_err("setting the mode of", shown, e))?;
-        rustix::fs::futimens(&file, &times(meta.mtime))
+        rustix::fs::futimens(file, &times(meta.mtime))
             .map_err(|e| self.io_err("setting the mtime of", shown, e))?;
         self.stats.files += 1;
         self.stats.bytes += written;
@@ -686,6 +760,31 @@ impl<'o> Unpacker<'o> {
 enum Target<'a> {
     Fd(BorrowedFd<'a>),
     Path(&'a Path),
+}
+
+/// The whole content of the current entry, `expected` bytes long.
+fn read_content<R: Read>(
+    shown: &str,
+    expected: u64,
+    archive: &mut TarReader<R>,
+) -> Result<Vec<u8>, LayerError> {
+    let mut content = Vec::with_capacity(expected as usize);
+    archive
+        .content()
+        .read_to_end(&mut content)
+        .map_err(|e| LayerError::stream("reading the layer", e))?;
+    check_length(shown, content.len() as u64, expected)?;
+    Ok(content)
+}
+
+/// Refuses a file whose content ended before the size its header gave.
+fn check_length(shown: &str, written: u64, expected: u64) -> Result<(), LayerError> {
+    if written == expected {
+        return Ok(());
+    }
+    Err(LayerError::Malformed {
+        reason: format!("file {shown:?} is truncated: {written} of {expected} bytes"),
+    })
 }
 
 fn chown_fd(fd: impl AsFd, meta: &Meta) -> rustix::io::Result<()> {
