@@ -1,6 +1,7 @@
 //! The layer cache: what each build step produced, by content-addressed key, kept in the
 //! local store so it survives restarts, plus the inputs behind each step's last key so that a
-//! miss can say what changed.
+//! miss can say what changed, and the gzip block index of each layer built, so that the
+//! step's next layer can copy the blocks that did not change.
 //!
 //! A key is the SHA-256 of a canonical JSON encoding of the step's inputs, prefixed by
 //! [`KEY_VERSION`]: bumping the version changes every key. What goes into a key is decided by
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use rbuild_layer::BlockIndex;
 use rbuild_oci::{Descriptor, Digest};
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +127,9 @@ pub enum Lookup {
     Miss(String),
 }
 
+/// The cache's directories: records by key, each step's last inputs, block indexes by blob.
+const SUBDIRS: [&str; 3] = ["keys", "inputs", "blocks"];
+
 /// The cache index in the local store.
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -134,7 +139,7 @@ pub struct Cache {
 impl Cache {
     /// Opens the index kept under `dir`.
     pub fn open(dir: &Path) -> Result<Cache> {
-        for sub in ["keys", "inputs"] {
+        for sub in SUBDIRS {
             fs::create_dir_all(dir.join(sub))
                 .map_err(|e| BuildError::io(format!("creating cache in {}", dir.display()), e))?;
         }
@@ -171,6 +176,28 @@ impl Cache {
         })
     }
 
+    /// The layer `step` produced the last time it was built, if it made one.
+    pub fn previous_layer(&self, step: &str) -> Option<CachedLayer> {
+        let inputs: Inputs = serde_json::from_slice(&fs::read(self.inputs_path(step)).ok()?).ok()?;
+        let record: CacheRecord =
+            serde_json::from_slice(&fs::read(self.key_path(&inputs.key())).ok()?).ok()?;
+        record.layer
+    }
+
+    /// The gzip block index of the layer blob `digest`, if it was built here.
+    pub fn blocks(&self, digest: &Digest) -> Option<BlockIndex> {
+        BlockIndex::from_bytes(&fs::read(self.blocks_path(digest)).ok()?)
+    }
+
+    /// Keeps the gzip block index of the layer blob `digest`.
+    pub fn store_blocks(&self, digest: &Digest, blocks: &BlockIndex) -> Result<()> {
+        write_atomically(&self.blocks_path(digest), &blocks.to_bytes())
+    }
+
+    fn blocks_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blocks").join(digest.hex())
+    }
+
     /// Records a step's result under its key, and its inputs for future explanations.
     pub fn store(&self, step: &str, inputs: &Inputs, record: &CacheRecord) -> Result<()> {
         write_json(&self.key_path(&inputs.key()), record)?;
@@ -196,7 +223,7 @@ impl Cache {
 
     /// Forgets everything.
     pub fn clear(&self) -> Result<()> {
-        for sub in ["keys", "inputs"] {
+        for sub in SUBDIRS {
             let dir = self.dir.join(sub);
             fs::remove_dir_all(&dir).map_err(|e| BuildError::io(format!("removing {}", dir.display()), e))?;
             fs::create_dir_all(&dir).map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
@@ -207,6 +234,12 @@ impl Cache {
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let bytes = serde_json::to_vec(value).map_err(|e| BuildError::io("encoding cache record", e.into()))?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file and renames it to `path`, so readers (and a build that
+/// crashed halfway) see the old content or the new, never half of it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     fs::write(&tmp, bytes)
         .and_then(|()| fs::rename(&tmp, path))
@@ -280,5 +313,46 @@ mod tests {
             Lookup::Miss("V: 1 → 2".into())
         );
         assert!(matches!(cache.lookup("step", &v1, |_| false), Lookup::Miss(_)));
+    }
+
+    #[test]
+    fn remembers_each_steps_last_layer_and_block_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        assert_eq!(cache.previous_layer("step"), None);
+        let layer = CachedLayer {
+            descriptor: Descriptor::new(
+                rbuild_oci::media_type::OCI_LAYER_GZIP,
+                Digest::sha256_of(b"blob"),
+                4,
+            ),
+            diff_id: Digest::sha256_of(b"tar"),
+        };
+        let record = CacheRecord {
+            layer: Some(layer.clone()),
+        };
+        cache.store("step", &inputs(&[("arg:V", "1")]), &record).unwrap();
+        assert_eq!(cache.previous_layer("step"), Some(layer.clone()));
+        // A step that left no layer has none to offer.
+        cache
+            .store("step", &inputs(&[("arg:V", "2")]), &CacheRecord { layer: None })
+            .unwrap();
+        assert_eq!(cache.previous_layer("step"), None);
+
+        let digest = &layer.descriptor.digest;
+        assert_eq!(cache.blocks(digest), None);
+        let index = BlockIndex {
+            blocks: vec![rbuild_layer::BlockRecord {
+                key: [7; 32],
+                offset: 10,
+                size: 100,
+                uncompressed: 300,
+                crc: 42,
+            }],
+        };
+        cache.store_blocks(digest, &index).unwrap();
+        assert_eq!(cache.blocks(digest), Some(index));
+        cache.clear().unwrap();
+        assert_eq!(cache.blocks(digest), None);
     }
 }

@@ -26,6 +26,9 @@ pub struct StepMetrics {
     pub bytes_written: u64,
     /// Compressed bytes of the layer written.
     pub bytes_compressed: u64,
+    /// Of `bytes_written`, those whose compressed blocks were copied from the layer this
+    /// step made last time instead of compressed again.
+    pub bytes_reused: u64,
     /// The layer's digest, for steps that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,

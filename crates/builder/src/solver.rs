@@ -18,7 +18,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use rbuild_dockerfile::plan::{Base, CopyFrom, CopyStep, RunStep, Source, Stage, Step, StepKind};
 use rbuild_dockerfile::run_flags::MountType;
 use rbuild_dockerfile::{BaseImageInfo, ImageResolver, PlanOptions, dockerignore};
-use rbuild_layer::{LayerOptions, write_layer};
+use rbuild_layer::{LayerOptions, PreviousBlocks, write_layer_reusing};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
@@ -676,12 +676,20 @@ enum Outcome {
     /// Its layer came from the cache.
     Hit,
     /// It ran; the reason says why the cache missed.
-    Built {
-        reason: String,
-        bytes_written: u64,
-        bytes_compressed: u64,
-        layer_ms: f64,
-    },
+    Built { reason: String, layer: LayerWork },
+}
+
+/// What writing a step's layer took.
+#[derive(Clone, Copy, Debug, Default)]
+struct LayerWork {
+    /// Uncompressed bytes.
+    written: u64,
+    /// Compressed bytes.
+    compressed: u64,
+    /// Uncompressed bytes whose compressed form was copied from the step's previous layer.
+    reused: u64,
+    /// Milliseconds.
+    ms: f64,
 }
 
 impl Run {
@@ -771,17 +779,13 @@ impl Run {
                     metrics.cache = "hit".to_owned();
                     self.progress.event(Event::Cached(label.clone()));
                 }
-                Outcome::Built {
-                    reason,
-                    bytes_written,
-                    bytes_compressed,
-                    layer_ms,
-                } => {
+                Outcome::Built { reason, layer } => {
                     metrics.cache = "miss".to_owned();
                     metrics.miss_reason = Some(reason);
-                    metrics.bytes_written = bytes_written;
-                    metrics.bytes_compressed = bytes_compressed;
-                    metrics.layer_ms = layer_ms;
+                    metrics.bytes_written = layer.written;
+                    metrics.bytes_compressed = layer.compressed;
+                    metrics.bytes_reused = layer.reused;
+                    metrics.layer_ms = layer.ms;
                 }
             }
             if let Some(layer) = state.layers.last().filter(|_| metrics.cache != "none") {
@@ -880,16 +884,23 @@ impl Run {
             *fs_key = inputs.key().to_string();
             return Ok(Outcome::Built {
                 reason,
-                bytes_written: 0,
-                bytes_compressed: 0,
-                layer_ms: 0.0,
+                layer: LayerWork::default(),
             });
         }
         let layer_started = Instant::now();
         let mut writer = content.writer()?;
-        let info = write_layer(entries, &self.request.layer_options, &mut writer)
-            .map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;
+        let previous = self.previous_blocks(step_id);
+        let info = write_layer_reusing(
+            entries,
+            &self.request.layer_options,
+            previous.as_ref(),
+            &mut writer,
+        )
+        .map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;
         let (digest, size) = writer.commit(Some(&info.digest))?;
+        if !info.blocks.blocks.is_empty() {
+            self.store.cache.store_blocks(&digest, &info.blocks)?;
+        }
         let layer = CachedLayer {
             descriptor: Descriptor::new(info.media_type, digest, size),
             diff_id: info.diff_id,
@@ -905,10 +916,21 @@ impl Run {
         *fs_key = inputs.key().to_string();
         Ok(Outcome::Built {
             reason,
-            bytes_written: info.uncompressed_size,
-            bytes_compressed: info.size,
-            layer_ms: layer_started.elapsed().as_secs_f64() * 1000.0,
+            layer: LayerWork {
+                written: info.uncompressed_size,
+                compressed: info.size,
+                reused: info.reused,
+                ms: layer_started.elapsed().as_secs_f64() * 1000.0,
+            },
         })
+    }
+
+    /// The gzip blocks of the layer `step` made last time, which its new layer may copy.
+    fn previous_blocks(&self, step: &str) -> Option<PreviousBlocks> {
+        let layer = self.store.cache.previous_layer(step)?;
+        let blocks = self.store.cache.blocks(&layer.descriptor.digest)?;
+        let blob = self.store.content.open_blob(&layer.descriptor.digest).ok()?;
+        Some(PreviousBlocks::new(&blocks, blob))
     }
 
     fn label(&self, stage: &Stage, step: &Step) -> Option<StepLabel> {
@@ -1325,17 +1347,10 @@ impl Run {
         })?;
         // The layer's time includes reading the step's changes back from the upper directory.
         Ok(match outcome {
-            Outcome::Built {
-                reason,
-                bytes_written,
-                bytes_compressed,
-                layer_ms,
-            } => Outcome::Built {
-                reason,
-                bytes_written,
-                bytes_compressed,
-                layer_ms: layer_ms + diff_ms.get(),
-            },
+            Outcome::Built { reason, mut layer } => {
+                layer.ms += diff_ms.get();
+                Outcome::Built { reason, layer }
+            }
             other => other,
         })
     }

@@ -1,47 +1,224 @@
-//! gzip on every core, pigz-style, with output that does not depend on the number of cores.
+//! gzip on every core, pigz-style, with output that does not depend on the number of cores,
+//! and that a rebuild can copy from the previous layer wherever the input is unchanged.
 //!
-//! The uncompressed stream is cut into blocks of exactly [`BLOCK_SIZE`] bytes (the last one
-//! shorter). Each block is raw-deflated on its own, primed with the last 32 KiB of the block
-//! before it as the dictionary, and ends with a sync flush (the last one with the final
-//! deflate block), so the pieces join into one deflate stream. Around it go a fixed gzip
-//! header (mtime 0, OS "unknown", as Go writes it) and a trailer with the CRC-32 combined from
-//! the blocks' CRCs and the length. The result is one ordinary gzip member: Go's
-//! `compress/gzip` (docker, containerd), `gzip -t` and single-member decoders all read it.
+//! The uncompressed stream is cut into blocks at content-defined places (see [`Cutter`]):
+//! between [`MIN_BLOCK`] and [`MAX_BLOCK`] bytes, about 320 KiB on average. Each block is
+//! raw-deflated on its own, primed with the last 32 KiB of the stream before it as the
+//! dictionary, and ends with a sync flush (the last one with the final deflate block), so the
+//! pieces join into one deflate stream. Around it go a fixed gzip header (mtime 0, OS
+//! "unknown", as Go writes it) and a trailer with the CRC-32 combined from the blocks' CRCs
+//! and the length. The result is one ordinary gzip member: Go's `compress/gzip` (docker,
+//! containerd), `gzip -t` and single-member decoders all read it.
 //!
-//! Three kinds of thread work on a layer: the producer (the tar writer and the diff ID hash),
-//! `threads` deflate workers, and the calling thread, which writes blocks out in order. Memory
-//! stays bounded: the producer waits once `threads + 2` blocks are queued or being deflated,
-//! so at most about `(threads + 3) × 2 × BLOCK_SIZE` bytes are held (input and output).
+//! A block's compressed bytes depend only on its input, its dictionary, the level and
+//! whether it is the last, so they are reusable: [`compress`] names every block by a hash of
+//! those ([`BlockIndex`]), and given the index and blob of an earlier layer
+//! ([`PreviousBlocks`]) copies the blocks it already has instead of deflating them again.
+//! The output is the same bytes either way. Because the cuts follow the content, a change in
+//! one file moves only the boundaries next to it: rebuilding a 100 MB layer after a one-file
+//! change deflates one or two blocks.
+//!
+//! Three kinds of thread work on a layer: the producer (the tar writer, the diff ID hash and
+//! the cutting), `threads` workers (block hashing, then deflating or copying), and the
+//! calling thread, which writes blocks out in order. Memory stays bounded: the producer waits
+//! once `threads + 2` blocks are queued or being worked on, so at most about
+//! `(threads + 3) × 2 × MAX_BLOCK` bytes are held (input and output).
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use flate2::{Compress, FlushCompress, Status};
+use sha2::{Digest as _, Sha256};
 
 use crate::error::LayerError;
 
-/// Uncompressed bytes per block. Part of the output format: changing it changes the digest
-/// of every gzip layer (see [`FORMAT_VERSION`](crate::FORMAT_VERSION)).
-pub const BLOCK_SIZE: usize = 256 * 1024;
+/// The fewest uncompressed bytes in a block (but the last). Part of the output format, as
+/// are [`MAX_BLOCK`] and the cutting rule (see [`FORMAT_VERSION`](crate::FORMAT_VERSION)).
+pub const MIN_BLOCK: usize = 64 * 1024;
+
+/// The most uncompressed bytes in a block.
+pub const MAX_BLOCK: usize = 1024 * 1024;
 
 /// Deflate's window: the most history a block can refer back to.
 const WINDOW: usize = 32 * 1024;
 
+/// How many of the rolling hash's top bits must be clear for a block to end: one place in
+/// 256 KiB, past [`MIN_BLOCK`].
+const CUT_BITS: u32 = 18;
+
+/// The "gear" of the rolling hash: a fixed pseudo-random number per byte value.
+const GEAR: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut state: u64 = 0x7262_7569_6c64_2d67; // "rbuild-g"
+    let mut i = 0;
+    while i < 256 {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        table[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    table
+};
+
+/// Decides where blocks end, from the content: a gear hash (`h = (h << 1) + GEAR[byte]`)
+/// rolls over the stream, and a block ends after a byte where its top [`CUT_BITS`] bits are
+/// zero, once the block holds [`MIN_BLOCK`] bytes, or at [`MAX_BLOCK`]. Each shift pushes a
+/// byte's contribution one bit further up, so the top bits depend on the last 64 bytes
+/// only: the same content cuts at the same places wherever it sits in the stream, which is
+/// what lets blocks after a change line up with the previous layer's again.
+#[derive(Default)]
+struct Cutter {
+    hash: u64,
+}
+
+impl Cutter {
+    /// Where the block holding `len` bytes so far ends within `data`: after `Some(n)` of its
+    /// bytes, or beyond it (`None`).
+    fn cut(&mut self, len: usize, data: &[u8]) -> Option<usize> {
+        // Bytes more than 64 before MIN_BLOCK cannot affect a cut: skip hashing them.
+        let start = (MIN_BLOCK - 64).saturating_sub(len).min(data.len());
+        for (i, &byte) in data.iter().enumerate().skip(start) {
+            self.hash = (self.hash << 1).wrapping_add(GEAR[byte as usize]);
+            let size = len + i + 1;
+            if (size >= MIN_BLOCK && self.hash >> (64 - CUT_BITS) == 0) || size == MAX_BLOCK {
+                self.hash = 0;
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+}
+
+/// A block's name: SHA-256 of everything its compressed bytes depend on.
+pub type BlockKey = [u8; 32];
+
+/// Where one block of a gzip layer sits, and what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// Its name (see the module documentation).
+    pub key: BlockKey,
+    /// Offset of its compressed bytes in the blob.
+    pub offset: u64,
+    /// Compressed length.
+    pub size: u32,
+    /// Uncompressed length.
+    pub uncompressed: u32,
+    /// CRC-32 of the uncompressed bytes.
+    pub crc: u32,
+}
+
+/// The blocks of one gzip layer, in order: what [`compress`] reports, and what a later
+/// layer reuses through [`PreviousBlocks`]. Kept by the builder next to its cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockIndex {
+    /// The blocks.
+    pub blocks: Vec<BlockRecord>,
+}
+
+/// Bytes per record in [`BlockIndex::to_bytes`].
+const RECORD_BYTES: usize = 32 + 8 + 4 + 4 + 4;
+
+impl BlockIndex {
+    /// A compact binary form: fixed-size little-endian records.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.blocks.len() * RECORD_BYTES);
+        for block in &self.blocks {
+            out.extend_from_slice(&block.key);
+            out.extend_from_slice(&block.offset.to_le_bytes());
+            out.extend_from_slice(&block.size.to_le_bytes());
+            out.extend_from_slice(&block.uncompressed.to_le_bytes());
+            out.extend_from_slice(&block.crc.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads [`to_bytes`](Self::to_bytes)' form; `None` when it is not that.
+    pub fn from_bytes(bytes: &[u8]) -> Option<BlockIndex> {
+        if !bytes.len().is_multiple_of(RECORD_BYTES) {
+            return None;
+        }
+        let blocks = bytes
+            .chunks_exact(RECORD_BYTES)
+            .map(|r| {
+                let u32_at = |at: usize| u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&r[..32]);
+                let mut offset = [0u8; 8];
+                offset.copy_from_slice(&r[32..40]);
+                BlockRecord {
+                    key,
+                    offset: u64::from_le_bytes(offset),
+                    size: u32_at(40),
+                    uncompressed: u32_at(44),
+                    crc: u32_at(48),
+                }
+            })
+            .collect();
+        Some(BlockIndex { blocks })
+    }
+}
+
+/// An earlier gzip layer's blocks, ready to be copied into a new layer.
+#[derive(Debug)]
+pub struct PreviousBlocks {
+    blocks: HashMap<BlockKey, BlockRecord>,
+    blob: File,
+}
+
+impl PreviousBlocks {
+    /// The blocks `index` describes, read from `blob` (the layer it describes).
+    pub fn new(index: &BlockIndex, blob: File) -> PreviousBlocks {
+        PreviousBlocks {
+            blocks: index.blocks.iter().map(|b| (b.key, *b)).collect(),
+            blob,
+        }
+    }
+
+    /// The compressed bytes of the block named `key` with input `data`, if there is one. The
+    /// length and CRC must match too, so a stale index costs a deflate, not a wrong layer.
+    fn copy(&self, key: &BlockKey, data: &[u8], crc: &crc32fast::Hasher) -> Option<Vec<u8>> {
+        let block = self.blocks.get(key)?;
+        if block.uncompressed as usize != data.len() || block.crc != crc.clone().finalize() {
+            return None;
+        }
+        let mut bytes = vec![0u8; block.size as usize];
+        self.blob.read_exact_at(&mut bytes, block.offset).ok()?;
+        Some(bytes)
+    }
+}
+
 /// One block to deflate.
 struct Job {
     data: Arc<Vec<u8>>,
-    /// The previous block, whose tail is the dictionary.
-    previous: Option<Arc<Vec<u8>>>,
+    /// The stream's last bytes before the block (up to [`WINDOW`]): the dictionary.
+    dictionary: Arc<Vec<u8>>,
     last: bool,
     reply: SyncSender<io::Result<Deflated>>,
 }
 
-/// A deflated block and the CRC-32 of its input.
+/// A deflated block, its name and the CRC-32 of its input.
 struct Deflated {
     bytes: Vec<u8>,
+    key: BlockKey,
     crc: crc32fast::Hasher,
     len: usize,
+    copied: bool,
+}
+
+/// What [`compress`] did besides writing.
+#[derive(Debug, Default)]
+pub(crate) struct Compressed {
+    /// Every block, in order.
+    pub index: BlockIndex,
+    /// Uncompressed bytes copied from the previous layer instead of deflated.
+    pub reused: u64,
 }
 
 /// The gzip header: no name, no extra fields, mtime 0, OS 255 ("unknown"), and the XFL byte
@@ -56,13 +233,15 @@ fn header(level: u32) -> [u8; 10] {
 }
 
 /// Compresses what `produce` writes into one gzip member on `out`, deflating on `threads`
-/// worker threads (at least one), and returns what `produce` returned.
+/// worker threads (at least one) the blocks `previous` does not have, and returns what
+/// `produce` returned.
 pub(crate) fn compress<T: Send>(
     level: u32,
     threads: usize,
+    previous: Option<&PreviousBlocks>,
     out: &mut dyn Write,
     produce: impl FnOnce(&mut dyn Write) -> Result<T, LayerError> + Send,
-) -> Result<T, LayerError> {
+) -> Result<(T, Compressed), LayerError> {
     let threads = threads.max(1);
     let write_err = |e| LayerError::stream("writing the compressed layer", e);
     out.write_all(&header(level)).map_err(write_err)?;
@@ -75,12 +254,13 @@ pub(crate) fn compress<T: Send>(
 
         for _ in 0..threads {
             let jobs = Arc::clone(&job_rx);
-            scope.spawn(move || worker(level, &jobs));
+            scope.spawn(move || worker(level, previous, &jobs));
         }
         let producer = scope.spawn(move || {
             let mut blocks = BlockWriter {
-                buffer: Vec::with_capacity(BLOCK_SIZE),
-                previous: None,
+                buffer: Vec::with_capacity(MAX_BLOCK),
+                dictionary: Arc::new(Vec::new()),
+                cutter: Cutter::default(),
                 jobs: job_tx,
                 order: order_tx,
             };
@@ -94,6 +274,8 @@ pub(crate) fn compress<T: Send>(
         // Write the blocks out in order as they are ready.
         let mut crc = crc32fast::Hasher::new();
         let mut total: u64 = 0;
+        let mut offset = header(level).len() as u64;
+        let mut compressed = Compressed::default();
         let mut failure = None;
         for reply in order_rx.iter() {
             let block = match reply.recv() {
@@ -117,6 +299,17 @@ pub(crate) fn compress<T: Send>(
             }
             crc.combine(&block.crc);
             total += block.len as u64;
+            if block.copied {
+                compressed.reused += block.len as u64;
+            }
+            compressed.index.blocks.push(BlockRecord {
+                key: block.key,
+                offset,
+                size: block.bytes.len() as u32,
+                uncompressed: block.len as u32,
+                crc: block.crc.finalize(),
+            });
+            offset += block.bytes.len() as u64;
         }
         // Dropping the receiver (if we stopped early) makes the producer's next send fail, so
         // it stops, which closes the job queue, which stops the workers.
@@ -136,23 +329,29 @@ pub(crate) fn compress<T: Send>(
         trailer[..4].copy_from_slice(&crc.finalize().to_le_bytes());
         trailer[4..].copy_from_slice(&(total as u32).to_le_bytes());
         out.write_all(&trailer).map_err(write_err)?;
-        Ok(value)
+        Ok((value, compressed))
     })
 }
 
 /// The producer's end: cuts what is written into blocks and queues them.
 struct BlockWriter {
     buffer: Vec<u8>,
-    previous: Option<Arc<Vec<u8>>>,
+    /// The last [`WINDOW`] bytes before `buffer`.
+    dictionary: Arc<Vec<u8>>,
+    cutter: Cutter,
     jobs: SyncSender<Job>,
     order: SyncSender<Receiver<io::Result<Deflated>>>,
 }
 
 impl BlockWriter {
     fn send(&mut self, last: bool) -> io::Result<()> {
-        let capacity = if last { 0 } else { BLOCK_SIZE };
+        let capacity = if last { 0 } else { MAX_BLOCK };
         let data = Arc::new(std::mem::replace(&mut self.buffer, Vec::with_capacity(capacity)));
-        let previous = self.previous.replace(Arc::clone(&data));
+        let tail = data.len().min(WINDOW);
+        // Blocks are at least MIN_BLOCK > WINDOW bytes (but the last), so the dictionary
+        // comes from one block.
+        let next = Arc::new(data[data.len() - tail..].to_vec());
+        let dictionary = std::mem::replace(&mut self.dictionary, next);
         let (reply, result) = sync_channel(1);
         let stopped = || {
             io::Error::new(
@@ -164,7 +363,7 @@ impl BlockWriter {
         self.jobs
             .send(Job {
                 data,
-                previous,
+                dictionary,
                 last,
                 reply,
             })
@@ -176,12 +375,17 @@ impl Write for BlockWriter {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let written = data.len();
         while !data.is_empty() {
-            if self.buffer.len() == BLOCK_SIZE {
-                self.send(false)?;
+            match self.cutter.cut(self.buffer.len(), data) {
+                Some(n) => {
+                    self.buffer.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    self.send(false)?;
+                }
+                None => {
+                    self.buffer.extend_from_slice(data);
+                    data = &[];
+                }
             }
-            let n = (BLOCK_SIZE - self.buffer.len()).min(data.len());
-            self.buffer.extend_from_slice(&data[..n]);
-            data = &data[n..];
         }
         Ok(written)
     }
@@ -191,21 +395,50 @@ impl Write for BlockWriter {
     }
 }
 
-fn worker(level: u32, jobs: &Mutex<Receiver<Job>>) {
+fn worker(level: u32, previous: Option<&PreviousBlocks>, jobs: &Mutex<Receiver<Job>>) {
     loop {
         let job = match jobs.lock() {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let previous = job
-            .previous
-            .as_deref()
-            .map(|p| &p[p.len().saturating_sub(WINDOW)..]);
-        let result = deflate_block(level, &job.data, previous, job.last);
+        let key = block_key(level, &job.dictionary, &job.data, job.last);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&job.data);
+        let result = match previous.and_then(|p| p.copy(&key, &job.data, &crc)) {
+            Some(bytes) => Ok(Deflated {
+                bytes,
+                key,
+                crc,
+                len: job.data.len(),
+                copied: true,
+            }),
+            None => deflate_block(level, &job.data, &job.dictionary, job.last).map(|bytes| Deflated {
+                bytes,
+                key,
+                crc,
+                len: job.data.len(),
+                copied: false,
+            }),
+        };
         // The writer may have given up; then nobody wants the block.
         let _ = job.reply.send(result);
     }
+}
+
+/// The name of a block: SHA-256 over the format version, the level, whether it is the last
+/// block, the dictionary and the input, each length-prefixed.
+fn block_key(level: u32, dictionary: &[u8], data: &[u8], last: bool) -> BlockKey {
+    let mut hasher = Sha256::new();
+    hasher.update(b"rbuild gzip block");
+    hasher.update(crate::FORMAT_VERSION.to_le_bytes());
+    hasher.update(level.to_le_bytes());
+    hasher.update([u8::from(last)]);
+    hasher.update((dictionary.len() as u64).to_le_bytes());
+    hasher.update(dictionary);
+    hasher.update((data.len() as u64).to_le_bytes());
+    hasher.update(data);
+    hasher.finalize().into()
 }
 
 /// Raw-deflates `data` with `dictionary` as history, ending in a sync flush, or in the final
@@ -213,12 +446,12 @@ fn worker(level: u32, jobs: &Mutex<Receiver<Job>>) {
 ///
 /// A fresh compressor for every block: a reused one, even after `reset`, can give different
 /// bytes once its window has slid (seen with zlib-rs 0.6), which would make the output
-/// depend on which worker got which block. Setting one up costs far less than deflating
-/// [`BLOCK_SIZE`] bytes.
-fn deflate_block(level: u32, data: &[u8], dictionary: Option<&[u8]>, last: bool) -> io::Result<Deflated> {
+/// depend on which worker got which block. Setting one up costs far less than deflating a
+/// block.
+fn deflate_block(level: u32, data: &[u8], dictionary: &[u8], last: bool) -> io::Result<Vec<u8>> {
     let mut compress = Compress::new(flate2::Compression::new(level), false);
     let deflate = &mut compress;
-    if let Some(dictionary) = dictionary.filter(|d| !d.is_empty()) {
+    if !dictionary.is_empty() {
         deflate.set_dictionary(dictionary).map_err(io::Error::other)?;
     }
     let flush = if last {
@@ -256,13 +489,7 @@ fn deflate_block(level: u32, data: &[u8], dictionary: Option<&[u8]>, last: bool)
             break;
         }
     }
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(data);
-    Ok(Deflated {
-        bytes,
-        crc,
-        len: data.len(),
-    })
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -288,8 +515,17 @@ mod tests {
     }
 
     fn gzip(data: &[u8], level: u32, threads: usize) -> Vec<u8> {
+        gzip_reusing(data, level, threads, None).0
+    }
+
+    fn gzip_reusing(
+        data: &[u8],
+        level: u32,
+        threads: usize,
+        previous: Option<&PreviousBlocks>,
+    ) -> (Vec<u8>, Compressed) {
         let mut out = Vec::new();
-        compress(level, threads, &mut out, |w| {
+        let ((), compressed) = compress(level, threads, previous, &mut out, |w| {
             // Odd-sized writes, so block cutting is exercised.
             for chunk in data.chunks(7919) {
                 w.write_all(chunk).map_err(|e| LayerError::stream("test", e))?;
@@ -297,7 +533,95 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        out
+        (out, compressed)
+    }
+
+    /// Incompressible bytes, as the bench's sources are.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn previous_blocks(blob: &[u8], index: &BlockIndex) -> PreviousBlocks {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(blob).unwrap();
+        PreviousBlocks::new(index, file)
+    }
+
+    #[test]
+    fn blocks_are_cut_by_content_within_bounds() {
+        let data = noise(12 * MAX_BLOCK, 3);
+        let (_, compressed) = gzip_reusing(&data, 6, 2, None);
+        let blocks = &compressed.index.blocks;
+        let (last, rest) = blocks.split_last().unwrap();
+        assert!(rest.len() > 20, "{} blocks", blocks.len());
+        for block in rest {
+            let len = block.uncompressed as usize;
+            assert!((MIN_BLOCK..=MAX_BLOCK).contains(&len), "{len}");
+        }
+        assert!(last.uncompressed as usize <= MAX_BLOCK);
+        // Offsets follow each other from the header on.
+        assert_eq!(blocks[0].offset, 10);
+        for pair in blocks.windows(2) {
+            assert_eq!(pair[1].offset, pair[0].offset + u64::from(pair[0].size));
+        }
+    }
+
+    #[test]
+    fn an_insertion_moves_only_nearby_blocks_and_reuse_gives_the_same_bytes() {
+        let before = noise(12 * MAX_BLOCK, 9);
+        let (blob, compressed) = gzip_reusing(&before, 6, 2, None);
+        let previous = previous_blocks(&blob, &compressed.index);
+
+        let mut after = before.clone();
+        let at = after.len() / 3;
+        after.splice(at..at, b"// one more line\n".iter().copied());
+        let (reused_blob, reused) = gzip_reusing(&after, 6, 2, Some(&previous));
+        assert!(
+            reused_blob == gzip(&after, 6, 1),
+            "copying blocks changed the bytes"
+        );
+        let changed = reused
+            .index
+            .blocks
+            .iter()
+            .filter(|b| !previous.blocks.contains_key(&b.key))
+            .count();
+        assert!(changed <= 2, "{changed} blocks deflated again");
+        assert!(
+            reused.reused as usize >= after.len() - 2 * MAX_BLOCK,
+            "{} of {} bytes reused",
+            reused.reused,
+            after.len()
+        );
+    }
+
+    #[test]
+    fn a_stale_index_costs_a_deflate_not_a_wrong_layer() {
+        let data = noise(3 * MAX_BLOCK, 5);
+        let (blob, compressed) = gzip_reusing(&data, 6, 2, None);
+        let mut stale = compressed.index.clone();
+        for block in &mut stale.blocks {
+            block.crc ^= 1;
+        }
+        let (again, reused) = gzip_reusing(&data, 6, 2, Some(&previous_blocks(&blob, &stale)));
+        assert!(again == blob);
+        assert_eq!(reused.reused, 0);
+    }
+
+    #[test]
+    fn block_index_bytes_round_trip() {
+        let (_, compressed) = gzip_reusing(&noise(4 * MAX_BLOCK, 1), 6, 2, None);
+        let bytes = compressed.index.to_bytes();
+        assert_eq!(BlockIndex::from_bytes(&bytes), Some(compressed.index));
+        assert_eq!(BlockIndex::from_bytes(&bytes[1..]), None);
     }
 
     #[test]
@@ -305,10 +629,10 @@ mod tests {
         for len in [
             0,
             1,
-            BLOCK_SIZE - 1,
-            BLOCK_SIZE,
-            BLOCK_SIZE + 1,
-            3 * BLOCK_SIZE + 12345,
+            MAX_BLOCK - 1,
+            MAX_BLOCK,
+            MAX_BLOCK + 1,
+            3 * MAX_BLOCK + 12345,
         ] {
             let data = sample(len);
             let gz = gzip(&data, 6, 3);
@@ -330,7 +654,7 @@ mod tests {
 
     #[test]
     fn output_does_not_depend_on_threads() {
-        let data = sample(5 * BLOCK_SIZE + 999);
+        let data = sample(5 * MAX_BLOCK + 999);
         for level in [0, 1, 6, 9] {
             let one = gzip(&data, level, 1);
             for threads in [2, 4, 7] {
@@ -352,8 +676,8 @@ mod tests {
     #[test]
     fn a_producer_error_is_returned_and_no_trailer_written() {
         let mut out = Vec::new();
-        let err = compress(6, 2, &mut out, |w| -> Result<(), LayerError> {
-            w.write_all(&sample(3 * BLOCK_SIZE)).unwrap();
+        let err = compress(6, 2, None, &mut out, |w| -> Result<(), LayerError> {
+            w.write_all(&sample(3 * MAX_BLOCK)).unwrap();
             Err(LayerError::InvalidOption("stop".into()))
         })
         .unwrap_err();
@@ -371,8 +695,8 @@ mod tests {
                 Ok(())
             }
         }
-        let data = sample(20 * BLOCK_SIZE);
-        let err = compress(6, 2, &mut Broken, |w| {
+        let data = sample(20 * MAX_BLOCK);
+        let err = compress(6, 2, None, &mut Broken, |w| {
             w.write_all(&data).map_err(|e| LayerError::stream("producing", e))
         })
         .unwrap_err();

@@ -58,14 +58,16 @@ pub use compress::{Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, decompre
 pub use dir::{DirOptions, XattrPolicy, entries_from_dir, entries_from_dir_with};
 pub use entry::{Entry, EntryKind, FileSource};
 pub use error::LayerError;
+pub use gzip::{BlockIndex, BlockRecord, PreviousBlocks};
 pub use pool::{FilePool, POOLED_MAX};
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack, unpack_pooled};
-pub use write::{LayerInfo, LayerOptions, write_layer};
+pub use write::{LayerInfo, LayerOptions, write_layer, write_layer_reusing};
 
 /// Version of the bytes [`write_layer`] produces. Within one version, the same entries and
-/// options give the same blob on every machine; a change to the tar encoding, the gzip block
-/// size or the compressor library that changes any output bumps it.
-pub const FORMAT_VERSION: u32 = 1;
+/// options give the same blob on every machine; a change to the tar encoding, where gzip
+/// blocks are cut or the compressor library that changes any output bumps it. (2: gzip
+/// blocks cut by content instead of every 256 KiB.)
+pub const FORMAT_VERSION: u32 = 2;
 
 #[cfg(test)]
 mod tests;

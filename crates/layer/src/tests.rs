@@ -332,7 +332,7 @@ fn gzip_layers_pass_gzip_t_and_list_with_tar() {
     // Several gzip blocks' worth of data.
     entries.push(Entry::new(
         "big",
-        EntryKind::File(FileSource::Bytes(rng.bytes(3 * gzip::BLOCK_SIZE + 17))),
+        EntryKind::File(FileSource::Bytes(rng.bytes(3 * gzip::MAX_BLOCK + 17))),
     ));
     let (info, blob) = layer(entries, &LayerOptions::default());
     run(Command::new("gzip").arg("-t"), &blob);
@@ -803,7 +803,7 @@ fn go_reads_gzip_layers_as_docker_does() {
     let mut entries = random_entries(&mut rng, 120);
     entries.push(Entry::new(
         "big",
-        EntryKind::File(FileSource::Bytes(rng.bytes(3 * gzip::BLOCK_SIZE + 5))),
+        EntryKind::File(FileSource::Bytes(rng.bytes(3 * gzip::MAX_BLOCK + 5))),
     ));
     let (_, blob) = layer(entries.clone(), &LayerOptions::default());
     let output = run(

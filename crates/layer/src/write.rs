@@ -12,7 +12,7 @@ use rbuild_oci::Digest;
 use crate::compress::{self, Compression};
 use crate::entry::{self, Entry};
 use crate::error::LayerError;
-use crate::gzip;
+use crate::gzip::{self, BlockIndex, PreviousBlocks};
 use crate::hashing::HashingWriter;
 use crate::tarball;
 
@@ -50,6 +50,11 @@ pub struct LayerInfo {
     pub uncompressed_size: u64,
     /// The OCI media type of the blob.
     pub media_type: &'static str,
+    /// For gzip, the blob's blocks: keep it to let a later layer reuse them
+    /// ([`write_layer_reusing`]). Empty for other compressions.
+    pub blocks: BlockIndex,
+    /// Uncompressed bytes whose compressed form was copied from the previous layer.
+    pub reused: u64,
 }
 
 /// Writes `entries` as a layer blob to `out`.
@@ -65,12 +70,24 @@ pub fn write_layer(
     options: &LayerOptions,
     out: &mut dyn Write,
 ) -> Result<LayerInfo, LayerError> {
+    write_layer_reusing(entries, options, None, out)
+}
+
+/// [`write_layer`], copying the gzip blocks `previous` already has instead of deflating
+/// them again: the same bytes, faster when most of the layer is unchanged (see
+/// [`gzip`](crate::gzip)). Other compressions ignore `previous`.
+pub fn write_layer_reusing(
+    entries: Vec<Entry>,
+    options: &LayerOptions,
+    previous: Option<&PreviousBlocks>,
+    out: &mut dyn Write,
+) -> Result<LayerInfo, LayerError> {
     options.compression.validate()?;
     let entries = entry::canonical(entries)?;
     let epoch = options.source_date_epoch;
     let mut blob = HashingWriter::new(out);
 
-    let (diff_id, uncompressed_size) = match options.compression {
+    let ((diff_id, uncompressed_size), compressed) = match options.compression {
         Compression::None => {
             tarball::write_entries(&entries, epoch, &mut blob)?;
             blob.flush()
@@ -82,18 +99,25 @@ pub fn write_layer(
                 size,
                 uncompressed_size: size,
                 media_type: options.compression.media_type(),
+                blocks: BlockIndex::default(),
+                reused: 0,
             });
         }
-        Compression::Gzip { level } => gzip::compress(level, options.thread_count(), &mut blob, |sink| {
-            let mut tar = HashingWriter::new(sink);
-            tarball::write_entries(&entries, epoch, &mut tar)?;
-            Ok(tar.finish())
-        })?,
-        Compression::Zstd { level } => compress::zstd(level, options.thread_count(), &mut blob, |sink| {
-            let mut tar = HashingWriter::new(sink);
-            tarball::write_entries(&entries, epoch, &mut tar)?;
-            Ok(tar.finish())
-        })?,
+        Compression::Gzip { level } => {
+            gzip::compress(level, options.thread_count(), previous, &mut blob, |sink| {
+                let mut tar = HashingWriter::new(sink);
+                tarball::write_entries(&entries, epoch, &mut tar)?;
+                Ok(tar.finish())
+            })?
+        }
+        Compression::Zstd { level } => {
+            let tar = compress::zstd(level, options.thread_count(), &mut blob, |sink| {
+                let mut tar = HashingWriter::new(sink);
+                tarball::write_entries(&entries, epoch, &mut tar)?;
+                Ok(tar.finish())
+            })?;
+            (tar, gzip::Compressed::default())
+        }
     };
     blob.flush()
         .map_err(|e| LayerError::stream("writing the compressed layer", e))?;
@@ -104,5 +128,7 @@ pub fn write_layer(
         size,
         uncompressed_size,
         media_type: options.compression.media_type(),
+        blocks: compressed.index,
+        reused: compressed.reused,
     })
 }
