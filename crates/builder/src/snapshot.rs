@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -70,37 +71,30 @@ impl Snapshots {
         if target.is_dir() {
             return Ok(target);
         }
+        let digest = &layer.descriptor.digest;
+        let blob = store.open_blob(digest)?;
+        let reader = rbuild_layer::decompressed(blob)
+            .map_err(|e| BuildError::Fetch(format!("layer {digest}: {e}")))?;
+        let pending = self.begin()?;
+        pending
+            .unpack(reader)
+            .map_err(|e| BuildError::Fetch(format!("unpacking layer {digest}: {e}")))?;
+        pending.install(&layer.diff_id)
+    }
+
+    /// A snapshot to unpack a layer into before its diff ID is known: while the layer is
+    /// being written.
+    pub fn begin(&self) -> Result<PendingSnapshot<'_>> {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("tmp-{}-", std::process::id()))
             .tempdir_in(&self.dir)
             .map_err(|e| BuildError::io(format!("creating a directory in {}", self.dir.display()), e))?
             .keep();
-        let blob = store.open_blob(&layer.descriptor.digest)?;
-        let reader = rbuild_layer::decompressed(blob)
-            .map_err(|e| BuildError::Fetch(format!("layer {}: {e}", layer.descriptor.digest)))?;
-        let options = UnpackOptions {
-            whiteouts: WhiteoutMode::Overlay,
-            same_owner: is_root(),
-        };
-        if let Err(e) = rbuild_layer::unpack_pooled(reader, &tmp, &options, &self.pool) {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(BuildError::Fetch(format!(
-                "unpacking layer {}: {e}",
-                layer.descriptor.digest
-            )));
-        }
-        match fs::rename(&tmp, &target) {
-            Ok(()) => Ok(target),
-            // Another build unpacked the same layer first: use theirs.
-            Err(_) if target.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(target)
-            }
-            Err(e) => Err(BuildError::io(
-                format!("installing snapshot {}", target.display()),
-                e,
-            )),
-        }
+        Ok(PendingSnapshot {
+            snapshots: self,
+            tmp,
+            installed: false,
+        })
     }
 
     /// A view of the filesystem made by `layers`, unpacking what is missing.
@@ -125,6 +119,50 @@ impl Snapshots {
     /// The directory holding the snapshots.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// A snapshot being unpacked into a temporary directory; removed unless installed.
+#[derive(Debug)]
+pub struct PendingSnapshot<'s> {
+    snapshots: &'s Snapshots,
+    tmp: PathBuf,
+    installed: bool,
+}
+
+impl PendingSnapshot<'_> {
+    /// Unpacks the uncompressed layer tar `reader`, sharing files through the pool.
+    pub fn unpack(&self, reader: impl Read) -> std::result::Result<(), rbuild_layer::LayerError> {
+        let options = UnpackOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            same_owner: is_root(),
+        };
+        rbuild_layer::unpack_pooled(reader, &self.tmp, &options, &self.snapshots.pool).map(|_| ())
+    }
+
+    /// Puts the unpacked layer in place as the snapshot of `diff_id`.
+    pub fn install(mut self, diff_id: &Digest) -> Result<PathBuf> {
+        let target = self.snapshots.dir.join(diff_id.hex());
+        match fs::rename(&self.tmp, &target) {
+            Ok(()) => {
+                self.installed = true;
+                Ok(target)
+            }
+            // Another build unpacked the same layer first: use theirs (ours goes on drop).
+            Err(_) if target.is_dir() => Ok(target),
+            Err(e) => Err(BuildError::io(
+                format!("installing snapshot {}", target.display()),
+                e,
+            )),
+        }
+    }
+}
+
+impl Drop for PendingSnapshot<'_> {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
     }
 }
 

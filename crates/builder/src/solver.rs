@@ -18,7 +18,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use rbuild_dockerfile::plan::{Base, CopyFrom, CopyStep, RunStep, Source, Stage, Step, StepKind};
 use rbuild_dockerfile::run_flags::MountType;
 use rbuild_dockerfile::{BaseImageInfo, ImageResolver, PlanOptions, dockerignore};
-use rbuild_layer::{LayerOptions, PreviousBlocks, write_layer_reusing};
+use rbuild_layer::{Entry, Extras, LayerInfo, LayerOptions, PreviousBlocks, write_layer_with};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
@@ -34,7 +34,7 @@ use crate::metrics::{BuildMetrics, StepMetrics};
 use crate::owner::{self, Owner};
 use crate::progress::{Event, Progress, StepLabel};
 use crate::rootfs::RootfsView;
-use crate::snapshot::Snapshots;
+use crate::snapshot::{PendingSnapshot, Snapshots};
 use crate::statcache::StatCache;
 use crate::time;
 
@@ -888,18 +888,15 @@ impl Run {
             });
         }
         let layer_started = Instant::now();
-        let mut writer = content.writer()?;
-        let previous = self.previous_blocks(step_id);
-        let info = write_layer_reusing(
-            entries,
-            &self.request.layer_options,
-            previous.as_ref(),
-            &mut writer,
-        )
-        .map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;
-        let (digest, size) = writer.commit(Some(&info.digest))?;
-        if !info.blocks.blocks.is_empty() {
-            self.store.cache.store_blocks(&digest, &info.blocks)?;
+        // A RUN later in the stage will need the layer unpacked: do it while writing it.
+        let snapshot = if self.run_follows(stage, step) {
+            Some(self.store.snapshots.begin()?)
+        } else {
+            None
+        };
+        let (info, digest, size, unpacked) = self.write_layer(step_id, entries, snapshot.as_ref())?;
+        if let Some(snapshot) = snapshot.filter(|_| unpacked) {
+            snapshot.install(&info.diff_id)?;
         }
         let layer = CachedLayer {
             descriptor: Descriptor::new(info.media_type, digest, size),
@@ -923,6 +920,54 @@ impl Run {
                 ms: layer_started.elapsed().as_secs_f64() * 1000.0,
             },
         })
+    }
+
+    /// Writes a step's layer to the content store, copying what it can from the layer the step
+    /// made last time, and unpacking it into `snapshot` on the way. Returns the layer, its
+    /// digest and size as stored, and whether the snapshot was unpacked.
+    fn write_layer(
+        &self,
+        step_id: &str,
+        entries: Vec<Entry>,
+        snapshot: Option<&PendingSnapshot<'_>>,
+    ) -> Result<(LayerInfo, Digest, u64, bool)> {
+        let previous = self.previous_blocks(step_id);
+        let mut writer = self.store.content.writer()?;
+        let (info, unpacked) = std::thread::scope(|scope| {
+            let pipe = match snapshot {
+                Some(_) => Some(std::io::pipe().map_err(|e| BuildError::io("creating a pipe", e))?),
+                None => None,
+            };
+            let (reader, mut tap) = pipe.unzip();
+            let unpacker = snapshot
+                .zip(reader)
+                .map(|(s, r)| scope.spawn(move || s.unpack(r)));
+            let extras = Extras {
+                previous: previous.as_ref(),
+                tap: tap.as_mut().map(|t| t as &mut (dyn std::io::Write + Send)),
+            };
+            let info = write_layer_with(entries, &self.request.layer_options, extras, &mut writer);
+            // The end of the pipe: the unpacker reads to it.
+            drop(tap);
+            let unpacked = unpacker.is_some_and(|u| matches!(u.join(), Ok(Ok(()))));
+            let info = info.map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;
+            Ok::<_, BuildError>((info, unpacked))
+        })?;
+        let (digest, size) = writer.commit(Some(&info.digest))?;
+        if !info.blocks.blocks.is_empty() {
+            self.store.cache.store_blocks(&digest, &info.blocks)?;
+        }
+        Ok((info, digest, size, unpacked))
+    }
+
+    /// Whether a RUN comes after `step` in `stage` (and so will need its layer unpacked).
+    fn run_follows(&self, stage: &Stage, step: &Step) -> bool {
+        stage
+            .steps
+            .iter()
+            .skip_while(|s| !std::ptr::eq(*s, step))
+            .skip(1)
+            .any(|s| matches!(s.kind, StepKind::Run(_)))
     }
 
     /// The gzip blocks of the layer `step` made last time, which its new layer may copy.

@@ -61,7 +61,7 @@ pub use error::LayerError;
 pub use gzip::{BlockIndex, BlockRecord, PreviousBlocks};
 pub use pool::{FilePool, POOLED_MAX};
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack, unpack_pooled};
-pub use write::{LayerInfo, LayerOptions, write_layer, write_layer_reusing};
+pub use write::{Extras, LayerInfo, LayerOptions, write_layer, write_layer_with};
 
 /// Version of the bytes [`write_layer`] produces. Within one version, the same entries and
 /// options give the same blob on every machine; a change to the tar encoding, where gzip

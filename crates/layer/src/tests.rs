@@ -957,3 +957,57 @@ fn pooled_unpack_refuses_truncated_files() {
     let error = unpack_pooled_into(&blob[..3000], &dest, &pool).unwrap_err();
     assert!(error.to_string().contains("truncated"), "{error}");
 }
+
+#[test]
+fn the_tap_gets_the_uncompressed_tar_and_its_failure_is_harmless() {
+    let mut rng = Rng(31);
+    let entries = random_entries(&mut rng, 30);
+    for compression in [
+        Compression::None,
+        Compression::default(),
+        Compression::Zstd { level: 3 },
+    ] {
+        let options = LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        };
+        let (info, blob) = layer(entries.clone(), &options);
+        let mut tar = Vec::new();
+        let mut out = Vec::new();
+        let extras = Extras {
+            previous: None,
+            tap: Some(&mut tar),
+        };
+        assert_eq!(
+            write_layer_with(entries.clone(), &options, extras, &mut out).unwrap(),
+            info
+        );
+        assert!(out == blob, "{compression:?}: the tap changed the blob");
+        let mut plain = Vec::new();
+        decompressed(std::io::Cursor::new(blob.clone()))
+            .unwrap()
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert!(tar == plain, "{compression:?}: the tap got other bytes");
+
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("no space"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Vec::new();
+        let extras = Extras {
+            previous: None,
+            tap: Some(&mut Full),
+        };
+        assert_eq!(
+            write_layer_with(entries.clone(), &options, extras, &mut out).unwrap(),
+            info
+        );
+        assert!(out == blob);
+    }
+}

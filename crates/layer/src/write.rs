@@ -1,11 +1,13 @@
 //! [`write_layer`]: entries → deterministic tar → compressed blob, with the diff ID and the
-//! blob digest computed in the same streaming pass:
+//! blob digest computed in the same streaming pass, and the tar optionally copied to a tap
+//! (which the builder unpacks as a snapshot at the same time):
 //!
 //! ```text
 //! entries ─▶ tar ─▶ sha256 (diff ID) ─▶ compressor ─▶ sha256 (digest) ─▶ out
+//!                └─▶ tap
 //! ```
 
-use std::io::Write;
+use std::io::{self, Write};
 
 use rbuild_oci::Digest;
 
@@ -51,7 +53,7 @@ pub struct LayerInfo {
     /// The OCI media type of the blob.
     pub media_type: &'static str,
     /// For gzip, the blob's blocks: keep it to let a later layer reuse them
-    /// ([`write_layer_reusing`]). Empty for other compressions.
+    /// ([`Extras::previous`]). Empty for other compressions.
     pub blocks: BlockIndex,
     /// Uncompressed bytes whose compressed form was copied from the previous layer.
     pub reused: u64,
@@ -70,18 +72,30 @@ pub fn write_layer(
     options: &LayerOptions,
     out: &mut dyn Write,
 ) -> Result<LayerInfo, LayerError> {
-    write_layer_reusing(entries, options, None, out)
+    write_layer_with(entries, options, Extras::default(), out)
 }
 
-/// [`write_layer`], copying the gzip blocks `previous` already has instead of deflating
-/// them again: the same bytes, faster when most of the layer is unchanged (see
-/// [`gzip`](crate::gzip)). Other compressions ignore `previous`.
-pub fn write_layer_reusing(
+/// What [`write_layer_with`] does besides what [`write_layer`] does.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// An earlier layer whose gzip blocks may be copied instead of deflated again: the same
+    /// bytes, faster when most of the layer is unchanged (see [`gzip`](crate::gzip)). Other
+    /// compressions ignore it.
+    pub previous: Option<&'a PreviousBlocks>,
+    /// Receives a copy of the uncompressed tar as it is written. Best effort: once it fails,
+    /// it gets nothing more and the layer is written all the same.
+    pub tap: Option<&'a mut (dyn Write + Send)>,
+}
+
+/// [`write_layer`] with [`Extras`].
+pub fn write_layer_with(
     entries: Vec<Entry>,
     options: &LayerOptions,
-    previous: Option<&PreviousBlocks>,
+    extras: Extras<'_>,
     out: &mut dyn Write,
 ) -> Result<LayerInfo, LayerError> {
+    let Extras { previous, tap } = extras;
+    let mut tap = Tap(tap);
     options.compression.validate()?;
     let entries = entry::canonical(entries)?;
     let epoch = options.source_date_epoch;
@@ -89,7 +103,7 @@ pub fn write_layer_reusing(
 
     let ((diff_id, uncompressed_size), compressed) = match options.compression {
         Compression::None => {
-            tarball::write_entries(&entries, epoch, &mut blob)?;
+            tarball::write_entries(&entries, epoch, &mut Tee(&mut blob, &mut tap))?;
             blob.flush()
                 .map_err(|e| LayerError::stream("writing the layer", e))?;
             let (digest, size) = blob.finish();
@@ -105,14 +119,14 @@ pub fn write_layer_reusing(
         }
         Compression::Gzip { level } => {
             gzip::compress(level, options.thread_count(), previous, &mut blob, |sink| {
-                let mut tar = HashingWriter::new(sink);
+                let mut tar = HashingWriter::new(Tee(sink, &mut tap));
                 tarball::write_entries(&entries, epoch, &mut tar)?;
                 Ok(tar.finish())
             })?
         }
         Compression::Zstd { level } => {
             let tar = compress::zstd(level, options.thread_count(), &mut blob, |sink| {
-                let mut tar = HashingWriter::new(sink);
+                let mut tar = HashingWriter::new(Tee(sink, &mut tap));
                 tarball::write_entries(&entries, epoch, &mut tar)?;
                 Ok(tar.finish())
             })?;
@@ -131,4 +145,26 @@ pub fn write_layer_reusing(
         blocks: compressed.index,
         reused: compressed.reused,
     })
+}
+
+/// The optional copy of the tar, dropped at its first error.
+struct Tap<'a>(Option<&'a mut (dyn Write + Send)>);
+
+/// Writes to a writer and, best effort, to a [`Tap`].
+struct Tee<'w, 't, W>(W, &'w mut Tap<'t>);
+
+impl<W: Write> Write for Tee<'_, '_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(buf)?;
+        if let Some(tap) = &mut self.1.0
+            && tap.write_all(&buf[..n]).is_err()
+        {
+            self.1.0 = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }

@@ -118,3 +118,61 @@ fn clean_builds_in_different_directories_are_identical() {
     let (one, two) = (context(), context());
     assert_eq!(digest(one.path()), digest(two.path()));
 }
+
+/// Incompressible bytes, different for each seed.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Builds with a fixed SOURCE_DATE_EPOCH; returns the image digest and, for the COPY step,
+/// the bytes written and the bytes whose compressed blocks were copied from before.
+fn build_big(store: &Path, context: &Path) -> (String, u64, u64) {
+    let metrics = store.join("metrics.json");
+    run(rbuild(store)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress", "plain", "--metrics-file"])
+        .arg(&metrics)
+        .arg(context));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(metrics).unwrap()).unwrap();
+    let copy = &report["steps"][0];
+    (
+        report["image"].as_str().unwrap().to_owned(),
+        copy["bytes_written"].as_u64().unwrap(),
+        copy["bytes_reused"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_rebuild_after_one_change_copies_unchanged_blocks_and_equals_a_clean_build() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY big/ /big/\n").unwrap();
+    std::fs::create_dir(ctx.path().join("big")).unwrap();
+    for i in 0..96u64 {
+        std::fs::write(
+            ctx.path().join(format!("big/{i:03}.bin")),
+            noise(96 * 1024, i + 1),
+        )
+        .unwrap();
+    }
+    let store = tempfile::tempdir().unwrap();
+    let (_, _, reused) = build_big(store.path(), ctx.path());
+    assert_eq!(reused, 0, "nothing to copy from on the first build");
+
+    let mut middle = std::fs::read(ctx.path().join("big/048.bin")).unwrap();
+    middle.extend_from_slice(b"one more line\n");
+    std::fs::write(ctx.path().join("big/048.bin"), middle).unwrap();
+    let (rebuilt, written, reused) = build_big(store.path(), ctx.path());
+    assert!(
+        reused * 10 >= written * 8,
+        "only {reused} of {written} bytes copied from the previous layer"
+    );
+    let (clean, _, _) = build_big(tempfile::tempdir().unwrap().path(), ctx.path());
+    assert_eq!(rebuilt, clean, "copying blocks changed the image");
+}
