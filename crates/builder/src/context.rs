@@ -77,6 +77,81 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// An entry found by [`walk`].
+struct Walked {
+    path: String,
+    meta: fs::Metadata,
+    kind: FileKind,
+}
+
+/// The entries below `dir` that `ignore` leaves in, each directory followed by its contents,
+/// siblings in name order. Directories are walked in parallel, and entries are `lstat`ed
+/// relative to their directory's descriptor (no path lookup from the root for each).
+/// Excluded directories are descended into only when a `!` pattern could re-include
+/// something below them, and kept only if something was.
+fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>) -> Result<Vec<Walked>> {
+    let absolute = root.join(dir);
+    let failed = |e| BuildError::io(format!("reading {}", absolute.display()), e);
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(&absolute).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        match entry.file_name().into_string() {
+            Ok(name) => entries.push((name, entry)),
+            Err(name) => tracing::warn!("skipping non-UTF-8 file name {name:?} in {}", absolute.display()),
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+
+    // Each entry kept, with whether it is a directory to descend into (and if it is
+    // excluded itself).
+    let mut kept: Vec<(Walked, Option<bool>)> = Vec::new();
+    for (name, entry) in entries {
+        let path = join(dir, &name);
+        let meta = entry
+            .metadata()
+            .map_err(|e| BuildError::io(format!("reading {}", root.join(&path).display()), e))?;
+        let ignored = ignore.is_some_and(|m| m.matches_or_parent_matches(&path));
+        let kind = if meta.is_dir() {
+            if ignored && !ignore.is_some_and(|m| m.should_descend(&path)) {
+                continue;
+            }
+            FileKind::Dir
+        } else if ignored {
+            continue;
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(entry.path())
+                .map_err(|e| BuildError::io(format!("reading {}", entry.path().display()), e))?;
+            FileKind::Symlink(target.to_string_lossy().into_owned())
+        } else if meta.is_file() {
+            FileKind::File
+        } else {
+            // Sockets, fifos and devices are not sent by docker either.
+            continue;
+        };
+        let descend = (kind == FileKind::Dir).then_some(ignored);
+        kept.push((Walked { path, meta, kind }, descend));
+    }
+
+    let below: Vec<Result<Vec<Walked>>> = kept
+        .par_iter()
+        .map(|(walked, descend)| match descend {
+            Some(_) => walk(root, &walked.path, ignore),
+            None => Ok(Vec::new()),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for ((walked, descend), below) in kept.into_iter().zip(below) {
+        let below = below?;
+        // An excluded directory stays out unless something below it was re-included.
+        if descend == Some(true) && below.is_empty() {
+            continue;
+        }
+        out.push(walked);
+        out.extend(below);
+    }
+    Ok(out)
+}
+
 fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
 }
@@ -104,7 +179,9 @@ impl Context {
             ignore,
         };
         context.insert("", &meta, FileKind::Dir);
-        context.walk("")?;
+        for walked in walk(&context.root, "", context.ignore.as_ref())? {
+            context.insert(&walked.path, &walked.meta, walked.kind);
+        }
         Ok(context)
     }
 
@@ -126,64 +203,6 @@ impl Context {
                 .or_default()
                 .push(path.to_owned());
         }
-    }
-
-    fn walk(&mut self, dir: &str) -> Result<()> {
-        let absolute = self.root.join(dir);
-        let entries = fs::read_dir(&absolute)
-            .map_err(|e| BuildError::io(format!("reading {}", absolute.display()), e))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| BuildError::io(format!("reading {}", absolute.display()), e))?;
-            match entry.file_name().into_string() {
-                Ok(name) => names.push(name),
-                Err(name) => {
-                    tracing::warn!("skipping non-UTF-8 file name {name:?} in {}", absolute.display())
-                }
-            }
-        }
-        names.sort();
-        for name in names {
-            let path = join(dir, &name);
-            let full = self.root.join(&path);
-            let meta = fs::symlink_metadata(&full)
-                .map_err(|e| BuildError::io(format!("reading {}", full.display()), e))?;
-            let ignored = self
-                .ignore
-                .as_ref()
-                .is_some_and(|m| m.matches_or_parent_matches(&path));
-            if meta.is_dir() {
-                let descend = !ignored || self.ignore.as_ref().is_some_and(|m| m.should_descend(&path));
-                if !descend {
-                    continue;
-                }
-                self.insert(&path, &meta, FileKind::Dir);
-                self.walk(&path)?;
-                if ignored && !self.children.contains_key(&path) {
-                    // Nothing below was re-included: the directory stays out.
-                    self.files.remove(&path);
-                    if let Some(siblings) = self.children.get_mut(dir) {
-                        siblings.retain(|p| p != &path);
-                    }
-                }
-                continue;
-            }
-            if ignored {
-                continue;
-            }
-            let kind = if meta.file_type().is_symlink() {
-                let target = fs::read_link(&full)
-                    .map_err(|e| BuildError::io(format!("reading {}", full.display()), e))?;
-                FileKind::Symlink(target.to_string_lossy().into_owned())
-            } else if meta.is_file() {
-                FileKind::File
-            } else {
-                // Sockets, fifos and devices are not sent by docker either.
-                continue;
-            };
-            self.insert(&path, &meta, kind);
-        }
-        Ok(())
     }
 
     /// The context directory.

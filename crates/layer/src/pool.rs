@@ -51,11 +51,14 @@ pub(crate) struct PoolKey<'a> {
 impl FilePool {
     /// Opens the pool in `dir` (on the same filesystem as the trees it serves), creating it.
     pub fn open(dir: &Path) -> io::Result<FilePool> {
-        std::fs::create_dir_all(dir)?;
-        for fan in 0..=255u8 {
-            match std::fs::create_dir(dir.join(format!("{fan:02x}"))) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => {}
+        // The last fan-out directory is made last: when it exists, so do the others.
+        if !dir.join("ff").is_dir() {
+            std::fs::create_dir_all(dir)?;
+            for fan in 0..=255u8 {
+                match std::fs::create_dir(dir.join(format!("{fan:02x}"))) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
             }
         }
         let fd = rustix::fs::open(
