@@ -6,6 +6,7 @@
 #
 #   benches/build.sh              # 3 rounds
 #   RUNS=1 benches/build.sh       # 1 round
+#   SETTLE=10 benches/build.sh    # seconds the disk is left to settle after deletes (45)
 #
 # Needs a dockerd (DOCKER_HOST) and buildah; scripts/test's packages plus `buildah`.
 set -euo pipefail
@@ -35,9 +36,11 @@ python3 benches/build/generate-context.py "$work/context"
 context="$work/context"
 echo "context: $(find "$context" -type f | wc -l) files, $(du -sm "$context" | cut -f1) MB"
 
-# A cold build is --no-cache, with rbuild on a store of its own for the round: nothing is
-# deleted while measuring, because creating files on this ext4 gets up to 15x slower for
-# minutes after a mass delete (ENVIRONMENT.md). Stores and caches go at the end.
+# A cold build starts from nothing: rbuild on a new store of its own for the round, docker
+# after `builder prune` (which also drops BuildKit's copy of the context), buildah after
+# removing its images. Creating files on this ext4 is up to 15x slower for a while after a
+# mass delete, so the deletes all happen first and the disk is left to settle before any
+# builder is timed.
 time_rbuild() { # STORE [--no-cache]
     local store=$1 s; shift
     s=$(now)
@@ -58,6 +61,13 @@ time_buildah() { # [--no-cache]
         >"$work/buildah.log" 2>&1 || { cat "$work/buildah.log" >&2; exit 1; }
     awk "BEGIN {printf \"%.3f\", $(now) - $s}"
 }
+reset_caches() {
+    "$docker" rmi -f bench/app:docker >/dev/null 2>&1 || true
+    "$docker" builder prune -af >/dev/null 2>&1 || true
+    buildah --root "$work/buildah" --runroot "$work/buildah-run" rmi --all --force >/dev/null 2>&1 || true
+    sync
+    sleep "${SETTLE:-45}"
+}
 measure() { # TOOL ROUND [--no-cache]
     local tool=$1 round=$2; shift 2
     case $tool in
@@ -72,9 +82,11 @@ for tool in "${tools[@]}"; do cold[$tool]=""; warm[$tool]=""; change[$tool]=""; 
 for round in $(seq "$RUNS"); do
     # Rotate who goes first, so no builder always meets the disk in the same state.
     order=("${tools[@]:$(( (round - 1) % 3 ))}" "${tools[@]:0:$(( (round - 1) % 3 ))}")
+    reset_caches
     for tool in "${order[@]}"; do cold[$tool]+="$(measure "$tool" "$round" --no-cache) "; done
     for tool in "${order[@]}"; do warm[$tool]+="$(measure "$tool" "$round") "; done
-    echo "// changed in round $round" >>"$context/src/pkg07/mod03/file00287.rs"
+    # Content no cache has seen, even from an earlier run of this script.
+    echo "// changed in round $round at $(now)" >>"$context/src/pkg07/mod03/file00287.rs"
     for tool in "${order[@]}"; do change[$tool]+="$(measure "$tool" "$round") "; done
     echo "round $round (${order[*]}): rbuild cold/warm/change $(awk '{print $NF}' <<<"${cold[rbuild]}")" \
         "$(awk '{print $NF}' <<<"${warm[rbuild]}") $(awk '{print $NF}' <<<"${change[rbuild]}")"
