@@ -58,6 +58,5 @@ pub mod rootfs;
 pub mod snapshot;
 pub mod solver;
 pub mod statcache;
-pub mod time;
 
 pub use error::{BuildError, Result};

@@ -21,7 +21,7 @@ use rbuild_dockerfile::{BaseImageInfo, ImageResolver, PlanOptions, dockerignore}
 use rbuild_layer::{Entry, Extras, LayerInfo, LayerOptions, PreviousBlocks, write_layer_with};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
-use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
+use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, time};
 
 use crate::cache::{Cache, CacheRecord, CachedLayer, Inputs, Lookup};
 use crate::context::Context;
@@ -36,7 +36,6 @@ use crate::progress::{Event, Progress, StepLabel};
 use crate::rootfs::RootfsView;
 use crate::snapshot::{PendingSnapshot, Snapshots};
 use crate::statcache::StatCache;
-use crate::time;
 
 /// The local store: content (an OCI layout), the cache index, snapshots, the stat cache.
 pub struct LocalStore {

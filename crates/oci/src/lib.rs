@@ -24,6 +24,7 @@ pub mod media_type;
 pub mod name;
 pub mod reference;
 pub mod store;
+pub mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ManifestSummary};

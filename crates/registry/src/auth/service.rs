@@ -61,28 +61,6 @@ fn parse_scope(text: &str) -> Option<Scope> {
     Some(Scope { resource, actions })
 }
 
-/// A time as RFC 3339 UTC (`2024-02-29T12:34:56Z`).
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// `application/x-www-form-urlencoded` pairs (`+` is a space).
 fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(body).replace('+', "%20");
@@ -382,7 +360,7 @@ impl Auth {
         Ok(Issued {
             token,
             expires_in: ttl,
-            issued_at: rfc3339(now),
+            issued_at: rbuild_oci::time::rfc3339(now),
             scope,
             refresh_token,
         })
@@ -435,13 +413,6 @@ mod tests {
         ] {
             assert_eq!(parse_scope(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Timestamps as image configs write them (RFC 3339, UTC), without a date library.
+//! Timestamps as image configs and registry tokens write them (RFC 3339, UTC), without a
+//! date library.
 
 /// Formats seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn rfc3339(seconds: i64) -> String {
@@ -38,6 +39,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 }
