@@ -35,6 +35,7 @@
 //!     ssh: None,
 //!     network: "default".into(),
 //!     runtime: None,
+//!     snapshotter: None,
 //! };
 //! let output = builder.build(request, std::sync::Arc::new(rbuild_builder::progress::Silent)).await?;
 //! println!("{}", output.image.manifest.digest);
@@ -60,3 +61,4 @@ pub mod solver;
 pub mod statcache;
 
 pub use error::{BuildError, Result};
+pub use rbuild_runtime::Snapshotter;

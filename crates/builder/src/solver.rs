@@ -119,6 +119,8 @@ pub struct BuildRequest {
     pub network: String,
     /// `--runtime`: the OCI runtime (else `$RBUILD_RUNTIME`, else `runc`).
     pub runtime: Option<PathBuf>,
+    /// `--snapshotter`: how RUN's root is made (else `$RBUILD_SNAPSHOTTER`, else auto).
+    pub snapshotter: Option<rbuild_runtime::Snapshotter>,
 }
 
 /// A finished build.
@@ -1184,9 +1186,12 @@ impl Run {
         if let Some(runtime) = self.runtime.get() {
             return Ok(runtime.clone());
         }
-        let runtime =
+        let mut runtime =
             rbuild_runtime::Runtime::new(&self.store.root().join("runtime"), self.request.runtime.clone())
                 .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+        if let Some(snapshotter) = self.request.snapshotter {
+            runtime = runtime.with_snapshotter(snapshotter);
+        }
         let cleaned = runtime.cleanup_stale();
         if cleaned > 0 {
             tracing::info!("removed {cleaned} runs left by interrupted builds");

@@ -87,6 +87,10 @@ pub struct BuildArgs {
     /// The OCI runtime for RUN [default: $RBUILD_RUNTIME, else runc]
     #[arg(long)]
     runtime: Option<PathBuf>,
+    /// How RUN's root filesystem is made: auto (overlay, else copies), overlay or native
+    /// (copies) [default: $RBUILD_SNAPSHOTTER, else auto]
+    #[arg(long)]
+    snapshotter: Option<rbuild_builder::Snapshotter>,
     /// The build context directory
     context: PathBuf,
 }
@@ -230,6 +234,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         },
         network: args.network.clone(),
         runtime: args.runtime.clone(),
+        snapshotter: args.snapshotter,
     };
 
     let store = args.store.open()?;

@@ -3,6 +3,10 @@
 //! the stage's layer snapshots. What the command changes lands in the overlay's upper
 //! directory, which the caller turns into the step's layer.
 //!
+//! Where overlayfs cannot be mounted (or `RBUILD_SNAPSHOTTER=native` asks for it), the layers
+//! are copied instead and the copy is compared with what it was after the command; the result
+//! is the same upper directory (see [`Snapshotter`]).
+//!
 //! Every run lives in its own directory named after the rbuild process (`runs/rbuild-<pid>-
 //! <n>`). If rbuild is killed mid-step, [`Runtime::cleanup_stale`] (called before each build)
 //! finds runs whose process is gone and removes their runc container, mount and directory.
@@ -28,6 +32,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod native;
 mod overlay;
 pub mod spec;
 
@@ -36,7 +41,8 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Why a step could not run, or failed.
@@ -106,6 +112,35 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+}
+
+/// How a run's root filesystem is made from the layer snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// An overlay mount, or copies where overlayfs cannot be mounted (said once, as a
+    /// warning).
+    #[default]
+    Auto,
+    /// Only an overlay mount: when one cannot be made, the step fails.
+    Overlay,
+    /// Copies of the layers, compared after the command with what they were: slower, needs
+    /// no overlayfs, and gives the same layer.
+    Native,
+}
+
+impl FromStr for Snapshotter {
+    type Err = RunError;
+
+    fn from_str(name: &str) -> Result<Snapshotter, RunError> {
+        match name {
+            "auto" => Ok(Snapshotter::Auto),
+            "overlay" => Ok(Snapshotter::Overlay),
+            "native" => Ok(Snapshotter::Native),
+            other => Err(RunError::Runtime(format!(
+                "unknown snapshotter {other:?}: use auto, overlay or native"
+            ))),
+        }
+    }
 }
 
 /// What an extra mount is.
@@ -194,6 +229,9 @@ pub struct Runtime {
     runc: PathBuf,
     root: PathBuf,
     counter: AtomicU64,
+    snapshotter: Snapshotter,
+    /// Whether [`Snapshotter::Auto`] has said it falls back to copies.
+    warned: AtomicBool,
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -205,7 +243,8 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 
 impl Runtime {
     /// A runtime keeping its state under `root`. The OCI runtime is `runtime`, else
-    /// `$RBUILD_RUNTIME`, else `runc` from `PATH`.
+    /// `$RBUILD_RUNTIME`, else `runc` from `PATH`; the snapshotter is `$RBUILD_SNAPSHOTTER`
+    /// (`auto`, `overlay` or `native`), else [`Snapshotter::Auto`].
     pub fn new(root: &Path, runtime: Option<PathBuf>) -> Result<Runtime, RunError> {
         let runc = runtime
             .or_else(|| std::env::var_os("RBUILD_RUNTIME").map(PathBuf::from))
@@ -220,11 +259,49 @@ impl Runtime {
             fs::create_dir_all(root.join(dir))
                 .map_err(|e| RunError::io(format!("creating {}", root.display()), e))?;
         }
+        let snapshotter = match std::env::var("RBUILD_SNAPSHOTTER") {
+            Ok(name) => name.parse()?,
+            Err(_) => Snapshotter::default(),
+        };
         Ok(Runtime {
             runc,
             root: root.to_owned(),
             counter: AtomicU64::new(0),
+            snapshotter,
+            warned: AtomicBool::new(false),
         })
+    }
+
+    /// This runtime with `snapshotter` instead of the environment's choice.
+    pub fn with_snapshotter(mut self, snapshotter: Snapshotter) -> Runtime {
+        self.snapshotter = snapshotter;
+        self
+    }
+
+    /// Makes `layers` visible at `target`: an overlay mount (its upper, work and empty
+    /// directories in `scratch`), or a copy. Returns whether it is a mount, to be unmounted.
+    fn stack(&self, layers: &[PathBuf], scratch: &Path, target: &Path) -> Result<bool, RunError> {
+        if self.snapshotter != Snapshotter::Native {
+            match overlay::mount_overlay(
+                layers,
+                &scratch.join("empty"),
+                &scratch.join("upper"),
+                &scratch.join("work"),
+                target,
+            ) {
+                Ok(()) => return Ok(true),
+                Err(e) if self.snapshotter == Snapshotter::Auto => {
+                    if !self.warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "{e}; copying the layers instead, which is slower (RBUILD_SNAPSHOTTER=native does so from the start)"
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        native::copy_layers(layers, target)?;
+        Ok(false)
     }
 
     fn runc(&self) -> Command {
@@ -283,21 +360,24 @@ impl Runtime {
                 .map_err(|e| RunError::io(format!("creating {}", dir.display()), e))?;
         }
         let rootfs = dir.join("rootfs");
-        overlay::mount_overlay(
-            &spec.layers,
-            &dir.join("empty"),
-            &finished.upper(),
-            &dir.join("work"),
-            &rootfs,
-        )?;
-        let mut mounted = vec![rootfs.clone()];
+        let mut mounted = Vec::new();
+        let baseline = if self.stack(&spec.layers, &dir, &rootfs)? {
+            mounted.push(rootfs.clone());
+            None
+        } else {
+            Some(native::Baseline::record(&rootfs)?)
+        };
         let result = self
             .merge_layer_mounts(&dir, spec, &mut mounted)
             .and_then(|spec| self.run_mounted(&id, &dir, &rootfs, &spec, output));
         for target in mounted.iter().rev() {
             overlay::unmount_quietly(target);
         }
-        result.map(|()| finished)
+        result?;
+        if let Some(baseline) = baseline {
+            native::write_upper(&rootfs, &baseline, &finished.upper())?;
+        }
+        Ok(finished)
     }
 
     /// Mounts each [`MountKind::Layers`] mount's overlay under the run directory and returns the
@@ -324,14 +404,9 @@ impl Runtime {
                     .map_err(|e| RunError::io(format!("creating {}", base.display()), e))?;
             }
             let merged = base.join("merged");
-            overlay::mount_overlay(
-                layers,
-                &base.join("empty"),
-                &base.join("upper"),
-                &base.join("work"),
-                &merged,
-            )?;
-            mounted.push(merged.clone());
+            if self.stack(layers, &base, &merged)? {
+                mounted.push(merged.clone());
+            }
             let source = merged.join(subpath.trim_start_matches('/'));
             if fs::symlink_metadata(&source).is_err() {
                 return Err(RunError::Runtime(format!(

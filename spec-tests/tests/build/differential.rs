@@ -13,6 +13,11 @@ fn compare(case: &str) {
 /// Builds `context` with docker and rbuild (both given the busybox base as `BASE`) and
 /// compares the images.
 pub fn compare_context(case: &str, context: &std::path::Path) {
+    compare_with(case, context, &[]);
+}
+
+/// [`compare_context`], with `rbuild_flags` given to rbuild only.
+fn compare_with(case: &str, context: &std::path::Path, rbuild_flags: &[&str]) {
     let Some(docker) = Docker::get() else { return };
     let (_base_registry, base) = base_image(&docker);
     let arg = format!("BASE={base}");
@@ -23,7 +28,8 @@ pub fn compare_context(case: &str, context: &std::path::Path) {
         format!("rbuild-test/rbuild-{case}"),
     );
     docker_build(&docker, context, &theirs, &args);
-    rbuild_into_docker(&docker, store.path(), context, &ours, &args);
+    let rbuild_args: Vec<&str> = args.iter().chain(rbuild_flags).copied().collect();
+    rbuild_into_docker(&docker, store.path(), context, &ours, &rbuild_args);
 
     let differences = tree_differences(&tree(&docker, &theirs), &tree(&docker, &ours));
     assert!(
@@ -68,6 +74,16 @@ fn busybox_base_matches_docker() {
 #[test]
 fn run_filesystem_changes_match_docker() {
     compare("run-filesystem");
+}
+
+/// Without overlayfs (copies of the layers, compared after each RUN), the same image.
+#[test]
+fn run_filesystem_changes_match_docker_with_copied_snapshots() {
+    compare_with(
+        "run-filesystem-native",
+        &fixture("run-filesystem"),
+        &["--snapshotter", "native"],
+    );
 }
 
 #[test]

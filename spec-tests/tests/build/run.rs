@@ -70,14 +70,22 @@ fn runc_available() -> bool {
     )
 }
 
-#[test]
-fn heredoc_run_with_shebang_and_failure_messages() {
+/// A store holding the busybox base rbuild built, its name, and an empty context; `None`
+/// when runc is missing (outside CI, which fails instead).
+fn busybox_store() -> Option<(tempfile::TempDir, String, tempfile::TempDir)> {
     if !runc_available() {
-        return;
+        return None;
     }
     let store = tempfile::tempdir().unwrap();
     let base = rbuild_busybox(store.path());
-    let ctx = tempfile::tempdir().unwrap();
+    Some((store, base, tempfile::tempdir().unwrap()))
+}
+
+#[test]
+fn heredoc_run_with_shebang_and_failure_messages() {
+    let Some((store, base, ctx)) = busybox_store() else {
+        return;
+    };
     dockerfile(
         ctx.path(),
         &format!(
@@ -111,14 +119,36 @@ fn heredoc_run_with_shebang_and_failure_messages() {
     }
 }
 
+/// Copies of the layers instead of an overlay (`--snapshotter native`) give the same layers:
+/// with `SOURCE_DATE_EPOCH` fixing the times, the same image digest.
+#[test]
+fn copied_snapshots_give_the_same_image_as_overlay() {
+    let Some((store, base, ctx)) = busybox_store() else {
+        return;
+    };
+    dockerfile(
+        ctx.path(),
+        &format!(
+            "FROM {base}\nRUN mkdir -p /a/b && echo hi > /a/b/x && ln /a/b/x /a/hard && ln -s /a /l && chmod 700 /a\n\
+             RUN rm -rf /bin/vi /a/b && mkdir /a/b && echo again > /a/b/y && chown 1:1 /a/hard && mkfifo /a/p\n"
+        ),
+    );
+    let digest = |snapshotter: &str| {
+        let out = run(rbuild(store.path())
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["build", "--progress", "plain", "--no-cache", "--network", "none"])
+            .args(["--snapshotter", snapshotter, "-t", &format!("out:{snapshotter}")])
+            .arg(ctx.path()));
+        out.lines().last().unwrap().to_owned()
+    };
+    assert_eq!(digest("overlay"), digest("native"));
+}
+
 #[test]
 fn cache_mounts_persist_between_builds_and_stay_out_of_layers() {
-    if !runc_available() {
+    let Some((store, base, ctx)) = busybox_store() else {
         return;
-    }
-    let store = tempfile::tempdir().unwrap();
-    let base = rbuild_busybox(store.path());
-    let ctx = tempfile::tempdir().unwrap();
+    };
     dockerfile(
         ctx.path(),
         &format!(
@@ -141,12 +171,9 @@ fn cache_mounts_persist_between_builds_and_stay_out_of_layers() {
 
 #[test]
 fn secrets_appear_in_no_layer_config_history_or_log() {
-    if !runc_available() {
+    let Some((store, base, ctx)) = busybox_store() else {
         return;
-    }
-    let store = tempfile::tempdir().unwrap();
-    let base = rbuild_busybox(store.path());
-    let ctx = tempfile::tempdir().unwrap();
+    };
     let secret_value = "s3cr3t-VALUE-never-stored";
     let secret = ctx.path().join("token.txt");
     std::fs::write(&secret, secret_value).unwrap();
@@ -268,12 +295,9 @@ fn flate2_decode(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn kill_9_during_run_leaves_nothing_behind() {
-    if !runc_available() {
+    let Some((store, base, ctx)) = busybox_store() else {
         return;
-    }
-    let store = tempfile::tempdir().unwrap();
-    let base = rbuild_busybox(store.path());
-    let ctx = tempfile::tempdir().unwrap();
+    };
     dockerfile(ctx.path(), &format!("FROM {base}\nRUN sleep 30\n"));
     let mut child = rbuild(store.path())
         .args(["build", "--progress", "plain"])
@@ -327,12 +351,9 @@ fn kill_9_during_run_leaves_nothing_behind() {
 
 #[test]
 fn bind_tmpfs_and_ssh_mounts() {
-    if !runc_available() {
+    let Some((store, base, ctx)) = busybox_store() else {
         return;
-    }
-    let store = tempfile::tempdir().unwrap();
-    let base = rbuild_busybox(store.path());
-    let ctx = tempfile::tempdir().unwrap();
+    };
     std::fs::create_dir(ctx.path().join("conf")).unwrap();
     std::fs::write(ctx.path().join("conf/app.conf"), "from the context\n").unwrap();
     // A real Unix socket standing in for an SSH agent.
