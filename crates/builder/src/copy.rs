@@ -441,6 +441,13 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
                 // Copying a directory's contents into one that exists leaves it as it is.
                 continue;
             }
+            if node.relative.is_empty() && matches!(node.kind, NodeKind::Dir) {
+                // Only the contents are copied: a new destination directory is made the way
+                // missing parents are (0755, the `--chown` user), not with the source's mode
+                // and owner — BuildKit's rule, whatever `cp -a` would do.
+                out.insert(path.clone(), entry(path, EntryKind::Dir, 0o755, layout.now, None));
+                continue;
+            }
             let (kind, mode) = match &node.kind {
                 NodeKind::File { disk, .. } => (
                     EntryKind::File(FileSource::Path(disk.clone())),

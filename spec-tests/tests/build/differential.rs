@@ -87,6 +87,11 @@ fn run_filesystem_changes_match_docker_with_copied_snapshots() {
 }
 
 #[test]
+fn run_stages_with_cache_and_bind_mounts_match_docker() {
+    compare("run-stages-cache");
+}
+
+#[test]
 fn run_env_users_and_shell_match_docker() {
     compare("run-env-user");
 }

@@ -8,27 +8,27 @@ use spec_tests::tools::{Docker, output, run, skopeo};
 
 use crate::support::{base_image, docker_run, fixture, rbuild, rbuild_into_docker};
 
+/// What a fixture's image prints when run (its `expected-output.txt`).
+fn expected_output(case: &str) -> String {
+    std::fs::read_to_string(fixture(case).join("expected-output.txt")).unwrap()
+}
+
 #[test]
 fn push_to_rbuild_serve_then_docker_pull_and_run() {
     let Some(docker) = Docker::get() else { return };
     let (_base_registry, base) = base_image(&docker);
     let registry = RegistryProcess::start();
     let store = tempfile::tempdir().unwrap();
-    let image = format!("{}/apps/multistage:1", registry.host());
-    run(rbuild(store.path())
-        .args([
-            "build",
-            "--progress",
-            "plain",
-            "--push",
-            "-t",
-            &image,
-            "--build-arg",
-        ])
-        .arg(format!("BASE={base}"))
-        .arg(fixture("multistage")));
-    run(docker.cmd().args(["pull", &image]));
-    assert_eq!(docker_run(&docker, &image), "a\nb\nc\n");
+    for case in ["multistage", "run-stages-cache"] {
+        let image = format!("{}/apps/{case}:1", registry.host());
+        run(rbuild(store.path())
+            .args(["build", "--progress", "plain", "--push", "-t", &image])
+            .arg("--build-arg")
+            .arg(format!("BASE={base}"))
+            .arg(fixture(case)));
+        run(docker.cmd().args(["pull", &image]));
+        assert_eq!(docker_run(&docker, &image), expected_output(case), "{case}");
+    }
     let (ok, report) = registry.fsck();
     assert!(ok, "{report}");
 }
@@ -197,14 +197,12 @@ fn containerd_pulls_and_runs_rbuild_images_with_gzip_and_zstd_layers() {
     let (_base_registry, base) = base_image(&docker);
     let registry = RegistryProcess::start();
     let store = tempfile::tempdir().unwrap();
-    for (compression, case, expected) in [
-        ("gzip", "multistage", "a\nb\nc\n"),
-        (
-            "zstd",
-            "run-filesystem",
-            "lower\nmodified\nnew\nfifo\nhardlink\nkeep\nlink2\nlower.txt\nreplace\n",
-        ),
+    for (compression, case) in [
+        ("gzip", "multistage"),
+        ("zstd", "run-filesystem"),
+        ("gzip", "run-stages-cache"),
     ] {
+        let expected = expected_output(case);
         let image = format!("{}/k8s/{case}:{compression}", registry.host());
         run(rbuild(store.path())
             .args([
