@@ -10,4 +10,5 @@ mod check;
 mod differential;
 mod outputs;
 mod run;
+mod self_image;
 mod support;

@@ -225,7 +225,7 @@ fn with_input(command: &mut Command, input: &str) -> (bool, String) {
 }
 
 #[test]
-fn the_repository_dockerfile_builds_rbuild_and_passes_rbuild_check() {
+fn the_repository_dockerfile_has_its_stages_and_user_and_passes_rbuild_check() {
     let root = repository();
     let text = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     let out = Command::new(rbuild_bin())
