@@ -70,17 +70,15 @@ fn remove(path: &Path, meta: &Metadata) -> Result<(), RunError> {
 /// Copies owner, mode, extended attributes and times of `src` (described by `meta`) to `dst`,
 /// in the order that keeps them: chown clears set-id bits and capabilities, so it goes first.
 fn copy_metadata(src: &Path, meta: &Metadata, dst: &Path) -> Result<(), RunError> {
-    let owner = |id: u32| Some(rustix::fs::Uid::from_raw(id));
     rustix::fs::chownat(
         CWD,
         dst,
-        owner(meta.uid()),
+        Some(rustix::fs::Uid::from_raw(meta.uid())),
         Some(rustix::fs::Gid::from_raw(meta.gid())),
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| io_error("changing the owner of", dst, e))?;
-    let symlink = meta.file_type().is_symlink();
-    if !symlink {
+    if !meta.file_type().is_symlink() {
         fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(|e| io_error("changing the mode of", dst, e))?;
     }
