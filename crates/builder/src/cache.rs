@@ -4,7 +4,9 @@
 //! step's next layer can copy the blocks that did not change.
 //!
 //! A key is the SHA-256 of a canonical JSON encoding of the step's inputs, prefixed by
-//! [`KEY_VERSION`]: bumping the version changes every key. What goes into a key is decided by
+//! [`KEY_VERSION`]: bumping the version changes every key. An input standing for thousands
+//! of files is one digest, so that keying a hit stays cheap; the files behind it are kept
+//! only with the inputs stored on a miss, to name what changed next time. What goes into a key is decided by
 //! the step kinds (see `solver`); this module only stores and compares.
 
 use std::collections::BTreeMap;
@@ -19,7 +21,7 @@ use crate::error::{BuildError, Result};
 
 /// The version of the key encoding. Bump it whenever what a key covers, or how a step's
 /// result is produced from the same inputs, changes.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
 
 /// A cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,16 +34,28 @@ impl std::fmt::Display for CacheKey {
 }
 
 /// The named inputs of one step, in a canonical order. The key is derived from them; the
-/// same map, kept from the previous build, explains a miss.
+/// same inputs, kept from the previous build, explain a miss.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inputs(BTreeMap<String, String>);
+pub struct Inputs {
+    values: BTreeMap<String, String>,
+    /// For values that are digests of many entries (a COPY's files), the entries: not part of
+    /// the key, only there so that a miss names the entry that changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    details: BTreeMap<String, BTreeMap<String, String>>,
+}
 
 impl Inputs {
     /// Adds an input. Names are `kind:detail` (`parent`, `base`, `arg:VERSION`,
     /// `file:src/main.rs`, `flag:chown`, …); the kind orders explanations.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Inputs {
-        self.0.insert(name.into(), value.into());
+        self.values.insert(name.into(), value.into());
         self
+    }
+
+    /// Says what the input `name` (a digest) stands for, entry by entry, named like inputs.
+    /// Only a miss needs this, so steps add it after a lookup failed.
+    pub fn set_details(&mut self, name: impl Into<String>, entries: BTreeMap<String, String>) {
+        self.details.insert(name.into(), entries);
     }
 
     /// The key these inputs produce.
@@ -53,10 +67,24 @@ impl Inputs {
         }
         let bytes = serde_json::to_vec(&Encoded {
             version: KEY_VERSION,
-            inputs: &self.0,
+            inputs: &self.values,
         })
         .unwrap_or_default();
         CacheKey(Digest::sha256_of(&bytes))
+    }
+
+    /// The inputs with every digest that has details replaced by them.
+    fn explained(&self) -> BTreeMap<&str, &str> {
+        let mut all = BTreeMap::new();
+        for (name, value) in &self.values {
+            match self.details.get(name) {
+                Some(entries) => all.extend(entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+                None => {
+                    all.insert(name.as_str(), value.as_str());
+                }
+            }
+        }
+        all
     }
 
     /// What changed from `previous` to `self`, most telling first: the base image, the
@@ -67,16 +95,17 @@ impl Inputs {
             let prefix = name.split(':').next().unwrap_or(name);
             ORDER.iter().position(|k| *k == prefix).unwrap_or(ORDER.len())
         };
-        let mut names: Vec<&String> = self.0.keys().chain(previous.0.keys()).collect();
-        names.sort_by_key(|n| (kind(n), n.as_str()));
+        let (now, before) = (self.explained(), previous.explained());
+        let mut names: Vec<&str> = now.keys().chain(before.keys()).copied().collect();
+        names.sort_by_key(|n| (kind(n), *n));
         names.dedup();
         let mut changes = Vec::new();
         for name in names {
-            let (now, before) = (self.0.get(name), previous.0.get(name));
+            let (now, before) = (now.get(name), before.get(name));
             if now == before {
                 continue;
             }
-            let detail = name.split_once(':').map_or(name.as_str(), |(_, d)| d);
+            let detail = name.split_once(':').map_or(name, |(_, d)| d);
             let change = match (name.split(':').next().unwrap_or(""), before, now) {
                 ("file", None, Some(_)) => format!("{detail}: added"),
                 ("file", Some(_), None) => format!("{detail}: removed"),
@@ -118,15 +147,6 @@ pub struct CachedLayer {
     pub diff_id: Digest,
 }
 
-/// Whether a lookup hit, and if not, why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lookup {
-    /// The step's result is cached.
-    Hit(Box<CacheRecord>),
-    /// It is not; the reason says which input changed (or that the step is new).
-    Miss(String),
-}
-
 /// The cache's directories: records by key, each step's last inputs, block indexes by blob.
 const SUBDIRS: [&str; 3] = ["keys", "inputs", "blocks"];
 
@@ -156,24 +176,24 @@ impl Cache {
             .join(Digest::sha256_of(step.as_bytes()).hex())
     }
 
-    /// Looks a step up. `step` identifies the step across builds (Dockerfile, stage and
-    /// position), so a miss can be compared with what the step was given last time.
-    pub fn lookup(&self, step: &str, inputs: &Inputs, usable: impl Fn(&CacheRecord) -> bool) -> Lookup {
-        let key = inputs.key();
-        let record = fs::read(self.key_path(&key))
+    /// The record cached under `key`, if there is one and `usable` accepts it.
+    pub fn lookup(&self, key: &CacheKey, usable: impl Fn(&CacheRecord) -> bool) -> Option<CacheRecord> {
+        fs::read(self.key_path(key))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<CacheRecord>(&bytes).ok())
-            .filter(|record| usable(record));
-        if let Some(record) = record {
-            return Lookup::Hit(Box::new(record));
-        }
+            .filter(|record| usable(record))
+    }
+
+    /// Why `step` (the step across builds: Dockerfile, stage and position) missed with
+    /// `inputs`: what changed since it was last built.
+    pub fn explain_miss(&self, step: &str, inputs: &Inputs) -> String {
         let previous = fs::read(self.inputs_path(step))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Inputs>(&bytes).ok());
-        Lookup::Miss(match previous {
+        match previous {
             Some(previous) => inputs.explain_change(&previous),
             None => "not built before".to_owned(),
-        })
+        }
     }
 
     /// The layer `step` produced the last time it was built, if it made one.
@@ -294,25 +314,38 @@ mod tests {
     }
 
     #[test]
+    fn details_name_the_entry_behind_a_digest_and_stay_out_of_the_key() {
+        let listing = |value: &str| {
+            BTreeMap::from([
+                ("file:src/a".to_owned(), "file 644 d1".to_owned()),
+                ("file:src/b".to_owned(), value.to_owned()),
+            ])
+        };
+        let mut before = inputs(&[("instruction", "COPY src /"), ("files", "digest 1")]);
+        let key = before.key();
+        before.set_details("files", listing("file 644 d2"));
+        assert_eq!(before.key(), key);
+        let mut now = inputs(&[("instruction", "COPY src /"), ("files", "digest 2")]);
+        now.set_details("files", listing("file 644 d3"));
+        assert_eq!(now.explain_change(&before), "src/b: content changed");
+    }
+
+    #[test]
     fn hit_miss_and_reason() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let v1 = inputs(&[("arg:V", "1")]);
-        assert_eq!(
-            cache.lookup("step", &v1, |_| true),
-            Lookup::Miss("not built before".into())
-        );
+        assert_eq!(cache.lookup(&v1.key(), |_| true), None);
+        assert_eq!(cache.explain_miss("step", &v1), "not built before");
         cache.store("step", &v1, &CacheRecord { layer: None }).unwrap();
         assert_eq!(
-            cache.lookup("step", &v1, |_| true),
-            Lookup::Hit(Box::new(CacheRecord { layer: None }))
+            cache.lookup(&v1.key(), |_| true),
+            Some(CacheRecord { layer: None })
         );
         let v2 = inputs(&[("arg:V", "2")]);
-        assert_eq!(
-            cache.lookup("step", &v2, |_| true),
-            Lookup::Miss("V: 1 → 2".into())
-        );
-        assert!(matches!(cache.lookup("step", &v1, |_| false), Lookup::Miss(_)));
+        assert_eq!(cache.lookup(&v2.key(), |_| true), None);
+        assert_eq!(cache.explain_miss("step", &v2), "V: 1 → 2");
+        assert_eq!(cache.lookup(&v1.key(), |_| false), None);
     }
 
     #[test]

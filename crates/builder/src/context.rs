@@ -1,14 +1,13 @@
 //! The build context: walked once with `.dockerignore` applied, indexed in memory, and hashed
 //! in parallel — but only the files some COPY or ADD actually selects are read.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use rbuild_dockerfile::dockerignore::Matcher;
+use rbuild_dockerfile::dockerignore::{Matcher, ParentHits};
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
 use crate::error::{BuildError, Result};
@@ -41,14 +40,42 @@ pub struct ContextFile {
     pub mtime: i64,
     /// The stat-cache key.
     pub stat: StatKey,
+    /// The content digest of a regular file, once [`Context::hash`] has covered it.
+    pub digest: Option<Digest>,
+    /// How many entries below it the context holds (directories; 0 for the rest): they
+    /// follow it directly.
+    below: usize,
+}
+
+impl ContextFile {
+    fn new(path: String, meta: &fs::Metadata, kind: FileKind) -> ContextFile {
+        ContextFile {
+            path,
+            kind,
+            mode: meta.mode() & 0o7777,
+            size: meta.size(),
+            mtime: meta.mtime(),
+            stat: StatKey::of(meta),
+            digest: None,
+            below: 0,
+        }
+    }
+
+    /// The last component of its path.
+    fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
 }
 
 /// A walked, indexed context.
+///
+/// Entries are kept in walk order — each directory followed by everything below it, siblings
+/// in name order — so a directory's descendants are one slice, and a path is found by
+/// stepping through its components' siblings. An unchanged 20,000-file context is indexed
+/// without a map or a second copy of its paths.
 pub struct Context {
     root: PathBuf,
-    files: BTreeMap<String, ContextFile>,
-    children: HashMap<String, Vec<String>>,
-    digests: HashMap<String, Digest>,
+    entries: Vec<ContextFile>,
     ignore: Option<Matcher>,
 }
 
@@ -77,19 +104,12 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// An entry found by [`walk`].
-struct Walked {
-    path: String,
-    meta: fs::Metadata,
-    kind: FileKind,
-}
-
-/// The entries below `dir` that `ignore` leaves in, each directory followed by its contents,
-/// siblings in name order. Directories are walked in parallel, and entries are `lstat`ed
-/// relative to their directory's descriptor (no path lookup from the root for each).
-/// Excluded directories are descended into only when a `!` pattern could re-include
-/// something below them, and kept only if something was.
-fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>) -> Result<Vec<Walked>> {
+/// The entries below `dir` that `ignore` leaves in, in walk order (see [`Context`]).
+/// Directories are walked in parallel, and entries are `lstat`ed relative to their
+/// directory's descriptor (no path lookup from the root for each). Excluded directories are
+/// descended into only when a `!` pattern could re-include something below them, and kept
+/// only if something was.
+fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>, hits: &ParentHits) -> Result<Vec<ContextFile>> {
     let absolute = root.join(dir);
     let failed = |e| BuildError::io(format!("reading {}", absolute.display()), e);
     let mut entries = Vec::new();
@@ -104,13 +124,13 @@ fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>) -> Result<Vec<Walked>>
 
     // Each entry kept, with whether it is a directory to descend into (and if it is
     // excluded itself).
-    let mut kept: Vec<(Walked, Option<bool>)> = Vec::new();
+    let mut kept: Vec<(ContextFile, Option<bool>)> = Vec::new();
     for (name, entry) in entries {
         let path = join(dir, &name);
         let meta = entry
             .metadata()
             .map_err(|e| BuildError::io(format!("reading {}", root.join(&path).display()), e))?;
-        let ignored = ignore.is_some_and(|m| m.matches_or_parent_matches(&path));
+        let ignored = ignore.is_some_and(|m| m.excluded_in(&path, hits));
         let kind = if meta.is_dir() {
             if ignored && !ignore.is_some_and(|m| m.should_descend(&path)) {
                 continue;
@@ -129,24 +149,28 @@ fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>) -> Result<Vec<Walked>>
             continue;
         };
         let descend = (kind == FileKind::Dir).then_some(ignored);
-        kept.push((Walked { path, meta, kind }, descend));
+        kept.push((ContextFile::new(path, &meta, kind), descend));
     }
 
-    let below: Vec<Result<Vec<Walked>>> = kept
+    let below: Vec<Result<Vec<ContextFile>>> = kept
         .par_iter()
-        .map(|(walked, descend)| match descend {
-            Some(_) => walk(root, &walked.path, ignore),
+        .map(|(file, descend)| match descend {
+            Some(_) => {
+                let hits = ignore.map(|m| m.hits(&file.path, hits)).unwrap_or_default();
+                walk(root, &file.path, ignore, &hits)
+            }
             None => Ok(Vec::new()),
         })
         .collect();
     let mut out = Vec::new();
-    for ((walked, descend), below) in kept.into_iter().zip(below) {
+    for ((mut file, descend), below) in kept.into_iter().zip(below) {
         let below = below?;
         // An excluded directory stays out unless something below it was re-included.
         if descend == Some(true) && below.is_empty() {
             continue;
         }
-        out.push(walked);
+        file.below = below.len();
+        out.push(file);
         out.extend(below);
     }
     Ok(out)
@@ -171,38 +195,17 @@ impl Context {
                 root.display()
             )));
         }
-        let mut context = Context {
-            files: BTreeMap::new(),
-            children: HashMap::new(),
-            digests: HashMap::new(),
+        let below = walk(&root, "", ignore.as_ref(), &ParentHits::default())?;
+        let mut top = ContextFile::new(String::new(), &meta, FileKind::Dir);
+        top.below = below.len();
+        let mut entries = Vec::with_capacity(below.len() + 1);
+        entries.push(top);
+        entries.extend(below);
+        Ok(Context {
             root,
+            entries,
             ignore,
-        };
-        context.insert("", &meta, FileKind::Dir);
-        for walked in walk(&context.root, "", context.ignore.as_ref())? {
-            context.insert(&walked.path, &walked.meta, walked.kind);
-        }
-        Ok(context)
-    }
-
-    fn insert(&mut self, path: &str, meta: &fs::Metadata, kind: FileKind) {
-        self.files.insert(
-            path.to_owned(),
-            ContextFile {
-                path: path.to_owned(),
-                kind,
-                mode: meta.mode() & 0o7777,
-                size: meta.size(),
-                mtime: meta.mtime(),
-                stat: StatKey::of(meta),
-            },
-        );
-        if !path.is_empty() {
-            self.children
-                .entry(parent(path).to_owned())
-                .or_default()
-                .push(path.to_owned());
-        }
+        })
     }
 
     /// The context directory.
@@ -210,9 +213,32 @@ impl Context {
         &self.root
     }
 
+    /// The position in `entries` of the directory children of entry `dir`.
+    fn child_indices(&self, dir: usize) -> impl Iterator<Item = usize> + '_ {
+        let end = dir + 1 + self.entries[dir].below;
+        let mut next = dir + 1;
+        std::iter::from_fn(move || {
+            let at = next;
+            (at < end).then(|| {
+                next = at + 1 + self.entries[at].below;
+                at
+            })
+        })
+    }
+
+    /// The position of the entry at a cleaned relative path.
+    fn position(&self, path: &str) -> Option<usize> {
+        if path.is_empty() {
+            return Some(0);
+        }
+        path.split('/').try_fold(0, |dir, name| {
+            self.child_indices(dir).find(|&i| self.entries[i].name() == name)
+        })
+    }
+
     /// The entry at a cleaned relative path.
     pub fn get(&self, path: &str) -> Option<&ContextFile> {
-        self.files.get(path)
+        self.position(path).map(|i| &self.entries[i])
     }
 
     /// Whether `.dockerignore` excludes a path (for a clearer "not found" message).
@@ -222,23 +248,18 @@ impl Context {
             .is_some_and(|m| m.matches_or_parent_matches(path))
     }
 
-    /// The direct children of a directory, sorted.
-    pub fn children(&self, dir: &str) -> &[String] {
-        self.children.get(dir).map_or(&[], Vec::as_slice)
+    /// The direct children of a directory, in name order.
+    pub fn children<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a ContextFile> + 'a {
+        self.position(dir)
+            .into_iter()
+            .flat_map(|dir| self.child_indices(dir))
+            .map(|i| &self.entries[i])
     }
 
-    /// Everything below `dir` (not `dir` itself), in path order.
-    pub fn descendants<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a ContextFile> + 'a {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        self.files
-            .range(prefix.clone()..)
-            .take_while(move |(p, _)| p.starts_with(&prefix))
-            .filter(|(p, _)| !p.is_empty())
-            .map(|(_, f)| f)
+    /// Everything below `dir` (not `dir` itself), in walk order.
+    pub fn descendants(&self, dir: &str) -> &[ContextFile] {
+        self.position(dir)
+            .map_or(&[], |i| &self.entries[i + 1..i + 1 + self.entries[i].below])
     }
 
     /// Follows symlinks to the entry a path finally names, staying inside the context (an
@@ -248,7 +269,6 @@ impl Context {
         let mut current = path.to_owned();
         for _ in 0..40 {
             let file = self
-                .files
                 .get(&current)
                 .ok_or_else(|| BuildError::SourceNotFound(path.to_owned()))?;
             match &file.kind {
@@ -273,34 +293,27 @@ impl Context {
     pub fn select(&self, source: &str) -> Result<Vec<&ContextFile>> {
         let cleaned = clean_source(source)?;
         if !has_wildcard(&cleaned) {
-            return match self.files.get(&cleaned) {
+            return match self.get(&cleaned) {
                 Some(file) => Ok(vec![file]),
                 None if self.is_ignored(&cleaned) => Err(BuildError::SourceIgnored(source.to_owned())),
                 None => Err(BuildError::SourceNotFound(source.to_owned())),
             };
         }
-        let mut current: Vec<String> = vec![String::new()];
+        let mut current: Vec<&ContextFile> = vec![&self.entries[0]];
         for component in cleaned.split('/') {
             let mut next = Vec::new();
-            for dir in &current {
-                let dir = match self.files.get(dir).map(|f| &f.kind) {
-                    Some(FileKind::Symlink(_)) => self.resolve(dir)?.path.clone(),
-                    _ => dir.clone(),
+            for dir in current {
+                let dir = match dir.kind {
+                    FileKind::Symlink(_) => self.resolve(&dir.path)?,
+                    _ => dir,
                 };
                 if has_wildcard(component) {
                     next.extend(
-                        self.children(&dir)
-                            .iter()
-                            .filter(|child| {
-                                match_component(component, child.rsplit('/').next().unwrap_or(child))
-                            })
-                            .cloned(),
+                        self.children(&dir.path)
+                            .filter(|child| match_component(component, child.name())),
                     );
                 } else {
-                    let child = join(&dir, component);
-                    if self.files.contains_key(&child) {
-                        next.push(child);
-                    }
+                    next.extend(self.get(&join(&dir.path, component)));
                 }
             }
             current = next;
@@ -308,44 +321,67 @@ impl Context {
         if current.is_empty() {
             return Err(BuildError::SourceNotFound(source.to_owned()));
         }
-        current.sort();
-        Ok(current.iter().filter_map(|p| self.files.get(p)).collect())
+        current.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(current)
     }
 
-    /// Content digests of regular files, hashed in parallel on all cores and remembered in
-    /// the stat cache. Returns how many bytes were actually read.
-    pub fn hash(&mut self, paths: &[String], cache: &StatCache) -> Result<u64> {
-        let todo: Vec<&ContextFile> = paths
-            .iter()
-            .filter(|p| !self.digests.contains_key(*p))
-            .filter_map(|p| self.files.get(p))
-            .filter(|f| f.kind == FileKind::File)
-            .collect();
+    /// Content digests of the regular files at and below `roots`, hashed in parallel on all
+    /// cores and remembered in the stat cache. Returns how many bytes were actually read.
+    pub fn hash(&mut self, roots: &[String], cache: &StatCache) -> Result<u64> {
+        let mut todo = vec![false; self.entries.len()];
+        for root in roots {
+            if let Some(i) = self.position(root) {
+                todo[i..=i + self.entries[i].below].fill(true);
+            }
+        }
         let root = &self.root;
-        let results: Vec<Result<(String, Digest, u64)>> = todo
+        let results: Vec<(usize, Result<(Digest, u64)>)> = self
+            .entries
             .par_iter()
-            .map(|file| {
-                let absolute = root.join(&file.path);
-                if let Some(digest) = cache.get(&absolute, &file.stat) {
-                    return Ok((file.path.clone(), digest, 0));
-                }
-                let digest = hash_file(&absolute)?;
-                cache.insert(absolute, file.stat, digest.clone());
-                Ok((file.path.clone(), digest, file.size))
+            .enumerate()
+            .filter(|(i, file)| todo[*i] && file.kind == FileKind::File && file.digest.is_none())
+            .map(|(i, file)| {
+                let result = match cache.get(&file.stat) {
+                    Some(digest) => Ok((digest, 0)),
+                    None => hash_file(&root.join(&file.path)).map(|digest| {
+                        cache.insert(file.stat, &digest);
+                        (digest, file.size)
+                    }),
+                };
+                (i, result)
             })
             .collect();
         let mut read = 0;
-        for result in results {
-            let (path, digest, bytes) = result?;
+        for (i, result) in results {
+            let (digest, bytes) = result?;
             read += bytes;
-            self.digests.insert(path, digest);
+            self.entries[i].digest = Some(digest);
         }
         Ok(read)
     }
 
-    /// The content digest of a hashed file.
-    pub fn digest(&self, path: &str) -> Option<&Digest> {
-        self.digests.get(path)
+    /// A digest of everything below `dir`: paths, types, modes, link targets and the content
+    /// of hashed files. What a RUN's bind mount of the context is keyed by.
+    pub fn tree_digest(&self, dir: &str) -> Digest {
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut field = |bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        for file in self.descendants(dir) {
+            field(file.path.as_bytes());
+            field(&file.mode.to_le_bytes());
+            match (&file.kind, &file.digest) {
+                (FileKind::File, Some(digest)) => field(digest.hex().as_bytes()),
+                (FileKind::File, None) => field(b"file"),
+                (FileKind::Dir, _) => field(b"dir"),
+                (FileKind::Symlink(target), _) => {
+                    field(b"link");
+                    field(target.as_bytes());
+                }
+            }
+        }
+        hasher.finalize()
     }
 
     /// The absolute path of a context entry.
@@ -412,7 +448,7 @@ mod tests {
             ctx.select("../etc/passwd"),
             Err(BuildError::OutsideContext(_))
         ));
-        let all: Vec<String> = ctx.descendants("").map(|f| f.path.clone()).collect();
+        let all: Vec<&str> = ctx.descendants("").iter().map(|f| f.path.as_str()).collect();
         assert_eq!(all, ["a.txt", "b.txt", "src", "src/lib.rs", "src/main.rs"]);
     }
 
@@ -443,7 +479,7 @@ mod tests {
         let cache = StatCache::load(&dir.path().join(".cache"));
         let read = ctx.hash(&["a".into(), "b".into()], &cache).unwrap();
         assert_eq!(read, 9);
-        assert_eq!(ctx.digest("a"), Some(&Digest::sha256_of(b"alpha")));
+        assert_eq!(ctx.get("a").unwrap().digest, Some(Digest::sha256_of(b"alpha")));
         let mut again = Context::scan(dir.path(), None).unwrap();
         assert_eq!(
             again.hash(&["a".into(), "b".into()], &cache).unwrap(),

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use rbuild_dockerfile::dockerignore::Matcher;
 use rbuild_dockerfile::plan::{Chmod, CopyStep, Mode, Source};
 use rbuild_layer::{Entry, EntryKind, FileSource};
-use rbuild_oci::Digest;
+use rbuild_oci::{Algorithm, Digest, Hasher};
 
 use crate::chmod::apply_symbolic;
 use crate::context::{Context, FileKind};
@@ -88,8 +88,46 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// The inputs that key the step: every node's type, mode and content (never its mtime).
-    pub fn key_inputs(&self) -> BTreeMap<String, String> {
+    /// What keys the step: a digest of every node's path, type, mode and content (never its
+    /// mtime), and of the heredoc sources. Streamed, so that keying a 20,000-file COPY that
+    /// hits costs no more than hashing its listing.
+    pub fn digest(&self) -> Digest {
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut field = |bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        for root in &self.roots {
+            field(b"root");
+            field(root.path.as_bytes());
+            for node in &root.nodes {
+                field(node.relative.as_bytes());
+                match &node.kind {
+                    NodeKind::File { digest, .. } => {
+                        field(b"file");
+                        field(digest.algorithm().name().as_bytes());
+                        field(digest.hex().as_bytes());
+                    }
+                    NodeKind::Dir => field(b"dir"),
+                    NodeKind::Symlink(target) => {
+                        field(b"link");
+                        field(target.as_bytes());
+                    }
+                }
+                field(&node.mode.to_le_bytes());
+            }
+        }
+        for (name, content) in &self.inline {
+            field(b"inline");
+            field(name.as_bytes());
+            field(content.as_bytes());
+        }
+        hasher.finalize()
+    }
+
+    /// What [`digest`](Self::digest) covers, an input per node (`file:<path>`), for
+    /// explaining a miss.
+    pub fn listing(&self) -> BTreeMap<String, String> {
         let mut inputs = BTreeMap::new();
         for root in &self.roots {
             for node in &root.nodes {
@@ -128,18 +166,17 @@ impl Selection {
     }
 }
 
-/// The local paths a step's sources name in the context (for hashing them up front).
-pub fn context_paths(step: &CopyStep, context: &Context) -> Result<Vec<String>> {
-    let mut paths = Vec::new();
+/// The context paths a step's sources name, links followed: the roots of what it copies
+/// (for hashing them up front).
+pub fn context_roots(step: &CopyStep, context: &Context) -> Result<Vec<String>> {
+    let mut roots = Vec::new();
     for source in &step.sources {
         let Source::Path { path } = source else { continue };
         for file in context.select(path)? {
-            let root = context.resolve(&file.path)?;
-            paths.push(root.path.clone());
-            paths.extend(context.descendants(&root.path).map(|f| f.path.clone()));
+            roots.push(context.resolve(&file.path)?.path.clone());
         }
     }
-    Ok(paths)
+    Ok(roots)
 }
 
 /// Finds what a COPY's path sources select in `origin`, with content digests. Context files
@@ -189,9 +226,9 @@ fn select_context(context: &Context, source: &str, excludes: Option<&Matcher>) -
                 FileKind::Symlink(target) => NodeKind::Symlink(target.clone()),
                 FileKind::File => NodeKind::File {
                     disk: context.absolute(&file.path),
-                    digest: context
-                        .digest(&file.path)
-                        .cloned()
+                    digest: file
+                        .digest
+                        .clone()
                         .ok_or_else(|| BuildError::Context(format!("{} was not hashed", file.path)))?,
                 },
             };

@@ -23,7 +23,7 @@ use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, time};
 
-use crate::cache::{Cache, CacheRecord, CachedLayer, Inputs, Lookup};
+use crate::cache::{Cache, CacheRecord, CachedLayer, Inputs};
 use crate::context::Context;
 use crate::copy::{self, Layout, Origin, Selection};
 use crate::error::{BuildError, Result};
@@ -468,14 +468,14 @@ impl Builder {
         let mut metrics = BuildMetrics::default();
         let context = if uses_context {
             let mut context = Context::scan(&request.context, ignore)?;
-            let mut paths = Vec::new();
+            let mut roots = Vec::new();
             for step in plan.stages.iter().flat_map(|s| &s.steps) {
                 if let StepKind::Copy(c) | StepKind::Add(c) = &step.kind
                     && c.from.is_none()
                 {
                     let located =
                         |e: BuildError| e.at(&dockerfile_name, step.span.start_line, &step.instruction);
-                    paths.extend(copy::context_paths(c, &context).map_err(located)?);
+                    roots.extend(copy::context_roots(c, &context).map_err(located)?);
                 }
                 if let StepKind::Run(run) = &step.kind {
                     for mount in run
@@ -483,13 +483,14 @@ impl Builder {
                         .iter()
                         .filter(|m| m.from.is_none() && m.kind == MountType::Bind)
                     {
-                        let source = crate::context::clean_source(mount.source.as_deref().unwrap_or("/"))?;
-                        paths.extend(context.descendants(&source).map(|f| f.path.clone()));
+                        roots.push(crate::context::clean_source(
+                            mount.source.as_deref().unwrap_or("/"),
+                        )?);
                     }
                 }
             }
-            metrics.context_bytes_hashed = context.hash(&paths, &self.store.stat_cache)?;
-            metrics.context_files = context.descendants("").count();
+            metrics.context_bytes_hashed = context.hash(&roots, &self.store.stat_cache)?;
+            metrics.context_files = context.descendants("").len();
             if let Err(e) = self.store.stat_cache.save() {
                 tracing::warn!("could not save the stat cache: {e}");
             }
@@ -501,8 +502,7 @@ impl Builder {
         for (name, source) in &request.named_contexts {
             if let NamedContext::Dir(dir) = source {
                 let mut ctx = Context::scan(dir, None)?;
-                let all: Vec<String> = ctx.descendants("").map(|f| f.path.clone()).collect();
-                ctx.hash(&all, &self.store.stat_cache)?;
+                ctx.hash(&[String::new()], &self.store.stat_cache)?;
                 named.insert(name.clone(), Arc::new(ctx));
             }
         }
@@ -843,7 +843,25 @@ impl Run {
         stage: &Stage,
         step: &Step,
         step_id: &str,
-        inputs: &Inputs,
+        inputs: Inputs,
+        state: &mut ImageState,
+        fs_key: &mut String,
+        build: impl FnOnce() -> Result<(Vec<rbuild_layer::Entry>, Option<rbuild_runtime::Finished>)>,
+    ) -> Result<Outcome> {
+        let no_details = |_: &mut Inputs| {};
+        self.cached_layer_detailed(stage, step, step_id, inputs, no_details, state, fs_key, build)
+    }
+
+    /// [`cached_layer`](Self::cached_layer), where `details` adds to `inputs` what only a
+    /// miss needs (see [`Inputs::set_details`]).
+    #[allow(clippy::too_many_arguments)]
+    fn cached_layer_detailed(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        step_id: &str,
+        mut inputs: Inputs,
+        details: impl FnOnce(&mut Inputs),
         state: &mut ImageState,
         fs_key: &mut String,
         build: impl FnOnce() -> Result<(Vec<rbuild_layer::Entry>, Option<rbuild_runtime::Finished>)>,
@@ -855,22 +873,27 @@ impl Run {
                 .as_ref()
                 .is_none_or(|l| content.contains(&l.descriptor.digest))
         };
-        let lookup = if self.no_cache(stage) {
-            Lookup::Miss("--no-cache".to_owned())
-        } else {
-            self.store.cache.lookup(step_id, inputs, usable)
-        };
+        let key = inputs.key();
+        *fs_key = key.to_string();
         let created = Some(self.created.clone());
-        let reason = match lookup {
-            Lookup::Hit(record) => {
-                match record.layer {
-                    Some(layer) => state.push_layer(layer, step.created_by.clone(), created),
-                    None => state.push_history(step.created_by.clone(), created, true),
-                }
-                *fs_key = inputs.key().to_string();
-                return Ok(Outcome::Hit);
+        let no_cache = self.no_cache(stage);
+        let hit = if no_cache {
+            None
+        } else {
+            self.store.cache.lookup(&key, usable)
+        };
+        if let Some(record) = hit {
+            match record.layer {
+                Some(layer) => state.push_layer(layer, step.created_by.clone(), created),
+                None => state.push_history(step.created_by.clone(), created, true),
             }
-            Lookup::Miss(reason) => reason,
+            return Ok(Outcome::Hit);
+        }
+        details(&mut inputs);
+        let reason = if no_cache {
+            "--no-cache".to_owned()
+        } else {
+            self.store.cache.explain_miss(step_id, &inputs)
         };
         if let Some(label) = self.label(stage, step) {
             self.progress.event(Event::Missed(label, reason.clone()));
@@ -880,9 +903,8 @@ impl Run {
             // Nothing changed on disk: no layer, as BuildKit leaves none for an empty diff.
             self.store
                 .cache
-                .store(step_id, inputs, &CacheRecord { layer: None })?;
+                .store(step_id, &inputs, &CacheRecord { layer: None })?;
             state.push_history(step.created_by.clone(), created, true);
-            *fs_key = inputs.key().to_string();
             return Ok(Outcome::Built {
                 reason,
                 layer: LayerWork::default(),
@@ -905,13 +927,12 @@ impl Run {
         };
         self.store.cache.store(
             step_id,
-            inputs,
+            &inputs,
             &CacheRecord {
                 layer: Some(layer.clone()),
             },
         )?;
         state.push_layer(layer, step.created_by.clone(), created);
-        *fs_key = inputs.key().to_string();
         Ok(Outcome::Built {
             reason,
             layer: LayerWork {
@@ -1028,7 +1049,7 @@ impl Run {
             )
             .set("parent", fs_key.clone());
         let now = self.now;
-        self.cached_layer(stage, step, step_id, &inputs, state, fs_key, || {
+        self.cached_layer(stage, step, step_id, inputs, state, fs_key, || {
             let owner = owner.unwrap_or(Owner::ROOT);
             let path = crate::rootfs::clean(path);
             let mut entries = BTreeMap::new();
@@ -1157,18 +1178,19 @@ impl Run {
         if !copy.link {
             inputs.set("parent", fs_key.clone());
         }
-        for (name, value) in selection.key_inputs() {
-            inputs.set(name, value);
-        }
+        inputs.set("files", selection.digest().to_string());
         let now = self.now;
-        self.cached_layer(stage, step, step_id, &inputs, state, fs_key, || {
+        let details = |inputs: &mut Inputs| inputs.set_details("files", selection.listing());
+        self.cached_layer_detailed(stage, step, step_id, inputs, details, state, fs_key, || {
+            let unpacked;
             let selection = if is_add {
-                self.unpack_archives(selection, copy.unpack)?
+                unpacked = self.unpack_archives(selection.clone(), copy.unpack)?;
+                &unpacked
             } else {
-                selection
+                &selection
             };
             let entries = copy::entries(
-                &selection,
+                selection,
                 &Layout {
                     step: copy,
                     owner,
@@ -1266,18 +1288,7 @@ impl Run {
                         .as_ref()
                         .ok_or_else(|| BuildError::Context("the build has no context".to_owned()))?;
                     let source = crate::context::clean_source(mount.source.as_deref().unwrap_or("/"))?;
-                    let mut tree = Inputs::default();
-                    for file in context.descendants(&source) {
-                        let digest = context
-                            .digest(&file.path)
-                            .map(ToString::to_string)
-                            .unwrap_or_default();
-                        tree.set(
-                            file.path.clone(),
-                            format!("{:?} {:o} {digest}", file.kind, file.mode),
-                        );
-                    }
-                    format!("context {}", tree.key())
+                    format!("context {}", context.tree_digest(&source))
                 }
                 (MountType::Bind, Some(CopyFrom::Stage { index })) => done
                     .get(index)
@@ -1337,7 +1348,7 @@ impl Run {
         let label = self.label(stage, step);
         let below = state.layers.clone();
         let diff_ms = std::cell::Cell::new(0.0);
-        let outcome = self.cached_layer(stage, step, step_id, &inputs, state, fs_key, || {
+        let outcome = self.cached_layer(stage, step, step_id, inputs, state, fs_key, || {
             let view = self.store.snapshots.view(&below, &self.store.content)?;
             let (owner, groups) = crate::owner::run_user(&user, &view)?;
             let runtime = self.runtime()?;

@@ -19,6 +19,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: a warm build allocates and frees tens of thousands of
+/// small paths and digests, and the registry many short-lived buffers; mimalloc does both in
+/// a fraction of the time (a warm 20,000-file build measured ~10% faster).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Build container images, and serve them from an OCI registry.
 #[derive(Parser)]
 #[command(name = "rbuild", version, about, long_about = None)]

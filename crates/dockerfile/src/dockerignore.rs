@@ -214,6 +214,36 @@ impl Matcher {
         matched
     }
 
+    /// Which patterns match directory `dir` or one of its parents, given the same for its
+    /// parent (`ParentHits::default()` for the context root's entries). A walker that carries
+    /// these down asks [`excluded_in`](Self::excluded_in) about each entry instead of
+    /// [`matches_or_parent_matches`](Self::matches_or_parent_matches), and so matches each
+    /// pattern against each path once rather than against every parent again.
+    pub fn hits(&self, dir: &str, parent: &ParentHits) -> ParentHits {
+        ParentHits(
+            self.patterns
+                .iter()
+                .enumerate()
+                .map(|(i, p)| parent.get(i) || p.matches(dir))
+                .collect(),
+        )
+    }
+
+    /// [`matches_or_parent_matches`](Self::matches_or_parent_matches) for `path`, a child
+    /// of the directory `parent` describes (see [`hits`](Self::hits)).
+    pub fn excluded_in(&self, path: &str, parent: &ParentHits) -> bool {
+        let mut matched = false;
+        for (i, p) in self.patterns.iter().enumerate() {
+            if p.exclusion != matched {
+                continue;
+            }
+            if parent.get(i) || p.matches(path) {
+                matched = !p.exclusion;
+            }
+        }
+        matched
+    }
+
     /// Whether a walker must look inside directory `dir`: it is not excluded,
     /// or some exception (`!pattern`) could re-include a path below it.
     /// A `false` answer lets the walker skip the whole directory.
@@ -226,6 +256,16 @@ impl Matcher {
             .iter()
             .filter(|p| p.exclusion)
             .any(|p| could_match_below(&p.dirs, &dir_parts))
+    }
+}
+
+/// For each pattern of a [`Matcher`], whether it matches a directory or one of its parents.
+#[derive(Clone, Debug, Default)]
+pub struct ParentHits(Vec<bool>);
+
+impl ParentHits {
+    fn get(&self, pattern: usize) -> bool {
+        self.0.get(pattern).copied().unwrap_or(false)
     }
 }
 
@@ -383,6 +423,56 @@ mod tests {
         match Matcher::new(patterns) {
             Ok(m) => m,
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn hits_carried_down_decide_as_matching_every_parent_does() {
+        let patterns = [
+            "build",
+            "**/*.tmp",
+            "docs/**",
+            "!docs/keep",
+            "src/*/gen",
+            "!src/a/gen/keep.rs",
+            "*.log",
+            "!important.log",
+            "**/node_modules",
+        ];
+        let x = m(&patterns);
+        let paths = [
+            "build/out/x.o",
+            "src/a/b.tmp",
+            "docs/keep/a.md",
+            "docs/other/a.md",
+            "src/a/gen/keep.rs",
+            "src/a/gen/other.rs",
+            "src/b/gen/keep.rs",
+            "important.log",
+            "x/important.log",
+            "web/node_modules/pkg/index.js",
+            "web/src/app.ts",
+        ];
+        for path in paths {
+            let mut hits = ParentHits::default();
+            let mut dir = String::new();
+            let components: Vec<&str> = path.split('/').collect();
+            for (depth, component) in components.iter().enumerate() {
+                let current = if dir.is_empty() {
+                    component.to_string()
+                } else {
+                    format!("{dir}/{component}")
+                };
+                assert_eq!(
+                    x.excluded_in(&current, &hits),
+                    x.matches_or_parent_matches(&current),
+                    "{current}"
+                );
+                if depth + 1 < components.len() {
+                    hits = x.hits(&current, &hits);
+                }
+                dir = current;
+            }
         }
     }
 

@@ -106,6 +106,14 @@ impl Digest {
         hasher.finalize()
     }
 
+    /// The SHA-256 digest whose raw bytes are `raw` (as a stat cache keeps them).
+    pub fn sha256_from_raw(raw: &[u8; 32]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: lower_hex(raw),
+        }
+    }
+
     /// Makes a digest from an algorithm and a hex string, checking the encoding.
     pub fn from_parts(algorithm: Algorithm, hex: &str) -> Result<Digest, DigestError> {
         let well_formed = hex.len() == algorithm.hex_len()
@@ -124,6 +132,15 @@ impl Digest {
             hex: hex.to_owned(),
         })
     }
+}
+
+/// Lowercase hex, through a buffer rather than `hex::encode`'s character iterator (a warm
+/// build turns tens of thousands of cached digests into text).
+fn lower_hex(bytes: &[u8]) -> String {
+    let mut text = vec![0u8; bytes.len() * 2];
+    // The buffer is exactly twice as long: encoding cannot fail, and hex digits are UTF-8.
+    let _ = hex::encode_to_slice(bytes, &mut text);
+    String::from_utf8(text).unwrap_or_default()
 }
 
 /// The OCI grammar for an algorithm: components of `[a-z0-9]+` joined by `+ . _ -`.
@@ -208,8 +225,8 @@ impl Hasher {
     /// Finishes and returns the digest.
     pub fn finalize(self) -> Digest {
         let (algorithm, hex) = match self {
-            Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
-            Hasher::Sha512(h) => (Algorithm::Sha512, hex::encode(h.finalize())),
+            Hasher::Sha256(h) => (Algorithm::Sha256, lower_hex(&h.finalize())),
+            Hasher::Sha512(h) => (Algorithm::Sha512, lower_hex(&h.finalize())),
         };
         Digest { algorithm, hex }
     }
