@@ -424,6 +424,7 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
             gid: owner.gid,
             mtime,
             xattrs: BTreeMap::new(),
+            content_digest: None,
         }
     };
     let join = |dir: &str, name: &str| {
@@ -485,15 +486,20 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
                 out.insert(path.clone(), entry(path, EntryKind::Dir, 0o755, layout.now, None));
                 continue;
             }
-            let (kind, mode) = match &node.kind {
-                NodeKind::File { disk, .. } => (
+            let (kind, mode, digest) = match &node.kind {
+                NodeKind::File { disk, digest } => (
                     EntryKind::File(FileSource::Path(disk.clone())),
                     final_mode(chmod, node.mode, false)?,
+                    Some(digest.clone()),
                 ),
-                NodeKind::Dir => (EntryKind::Dir, final_mode(chmod, node.mode, true)?),
-                NodeKind::Symlink(target) => (EntryKind::Symlink(target.clone()), 0o777),
+                NodeKind::Dir => (EntryKind::Dir, final_mode(chmod, node.mode, true)?, None),
+                NodeKind::Symlink(target) => (EntryKind::Symlink(target.clone()), 0o777, None),
             };
-            out.insert(path.clone(), entry(path, kind, mode, node.mtime, node.owner));
+            let entry = Entry {
+                content_digest: digest,
+                ..entry(path.clone(), kind, mode, node.mtime, node.owner)
+            };
+            out.insert(path, entry);
         }
     }
     for (name, content) in &selection.inline {
@@ -562,6 +568,7 @@ pub fn add_parents(out: &mut BTreeMap<String, Entry>, below: Option<&RootfsView>
                 gid,
                 mtime,
                 xattrs: BTreeMap::new(),
+                content_digest: None,
             },
         );
     }

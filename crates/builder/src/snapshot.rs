@@ -12,6 +12,18 @@
 //! a rebuild makes after a one-file change repeats every other file of the layer before,
 //! and linking them is ten times cheaper than writing them again. Snapshots are only ever
 //! read (as overlay lower directories, or by `COPY --from`), which is what makes sharing safe.
+//!
+//! Cheaper still is not to repeat them at all: a layer whose entries are known (a COPY) can
+//! be installed as a *delta* over the snapshot of the layer its step made last time — only
+//! what changed, plus whiteouts for what is gone ([`rbuild_layer::delta`]) — and is then
+//! seen as that snapshot's directories with the delta on top. On disk:
+//!
+//! - `<diff ID hex>/`: a whole snapshot;
+//! - `<diff ID hex>.delta/root/` and `.delta/base`: a delta and the diff ID it lies on (the
+//!   pair is renamed into place together, so neither is ever seen without the other);
+//! - `<diff ID hex>.index`: the layer's [`EntryIndex`], for a later layer to be a delta over.
+//!
+//! A chain of deltas is at most [`MAX_DELTA_DEPTH`] long; the next layer is unpacked whole.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,12 +31,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rbuild_layer::{FilePool, UnpackOptions, WhiteoutMode};
+use rbuild_layer::{Compression, Entry, EntryIndex, FilePool, LayerOptions, UnpackOptions, WhiteoutMode};
 use rbuild_oci::{ContentStore, Digest};
 
 use crate::cache::CachedLayer;
 use crate::error::{BuildError, Result};
 use crate::rootfs::RootfsView;
+
+/// The most deltas stacked on one whole snapshot: each is one more overlay lower directory.
+pub const MAX_DELTA_DEPTH: usize = 8;
 
 /// The snapshot directory of the local store.
 #[derive(Debug)]
@@ -57,19 +72,19 @@ impl Snapshots {
         })
     }
 
-    /// The unpacked directory of `layer`, unpacking it from `store` on first use.
-    pub fn ensure(&self, layer: &CachedLayer, store: &ContentStore) -> Result<PathBuf> {
-        let target = self.dir.join(layer.diff_id.hex());
-        if target.is_dir() {
-            return Ok(target);
+    /// The directories that show `layer` when stacked in order (one, unless it is a delta),
+    /// unpacking it from `store` on first use.
+    pub fn ensure(&self, layer: &CachedLayer, store: &ContentStore) -> Result<Vec<PathBuf>> {
+        if let Some(dirs) = self.installed(&layer.diff_id) {
+            return Ok(dirs);
         }
         let lock = {
             let mut unpacking = self.unpacking.lock().unwrap_or_else(|e| e.into_inner());
             unpacking.entry(layer.diff_id.clone()).or_default().clone()
         };
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if target.is_dir() {
-            return Ok(target);
+        if let Some(dirs) = self.installed(&layer.diff_id) {
+            return Ok(dirs);
         }
         let digest = &layer.descriptor.digest;
         let blob = store.open_blob(digest)?;
@@ -79,7 +94,54 @@ impl Snapshots {
         pending
             .unpack(reader)
             .map_err(|e| BuildError::Fetch(format!("unpacking layer {digest}: {e}")))?;
-        pending.install(&layer.diff_id)
+        Ok(vec![pending.install(&layer.diff_id)?])
+    }
+
+    /// The directories of the installed snapshot of `diff_id`, if there is one (a delta
+    /// whose base is gone is not).
+    fn installed(&self, diff_id: &Digest) -> Option<Vec<PathBuf>> {
+        self.chain(diff_id.hex(), MAX_DELTA_DEPTH + 1)
+    }
+
+    fn chain(&self, hex: &str, depth_left: usize) -> Option<Vec<PathBuf>> {
+        let whole = self.dir.join(hex);
+        if whole.is_dir() {
+            return Some(vec![whole]);
+        }
+        let delta = self.dir.join(format!("{hex}.delta"));
+        let base = fs::read_to_string(delta.join("base")).ok()?;
+        let mut dirs = self.chain(base.trim(), depth_left.checked_sub(1)?)?;
+        dirs.push(delta.join("root"));
+        Some(dirs)
+    }
+
+    /// How many deltas the snapshot of `diff_id` is made of (0 for a whole one).
+    fn depth(&self, diff_id: &Digest) -> Option<usize> {
+        self.installed(diff_id).map(|dirs| dirs.len() - 1)
+    }
+
+    /// The entry index kept for the layer `diff_id`, if its snapshot can be a delta's base.
+    pub fn base_index(&self, diff_id: &Digest) -> Option<EntryIndex> {
+        if self.depth(diff_id)? >= MAX_DELTA_DEPTH {
+            return None;
+        }
+        EntryIndex::from_bytes(&fs::read(self.index_path(diff_id)).ok()?)
+    }
+
+    /// Keeps the entry index of the layer `diff_id` (best effort: it only enables deltas).
+    pub fn keep_index(&self, diff_id: &Digest, index: &EntryIndex) {
+        let path = self.index_path(diff_id);
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        if fs::write(&tmp, index.to_bytes())
+            .and_then(|()| fs::rename(&tmp, &path))
+            .is_err()
+        {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    fn index_path(&self, diff_id: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.index", diff_id.hex()))
     }
 
     /// A snapshot to unpack a layer into before its diff ID is known: while the layer is
@@ -93,16 +155,50 @@ impl Snapshots {
         Ok(PendingSnapshot {
             snapshots: self,
             tmp,
+            base: None,
             installed: false,
+        })
+    }
+
+    /// How to snapshot the layer `entries` are about to make (mtimes clamped to `epoch`),
+    /// which its step made as `previous` last time: a delta over `previous`' snapshot when
+    /// that has an index and is not too deep, and the delta is less than half the layer;
+    /// otherwise unpacked whole from the layer as it is written.
+    pub fn plan(
+        &self,
+        entries: &[Entry],
+        epoch: Option<i64>,
+        previous: Option<&Digest>,
+    ) -> Result<Planned<'_>> {
+        let pending = self.begin()?;
+        let index = EntryIndex::of(entries, epoch);
+        let delta = index.as_ref().zip(previous).and_then(|(index, previous)| {
+            let base = self.base_index(previous)?;
+            let delta = rbuild_layer::delta(entries, index, &base);
+            (delta.len() * 2 <= entries.len()).then_some((previous, delta))
+        });
+        Ok(match delta {
+            Some((base, delta)) => Planned {
+                pending: pending.over(base)?,
+                delta: Some(delta),
+                epoch,
+                index,
+            },
+            None => Planned {
+                pending,
+                delta: None,
+                epoch,
+                index,
+            },
         })
     }
 
     /// A view of the filesystem made by `layers`, unpacking what is missing.
     pub fn view(&self, layers: &[CachedLayer], store: &ContentStore) -> Result<RootfsView> {
-        let dirs = layers
-            .iter()
-            .map(|layer| self.ensure(layer, store))
-            .collect::<Result<Vec<_>>>()?;
+        let mut dirs = Vec::with_capacity(layers.len());
+        for layer in layers {
+            dirs.extend(self.ensure(layer, store)?);
+        }
         Ok(RootfsView::new(dirs))
     }
 
@@ -122,27 +218,103 @@ impl Snapshots {
     }
 }
 
+/// The snapshot of a layer being written, as [`Snapshots::plan`] decided to make it.
+#[derive(Debug)]
+pub struct Planned<'s> {
+    pending: PendingSnapshot<'s>,
+    /// For a delta, what goes into it; the layer itself is then not unpacked.
+    delta: Option<Vec<Entry>>,
+    epoch: Option<i64>,
+    index: Option<EntryIndex>,
+}
+
+impl Planned<'_> {
+    /// Where to unpack the layer while it is written, unless the snapshot is a delta.
+    pub fn tap(&self) -> Option<&PendingSnapshot<'_>> {
+        self.delta.is_none().then_some(&self.pending)
+    }
+
+    /// Installs the snapshot as that of `diff_id`, unpacking the delta first, and keeps the
+    /// layer's index. `tapped` says whether unpacking the written layer succeeded; when it
+    /// (or the delta) did not, nothing is installed, and the layer is unpacked from the
+    /// store when next needed.
+    pub fn finish(self, diff_id: &Digest, tapped: bool) -> Result<()> {
+        let unpacked = match &self.delta {
+            None => tapped,
+            Some(delta) => self.unpack_delta(delta.clone()),
+        };
+        if !unpacked {
+            return Ok(());
+        }
+        let snapshots = self.pending.snapshots;
+        self.pending.install(diff_id)?;
+        if let Some(index) = &self.index {
+            snapshots.keep_index(diff_id, index);
+        }
+        Ok(())
+    }
+
+    /// Writes the delta's entries as a plain tar and unpacks it, the way the whole layer
+    /// would have been: the same code makes both.
+    fn unpack_delta(&self, delta: Vec<Entry>) -> bool {
+        let Ok((reader, mut writer)) = std::io::pipe() else {
+            return false;
+        };
+        let options = LayerOptions {
+            compression: Compression::None,
+            source_date_epoch: self.epoch,
+            threads: 1,
+        };
+        std::thread::scope(|scope| {
+            let unpacker = scope.spawn(move || self.pending.unpack(reader));
+            let written = rbuild_layer::write_layer(delta, &options, &mut writer).is_ok();
+            drop(writer);
+            let unpacked = matches!(unpacker.join(), Ok(Ok(())));
+            written && unpacked
+        })
+    }
+}
+
 /// A snapshot being unpacked into a temporary directory; removed unless installed.
 #[derive(Debug)]
 pub struct PendingSnapshot<'s> {
     snapshots: &'s Snapshots,
     tmp: PathBuf,
+    /// For a delta, the diff ID of the snapshot below it.
+    base: Option<Digest>,
     installed: bool,
 }
 
 impl PendingSnapshot<'_> {
+    /// A pending delta over the snapshot of `base`: what is unpacked into it goes on top.
+    pub fn over(mut self, base: &Digest) -> Result<Self> {
+        let root = self.tmp.join("root");
+        fs::create_dir(&root)
+            .and_then(|()| fs::write(self.tmp.join("base"), base.hex()))
+            .map_err(|e| BuildError::io(format!("preparing {}", self.tmp.display()), e))?;
+        self.base = Some(base.clone());
+        Ok(self)
+    }
+
     /// Unpacks the uncompressed layer tar `reader`, sharing files through the pool.
     pub fn unpack(&self, reader: impl Read) -> std::result::Result<(), rbuild_layer::LayerError> {
         let options = UnpackOptions {
             whiteouts: WhiteoutMode::Overlay,
             same_owner: is_root(),
         };
-        rbuild_layer::unpack_pooled(reader, &self.tmp, &options, &self.snapshots.pool).map(|_| ())
+        let root = match self.base {
+            Some(_) => self.tmp.join("root"),
+            None => self.tmp.clone(),
+        };
+        rbuild_layer::unpack_pooled(reader, &root, &options, &self.snapshots.pool).map(|_| ())
     }
 
     /// Puts the unpacked layer in place as the snapshot of `diff_id`.
     pub fn install(mut self, diff_id: &Digest) -> Result<PathBuf> {
-        let target = self.snapshots.dir.join(diff_id.hex());
+        let target = match self.base {
+            Some(_) => self.snapshots.dir.join(format!("{}.delta", diff_id.hex())),
+            None => self.snapshots.dir.join(diff_id.hex()),
+        };
         match fs::rename(&self.tmp, &target) {
             Ok(()) => {
                 self.installed = true;

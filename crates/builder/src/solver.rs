@@ -911,15 +911,19 @@ impl Run {
             });
         }
         let layer_started = Instant::now();
-        // A RUN later in the stage will need the layer unpacked: do it while writing it.
+        // A RUN later in the stage will need the layer unpacked: do it while writing it, or
+        // as a delta over the snapshot of what the step made last time.
         let snapshot = if self.run_follows(stage, step) {
-            Some(self.store.snapshots.begin()?)
+            let previous = self.store.cache.previous_layer(step_id).map(|l| l.diff_id);
+            let epoch = self.request.layer_options.source_date_epoch;
+            Some(self.store.snapshots.plan(&entries, epoch, previous.as_ref())?)
         } else {
             None
         };
-        let (info, digest, size, unpacked) = self.write_layer(step_id, entries, snapshot.as_ref())?;
-        if let Some(snapshot) = snapshot.filter(|_| unpacked) {
-            snapshot.install(&info.diff_id)?;
+        let tap = snapshot.as_ref().and_then(|s| s.tap());
+        let (info, digest, size, unpacked) = self.write_layer(step_id, entries, tap)?;
+        if let Some(snapshot) = snapshot {
+            snapshot.finish(&info.diff_id, unpacked)?;
         }
         let layer = CachedLayer {
             descriptor: Descriptor::new(info.media_type, digest, size),
@@ -957,7 +961,13 @@ impl Run {
         let mut writer = self.store.content.writer()?;
         let (info, unpacked) = std::thread::scope(|scope| {
             let pipe = match snapshot {
-                Some(_) => Some(std::io::pipe().map_err(|e| BuildError::io("creating a pipe", e))?),
+                Some(_) => {
+                    let pipe = std::io::pipe().map_err(|e| BuildError::io("creating a pipe", e))?;
+                    // A 1 MiB pipe rather than 64 KiB lets the writer and the unpacker run
+                    // apart instead of in lockstep (best effort: the default still works).
+                    let _ = rustix::pipe::fcntl_setpipe_size(&pipe.1, 1 << 20);
+                    Some(pipe)
+                }
                 None => None,
             };
             let (reader, mut tap) = pipe.unzip();
@@ -1063,6 +1073,7 @@ impl Run {
                     gid: owner.gid,
                     mtime: now,
                     xattrs: BTreeMap::new(),
+                    content_digest: None,
                 },
             );
             copy::add_parents(&mut entries, Some(&view), owner, now);

@@ -151,6 +151,7 @@ pub fn entries_from_dir_with(
                 gid: meta.gid(),
                 mtime: meta.mtime(),
                 xattrs: read_xattrs(&disk, xattrs)?,
+                content_digest: None,
             });
         }
     }
@@ -171,15 +172,10 @@ pub fn entries_from_dir_with(
 }
 
 /// The empty file that stands for a whiteout or an opaque marker.
-fn marker(path: String) -> Entry {
+pub(crate) fn marker(path: String) -> Entry {
     Entry {
-        path,
-        kind: EntryKind::File(FileSource::Bytes(Vec::new())),
         mode: 0,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-        xattrs: BTreeMap::new(),
+        ..Entry::new(path, EntryKind::File(FileSource::Bytes(Vec::new())))
     }
 }
 

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use rbuild_oci::Digest;
+
 use crate::error::LayerError;
 
 /// Where a regular file's bytes come from when the layer is written.
@@ -67,6 +69,10 @@ pub struct Entry {
     pub mtime: i64,
     /// Extended attributes, written as `SCHILY.xattr.<name>` PAX records.
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// For a regular file, the SHA-256 of its content when the caller already knows it (a
+    /// COPY from a hashed context): it lets an [`EntryIndex`](crate::EntryIndex) describe
+    /// the layer without reading the file. Never checked against the bytes written.
+    pub content_digest: Option<Digest>,
 }
 
 impl Entry {
@@ -86,6 +92,7 @@ impl Entry {
             gid: 0,
             mtime: 0,
             xattrs: BTreeMap::new(),
+            content_digest: None,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`decompressed`] recognises gzip, zstd, bzip2 and xz by their magic bytes, and
 //!   [`unpack`] applies a layer to a directory — as an overlay lower directory or onto a
 //!   merged tree ([`WhiteoutMode`]) — refusing every entry that would write outside it.
+//! - [`EntryIndex`] and [`delta`] describe a layer entry by entry and what must be unpacked
+//!   over an earlier layer's snapshot to show it.
 //! - [`entries_from_dir`] reads a directory back as entries, turning an overlay upper
 //!   directory's whiteouts into OCI ones.
 //! - [`sniff_archive`] and [`extract_archive`] decide and do what `ADD` does with a local
@@ -46,6 +48,7 @@ mod error;
 pub mod gzip;
 mod hashing;
 mod header;
+mod index;
 mod pool;
 mod reader;
 mod safe_path;
@@ -59,6 +62,7 @@ pub use dir::{DirOptions, XattrPolicy, entries_from_dir, entries_from_dir_with};
 pub use entry::{Entry, EntryKind, FileSource};
 pub use error::LayerError;
 pub use gzip::{BlockIndex, BlockRecord, PreviousBlocks};
+pub use index::{EntryIndex, delta};
 pub use pool::{FilePool, POOLED_MAX};
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack, unpack_pooled};
 pub use write::{Extras, LayerInfo, LayerOptions, write_layer, write_layer_with};

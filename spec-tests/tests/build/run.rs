@@ -6,7 +6,7 @@ use std::process::Command;
 
 use spec_tests::tools::{output, run};
 
-use crate::support::{rbuild, rbuild_busybox};
+use crate::support::{busybox_context, rbuild, rbuild_busybox};
 
 fn dockerfile(dir: &Path, text: &str) {
     std::fs::write(dir.join("Dockerfile"), text).unwrap();
@@ -142,6 +142,96 @@ fn copied_snapshots_give_the_same_image_as_overlay() {
         out.lines().last().unwrap().to_owned()
     };
     assert_eq!(digest("overlay"), digest("native"));
+}
+
+/// After a change, the COPY's snapshot is only what changed, stacked on the last one's: the
+/// RUN after it must see exactly the tree a whole snapshot shows, edits, additions, removals,
+/// a directory become a file and a file become a directory included. With
+/// `SOURCE_DATE_EPOCH` fixing the times, the image equals a clean build's, whether RUN's root
+/// is an overlay or a copy.
+#[test]
+fn a_snapshot_made_as_a_delta_over_the_last_one_shows_the_same_tree() {
+    if !runc_available() {
+        return;
+    }
+    let write = |root: &Path, path: &str, content: &str| {
+        let path = root.join("tree").join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    };
+    let version = |root: &Path, second: bool| {
+        let _ = std::fs::remove_dir_all(root.join("tree"));
+        for i in 0..40 {
+            write(root, &format!("bulk/{i:02}"), &format!("unchanged {i}\n"));
+        }
+        write(root, "a/same", "same\n");
+        write(root, "a/edited", if second { "after\n" } else { "before\n" });
+        let target = if second { "a/edited" } else { "a/same" };
+        std::os::unix::fs::symlink(target, root.join("tree/link")).unwrap();
+        if second {
+            write(root, "b/added", "new\n");
+            write(root, "was-dir", "a file now\n");
+            write(root, "was-file/inside", "a directory now\n");
+            write(root, "b/chmodded", "mode\n");
+            let file = root.join("tree/b/chmodded");
+            std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        } else {
+            write(root, "gone/x", "x\n");
+            write(root, "removed", "r\n");
+            write(root, "was-dir/y", "y\n");
+            write(root, "was-file", "a file\n");
+            write(root, "b/chmodded", "mode\n");
+        }
+    };
+    let build = |store: &Path, ctx: &Path, base: &str, snapshotter: &str| {
+        dockerfile(
+            ctx,
+            &format!(
+                "FROM {base}\nCOPY tree/ /app/\nRUN cd /app && find . | sort | while read f; do \
+                 stat -c '%n %f %u %g %s' \"$f\"; done > /listing && find . -type f | sort | xargs md5sum >> /listing\n"
+            ),
+        );
+        let out = run(rbuild(store)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "--progress", "plain", "--network", "none"])
+            .args(["--snapshotter", snapshotter])
+            .arg(ctx));
+        out.lines().last().unwrap().to_owned()
+    };
+    // The same base in every store: built with the times fixed too.
+    let base_in = |store: &Path| {
+        let base = "rbuild-test/busybox:fixed";
+        run(rbuild(store)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "--progress", "plain", "-t", base])
+            .arg(busybox_context().path()));
+        base
+    };
+    for snapshotter in ["overlay", "native"] {
+        let (store, ctx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let base = base_in(store.path());
+        version(ctx.path(), false);
+        build(store.path(), ctx.path(), base, snapshotter);
+        version(ctx.path(), true);
+        let rebuilt = build(store.path(), ctx.path(), base, snapshotter);
+        let deltas = std::fs::read_dir(store.path().join("snapshots"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".delta"))
+            .count();
+        assert_eq!(
+            deltas, 1,
+            "{snapshotter}: the rebuild's COPY was snapshotted as a delta"
+        );
+
+        let clean = tempfile::tempdir().unwrap();
+        base_in(clean.path());
+        assert_eq!(
+            rebuilt,
+            build(clean.path(), ctx.path(), base, snapshotter),
+            "{snapshotter}: the RUN over a delta saw another tree than over a whole snapshot"
+        );
+    }
 }
 
 #[test]
