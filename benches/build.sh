@@ -7,6 +7,7 @@
 #   benches/build.sh              # 3 rounds
 #   RUNS=1 benches/build.sh       # 1 round
 #   SETTLE=10 benches/build.sh    # seconds the disk is left to settle after deletes (45)
+#   PAUSE=1 benches/build.sh      # seconds after `sync` before each timed build (3)
 #
 # Needs a dockerd (DOCKER_HOST) and buildah; scripts/test's packages plus `buildah`.
 set -euo pipefail
@@ -70,6 +71,10 @@ reset_caches() {
 }
 measure() { # TOOL ROUND [--no-cache]
     local tool=$1 round=$2; shift 2
+    # Each run starts on a quiet disk: what the builder before it wrote is flushed first, so
+    # that nobody is timed paying for the writeback of another's gigabyte.
+    sync
+    sleep "${PAUSE:-3}"
     case $tool in
         rbuild) time_rbuild "$work/rbuild-store-$round" "$@" ;;
         *) "time_$tool" "$@" ;;

@@ -488,6 +488,49 @@ fn block_key(level: u32, dictionary: &[u8], data: &[u8], last: bool) -> BlockKey
     hasher.finalize().into()
 }
 
+/// Bytes sampled by [`incompressible`], and how many samples.
+const SAMPLE: usize = 16 * 1024;
+const SAMPLES: usize = 4;
+
+/// Whether deflate would gain nothing on `data`: samples across it, compressed at the fastest
+/// level, do not shrink by 1%. Compressed, photographs, video and archives search a block for
+/// matches at level 6 for several times longer than hashing it takes, only to store it; the
+/// answer depends on the bytes alone, so the output still does too. Deflate cannot look back
+/// more than 32 KiB, so samples of 16 KiB judge it fairly.
+fn incompressible(data: &[u8]) -> bool {
+    if data.len() < SAMPLE * SAMPLES {
+        return false;
+    }
+    let step = data.len() / SAMPLES;
+    (0..SAMPLES).all(|i| {
+        let sample = &data[i * step..i * step + SAMPLE];
+        let mut trial = Compress::new(flate2::Compression::fast(), false);
+        let mut out = vec![0u8; SAMPLE + 1024];
+        match trial.compress(sample, &mut out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => trial.total_out() as usize * 100 >= sample.len() * 99,
+            _ => false,
+        }
+    })
+}
+
+/// `data` as stored deflate blocks of at most 65,535 bytes: what deflate emits for
+/// incompressible input anyway. Each block starts byte-aligned (so does every block of ours)
+/// and ends so, as a sync flush would; the last is final when `last`.
+fn stored(data: &[u8], last: bool, buffers: &Buffers) -> Vec<u8> {
+    const MAX: usize = 65_535;
+    let mut out = buffers.take(data.len() + data.len() / MAX * 5 + 5);
+    let mut chunks = data.chunks(MAX).peekable();
+    while let Some(chunk) = chunks.next() {
+        let len = chunk.len() as u16;
+        // BFINAL in bit 0, BTYPE 00 (stored), the rest of the byte padding.
+        out.push(u8::from(last && chunks.peek().is_none()));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 /// Raw-deflates `data` with `dictionary` as history, ending in a sync flush, or in the final
 /// block when `last`.
 ///
@@ -502,6 +545,9 @@ fn deflate_block(
     last: bool,
     buffers: &Buffers,
 ) -> io::Result<Vec<u8>> {
+    if level > 0 && incompressible(data) {
+        return Ok(stored(data, last, buffers));
+    }
     let mut compress = Compress::new(flate2::Compression::new(level), false);
     let deflate = &mut compress;
     if !dictionary.is_empty() {
@@ -710,6 +756,34 @@ mod tests {
                 "length {len}: trailing bytes after the member"
             );
         }
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_the_rest_still_compressed() {
+        let random = noise(3 * MAX_BLOCK, 5);
+        let text = sample(2 * MAX_BLOCK);
+        let data = [random.as_slice(), text.as_slice()].concat();
+        let gz = gzip(&data, 6, 2);
+        let mut decoded = Vec::new();
+        let mut single = flate2::bufread::GzDecoder::new(gz.as_slice());
+        single.read_to_end(&mut decoded).unwrap();
+        assert!(decoded == data, "stored blocks decode to the input");
+        assert!(single.into_inner().is_empty(), "one member");
+        let (_, compressed) = gzip_reusing(&data, 6, 2, None);
+        let mut end = 0;
+        let random_blocks = compressed.index.blocks.iter().take_while(|b| {
+            end += b.uncompressed as usize;
+            end <= random.len()
+        });
+        for block in random_blocks.filter(|b| b.uncompressed as usize >= SAMPLE * SAMPLES) {
+            // Stored: 5 bytes of framing per 65,535, nothing saved or spent.
+            let framing = (block.uncompressed as usize).div_ceil(65_535) * 5;
+            assert_eq!(block.size as usize, block.uncompressed as usize + framing);
+        }
+        assert!(
+            gz.len() < random.len() + text.len() * 9 / 10,
+            "the text part is deflated"
+        );
     }
 
     #[test]

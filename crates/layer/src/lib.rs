@@ -70,8 +70,9 @@ pub use write::{Extras, LayerInfo, LayerOptions, write_layer, write_layer_with};
 /// Version of the bytes [`write_layer`] produces. Within one version, the same entries and
 /// options give the same blob on every machine; a change to the tar encoding, where gzip
 /// blocks are cut or the compressor library that changes any output bumps it. (2: gzip
-/// blocks cut by content instead of every 256 KiB.)
-pub const FORMAT_VERSION: u32 = 2;
+/// blocks cut by content instead of every 256 KiB; 3: incompressible gzip blocks stored
+/// without searching them for matches.)
+pub const FORMAT_VERSION: u32 = 3;
 
 #[cfg(test)]
 mod tests;

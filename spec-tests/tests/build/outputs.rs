@@ -33,6 +33,56 @@ fn push_to_rbuild_serve_then_docker_pull_and_run() {
     assert!(ok, "{report}");
 }
 
+/// Photographs, video and archives do not compress: rbuild stores such gzip blocks without
+/// searching them (see `rbuild_layer::gzip`). docker's and containerd's gzip readers (Go's)
+/// must take them, between deflated ones, and give back the same bytes.
+#[test]
+fn incompressible_files_come_back_whole_through_docker_and_containerd() {
+    let (Some(docker), Some(ctr)) = (Docker::get(), spec_tests::tools::Ctr::get()) else {
+        return;
+    };
+    let (_base_registry, base) = base_image(&docker);
+    let registry = RegistryProcess::start();
+    let ctx = tempfile::tempdir().unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let random: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(ctx.path().join("random.bin"), &random).unwrap();
+    std::fs::write(ctx.path().join("text.txt"), "compressible line\n".repeat(100_000)).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nCOPY random.bin text.txt /data/\nCMD [\"md5sum\", \"/data/random.bin\", \"/data/text.txt\"]\n",
+    )
+    .unwrap();
+    let expected = run(std::process::Command::new("md5sum")
+        .current_dir(ctx.path())
+        .args(["random.bin", "text.txt"]))
+    .replace("random.bin", "/data/random.bin")
+    .replace("text.txt", "/data/text.txt");
+    let image = format!("{}/apps/incompressible:1", registry.host());
+    let store = tempfile::tempdir().unwrap();
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain", "--push", "-t", &image])
+        .arg(format!("--build-arg=BASE={base}"))
+        .arg(ctx.path()));
+    run(docker.cmd().args(["pull", &image]));
+    assert_eq!(docker_run(&docker, &image), expected, "docker");
+    run(ctr.cmd().args(["images", "pull", "--plain-http", &image]));
+    let id = format!("rbuild-incompressible-{}", registry.addr().port());
+    assert_eq!(
+        run(ctr.cmd().args(["run", "--rm", &image, &id])),
+        expected,
+        "containerd"
+    );
+    run(ctr.cmd().args(["images", "rm", &image]));
+}
+
 #[test]
 fn oci_layout_output_is_read_by_skopeo() {
     let (Some(docker), Some(skopeo)) = (Docker::get(), skopeo()) else {
