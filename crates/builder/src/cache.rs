@@ -136,6 +136,10 @@ fn short(value: &str) -> &str {
 pub struct CacheRecord {
     /// The layer, for steps that produce one (`None`: the step changed nothing on disk).
     pub layer: Option<CachedLayer>,
+    /// When the step was built (RFC 3339): its history entry's `created` whenever it is
+    /// reused, so that a rebuild from the cache gives the same image, as with BuildKit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 /// A cached layer: its blob descriptor and its uncompressed digest.
@@ -337,10 +341,22 @@ mod tests {
         let v1 = inputs(&[("arg:V", "1")]);
         assert_eq!(cache.lookup(&v1.key(), |_| true), None);
         assert_eq!(cache.explain_miss("step", &v1), "not built before");
-        cache.store("step", &v1, &CacheRecord { layer: None }).unwrap();
+        cache
+            .store(
+                "step",
+                &v1,
+                &CacheRecord {
+                    layer: None,
+                    created: None,
+                },
+            )
+            .unwrap();
         assert_eq!(
             cache.lookup(&v1.key(), |_| true),
-            Some(CacheRecord { layer: None })
+            Some(CacheRecord {
+                layer: None,
+                created: None
+            })
         );
         let v2 = inputs(&[("arg:V", "2")]);
         assert_eq!(cache.lookup(&v2.key(), |_| true), None);
@@ -363,12 +379,20 @@ mod tests {
         };
         let record = CacheRecord {
             layer: Some(layer.clone()),
+            created: None,
         };
         cache.store("step", &inputs(&[("arg:V", "1")]), &record).unwrap();
         assert_eq!(cache.previous_layer("step"), Some(layer.clone()));
         // A step that left no layer has none to offer.
         cache
-            .store("step", &inputs(&[("arg:V", "2")]), &CacheRecord { layer: None })
+            .store(
+                "step",
+                &inputs(&[("arg:V", "2")]),
+                &CacheRecord {
+                    layer: None,
+                    created: None,
+                },
+            )
             .unwrap();
         assert_eq!(cache.previous_layer("step"), None);
 

@@ -27,6 +27,15 @@ pub struct Image {
 pub fn write_image(state: &ImageState, created: Option<&str>, store: &ContentStore) -> Result<Image> {
     let mut config = state.config.clone();
     config.created = created.map(str::to_owned);
+    // Entries made before the first that has a time (config-only steps opening a `FROM
+    // scratch` image) take the time of the next one, or the image's.
+    let mut next = config.created.clone();
+    for entry in config.history.iter_mut().rev() {
+        match &entry.created {
+            Some(time) => next = Some(time.clone()),
+            None => entry.created = next.clone(),
+        }
+    }
     let config_descriptor = store.put_json(media_type::OCI_CONFIG, &config)?;
     let layers: Vec<Descriptor> = state.layers.iter().map(|l| l.descriptor.clone()).collect();
     let manifest = ImageManifest {

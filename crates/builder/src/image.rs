@@ -49,6 +49,12 @@ impl ImageState {
         self.push_history(created_by, created, false);
     }
 
+    /// The `created` time of the last history entry: what a step that changes only the
+    /// config records too, so that an image rebuilt from the cache is the same image.
+    pub fn last_created(&self) -> Option<String> {
+        self.config.history.last().and_then(|h| h.created.clone())
+    }
+
     /// Adds a history entry.
     pub fn push_history(&mut self, created_by: Option<String>, created: Option<String>, empty_layer: bool) {
         if created_by.is_none() {

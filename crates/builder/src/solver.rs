@@ -507,7 +507,6 @@ impl Builder {
             }
         }
 
-        let scratch = self.store.scratch_dir()?;
         let now = time::now();
         let epoch = request.layer_options.source_date_epoch;
         let run = Arc::new(Run {
@@ -521,7 +520,7 @@ impl Builder {
             progress,
             created: time::rfc3339(epoch.unwrap_or(now)),
             now: epoch.unwrap_or(now),
-            scratch: scratch.path().to_owned(),
+            scratch: std::sync::OnceLock::new(),
             step_numbers: number_steps(&plan.stages),
             metrics: std::sync::Mutex::new(Vec::new()),
             platform,
@@ -569,8 +568,15 @@ impl Builder {
         for (key, value) in &run.request.labels {
             state.config.config.labels.insert(key.clone(), value.clone());
         }
-        let image = export::write_image(&state, Some(&run.created), &self.store.content)?;
-        drop(scratch);
+        // The image is as old as its newest step: a rebuild from the cache is the same image.
+        let created = state
+            .config
+            .history
+            .iter()
+            .rev()
+            .find_map(|h| h.created.clone())
+            .unwrap_or_else(|| run.created.clone());
+        let image = export::write_image(&state, Some(&created), &self.store.content)?;
 
         let mut steps = run.metrics.lock().map(|m| m.clone()).unwrap_or_default();
         steps.sort_by_key(|s| s.step);
@@ -663,7 +669,9 @@ struct Run {
     progress: Arc<dyn Progress>,
     created: String,
     now: i64,
-    scratch: PathBuf,
+    /// The build's directory for temporary files, made when first needed (a build whose
+    /// every step is cached writes nothing) and removed with the `Run`.
+    scratch: std::sync::OnceLock<tempfile::TempDir>,
     step_numbers: HashMap<(usize, usize), usize>,
     metrics: std::sync::Mutex<Vec<StepMetrics>>,
     platform: Platform,
@@ -694,6 +702,34 @@ struct LayerWork {
 }
 
 impl Run {
+    /// The build's scratch directory (see [`Run::scratch`](Run#structfield.scratch)).
+    fn scratch(&self) -> Result<&Path> {
+        if let Some(dir) = self.scratch.get() {
+            return Ok(dir.path());
+        }
+        let dir = self.store.scratch_dir()?;
+        Ok(self.scratch.get_or_init(|| dir).path())
+    }
+
+    /// The `created` time of a step reused from the cache: when it was built, unless
+    /// `SOURCE_DATE_EPOCH` fixes every time.
+    fn reused_created(&self, built: Option<String>) -> String {
+        match (self.request.layer_options.source_date_epoch, built) {
+            (None, Some(built)) => built,
+            _ => self.created.clone(),
+        }
+    }
+
+    /// The `created` time of a step that only changes the config: the time of the entry
+    /// before it (see [`ImageState::last_created`]); the first entries of a `FROM scratch`
+    /// image have none until the image is written (see [`export::write_image`]).
+    fn created_after(&self, state: &ImageState) -> Option<String> {
+        if self.request.layer_options.source_date_epoch.is_some() {
+            return Some(self.created.clone());
+        }
+        state.last_created()
+    }
+
     fn stage_name(stage: &Stage) -> String {
         stage.name.clone().unwrap_or_else(|| stage.index.to_string())
     }
@@ -825,7 +861,7 @@ impl Run {
             StepKind::Run(run) => self.run_command(stage, step, step_id, run, state, fs_key, done),
             other => {
                 state.apply_metadata(other);
-                state.push_history(step.created_by.clone(), Some(self.created.clone()), true);
+                state.push_history(step.created_by.clone(), self.created_after(state), true);
                 Ok(Outcome::Config)
             }
         }
@@ -875,7 +911,6 @@ impl Run {
         };
         let key = inputs.key();
         *fs_key = key.to_string();
-        let created = Some(self.created.clone());
         let no_cache = self.no_cache(stage);
         let hit = if no_cache {
             None
@@ -883,6 +918,7 @@ impl Run {
             self.store.cache.lookup(&key, usable)
         };
         if let Some(record) = hit {
+            let created = Some(self.reused_created(record.created));
             match record.layer {
                 Some(layer) => state.push_layer(layer, step.created_by.clone(), created),
                 None => state.push_history(step.created_by.clone(), created, true),
@@ -898,12 +934,15 @@ impl Run {
         if let Some(label) = self.label(stage, step) {
             self.progress.event(Event::Missed(label, reason.clone()));
         }
+        let created = Some(self.created.clone());
         let (entries, _run) = build()?;
         if entries.is_empty() {
             // Nothing changed on disk: no layer, as BuildKit leaves none for an empty diff.
-            self.store
-                .cache
-                .store(step_id, &inputs, &CacheRecord { layer: None })?;
+            let record = CacheRecord {
+                layer: None,
+                created: created.clone(),
+            };
+            self.store.cache.store(step_id, &inputs, &record)?;
             state.push_history(step.created_by.clone(), created, true);
             return Ok(Outcome::Built {
                 reason,
@@ -934,6 +973,7 @@ impl Run {
             &inputs,
             &CacheRecord {
                 layer: Some(layer.clone()),
+                created: created.clone(),
             },
         )?;
         state.push_layer(layer, step.created_by.clone(), created);
@@ -1045,7 +1085,7 @@ impl Run {
         let view = self.view(state)?;
         let exists = view.resolve(path, true)?.is_some_and(|f| f.is_dir());
         if path == "/" || exists {
-            state.push_history(step.created_by.clone(), Some(self.created.clone()), true);
+            state.push_history(step.created_by.clone(), self.created_after(state), true);
             return Ok(Outcome::Config);
         }
         let owner = self.user_owner(&state.config.config.user, &view)?;
@@ -1363,7 +1403,7 @@ impl Run {
             let view = self.store.snapshots.view(&below, &self.store.content)?;
             let (owner, groups) = crate::owner::run_user(&user, &view)?;
             let runtime = self.runtime()?;
-            let scratch = tempfile::tempdir_in(&self.scratch)
+            let scratch = tempfile::tempdir_in(self.scratch()?)
                 .map_err(|e| BuildError::io("creating a directory for the step", e))?;
             let cache_dir = self.store.root().join("cache-mounts");
             std::fs::create_dir_all(&cache_dir)
@@ -1433,7 +1473,9 @@ impl Run {
         let mut downloaded = Vec::new();
         for (n, source) in copy.sources.iter().enumerate() {
             let Source::Url { url } = source else { continue };
-            let file = self.scratch.join(format!("download-{}-{n}", std::process::id()));
+            let file = self
+                .scratch()?
+                .join(format!("download-{}-{n}", std::process::id()));
             let (digest, modified) =
                 tokio::runtime::Handle::current().block_on(self.remote.download(url, &file))?;
             if let Some(expected) = &copy.checksum
@@ -1486,7 +1528,7 @@ impl Run {
             {
                 continue;
             }
-            let dest = tempfile::tempdir_in(&self.scratch)
+            let dest = tempfile::tempdir_in(self.scratch()?)
                 .map_err(|e| BuildError::io("creating a directory for an archive", e))?
                 .keep();
             let options = rbuild_layer::UnpackOptions {

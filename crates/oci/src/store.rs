@@ -152,13 +152,17 @@ impl ContentStore {
     }
 
     /// Names an image: adds (or replaces) the `index.json` entry whose ref name is `name`.
+    /// Naming it again as it is writes nothing (a cached rebuild touches no file).
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
+        let mut entry = descriptor.clone();
+        entry.annotations.insert(REF_NAME.to_owned(), name.to_owned());
+        if self.resolve_ref(name)?.as_ref() == Some(&entry) {
+            return Ok(());
+        }
         self.update_index(|index| {
             index
                 .manifests
                 .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(name));
-            let mut entry = descriptor.clone();
-            entry.annotations.insert(REF_NAME.to_owned(), name.to_owned());
             index.manifests.push(entry);
         })
     }

@@ -59,6 +59,27 @@ fn unchanged_and_touched_contexts_hit_every_step() {
     assert_eq!(hits(&build(store.path(), ctx.path(), &[])), ["hit", "hit"]);
 }
 
+/// As with BuildKit, an image rebuilt wholly from the cache is the same image: each step
+/// keeps the time it was first built, and the config its newest step's. So such a rebuild
+/// writes nothing to the store either.
+#[test]
+fn a_rebuild_from_the_cache_is_the_same_image_and_writes_nothing() {
+    let (store, ctx) = (tempfile::tempdir().unwrap(), context());
+    let image = |store: &Path| {
+        let out = run(rbuild(store)
+            .args(["build", "--progress", "plain", "-t", "same:1"])
+            .arg(ctx.path()));
+        out.lines().last().unwrap().to_owned()
+    };
+    let first = image(store.path());
+    let index = store.path().join("oci/index.json");
+    let written = std::fs::metadata(&index).unwrap().modified().unwrap();
+    // A second later, so that a new time would show.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(image(store.path()), first);
+    assert_eq!(std::fs::metadata(&index).unwrap().modified().unwrap(), written);
+}
+
 #[test]
 fn a_changed_file_misses_exactly_the_steps_that_read_it() {
     let (store, ctx) = (tempfile::tempdir().unwrap(), context());
