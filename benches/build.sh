@@ -7,7 +7,9 @@
 #   benches/build.sh              # 3 rounds
 #   RUNS=1 benches/build.sh       # 1 round
 #   SETTLE=10 benches/build.sh    # seconds the disk is left to settle after deletes (45)
-#   PAUSE=1 benches/build.sh      # seconds after `sync` before each timed build (3)
+#   PAUSE=3 benches/build.sh      # seconds after `sync` before each timed build (10; this
+#                                 # disk discards deleted blocks online, which stalls the next
+#                                 # program to create files for several seconds)
 #
 # Needs a dockerd (DOCKER_HOST) and buildah; scripts/test's packages plus `buildah`.
 set -euo pipefail
@@ -74,7 +76,7 @@ measure() { # TOOL ROUND [--no-cache]
     # Each run starts on a quiet disk: what the builder before it wrote is flushed first, so
     # that nobody is timed paying for the writeback of another's gigabyte.
     sync
-    sleep "${PAUSE:-3}"
+    sleep "${PAUSE:-10}"
     case $tool in
         rbuild) time_rbuild "$work/rbuild-store-$round" "$@" ;;
         *) "time_$tool" "$@" ;;
@@ -93,8 +95,10 @@ for round in $(seq "$RUNS"); do
     # Content no cache has seen, even from an earlier run of this script.
     echo "// changed in round $round at $(now)" >>"$context/src/pkg07/mod03/file00287.rs"
     for tool in "${order[@]}"; do change[$tool]+="$(measure "$tool" "$round") "; done
-    echo "round $round (${order[*]}): rbuild cold/warm/change $(awk '{print $NF}' <<<"${cold[rbuild]}")" \
-        "$(awk '{print $NF}' <<<"${warm[rbuild]}") $(awk '{print $NF}' <<<"${change[rbuild]}")"
+    for tool in "${tools[@]}"; do
+        echo "round $round (${order[*]}): $tool cold/warm/change $(awk '{print $NF}' <<<"${cold[$tool]}")" \
+            "$(awk '{print $NF}' <<<"${warm[$tool]}") $(awk '{print $NF}' <<<"${change[$tool]}")"
+    done
 done
 
 printf '\n%-22s %10s %10s %10s %14s %14s\n' "seconds (median)" rbuild docker buildah "docker/rbuild" "buildah/rbuild"
