@@ -6,31 +6,48 @@
 #
 #   benches/build.sh              # 3 rounds
 #   RUNS=1 benches/build.sh       # 1 round
-#   SETTLE=10 benches/build.sh    # seconds the disk is left to settle after deletes (45)
-#   PAUSE=3 benches/build.sh      # seconds after `sync` before each timed build (10; this
-#                                 # disk discards deleted blocks online, which stalls the next
-#                                 # program to create files for several seconds)
+#   PAUSE=3 benches/build.sh      # seconds after `sync` before each timed build (10)
 #
-# Needs a dockerd (DOCKER_HOST) and buildah; scripts/test's packages plus `buildah`.
+# Each builder keeps its state on a filesystem of its own: a fresh ext4 (mke2fs defaults,
+# journal included) on a loop device over a file, with a private dockerd whose data root is on
+# docker's. Sharing one filesystem made each builder pay for the others' deletes: this
+# machine's root filesystem has no journal, where ext4 skips inodes freed in the last five
+# minutes when allocating (`recently_deleted`), so creating 20,000 files after another
+# builder deleted as many took several times longer, and who paid depended on the order.
+#
+# Needs root (mount), buildah, dockerd, and scripts/test's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 docker=/usr/bin/docker
-for tool in "$docker" buildah runc python3 busybox; do
+for tool in "$docker" dockerd buildah runc python3 busybox mkfs.ext4; do
     command -v "$tool" >/dev/null || { echo "benches/build.sh needs $tool" >&2; exit 2; }
 done
-"$docker" info >/dev/null 2>&1 || { echo "no docker engine: set DOCKER_HOST (see ENVIRONMENT.md)" >&2; exit 2; }
 source benches/common.sh
 build_rbuild
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-build-bench.XXXXXX")
 cleanup() {
     stop_registry "$work"
-    buildah --root "$work/buildah" --runroot "$work/buildah-run" rm --all >/dev/null 2>&1 || true
+    buildah --root "$work/buildah/root" --runroot "$work/buildah-run" rm --all >/dev/null 2>&1 || true
+    stop_dockerd "$work"
     unmount_under "$work"
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
+for tool in rbuild docker buildah; do
+    # Direct I/O, so that `sync` means on disk and not in the backing file's page cache, and
+    # initialised in full now, so that no background zeroing of inode tables runs in a build.
+    truncate -s 8G "$work/$tool.ext4"
+    device=$(losetup --find --show --direct-io=on --sector-size 4096 "$work/$tool.ext4")
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$device"
+    mkdir "$work/$tool"
+    mount "$device" "$work/$tool"
+    # Detaching a mounted device only marks it to go when it is unmounted.
+    losetup --detach "$device"
+done
+start_dockerd "$work" "$work/docker/root"
+export DOCKER_HOST="unix://$work/docker.sock"
 
 # The base every builder pulls: busybox, built by docker, served by rbuild serve.
 base=$(start_registry_with_busybox "$work")
@@ -41,9 +58,7 @@ echo "context: $(find "$context" -type f | wc -l) files, $(du -sm "$context" | c
 
 # A cold build starts from nothing: rbuild on a new store of its own for the round, docker
 # after `builder prune` (which also drops BuildKit's copy of the context), buildah after
-# removing its images. Creating files on this ext4 is up to 15x slower for a while after a
-# mass delete, so the deletes all happen first and the disk is left to settle before any
-# builder is timed.
+# removing its images.
 time_rbuild() { # STORE [--no-cache]
     local store=$1 s; shift
     s=$(now)
@@ -59,7 +74,7 @@ time_docker() { # [--no-cache]
 }
 time_buildah() { # [--no-cache]
     local s; s=$(now)
-    buildah --root "$work/buildah" --runroot "$work/buildah-run" bud --layers --quiet --runtime /usr/sbin/runc \
+    buildah --root "$work/buildah/root" --runroot "$work/buildah-run" bud --layers --quiet --runtime /usr/sbin/runc \
         --network=none --tls-verify=false -t bench/app:buildah "$@" --build-arg "BASE=$base" "$context" \
         >"$work/buildah.log" 2>&1 || { cat "$work/buildah.log" >&2; exit 1; }
     awk "BEGIN {printf \"%.3f\", $(now) - $s}"
@@ -67,9 +82,7 @@ time_buildah() { # [--no-cache]
 reset_caches() {
     "$docker" rmi -f bench/app:docker >/dev/null 2>&1 || true
     "$docker" builder prune -af >/dev/null 2>&1 || true
-    buildah --root "$work/buildah" --runroot "$work/buildah-run" rmi --all --force >/dev/null 2>&1 || true
-    sync
-    sleep "${SETTLE:-45}"
+    buildah --root "$work/buildah/root" --runroot "$work/buildah-run" rmi --all --force >/dev/null 2>&1 || true
 }
 measure() { # TOOL ROUND [--no-cache]
     local tool=$1 round=$2; shift 2
@@ -78,7 +91,7 @@ measure() { # TOOL ROUND [--no-cache]
     sync
     sleep "${PAUSE:-10}"
     case $tool in
-        rbuild) time_rbuild "$work/rbuild-store-$round" "$@" ;;
+        rbuild) time_rbuild "$work/rbuild/store-$round" "$@" ;;
         *) "time_$tool" "$@" ;;
     esac
 }

@@ -26,6 +26,33 @@ start_registry_with_busybox() {
     echo "$base"
 }
 
+# Starts a private dockerd (it starts its own containerd) with its socket, PID file and log in
+# $1 and its data root in $2, and waits for it to answer.
+start_dockerd() {
+    local dir=$1 root=$2
+    dockerd --bridge=none --iptables=false --ip-masq=false --data-root "$root" --exec-root "$dir/docker-exec" \
+        -H "unix://$dir/docker.sock" --pidfile "$dir/dockerd.pid" >"$dir/dockerd.log" 2>&1 &
+    for _ in $(seq 120); do
+        DOCKER_HOST="unix://$dir/docker.sock" /usr/bin/docker info >/dev/null 2>&1 && return
+        sleep 0.5
+    done
+    echo "dockerd did not start; its log:" >&2
+    cat "$dir/dockerd.log" >&2
+    exit 1
+}
+
+# Stops the dockerd start_dockerd started in $1, by PID, and waits for it to exit.
+stop_dockerd() {
+    [[ -f $1/dockerd.pid ]] || return 0
+    local pid
+    pid=$(cat "$1/dockerd.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.2
+    done
+}
+
 # Builds the rbuild release binary and sets $bin to it.
 build_rbuild() {
     cargo build --release --quiet -p rbuild

@@ -17,7 +17,7 @@ use rbuild_layer::{Entry, EntryKind, FileSource};
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
 use crate::chmod::apply_symbolic;
-use crate::context::{Context, FileKind};
+use crate::context::{Context, FileKind, hash_file};
 use crate::error::{BuildError, Result};
 use crate::owner::Owner;
 use crate::rootfs::{self, RootfsView};
@@ -329,7 +329,7 @@ pub fn select_rootfs(
                 NodeKind::Dir
             } else if found.meta.is_file() {
                 NodeKind::File {
-                    digest: hash(&found.disk)?,
+                    digest: hash_file(&found.disk)?,
                     disk: found.disk.clone(),
                 }
             } else {
@@ -354,15 +354,6 @@ pub fn select_rootfs(
         });
     }
     Ok(selected)
-}
-
-fn hash(path: &std::path::Path) -> Result<Digest> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
-    let mut hasher = rbuild_oci::Hasher::new(rbuild_oci::Algorithm::Sha256);
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
-    Ok(hasher.finalize())
 }
 
 /// How to lay a selection out.

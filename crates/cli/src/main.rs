@@ -21,7 +21,9 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc rather than glibc's malloc: a warm build allocates and frees tens of thousands of
 /// small paths and digests, and the registry many short-lived buffers; mimalloc does both in
-/// a fraction of the time (a warm 20,000-file build measured ~10% faster).
+/// a fraction of the time (a warm 20,000-file build measured ~10% faster). Built with
+/// `no_thp`: asked for transparent huge pages, the kernel zeroes (and may first compact)
+/// 2 MiB per page touched, which made one warm build in four take three times as long.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
