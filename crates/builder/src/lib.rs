@@ -26,6 +26,7 @@
 //!     build_args: Default::default(),
 //!     target: None,
 //!     no_cache: false,
+//!     pull: false,
 //!     no_cache_filter: Vec::new(),
 //!     labels: Default::default(),
 //!     platform: "linux/amd64".into(),

@@ -101,6 +101,9 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--pull`: look every base image up in its registry, even one the store already has
+    /// under that name (otherwise the store's copy is used, as `docker build` does).
+    pub pull: bool,
     /// `--no-cache-filter`: stages built without the cache.
     pub no_cache_filter: Vec<String>,
     /// `--label`: added to the image config.
@@ -276,10 +279,14 @@ impl Builder {
 
     /// Resolves an image reference: a name in the local store first (images built here and
     /// tagged), else the registry.
+    /// The image `reference` names: from the store when it has the image under that name
+    /// for `platform` (unless `pull`), else from its registry, and then named in the store,
+    /// so that later builds need no network to start.
     async fn resolve_image(
         &self,
         reference: &str,
         platform: &Platform,
+        pull: bool,
         progress: &dyn Progress,
     ) -> Result<BaseImage> {
         if let Some(layout) = reference.strip_prefix("oci-layout://") {
@@ -290,20 +297,20 @@ impl Builder {
             .parse()
             .map_err(|e| BuildError::Fetch(format!("invalid image reference {reference:?}: {e}")))?;
         let content = &self.store.content;
-        let local = content.resolve_ref(&parsed.to_string())?;
+        let name = parsed.to_string();
+        let local = match pull {
+            true => None,
+            false => self.local_image(&name, platform)?,
+        };
         let (descriptor, manifest, config) = match local {
-            Some(descriptor) => {
-                let manifest: ImageManifest = serde_json::from_slice(&content.read(&descriptor.digest)?)
-                    .map_err(|e| BuildError::Fetch(format!("local image {parsed}: manifest: {e}")))?;
-                let config: ImageConfig = serde_json::from_slice(&content.read(&manifest.config.digest)?)
-                    .map_err(|e| BuildError::Fetch(format!("local image {parsed}: config: {e}")))?;
-                (descriptor, manifest, config)
-            }
+            Some(image) => image,
             None => {
                 progress.event(Event::Resolving {
-                    reference: parsed.to_string(),
+                    reference: name.clone(),
                 });
-                self.remote.pull(&parsed, platform, content).await?
+                let image = self.remote.pull(&parsed, platform, content).await?;
+                content.set_ref(&name, &image.0)?;
+                image
             }
         };
         progress.event(Event::Resolved {
@@ -311,6 +318,24 @@ impl Builder {
             digest: descriptor.digest.to_string(),
         });
         Ok(base_image(&descriptor, &manifest, config))
+    }
+
+    /// The image the store has under `name`, if it is one for `platform`.
+    fn local_image(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<Option<(Descriptor, ImageManifest, ImageConfig)>> {
+        let content = &self.store.content;
+        let Some(descriptor) = content.resolve_ref(name)? else {
+            return Ok(None);
+        };
+        let manifest: ImageManifest = serde_json::from_slice(&content.read(&descriptor.digest)?)
+            .map_err(|e| BuildError::Fetch(format!("local image {name}: manifest: {e}")))?;
+        let config: ImageConfig = serde_json::from_slice(&content.read(&manifest.config.digest)?)
+            .map_err(|e| BuildError::Fetch(format!("local image {name}: config: {e}")))?;
+        let matches = config.os == platform.os && config.architecture == platform.architecture;
+        Ok(matches.then_some((descriptor, manifest, config)))
     }
 
     /// Copies an image out of an OCI layout directory (`DIR` or `DIR:TAG`) into the store.
@@ -436,7 +461,7 @@ impl Builder {
             Some((line, text))
         };
         let images = self
-            .resolve_all(wanted, &platform, progress.as_ref())
+            .resolve_all(wanted, &platform, request.pull, progress.as_ref())
             .await
             .map_err(|(reference, e)| match from_line(&reference) {
                 Some((line, text)) => e.at(&dockerfile_name, line, &text),
@@ -447,7 +472,12 @@ impl Builder {
             .map_err(|e| BuildError::Dockerfile(format!("{dockerfile_name}:{e}")))?;
         let mut images = images;
         let extra = self
-            .resolve_all(copied_images(&plan.stages), &platform, progress.as_ref())
+            .resolve_all(
+                copied_images(&plan.stages),
+                &platform,
+                request.pull,
+                progress.as_ref(),
+            )
             .await
             .map_err(|(_, e)| e)?;
         images.extend(extra);
@@ -604,6 +634,7 @@ impl Builder {
         &self,
         references: Vec<String>,
         platform: &Platform,
+        pull: bool,
         progress: &dyn Progress,
     ) -> std::result::Result<HashMap<String, BaseImage>, (String, BuildError)> {
         let mut unique = references;
@@ -612,7 +643,7 @@ impl Builder {
         let resolved = futures_util::future::join_all(
             unique
                 .iter()
-                .map(|reference| self.resolve_image(reference, platform, progress)),
+                .map(|reference| self.resolve_image(reference, platform, pull, progress)),
         )
         .await;
         let mut images = HashMap::new();

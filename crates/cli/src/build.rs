@@ -45,6 +45,9 @@ pub struct BuildArgs {
     /// Do not use the cache
     #[arg(long)]
     no_cache: bool,
+    /// Look base images up in their registries even when the store has them
+    #[arg(long)]
+    pull: bool,
     /// Do not use the cache for this stage (repeatable)
     #[arg(long = "no-cache-filter")]
     no_cache_filter: Vec<String>,
@@ -211,6 +214,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         build_args: args.build_args.iter().cloned().collect(),
         target: args.target.clone(),
         no_cache: args.no_cache,
+        pull: args.pull,
         no_cache_filter: args.no_cache_filter.clone(),
         labels: args.labels.iter().cloned().collect(),
         platform: args.platform.clone(),

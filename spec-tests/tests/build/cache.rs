@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::support::rbuild;
-use spec_tests::tools::run;
+use spec_tests::tools::{output, run};
 
 const DOCKERFILE: &str = "FROM scratch\nARG DEST=/a\nCOPY hello.txt /\nCOPY nested/ $DEST/\nLABEL x=y\n";
 
@@ -196,4 +196,67 @@ fn a_rebuild_after_one_change_copies_unchanged_blocks_and_equals_a_clean_build()
     );
     let (clean, _, _) = build_big(tempfile::tempdir().unwrap().path(), ctx.path());
     assert_eq!(rebuilt, clean, "copying blocks changed the image");
+}
+
+/// As with `docker build`, a base image pulled once is used from the store: later builds start
+/// without the network, and a tag moved in the registry is only seen with `--pull`.
+#[test]
+fn a_pulled_base_is_used_from_the_store_until_pull_asks_the_registry() {
+    let registry = spec_tests::registry::RegistryProcess::start();
+    let base = format!("{}/base/moving:1", registry.host());
+    let publisher = tempfile::tempdir().unwrap();
+    let publish = |content: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY version /\n").unwrap();
+        std::fs::write(dir.path().join("version"), content).unwrap();
+        run(rbuild(publisher.path())
+            .args(["build", "--progress", "plain", "--push", "-t", &base])
+            .arg(dir.path()));
+    };
+    publish("one\n");
+
+    let (store, app) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(
+        app.path().join("Dockerfile"),
+        format!("FROM {base}\nLABEL app=1\n"),
+    )
+    .unwrap();
+    // (image digest, whether the registry was asked)
+    let build = |extra: &[&str]| {
+        let out = output(
+            rbuild(store.path())
+                .args(["build", "--progress", "plain", "-t", "app:1"])
+                .args(extra)
+                .arg(app.path()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build failed:\n{stderr}");
+        let digest = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned();
+        (digest, stderr.contains(&format!("resolving {base}")))
+    };
+    let (first, asked) = build(&[]);
+    assert!(asked, "the first build pulls the base");
+    assert_eq!(build(&[]), (first.clone(), false), "the store's copy is used");
+
+    publish("two\n");
+    assert_eq!(
+        build(&[]),
+        (first.clone(), false),
+        "without --pull the moved tag is not seen"
+    );
+    let (pulled, asked) = build(&["--pull"]);
+    assert!(asked && pulled != first, "--pull sees the new image");
+
+    drop(registry);
+    assert_eq!(build(&[]), (pulled, false), "no registry needed once pulled");
+    let offline = output(
+        rbuild(store.path())
+            .args(["build", "--progress", "plain", "--pull"])
+            .arg(app.path()),
+    );
+    assert!(!offline.status.success(), "--pull with the registry gone fails");
 }
