@@ -99,18 +99,27 @@ pub fn clean_source(source: &str) -> Result<String> {
 
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
+        return name.to_owned();
     }
+    let mut path = String::with_capacity(dir.len() + 1 + name.len());
+    path.push_str(dir);
+    path.push('/');
+    path.push_str(name);
+    path
 }
 
-/// The entries below `dir` that `ignore` leaves in, in walk order (see [`Context`]).
-/// Directories are walked in parallel, and entries are `lstat`ed relative to their
-/// directory's descriptor (no path lookup from the root for each). Excluded directories are
-/// descended into only when a `!` pattern could re-include something below them, and kept
-/// only if something was.
-fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>, hits: &ParentHits) -> Result<Vec<ContextFile>> {
+/// A walked directory entry and, for a directory, what was kept below it.
+struct Walked {
+    file: ContextFile,
+    below: Vec<Walked>,
+}
+
+/// The entries below `dir` that `ignore` leaves in, as a tree ([`flatten`] puts it in walk
+/// order: see [`Context`]). Directories are walked in parallel, and entries are `lstat`ed
+/// relative to their directory's descriptor (no path lookup from the root for each).
+/// Excluded directories are descended into only when a `!` pattern could re-include
+/// something below them, and kept only if something was.
+fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>, hits: &ParentHits) -> Result<Vec<Walked>> {
     let absolute = root.join(dir);
     let failed = |e| BuildError::io(format!("reading {}", absolute.display()), e);
     let mut entries = Vec::new();
@@ -125,7 +134,7 @@ fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>, hits: &ParentHits) -> 
 
     // Each entry kept, with whether it is a directory to descend into (and if it is
     // excluded itself).
-    let mut kept: Vec<(ContextFile, Option<bool>)> = Vec::new();
+    let mut kept: Vec<(ContextFile, Option<bool>)> = Vec::with_capacity(entries.len());
     for (name, entry) in entries {
         let path = join(dir, &name);
         let meta = entry
@@ -153,28 +162,47 @@ fn walk(root: &Path, dir: &str, ignore: Option<&Matcher>, hits: &ParentHits) -> 
         kept.push((ContextFile::new(path, &meta, kind), descend));
     }
 
-    let below: Vec<Result<Vec<ContextFile>>> = kept
-        .par_iter()
-        .map(|(file, descend)| match descend {
-            Some(_) => {
-                let hits = ignore.map(|m| m.hits(&file.path, hits)).unwrap_or_default();
-                walk(root, &file.path, ignore, &hits)
-            }
-            None => Ok(Vec::new()),
+    // Entries move into the tree once and into the final list once; concatenating each
+    // level's list into its parent's moved a file once per directory above it.
+    let walked: Vec<Result<(Option<bool>, Walked)>> = kept
+        .into_par_iter()
+        .map(|(file, descend)| {
+            let below = match descend {
+                Some(_) => {
+                    let hits = ignore.map(|m| m.hits(&file.path, hits)).unwrap_or_default();
+                    walk(root, &file.path, ignore, &hits)?
+                }
+                None => Vec::new(),
+            };
+            Ok((descend, Walked { file, below }))
         })
         .collect();
-    let mut out = Vec::new();
-    for ((mut file, descend), below) in kept.into_iter().zip(below) {
-        let below = below?;
+    let mut out = Vec::with_capacity(walked.len());
+    for walked in walked {
+        let (descend, walked) = walked?;
         // An excluded directory stays out unless something below it was re-included.
-        if descend == Some(true) && below.is_empty() {
-            continue;
+        if descend != Some(true) || !walked.below.is_empty() {
+            out.push(walked);
         }
-        file.below = below.len();
-        out.push(file);
-        out.extend(below);
     }
     Ok(out)
+}
+
+/// Appends `tree` to `out` in walk order, counting each directory's descendants; returns how
+/// many entries it appended.
+fn flatten(tree: Vec<Walked>, out: &mut Vec<ContextFile>) -> usize {
+    let start = out.len();
+    for Walked { file, below } in tree {
+        let at = out.len();
+        out.push(file);
+        out[at].below = flatten(below, out);
+    }
+    out.len() - start
+}
+
+/// How many entries `tree` holds.
+fn count(tree: &[Walked]) -> usize {
+    tree.iter().map(|w| 1 + count(&w.below)).sum()
 }
 
 fn parent(path: &str) -> &str {
@@ -196,12 +224,10 @@ impl Context {
                 root.display()
             )));
         }
-        let below = walk(&root, "", ignore.as_ref(), &ParentHits::default())?;
-        let mut top = ContextFile::new(String::new(), &meta, FileKind::Dir);
-        top.below = below.len();
-        let mut entries = Vec::with_capacity(below.len() + 1);
-        entries.push(top);
-        entries.extend(below);
+        let tree = walk(&root, "", ignore.as_ref(), &ParentHits::default())?;
+        let mut entries = Vec::with_capacity(count(&tree) + 1);
+        entries.push(ContextFile::new(String::new(), &meta, FileKind::Dir));
+        entries[0].below = flatten(tree, &mut entries);
         Ok(Context {
             root,
             entries,
@@ -336,29 +362,23 @@ impl Context {
             }
         }
         let root = &self.root;
-        let results: Vec<(usize, Result<(Digest, u64)>)> = self
-            .entries
-            .par_iter()
+        self.entries
+            .par_iter_mut()
             .enumerate()
             .filter(|(i, file)| todo[*i] && file.kind == FileKind::File && file.digest.is_none())
-            .map(|(i, file)| {
-                let result = match cache.get(&file.stat) {
-                    Some(digest) => Ok((digest, 0)),
-                    None => hash_file(&root.join(&file.path)).map(|digest| {
+            .map(|(_, file)| {
+                let (digest, read) = match cache.get(&file.stat) {
+                    Some(digest) => (digest, 0),
+                    None => {
+                        let digest = hash_file(&root.join(&file.path))?;
                         cache.insert(file.stat, &digest);
                         (digest, file.size)
-                    }),
+                    }
                 };
-                (i, result)
+                file.digest = Some(digest);
+                Ok(read)
             })
-            .collect();
-        let mut read = 0;
-        for (i, result) in results {
-            let (digest, bytes) = result?;
-            read += bytes;
-            self.entries[i].digest = Some(digest);
-        }
-        Ok(read)
+            .try_reduce(|| 0, |a, b| Ok(a + b))
     }
 
     /// A digest of everything below `dir`: paths, types, modes, link targets and the content

@@ -219,7 +219,11 @@ fn select_context(context: &Context, source: &str, excludes: Option<&Matcher>) -
     let mut selected = Vec::new();
     for matched in context.select(source)? {
         let root = context.resolve(&matched.path)?;
-        let mut nodes = Vec::new();
+        let below = match root.kind {
+            FileKind::Dir => context.descendants(&root.path),
+            _ => &[],
+        };
+        let mut nodes = Vec::with_capacity(1 + below.len());
         let to_node = |file: &crate::context::ContextFile, relative: String| -> Result<Node> {
             let kind = match &file.kind {
                 FileKind::Dir => NodeKind::Dir,
@@ -241,17 +245,15 @@ fn select_context(context: &Context, source: &str, excludes: Option<&Matcher>) -
             })
         };
         nodes.push(to_node(root, String::new())?);
-        if root.kind == FileKind::Dir {
-            let prefix_len = if root.path.is_empty() {
-                0
-            } else {
-                root.path.len() + 1
-            };
-            for file in context.descendants(&root.path) {
-                let relative = file.path[prefix_len..].to_owned();
-                if !excluded(excludes, &relative) {
-                    nodes.push(to_node(file, relative)?);
-                }
+        let prefix_len = if root.path.is_empty() {
+            0
+        } else {
+            root.path.len() + 1
+        };
+        for file in below {
+            let relative = file.path[prefix_len..].to_owned();
+            if !excluded(excludes, &relative) {
+                nodes.push(to_node(file, relative)?);
             }
         }
         selected.push(Selected {
