@@ -7,9 +7,11 @@
 //! filesystem (does the destination exist as a directory? which parent directories exist, and
 //! with what owner and mode?).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rbuild_dockerfile::dockerignore::Matcher;
 use rbuild_dockerfile::plan::{Chmod, CopyStep, Mode, Source};
@@ -17,7 +19,7 @@ use rbuild_layer::{Entry, EntryKind, FileSource};
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
 use crate::chmod::apply_symbolic;
-use crate::context::{Context, FileKind, hash_file};
+use crate::context::{Context, ContextFile, FileKind, hash_file};
 use crate::error::{BuildError, Result};
 use crate::owner::Owner;
 use crate::rootfs::{self, RootfsView};
@@ -25,7 +27,7 @@ use crate::rootfs::{self, RootfsView};
 /// Where a COPY reads from.
 pub enum Origin<'a> {
     /// The build context (or a named local context).
-    Context(&'a Context),
+    Context(&'a Arc<Context>),
     /// Another stage's or an image's filesystem; `name` is for messages.
     Rootfs {
         /// The filesystem.
@@ -67,6 +69,19 @@ pub struct Node {
     pub owner: Option<Owner>,
 }
 
+/// What the cache key sees of a node, borrowed from wherever the node is.
+struct NodeView<'a> {
+    relative: &'a str,
+    kind: KindView<'a>,
+    mode: u32,
+}
+
+enum KindView<'a> {
+    File(&'a Digest),
+    Dir,
+    Symlink(&'a str),
+}
+
 /// Everything one source argument selected.
 #[derive(Clone, Debug)]
 pub struct Selected {
@@ -74,8 +89,167 @@ pub struct Selected {
     pub path: String,
     /// The name the root gets when copied into a directory (the source's base name).
     pub name: String,
-    /// The root followed by its descendants (directories expanded), in path order.
-    pub nodes: Vec<Node>,
+    nodes: Nodes,
+}
+
+/// Where a selection's nodes are. Context files stay in the context until a cache miss
+/// needs them laid out: keying a 20,000-file COPY that hits then copies out nothing.
+#[derive(Clone)]
+enum Nodes {
+    /// The root followed by its descendants, in path order.
+    Listed(Vec<Node>),
+    /// The context entry `root` and, for a directory, its descendants not `excludes`d.
+    Context {
+        context: Arc<Context>,
+        root: String,
+        excludes: Option<Arc<Matcher>>,
+    },
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Nodes::Listed(nodes) => f.debug_tuple("Listed").field(nodes).finish(),
+            Nodes::Context { root, excludes, .. } => f
+                .debug_struct("Context")
+                .field("root", root)
+                .field("excludes", excludes)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Selected {
+    /// A selection of the nodes given (the root first, then its descendants in path order).
+    pub fn listed(path: String, name: String, nodes: Vec<Node>) -> Selected {
+        Selected {
+            path,
+            name,
+            nodes: Nodes::Listed(nodes),
+        }
+    }
+
+    /// The root followed by its descendants, in path order.
+    pub fn nodes(&self) -> Result<Cow<'_, [Node]>> {
+        match &self.nodes {
+            Nodes::Listed(nodes) => Ok(Cow::Borrowed(nodes)),
+            Nodes::Context {
+                context,
+                root,
+                excludes,
+            } => context_files(context, root, excludes.as_deref())
+                .map(|(file, relative)| {
+                    let kind = match &file.kind {
+                        FileKind::Dir => NodeKind::Dir,
+                        FileKind::Symlink(target) => NodeKind::Symlink(target.clone()),
+                        FileKind::File => NodeKind::File {
+                            disk: context.absolute(&file.path),
+                            digest: file_digest(file)?.clone(),
+                        },
+                    };
+                    Ok(Node {
+                        relative: relative.to_owned(),
+                        kind,
+                        mode: file.mode,
+                        mtime: file.mtime,
+                        owner: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Cow::Owned),
+        }
+    }
+
+    /// Whether the root is a directory (whose contents, not itself, are copied).
+    pub fn root_is_dir(&self) -> bool {
+        match &self.nodes {
+            Nodes::Listed(nodes) => matches!(nodes.first().map(|n| &n.kind), Some(NodeKind::Dir)),
+            Nodes::Context { context, root, .. } => {
+                context.get(root).is_some_and(|f| f.kind == FileKind::Dir)
+            }
+        }
+    }
+
+    /// Where the root's bytes are, when it is a regular file.
+    pub fn root_file(&self) -> Option<PathBuf> {
+        match &self.nodes {
+            Nodes::Listed(nodes) => match nodes.first().map(|n| &n.kind) {
+                Some(NodeKind::File { disk, .. }) => Some(disk.clone()),
+                _ => None,
+            },
+            Nodes::Context { context, root, .. } => context
+                .get(root)
+                .filter(|f| f.kind == FileKind::File)
+                .map(|f| context.absolute(&f.path)),
+        }
+    }
+
+    /// Shows `visit` every node, the root first, without copying any out.
+    fn visit(&self, mut visit: impl FnMut(NodeView<'_>)) -> Result<()> {
+        match &self.nodes {
+            Nodes::Listed(nodes) => {
+                for node in nodes {
+                    let kind = match &node.kind {
+                        NodeKind::File { digest, .. } => KindView::File(digest),
+                        NodeKind::Dir => KindView::Dir,
+                        NodeKind::Symlink(target) => KindView::Symlink(target),
+                    };
+                    visit(NodeView {
+                        relative: &node.relative,
+                        kind,
+                        mode: node.mode,
+                    });
+                }
+            }
+            Nodes::Context {
+                context,
+                root,
+                excludes,
+            } => {
+                for (file, relative) in context_files(context, root, excludes.as_deref()) {
+                    let kind = match &file.kind {
+                        FileKind::File => KindView::File(file_digest(file)?),
+                        FileKind::Dir => KindView::Dir,
+                        FileKind::Symlink(target) => KindView::Symlink(target),
+                    };
+                    visit(NodeView {
+                        relative,
+                        kind,
+                        mode: file.mode,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The context entry `root` and, for a directory, each descendant not `excludes`d, with its
+/// path relative to `root`.
+fn context_files<'a>(
+    context: &'a Context,
+    root: &'a str,
+    excludes: Option<&'a Matcher>,
+) -> impl Iterator<Item = (&'a ContextFile, &'a str)> + 'a {
+    let top = context.get(root);
+    let below = match top {
+        Some(file) if file.kind == FileKind::Dir => context.descendants(root),
+        _ => &[],
+    };
+    let prefix = if root.is_empty() { 0 } else { root.len() + 1 };
+    top.map(|file| (file, "")).into_iter().chain(
+        below
+            .iter()
+            .map(move |file| (file, &file.path[prefix..]))
+            .filter(move |(_, relative)| !excluded(excludes, relative)),
+    )
+}
+
+/// The digest of a context file the build hashed.
+fn file_digest(file: &ContextFile) -> Result<&Digest> {
+    file.digest
+        .as_ref()
+        .ok_or_else(|| BuildError::Context(format!("{} was not hashed", file.path)))
 }
 
 /// The selection of a whole COPY/ADD.
@@ -89,9 +263,9 @@ pub struct Selection {
 
 impl Selection {
     /// What keys the step: a digest of every node's path, type, mode and content (never its
-    /// mtime), and of the heredoc sources. Streamed, so that keying a 20,000-file COPY that
-    /// hits costs no more than hashing its listing.
-    pub fn digest(&self) -> Digest {
+    /// mtime), and of the heredoc sources. Streamed from where the nodes are, so that keying
+    /// a 20,000-file COPY that hits costs no more than hashing its listing.
+    pub fn digest(&self) -> Result<Digest> {
         let mut hasher = Hasher::new(Algorithm::Sha256);
         let mut field = |bytes: &[u8]| {
             hasher.update(&(bytes.len() as u64).to_le_bytes());
@@ -100,41 +274,41 @@ impl Selection {
         for root in &self.roots {
             field(b"root");
             field(root.path.as_bytes());
-            for node in &root.nodes {
+            root.visit(|node| {
                 field(node.relative.as_bytes());
-                match &node.kind {
-                    NodeKind::File { digest, .. } => {
+                match node.kind {
+                    KindView::File(digest) => {
                         field(b"file");
                         field(digest.algorithm().name().as_bytes());
                         field(digest.hex().as_bytes());
                     }
-                    NodeKind::Dir => field(b"dir"),
-                    NodeKind::Symlink(target) => {
+                    KindView::Dir => field(b"dir"),
+                    KindView::Symlink(target) => {
                         field(b"link");
                         field(target.as_bytes());
                     }
                 }
                 field(&node.mode.to_le_bytes());
-            }
+            })?;
         }
         for (name, content) in &self.inline {
             field(b"inline");
             field(name.as_bytes());
             field(content.as_bytes());
         }
-        hasher.finalize()
+        Ok(hasher.finalize())
     }
 
     /// What [`digest`](Self::digest) covers, an input per node (`file:<path>`), for
     /// explaining a miss.
-    pub fn listing(&self) -> BTreeMap<String, String> {
+    pub fn listing(&self) -> Result<BTreeMap<String, String>> {
         let mut inputs = BTreeMap::new();
         for root in &self.roots {
-            for node in &root.nodes {
-                let value = match &node.kind {
-                    NodeKind::File { digest, .. } => format!("file {:o} {digest}", node.mode),
-                    NodeKind::Dir => format!("dir {:o}", node.mode),
-                    NodeKind::Symlink(target) => format!("link {target}"),
+            root.visit(|node| {
+                let value = match node.kind {
+                    KindView::File(digest) => format!("file {:o} {digest}", node.mode),
+                    KindView::Dir => format!("dir {:o}", node.mode),
+                    KindView::Symlink(target) => format!("link {target}"),
                 };
                 let name = if node.relative.is_empty() {
                     root.path.clone()
@@ -142,7 +316,7 @@ impl Selection {
                     format!("{}/{}", root.path, node.relative)
                 };
                 inputs.insert(format!("file:{name}"), value);
-            }
+            })?;
         }
         for (name, content) in &self.inline {
             inputs.insert(
@@ -150,19 +324,20 @@ impl Selection {
                 Digest::sha256_of(content.as_bytes()).to_string(),
             );
         }
-        inputs
+        Ok(inputs)
     }
 
     /// The files whose bytes will be read (for metrics).
-    pub fn bytes(&self) -> u64 {
-        self.roots
-            .iter()
-            .flat_map(|r| &r.nodes)
-            .filter_map(|n| match &n.kind {
-                NodeKind::File { disk, .. } => std::fs::metadata(disk).ok().map(|m| m.len()),
-                _ => None,
-            })
-            .sum()
+    pub fn bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for root in &self.roots {
+            for node in root.nodes()?.iter() {
+                if let NodeKind::File { disk, .. } = &node.kind {
+                    total += std::fs::metadata(disk).map_or(0, |m| m.len());
+                }
+            }
+        }
+        Ok(total)
     }
 }
 
@@ -185,7 +360,9 @@ pub fn select(step: &CopyStep, origin: &Origin<'_>) -> Result<Selection> {
     let excludes = if step.exclude.is_empty() {
         None
     } else {
-        Some(Matcher::new(&step.exclude).map_err(|e| BuildError::Dockerfile(format!("--exclude: {e}")))?)
+        Some(Arc::new(
+            Matcher::new(&step.exclude).map_err(|e| BuildError::Dockerfile(format!("--exclude: {e}")))?,
+        ))
     };
     let mut selection = Selection {
         roots: Vec::new(),
@@ -200,7 +377,7 @@ pub fn select(step: &CopyStep, origin: &Origin<'_>) -> Result<Selection> {
         let Source::Path { path } = source else { continue };
         let roots = match origin {
             Origin::Context(context) => select_context(context, path, excludes.as_ref())?,
-            Origin::Rootfs { view, name } => select_rootfs(view, name, path, excludes.as_ref())?,
+            Origin::Rootfs { view, name } => select_rootfs(view, name, path, excludes.as_deref())?,
         };
         selection.roots.extend(roots);
     }
@@ -215,51 +392,22 @@ fn base_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or(path).to_owned()
 }
 
-fn select_context(context: &Context, source: &str, excludes: Option<&Matcher>) -> Result<Vec<Selected>> {
+fn select_context(
+    context: &Arc<Context>,
+    source: &str,
+    excludes: Option<&Arc<Matcher>>,
+) -> Result<Vec<Selected>> {
     let mut selected = Vec::new();
     for matched in context.select(source)? {
         let root = context.resolve(&matched.path)?;
-        let below = match root.kind {
-            FileKind::Dir => context.descendants(&root.path),
-            _ => &[],
-        };
-        let mut nodes = Vec::with_capacity(1 + below.len());
-        let to_node = |file: &crate::context::ContextFile, relative: String| -> Result<Node> {
-            let kind = match &file.kind {
-                FileKind::Dir => NodeKind::Dir,
-                FileKind::Symlink(target) => NodeKind::Symlink(target.clone()),
-                FileKind::File => NodeKind::File {
-                    disk: context.absolute(&file.path),
-                    digest: file
-                        .digest
-                        .clone()
-                        .ok_or_else(|| BuildError::Context(format!("{} was not hashed", file.path)))?,
-                },
-            };
-            Ok(Node {
-                relative,
-                kind,
-                mode: file.mode,
-                mtime: file.mtime,
-                owner: None,
-            })
-        };
-        nodes.push(to_node(root, String::new())?);
-        let prefix_len = if root.path.is_empty() {
-            0
-        } else {
-            root.path.len() + 1
-        };
-        for file in below {
-            let relative = file.path[prefix_len..].to_owned();
-            if !excluded(excludes, &relative) {
-                nodes.push(to_node(file, relative)?);
-            }
-        }
         selected.push(Selected {
             name: base_name(&matched.path),
             path: matched.path.clone(),
-            nodes,
+            nodes: Nodes::Context {
+                context: context.clone(),
+                root: root.path.clone(),
+                excludes: excludes.cloned(),
+            },
         });
     }
     Ok(selected)
@@ -349,11 +497,7 @@ pub fn select_rootfs(
             });
         }
         nodes.sort_by(|a, b| a.relative.cmp(&b.relative));
-        selected.push(Selected {
-            name: base_name(&path),
-            path,
-            nodes,
-        });
+        selected.push(Selected::listed(path.clone(), base_name(&path), nodes));
     }
     Ok(selected)
 }
@@ -399,10 +543,7 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
     let dest_is_dir = dest.ends_with('/')
         || selection.roots.len() + selection.inline.len() > 1
         || existing_dir.is_some()
-        || selection
-            .roots
-            .iter()
-            .any(|r| matches!(r.nodes.first().map(|n| &n.kind), Some(NodeKind::Dir)));
+        || selection.roots.iter().any(Selected::root_is_dir);
     // A destination that is a link to a directory receives the files where the link points.
     let dest_dir = existing_dir.map_or(dest_clean.clone(), |found| found.path);
 
@@ -429,7 +570,7 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
     };
 
     for root in &selection.roots {
-        let root_is_dir = matches!(root.nodes.first().map(|n| &n.kind), Some(NodeKind::Dir));
+        let root_is_dir = root.root_is_dir();
         let base = if step.parents {
             let kept = root
                 .path
@@ -453,7 +594,7 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
         } else {
             dest_clean.clone()
         };
-        for node in &root.nodes {
+        for node in root.nodes()?.iter() {
             let path = if node.relative.is_empty() {
                 base.clone()
             } else {

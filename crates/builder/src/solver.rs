@@ -1231,7 +1231,7 @@ impl Run {
         selection.roots.extend(self.download_urls(copy)?);
         metrics.bytes_hashed = match copy.from {
             None => 0,
-            Some(_) => selection.bytes(),
+            Some(_) => selection.bytes()?,
         };
 
         // The stage's filesystem is needed for --chown names and to place the files, except
@@ -1260,9 +1260,13 @@ impl Run {
         if !copy.link {
             inputs.set("parent", fs_key.clone());
         }
-        inputs.set("files", selection.digest().to_string());
+        inputs.set("files", selection.digest()?.to_string());
         let now = self.now;
-        let details = |inputs: &mut Inputs| inputs.set_details("files", selection.listing());
+        let details = |inputs: &mut Inputs| {
+            if let Ok(listing) = selection.listing() {
+                inputs.set_details("files", listing);
+            }
+        };
         self.cached_layer_detailed(stage, step, step_id, inputs, details, state, fs_key, || {
             let unpacked;
             let selection = if is_add {
@@ -1527,17 +1531,17 @@ impl Run {
                     ))
                 })?
                 .to_owned();
-            downloaded.push(copy::Selected {
-                path: url.clone(),
+            downloaded.push(copy::Selected::listed(
+                url.clone(),
                 name,
-                nodes: vec![copy::Node {
+                vec![copy::Node {
                     relative: String::new(),
                     kind: copy::NodeKind::File { disk: file, digest },
                     mode: 0o600,
                     mtime: modified.unwrap_or(self.now),
                     owner: None,
                 }],
-            });
+            ));
         }
         Ok(downloaded)
     }
@@ -1550,7 +1554,7 @@ impl Run {
             if unpack == Some(false) || (remote && unpack != Some(true)) {
                 continue;
             }
-            let Some(copy::NodeKind::File { disk, .. }) = root.nodes.first().map(|n| n.kind.clone()) else {
+            let Some(disk) = root.root_file() else {
                 continue;
             };
             if rbuild_layer::sniff_archive(&disk)

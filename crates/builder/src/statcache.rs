@@ -44,78 +44,136 @@ impl StatKey {
 
 /// The file's first bytes; a file that does not start with them is ignored (an old format, or
 /// a torn write from a crash — it is only a cache).
-const MAGIC: &[u8] = b"rbuild statcache 2\n";
+const MAGIC: &[u8] = b"rbuild statcache 3\n";
 
 /// Bytes per record: device, inode, size, mtime seconds (8 each), mtime nanoseconds (4),
 /// ctime seconds (8) and nanoseconds (4), SHA-256 (32), all little-endian.
 const RECORD: usize = 8 + 8 + 8 + 8 + 4 + 8 + 4 + 32;
 
-/// By device and inode. Fx hashing: the keys are not attacker-chosen, and SipHash was a
-/// visible part of a warm build's 20,000 lookups.
-type Entries = FxHashMap<(u64, u64), (StatKey, [u8; 32])>;
+/// What a build learned, by device and inode. Fx hashing: the keys are not attacker-chosen.
+type Learned = FxHashMap<(u64, u64), (StatKey, [u8; 32])>;
 
-/// SHA-256 digests of files by device and inode, loaded from and saved to one file of
-/// fixed-size records (20,000 files load in about a millisecond).
+/// The cache file as read, searched where it lies: after [`MAGIC`], the number of slots (a
+/// power of two, u32), the slots (u32 each: a record's number plus one, or 0 for none; a
+/// file's slot is found by hashing its device and inode and probing onwards), then the
+/// records. Loading is one read, with nothing decoded or inserted up front: a warm build
+/// looks up 20,000 files, and building a map of them first cost more than the lookups.
+#[derive(Default)]
+struct Table {
+    bytes: Vec<u8>,
+    slots: usize,
+}
+
+impl Table {
+    /// Bytes before the first slot.
+    const HEADER: usize = MAGIC.len() + 4;
+
+    fn parse(bytes: Vec<u8>) -> Option<Table> {
+        let count = bytes.strip_prefix(MAGIC)?.get(..4)?;
+        let slots = u32::from_le_bytes(count.try_into().ok()?) as usize;
+        let records = bytes.len().checked_sub(Self::HEADER + 4 * slots)?;
+        (slots.is_power_of_two() && records.is_multiple_of(RECORD)).then_some(Table { bytes, slots })
+    }
+
+    /// Writes `entries` as a table with at most three slots in four taken.
+    fn encode(entries: &[&(StatKey, [u8; 32])]) -> Vec<u8> {
+        let slots = (entries.len() * 4 / 3 + 1).next_power_of_two();
+        let mut index = vec![0u32; slots];
+        for (n, (key, _)) in entries.iter().enumerate() {
+            let mut slot = home(key.file(), slots);
+            while index[slot] != 0 {
+                slot = (slot + 1) & (slots - 1);
+            }
+            index[slot] = n as u32 + 1;
+        }
+        let mut out = Vec::with_capacity(Self::HEADER + 4 * slots + RECORD * entries.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(slots as u32).to_le_bytes());
+        for record in index {
+            out.extend_from_slice(&record.to_le_bytes());
+        }
+        for (key, digest) in entries {
+            out.extend_from_slice(&key.dev.to_le_bytes());
+            out.extend_from_slice(&key.ino.to_le_bytes());
+            out.extend_from_slice(&key.size.to_le_bytes());
+            out.extend_from_slice(&key.mtime.0.to_le_bytes());
+            out.extend_from_slice(&key.mtime.1.to_le_bytes());
+            out.extend_from_slice(&key.ctime.0.to_le_bytes());
+            out.extend_from_slice(&key.ctime.1.to_le_bytes());
+            out.extend_from_slice(digest);
+        }
+        out
+    }
+
+    fn records(&self) -> &[u8] {
+        self.bytes
+            .get(Self::HEADER + 4 * self.slots..)
+            .unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.records().len() / RECORD
+    }
+
+    /// The record of the file `(dev, ino)`, if the table has one.
+    fn get(&self, file: (u64, u64)) -> Option<(StatKey, [u8; 32])> {
+        if self.slots == 0 {
+            return None;
+        }
+        let mut slot = home(file, self.slots);
+        // A table holds fewer records than slots, so a probe meets an empty slot; the bound
+        // only guards against a corrupt file.
+        for _ in 0..self.slots {
+            let at = Self::HEADER + 4 * slot;
+            let number = u32::from_le_bytes(self.bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            let record = self.record(number.checked_sub(1)?)?;
+            if record.0.file() == file {
+                return Some(record);
+            }
+            slot = (slot + 1) & (self.slots - 1);
+        }
+        None
+    }
+
+    fn record(&self, n: usize) -> Option<(StatKey, [u8; 32])> {
+        let record = self.records().get(n * RECORD..(n + 1) * RECORD)?;
+        let u64_at = |at: usize| u64::from_le_bytes(record[at..at + 8].try_into().unwrap_or_default());
+        let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().unwrap_or_default());
+        let key = StatKey {
+            dev: u64_at(0),
+            ino: u64_at(8),
+            size: u64_at(16),
+            mtime: (u64_at(24) as i64, u32_at(32)),
+            ctime: (u64_at(36) as i64, u32_at(44)),
+        };
+        Some((key, record[48..80].try_into().ok()?))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (StatKey, [u8; 32])> + '_ {
+        (0..self.len()).filter_map(|n| self.record(n))
+    }
+}
+
+/// The first slot to look in for a file.
+fn home((dev, ino): (u64, u64), slots: usize) -> usize {
+    let mixed = (dev.rotate_left(32) ^ ino).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as usize & (slots - 1)
+}
+
+/// SHA-256 digests of files by device and inode, loaded from and saved to one file.
 pub struct StatCache {
     path: PathBuf,
     /// What the file held when loaded; read without locking by all hashing threads.
-    loaded: Entries,
+    loaded: Table,
     /// What this build hashed.
-    learned: Mutex<Entries>,
-}
-
-fn decode(bytes: &[u8]) -> Option<Entries> {
-    let records = bytes.strip_prefix(MAGIC)?;
-    if !records.len().is_multiple_of(RECORD) {
-        return None;
-    }
-    let mut entries = FxHashMap::with_capacity_and_hasher(records.len() / RECORD, Default::default());
-    for record in records.chunks_exact(RECORD) {
-        let mut at = 0;
-        let mut take = |n: usize| {
-            let field = &record[at..at + n];
-            at += n;
-            field
-        };
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
-        let i64_at = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap_or_default());
-        let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default());
-        let key = StatKey {
-            dev: u64_at(take(8)),
-            ino: u64_at(take(8)),
-            size: u64_at(take(8)),
-            mtime: (i64_at(take(8)), u32_at(take(4))),
-            ctime: (i64_at(take(8)), u32_at(take(4))),
-        };
-        let digest: [u8; 32] = take(32).try_into().ok()?;
-        entries.insert(key.file(), (key, digest));
-    }
-    Some(entries)
-}
-
-fn encode<'a>(entries: impl Iterator<Item = &'a (StatKey, [u8; 32])>) -> Vec<u8> {
-    let mut out = MAGIC.to_vec();
-    for (key, digest) in entries {
-        out.extend_from_slice(&key.dev.to_le_bytes());
-        out.extend_from_slice(&key.ino.to_le_bytes());
-        out.extend_from_slice(&key.size.to_le_bytes());
-        out.extend_from_slice(&key.mtime.0.to_le_bytes());
-        out.extend_from_slice(&key.mtime.1.to_le_bytes());
-        out.extend_from_slice(&key.ctime.0.to_le_bytes());
-        out.extend_from_slice(&key.ctime.1.to_le_bytes());
-        out.extend_from_slice(digest);
-    }
-    out
+    learned: Mutex<Learned>,
 }
 
 impl StatCache {
     /// Loads the cache kept at `path` (an unreadable, missing or foreign file is an empty
     /// cache: it is only an optimisation).
     pub fn load(path: &Path) -> StatCache {
-        let loaded = fs::read(path)
-            .ok()
-            .and_then(|bytes| decode(&bytes))
-            .unwrap_or_default();
+        let loaded = fs::read(path).ok().and_then(Table::parse).unwrap_or_default();
         StatCache {
             path: path.to_owned(),
             loaded,
@@ -125,8 +183,8 @@ impl StatCache {
 
     /// The remembered SHA-256 of the file `stat` describes, if its metadata still matches.
     pub fn get(&self, stat: &StatKey) -> Option<Digest> {
-        let raw = match self.loaded.get(&stat.file()) {
-            Some((key, digest)) if key == stat => *digest,
+        let raw = match self.loaded.get(stat.file()) {
+            Some((key, digest)) if key == *stat => digest,
             _ => {
                 let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
                 let (key, digest) = learned.get(&stat.file())?;
@@ -158,11 +216,13 @@ impl StatCache {
         if learned.is_empty() {
             return Ok(());
         }
-        let kept = self
+        let kept: Vec<(StatKey, [u8; 32])> = self
             .loaded
             .iter()
-            .filter(|(file, _)| !learned.contains_key(*file));
-        let bytes = encode(kept.chain(learned.iter()).map(|(_, entry)| entry));
+            .filter(|(key, _)| !learned.contains_key(&key.file()))
+            .collect();
+        let entries: Vec<&(StatKey, [u8; 32])> = kept.iter().chain(learned.values()).collect();
+        let bytes = Table::encode(&entries);
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -222,14 +282,43 @@ mod tests {
     }
 
     #[test]
+    fn thousands_of_files_are_found_after_a_save_and_strangers_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let key = |ino: u64| StatKey {
+            dev: 2049,
+            ino,
+            size: ino * 3,
+            mtime: (1_700_000_000 + ino as i64, 7),
+            ctime: (1_700_000_000 + ino as i64, 9),
+        };
+        let digest = |ino: u64| Digest::sha256_of(&ino.to_le_bytes());
+        let cache = StatCache::load(&path);
+        for ino in 1..=5000 {
+            cache.insert(key(ino), &digest(ino));
+        }
+        cache.save().unwrap();
+        let reloaded = StatCache::load(&path);
+        assert_eq!(reloaded.loaded.len(), 5000);
+        assert!(reloaded.loaded.slots.is_power_of_two() && reloaded.loaded.slots > 5000);
+        for ino in 1..=5000 {
+            assert_eq!(reloaded.get(&key(ino)), Some(digest(ino)), "inode {ino}");
+        }
+        assert_eq!(reloaded.get(&key(5001)), None);
+        let changed = StatKey { size: 1, ..key(17) };
+        assert_eq!(reloaded.get(&changed), None);
+    }
+
+    #[test]
     fn a_foreign_or_torn_file_is_an_empty_cache() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache");
         fs::write(&path, b"rbuild statcache 1\nwhatever").unwrap();
-        assert!(StatCache::load(&path).loaded.is_empty());
+        assert_eq!(StatCache::load(&path).loaded.len(), 0);
         let mut torn = MAGIC.to_vec();
-        torn.extend_from_slice(&[0; RECORD - 1]);
+        torn.extend_from_slice(&1u32.to_le_bytes());
+        torn.extend_from_slice(&[0; 4 + RECORD - 1]);
         fs::write(&path, torn).unwrap();
-        assert!(StatCache::load(&path).loaded.is_empty());
+        assert_eq!(StatCache::load(&path).loaded.len(), 0);
     }
 }
