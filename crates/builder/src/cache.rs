@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rbuild_layer::BlockIndex;
+use rbuild_layer::{BlockIndex, Compression};
 use rbuild_oci::{Descriptor, Digest};
 use serde::{Deserialize, Serialize};
 
@@ -151,8 +151,9 @@ pub struct CachedLayer {
     pub diff_id: Digest,
 }
 
-/// The cache's directories: records by key, each step's last inputs, block indexes by blob.
-const SUBDIRS: [&str; 3] = ["keys", "inputs", "blocks"];
+/// The cache's directories: records by key, each step's last inputs, block indexes by blob,
+/// compressed forms of uncompressed layers.
+const SUBDIRS: [&str; 4] = ["keys", "inputs", "blocks", "compressed"];
 
 /// The cache index in the local store.
 #[derive(Clone, Debug)]
@@ -220,6 +221,29 @@ impl Cache {
 
     fn blocks_path(&self, digest: &Digest) -> PathBuf {
         self.dir.join("blocks").join(digest.hex())
+    }
+
+    /// The blob made by compressing the uncompressed layer `diff_id` as `compression` says,
+    /// if it was made before (see [`crate::export::compressed`]).
+    pub fn compressed(&self, diff_id: &Digest, compression: Compression) -> Option<Descriptor> {
+        serde_json::from_slice(&fs::read(self.compressed_path(diff_id, compression)).ok()?).ok()
+    }
+
+    /// Remembers `blob` as the uncompressed layer `diff_id` compressed as `compression` says.
+    pub fn store_compressed(
+        &self,
+        diff_id: &Digest,
+        compression: Compression,
+        blob: &Descriptor,
+    ) -> Result<()> {
+        write_json(&self.compressed_path(diff_id, compression), blob)
+    }
+
+    fn compressed_path(&self, diff_id: &Digest, compression: Compression) -> PathBuf {
+        let how = format!("{diff_id} {compression:?}");
+        self.dir
+            .join("compressed")
+            .join(Digest::sha256_of(how.as_bytes()).hex())
     }
 
     /// Records a step's result under its key, and its inputs for future explanations.

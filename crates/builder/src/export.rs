@@ -1,16 +1,23 @@
 //! Turning a built stage into an image, and writing images out: the local store, an OCI
 //! image layout (directory or tar), and a docker-archive tar that `docker load` accepts.
+//!
+//! A build whose image stays in the local store keeps its layers uncompressed, as docker's
+//! image store does: nothing reads them compressed there, and compressing is most of what a
+//! cold build costs. An image leaving the store (a push, an `--output`) is first made
+//! [`compressed`]; each layer is compressed once and remembered.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
+use rbuild_layer::{LayerOptions, compress_layer};
 use rbuild_oci::manifest::{ImageIndex, ImageManifest};
 use rbuild_oci::store::REF_NAME;
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, media_type};
 
 use crate::error::{BuildError, Result};
 use crate::image::ImageState;
+use crate::solver::LocalStore;
 
 /// A written image: its manifest and config in the content store.
 #[derive(Clone, Debug)]
@@ -60,6 +67,54 @@ pub fn write_image(state: &ImageState, created: Option<&str>, store: &ContentSto
         config: config_descriptor.digest,
         layers,
     })
+}
+
+/// `image` with every layer the local store keeps uncompressed compressed as `options` say
+/// (other layers are left as they are), written into the store. The same image when there is
+/// nothing to compress.
+pub fn compressed(local: &LocalStore, image: &Image, options: &LayerOptions) -> Result<Image> {
+    let content = &local.content;
+    let plain = |layer: &Descriptor| layer.media_type == media_type::OCI_LAYER_TAR;
+    if options.compression.media_type() == media_type::OCI_LAYER_TAR || !image.layers.iter().any(plain) {
+        return Ok(image.clone());
+    }
+    let bytes = content.read(&image.manifest.digest)?;
+    let mut manifest: ImageManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", image.manifest.digest)))?;
+    for layer in manifest.layers.iter_mut().filter(|l| plain(l)) {
+        *layer = match local.cache.compressed(&layer.digest, options.compression) {
+            Some(known) if content.contains(&known.digest) => known,
+            _ => compress_stored(local, layer, options)?,
+        };
+    }
+    let mut descriptor = content.put_json(media_type::OCI_MANIFEST, &manifest)?;
+    descriptor.platform = image.manifest.platform.clone();
+    Ok(Image {
+        manifest: descriptor,
+        config: image.config.clone(),
+        layers: manifest.layers,
+    })
+}
+
+/// Compresses the uncompressed layer blob `layer` into the store and remembers the result.
+fn compress_stored(local: &LocalStore, layer: &Descriptor, options: &LayerOptions) -> Result<Descriptor> {
+    let failed =
+        |e: rbuild_layer::LayerError| BuildError::Context(format!("compressing layer {}: {e}", layer.digest));
+    let blob = local.content.open_blob(&layer.digest)?;
+    let mut writer = local.content.writer()?;
+    let info = compress_layer(io::BufReader::new(blob), options, &mut writer).map_err(failed)?;
+    if info.diff_id != layer.digest {
+        return Err(BuildError::Context(format!(
+            "layer {} in the local store reads back as {}: the store is damaged; `rbuild cache prune` and build again",
+            layer.digest, info.diff_id
+        )));
+    }
+    let (digest, size) = writer.commit(Some(&info.digest))?;
+    let compressed = Descriptor::new(info.media_type, digest, size);
+    local
+        .cache
+        .store_compressed(&layer.digest, options.compression, &compressed)?;
+    Ok(compressed)
 }
 
 /// The name docker shows for a reference (`app:1`, not `docker.io/library/app:1`).

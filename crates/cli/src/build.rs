@@ -72,9 +72,10 @@ pub struct BuildArgs {
     /// A named context: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]
     #[arg(long = "build-context", value_parser = parse_key_value)]
     build_contexts: Vec<(String, String)>,
-    /// Layer compression
-    #[arg(long, value_enum, default_value = "gzip")]
-    compression: CompressionArg,
+    /// Layer compression [default: gzip where the image leaves the store (--push, --output),
+    /// uncompressed where it only lands in it]
+    #[arg(long, value_enum)]
+    compression: Option<CompressionArg>,
     /// Compression level (gzip 0-9, zstd 1-22)
     #[arg(long)]
     compression_level: Option<i32>,
@@ -184,7 +185,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if outputs.iter().any(|o| matches!(o, Output::Registry)) && tags.is_empty() {
         bail!("--push needs at least one -t NAME to push to");
     }
-    let compression = match (args.compression, args.compression_level) {
+    let shipped = match (
+        args.compression.unwrap_or(CompressionArg::Gzip),
+        args.compression_level,
+    ) {
         (CompressionArg::Gzip, level) => Compression::Gzip {
             level: level.map_or(6, |l| l.clamp(0, 9) as u32),
         },
@@ -192,6 +196,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             level: level.unwrap_or(3).clamp(1, 22),
         },
         (CompressionArg::Uncompressed, _) => Compression::None,
+    };
+    // Layers are written as they will leave the store; an image that only lands in it keeps
+    // them uncompressed, as docker does, unless a compression was asked for.
+    let compression = match args.compression {
+        None if outputs.is_empty() => Compression::None,
+        _ => shipped,
     };
     let named_contexts = args
         .build_contexts
@@ -246,9 +256,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let builder = Builder::new(store, remote(&args.store)?);
     let progress: Arc<dyn Progress> = Arc::from(display::for_mode(args.progress));
     let runtime = runtime()?;
-    let output = runtime.block_on(builder.build(request, progress))?;
-    let image = &output.image;
+    let mut output = runtime.block_on(builder.build(request, progress))?;
     let content = &builder.store().content;
+    // Cache hits may bring layers an earlier build kept uncompressed.
+    if !outputs.is_empty() {
+        let options = LayerOptions {
+            compression: shipped,
+            ..LayerOptions::default()
+        };
+        output.image = export::compressed(builder.store(), &output.image, &options)?;
+        output.metrics.image = output.image.manifest.digest.to_string();
+    }
+    let image = &output.image;
 
     let tag_names: Vec<String> = tags.iter().map(export::familiar_name).collect();
     for tag in &tags {

@@ -6,10 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use rbuild_builder::export;
+use rbuild_builder::solver::LocalStore;
+use rbuild_layer::LayerOptions;
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::ImageManifest;
 use rbuild_oci::store::REF_NAME;
-use rbuild_oci::{ContentStore, Descriptor, Digest};
+use rbuild_oci::{ContentStore, Descriptor, Digest, media_type};
 
 use crate::store::{StoreArgs, reference, runtime};
 
@@ -117,11 +120,13 @@ pub fn pull(args: TransferArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn push(args: TransferArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open()?.content;
+    let local = args.store.open()?;
+    let store = &local.content;
     let client = args.store.client()?;
     let image_ref = reference(&args.image)?;
-    let descriptor = named(&store, &args.image)?;
-    let report = runtime()?.block_on(client.push(&descriptor, &store, &image_ref, None))?;
+    let descriptor = named(store, &args.image)?;
+    let descriptor = compressed(&local, descriptor)?;
+    let report = runtime()?.block_on(client.push(&descriptor, store, &image_ref, None))?;
     eprintln!(
         "pushed {} ({} bytes uploaded)",
         report.reference,
@@ -129,6 +134,21 @@ pub fn push(args: TransferArgs) -> anyhow::Result<ExitCode> {
     );
     println!("{}", report.reference);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The image `descriptor` names, with the layers a build kept uncompressed (it only tagged
+/// the image) gzipped to leave the store. Indexes and foreign manifests go as they are.
+fn compressed(local: &LocalStore, descriptor: Descriptor) -> anyhow::Result<Descriptor> {
+    if descriptor.media_type != media_type::OCI_MANIFEST {
+        return Ok(descriptor);
+    }
+    let manifest: ImageManifest = load(&local.content, &descriptor.digest)?;
+    let image = export::Image {
+        manifest: descriptor,
+        config: manifest.config.digest,
+        layers: manifest.layers,
+    };
+    Ok(export::compressed(local, &image, &LayerOptions::default())?.manifest)
 }
 
 /// The bytes under `path`, each file counted once however many links it has.

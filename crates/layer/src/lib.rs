@@ -65,7 +65,7 @@ pub use gzip::{BlockIndex, BlockRecord, PreviousBlocks};
 pub use index::{EntryIndex, delta};
 pub use pool::{FilePool, POOLED_MAX};
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack, unpack_pooled};
-pub use write::{Extras, LayerInfo, LayerOptions, write_layer, write_layer_with};
+pub use write::{Extras, LayerInfo, LayerOptions, compress_layer, write_layer, write_layer_with};
 
 /// Version of the bytes [`write_layer`] produces. Within one version, the same entries and
 /// options give the same blob on every machine; a change to the tar encoding, where gzip

@@ -238,6 +238,29 @@ fn round_trip_entries_layer_tree_entries() {
 }
 
 #[test]
+fn a_layer_kept_uncompressed_compresses_to_the_layer_written_compressed() {
+    let entries = random_entries(&mut Rng(0x5eed), 80);
+    let plain = LayerOptions {
+        compression: Compression::None,
+        ..LayerOptions::default()
+    };
+    let (plain_info, tar) = layer(entries.clone(), &plain);
+    for compression in [Compression::default(), Compression::Zstd { level: 3 }] {
+        let options = LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        };
+        let (direct, direct_blob) = layer(entries.clone(), &options);
+        let mut later_blob = Vec::new();
+        let later = compress_layer(tar.as_slice(), &options, &mut later_blob).unwrap();
+        assert!(later_blob == direct_blob, "{compression:?}: different bytes");
+        assert_eq!(later.diff_id, plain_info.diff_id);
+        assert_eq!(later.digest, direct.digest);
+        assert_eq!(later.media_type, direct.media_type);
+    }
+}
+
+#[test]
 fn bytes_depend_only_on_the_set_of_entries() {
     let mut rng = Rng(42);
     let entries = random_entries(&mut rng, 400);

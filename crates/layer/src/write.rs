@@ -96,14 +96,42 @@ pub fn write_layer_with(
 ) -> Result<LayerInfo, LayerError> {
     let Extras { previous, tap } = extras;
     let mut tap = Tap(tap);
-    options.compression.validate()?;
     let entries = entry::canonical(entries)?;
     let epoch = options.source_date_epoch;
-    let mut blob = HashingWriter::new(out);
+    encode(options, previous, out, move |sink| {
+        tarball::write_entries(&entries, epoch, &mut Tee(sink, &mut tap))
+    })
+}
 
+/// Compresses the uncompressed layer tar read from `tar` as `options` say: how a layer
+/// kept uncompressed in the local store is made ready to leave it. The result's diff ID is
+/// the digest of what was read, for the caller to check against the one it expected.
+pub fn compress_layer(
+    mut tar: impl io::Read + Send,
+    options: &LayerOptions,
+    out: &mut dyn Write,
+) -> Result<LayerInfo, LayerError> {
+    encode(options, None, out, move |sink| {
+        io::copy(&mut tar, sink)
+            .map(drop)
+            .map_err(|e| LayerError::stream("reading the layer", e))
+    })
+}
+
+/// Writes the tar that `produce` makes to `out`, compressed as `options` say, hashing it
+/// before and after compression in the same pass.
+fn encode(
+    options: &LayerOptions,
+    previous: Option<&PreviousBlocks>,
+    out: &mut dyn Write,
+    produce: impl FnOnce(&mut dyn Write) -> Result<(), LayerError> + Send,
+) -> Result<LayerInfo, LayerError> {
+    options.compression.validate()?;
+    let mut blob = HashingWriter::new(out);
     let ((diff_id, uncompressed_size), compressed) = match options.compression {
+        // The blob is the tar: one hash serves as both digests.
         Compression::None => {
-            tarball::write_entries(&entries, epoch, &mut Tee(&mut blob, &mut tap))?;
+            produce(&mut blob)?;
             blob.flush()
                 .map_err(|e| LayerError::stream("writing the layer", e))?;
             let (digest, size) = blob.finish();
@@ -117,24 +145,20 @@ pub fn write_layer_with(
                 reused: 0,
             });
         }
-        Compression::Gzip { level } => {
-            gzip::compress(level, options.thread_count(), previous, &mut blob, |sink| {
-                let mut tar = HashingWriter::new(Tee(sink, &mut tap));
-                tarball::write_entries(&entries, epoch, &mut tar)?;
-                Ok(tar.finish())
-            })?
-        }
+        Compression::Gzip { level } => gzip::compress(
+            level,
+            options.thread_count(),
+            previous,
+            &mut blob,
+            hashed(produce),
+        )?,
         Compression::Zstd { level } => {
-            let tar = compress::zstd(level, options.thread_count(), &mut blob, |sink| {
-                let mut tar = HashingWriter::new(Tee(sink, &mut tap));
-                tarball::write_entries(&entries, epoch, &mut tar)?;
-                Ok(tar.finish())
-            })?;
+            let tar = compress::zstd(level, options.thread_count(), &mut blob, hashed(produce))?;
             (tar, gzip::Compressed::default())
         }
     };
     blob.flush()
-        .map_err(|e| LayerError::stream("writing the compressed layer", e))?;
+        .map_err(|e| LayerError::stream("writing the layer", e))?;
     let (digest, size) = blob.finish();
     Ok(LayerInfo {
         diff_id,
@@ -145,6 +169,17 @@ pub fn write_layer_with(
         blocks: compressed.index,
         reused: compressed.reused,
     })
+}
+
+/// `produce`, with the digest and length of what it wrote: the diff ID, hashed before compression.
+fn hashed(
+    produce: impl FnOnce(&mut dyn Write) -> Result<(), LayerError> + Send,
+) -> impl FnOnce(&mut dyn Write) -> Result<(Digest, u64), LayerError> + Send {
+    move |sink| {
+        let mut tar = HashingWriter::new(sink);
+        produce(&mut tar)?;
+        Ok(tar.finish())
+    }
 }
 
 /// The optional copy of the tar, dropped at its first error.

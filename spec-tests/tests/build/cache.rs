@@ -152,13 +152,21 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Builds with a fixed SOURCE_DATE_EPOCH; returns the image digest and, for the COPY step,
-/// the bytes written and the bytes whose compressed blocks were copied from before.
+/// Builds with a fixed SOURCE_DATE_EPOCH, writing gzip layers (as a build that pushes
+/// does); returns the image digest and, for the COPY step, the bytes written and the bytes
+/// whose compressed blocks were copied from before.
 fn build_big(store: &Path, context: &Path) -> (String, u64, u64) {
     let metrics = store.join("metrics.json");
     run(rbuild(store)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["build", "--progress", "plain", "--metrics-file"])
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--compression",
+            "gzip",
+            "--metrics-file",
+        ])
         .arg(&metrics)
         .arg(context));
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(metrics).unwrap()).unwrap();

@@ -33,6 +33,74 @@ fn push_to_rbuild_serve_then_docker_pull_and_run() {
     assert!(ok, "{report}");
 }
 
+/// A build that only tags its image keeps the layers uncompressed, as docker's image store
+/// does; `rbuild push` gzips them on the way out, to the very bytes a build with `--push`
+/// writes, and docker runs what it pushed.
+#[test]
+fn a_tagged_image_is_kept_uncompressed_and_pushed_gzipped() {
+    let Some(docker) = Docker::get() else { return };
+    let (_base_registry, base) = base_image(&docker);
+    let registry = RegistryProcess::start();
+    let case = "multistage";
+    let build = |store: &std::path::Path, image: &str, args: &[&str]| {
+        run(rbuild(store)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "--progress", "plain", "-t", image])
+            .args(args)
+            .arg(format!("--build-arg=BASE={base}"))
+            .arg(fixture(case)))
+        .trim()
+        .to_owned()
+    };
+    let layer_types = |store: &std::path::Path, image: &str| -> Vec<String> {
+        let report: serde_json::Value =
+            serde_json::from_str(&run(rbuild(store).args(["inspect", image]))).unwrap();
+        report["manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let local = tempfile::tempdir().unwrap();
+    let later = format!("{}/apps/pushed-later:1", registry.host());
+    let built = build(local.path(), &later, &[]);
+    let types = layer_types(local.path(), &later);
+    assert!(
+        types.contains(&rbuild_oci::media_type::OCI_LAYER_TAR.to_owned())
+            && !types.contains(&rbuild_oci::media_type::OCI_LAYER_GZIP.to_owned()),
+        "layers kept locally: {types:?}"
+    );
+    let pushed = run(rbuild(local.path()).args(["push", &later]));
+    let pushed_digest = pushed.trim().rsplit('@').next().unwrap().to_owned();
+    assert_ne!(pushed_digest, built, "the pushed manifest names gzip layers");
+    let again = run(rbuild(local.path()).args(["push", &later]));
+    assert_eq!(again, pushed, "pushing again gives the same image");
+    let cached = build(local.path(), &later, &["--push"]);
+    assert_eq!(
+        cached, pushed_digest,
+        "a build from the cache that pushes gzips too"
+    );
+
+    let direct = format!("{}/apps/pushed-directly:1", registry.host());
+    let clean = tempfile::tempdir().unwrap();
+    let pushed_directly = build(clean.path(), &direct, &["--push"]);
+    assert_eq!(
+        pushed_digest, pushed_directly,
+        "compressed later = compressed while building"
+    );
+    assert!(
+        !layer_types(clean.path(), &direct).contains(&rbuild_oci::media_type::OCI_LAYER_TAR.to_owned()),
+        "a build that pushes writes its layers gzipped"
+    );
+
+    run(docker.cmd().args(["pull", &later]));
+    assert_eq!(docker_run(&docker, &later), expected_output(case));
+    let (ok, report) = registry.fsck();
+    assert!(ok, "{report}");
+}
+
 /// Photographs, video and archives do not compress: rbuild stores such gzip blocks without
 /// searching them (see `rbuild_layer::gzip`). docker's and containerd's gzip readers (Go's)
 /// must take them, between deflated ones, and give back the same bytes.
