@@ -31,7 +31,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rbuild_layer::{Compression, Entry, EntryIndex, FilePool, LayerOptions, UnpackOptions, WhiteoutMode};
+use rbuild_layer::{
+    Compression, Entry, EntryIndex, FilePool, HashingWriter, LayerOptions, UnpackOptions, WhiteoutMode,
+};
 use rbuild_oci::{ContentStore, Digest};
 
 use crate::cache::CachedLayer;
@@ -267,7 +269,8 @@ impl Planned<'_> {
         };
         std::thread::scope(|scope| {
             let unpacker = scope.spawn(move || self.pending.unpack(reader));
-            let written = rbuild_layer::write_layer(delta, &options, &mut writer).is_ok();
+            let mut tar = HashingWriter::new(&mut writer);
+            let written = rbuild_layer::write_layer(delta, &options, &mut tar).is_ok();
             drop(writer);
             let unpacked = matches!(unpacker.join(), Ok(Ok(())));
             written && unpacked

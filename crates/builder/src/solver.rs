@@ -1041,7 +1041,9 @@ impl Run {
                 }
                 None => None,
             };
-            let (reader, mut tap) = pipe.unzip();
+            let (reader, tap) = pipe.unzip();
+            // Each tar header and each file's content would be a write to the pipe of its own.
+            let mut tap = tap.map(|t| std::io::BufWriter::with_capacity(256 * 1024, t));
             let unpacker = snapshot
                 .zip(reader)
                 .map(|(s, r)| scope.spawn(move || s.unpack(r)));
@@ -1050,7 +1052,7 @@ impl Run {
                 tap: tap.as_mut().map(|t| t as &mut (dyn std::io::Write + Send)),
             };
             let info = write_layer_with(entries, &self.request.layer_options, extras, &mut writer);
-            // The end of the pipe: the unpacker reads to it.
+            // The end of the pipe (after what the buffer holds): the unpacker reads to it.
             drop(tap);
             let unpacked = unpacker.is_some_and(|u| matches!(u.join(), Ok(Ok(()))));
             let info = info.map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;

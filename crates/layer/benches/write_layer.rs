@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rbuild_layer::{Compression, DirOptions, Entry, LayerOptions, entries_from_dir, write_layer};
+use rbuild_layer::{
+    Compression, DirOptions, Entry, HashingWriter, LayerOptions, entries_from_dir, write_layer,
+};
 
 /// Counts what is written and throws it away.
 struct Count(u64);
@@ -70,7 +72,7 @@ fn options(compression: Compression, threads: usize) -> LayerOptions {
 
 fn write(entries: &[Entry], options: &LayerOptions) -> u64 {
     let mut out = Count(0);
-    write_layer(entries.to_vec(), options, &mut out).unwrap();
+    write_layer(entries.to_vec(), options, &mut HashingWriter::new(&mut out)).unwrap();
     out.0
 }
 
@@ -96,9 +98,13 @@ fn bench(c: &mut Criterion) {
     let tar_path = tmp.path().join("layer.tar");
     let tar_bytes = {
         let mut file = std::fs::File::create(&tar_path).unwrap();
-        write_layer(entries.clone(), &options(Compression::None, 0), &mut file)
-            .unwrap()
-            .size
+        write_layer(
+            entries.clone(),
+            &options(Compression::None, 0),
+            &mut HashingWriter::new(&mut file),
+        )
+        .unwrap()
+        .size
     };
     let dir = tree.display().to_string();
     let tar = tar_path.display().to_string();

@@ -5,15 +5,17 @@ use std::io::{self, Write};
 
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
-/// Hashes (SHA-256) and counts the bytes written through it to `inner`.
-pub(crate) struct HashingWriter<W> {
+/// Hashes (SHA-256) and counts the bytes written through it to `inner`: makes any writer a
+/// [`BlobSink`](crate::BlobSink).
+pub struct HashingWriter<W> {
     inner: W,
     hasher: Hasher,
     count: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub(crate) fn new(inner: W) -> HashingWriter<W> {
+    /// Hashes what goes to `inner`.
+    pub fn new(inner: W) -> HashingWriter<W> {
         HashingWriter {
             inner,
             hasher: Hasher::new(Algorithm::Sha256),
@@ -22,7 +24,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// The digest and the number of bytes.
-    pub(crate) fn finish(self) -> (Digest, u64) {
+    pub fn finish(self) -> (Digest, u64) {
         (self.hasher.finalize(), self.count)
     }
 }
@@ -37,5 +39,11 @@ impl<W: Write> Write for HashingWriter<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<W: Write> crate::BlobSink for HashingWriter<W> {
+    fn written(&self) -> (Digest, u64) {
+        (self.hasher.clone().finalize(), self.count)
     }
 }

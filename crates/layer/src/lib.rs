@@ -15,7 +15,7 @@
 //!   archive, the way docker does.
 //!
 //! ```
-//! use rbuild_layer::{Compression, Entry, EntryKind, FileSource, LayerOptions, write_layer};
+//! use rbuild_layer::{Compression, Entry, EntryKind, FileSource, HashingWriter, LayerOptions, write_layer};
 //!
 //! let mut hello = Entry::new("app/hello.txt", EntryKind::File(FileSource::Bytes(b"hi\n".to_vec())));
 //! hello.mtime = 1_700_000_000;
@@ -26,15 +26,21 @@
 //!     source_date_epoch: Some(1_600_000_000),
 //!     threads: 0,
 //! };
+//! // The blob goes to any writer; the content store's hashes what it stores, others are
+//! // wrapped to be hashed on the way.
 //! let mut blob = Vec::new();
-//! let layer = write_layer(entries.clone(), &options, &mut blob)?;
+//! let layer = write_layer(entries.clone(), &options, &mut HashingWriter::new(&mut blob))?;
 //! assert_eq!(layer.size, blob.len() as u64);
 //! assert_eq!(layer.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
 //!
 //! // Same entries in another order, another thread count: the same bytes.
 //! let mut again = Vec::new();
 //! let reversed = entries.into_iter().rev().collect();
-//! let same = write_layer(reversed, &LayerOptions { threads: 1, ..options }, &mut again)?;
+//! let same = write_layer(
+//!     reversed,
+//!     &LayerOptions { threads: 1, ..options },
+//!     &mut HashingWriter::new(&mut again),
+//! )?;
 //! assert_eq!((same.digest, again), (layer.digest, blob));
 //! # Ok::<(), rbuild_layer::LayerError>(())
 //! ```
@@ -62,10 +68,11 @@ pub use dir::{DirOptions, XattrPolicy, entries_from_dir, entries_from_dir_with};
 pub use entry::{Entry, EntryKind, FileSource};
 pub use error::LayerError;
 pub use gzip::{BlockIndex, BlockRecord, PreviousBlocks};
+pub use hashing::HashingWriter;
 pub use index::{EntryIndex, delta};
 pub use pool::{FilePool, POOLED_MAX};
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack, unpack_pooled};
-pub use write::{Extras, LayerInfo, LayerOptions, compress_layer, write_layer, write_layer_with};
+pub use write::{BlobSink, Extras, LayerInfo, LayerOptions, compress_layer, write_layer, write_layer_with};
 
 /// Version of the bytes [`write_layer`] produces. Within one version, the same entries and
 /// options give the same blob on every machine; a change to the tar encoding, where gzip

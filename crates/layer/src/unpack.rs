@@ -201,7 +201,9 @@ impl<'o> Unpacker<'o> {
     }
 
     pub(crate) fn run(mut self, reader: impl Read) -> Result<UnpackStats, LayerError> {
-        let mut archive = TarReader::new(reader);
+        // Headers are read 512 bytes at a time: from a pipe or a decompressor, each would be
+        // a system call or a decompressor call of its own.
+        let mut archive = TarReader::new(io::BufReader::with_capacity(BUFFER, reader));
         while let Some(entry) = archive.next()? {
             self.stats.entries += 1;
             self.entry(&entry, &mut archive)?;

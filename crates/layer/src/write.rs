@@ -10,6 +10,7 @@
 use std::io::{self, Write};
 
 use rbuild_oci::Digest;
+use rbuild_oci::store::BlobWriter;
 
 use crate::compress::{self, Compression};
 use crate::entry::{self, Entry};
@@ -36,6 +37,21 @@ impl LayerOptions {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
+    }
+}
+
+/// Where a layer blob goes: a writer that hashes what it is given, so that the layer writer
+/// takes the blob's digest from it instead of hashing every byte a second time. The content
+/// store's [`BlobWriter`] is one (it hashes what it stores); [`HashingWriter`] makes any
+/// writer one.
+pub trait BlobSink: Write {
+    /// The SHA-256 and the length of what was written so far.
+    fn written(&self) -> (Digest, u64);
+}
+
+impl BlobSink for BlobWriter {
+    fn written(&self) -> (Digest, u64) {
+        (self.digest(), self.size())
     }
 }
 
@@ -70,7 +86,7 @@ pub struct LayerInfo {
 pub fn write_layer(
     entries: Vec<Entry>,
     options: &LayerOptions,
-    out: &mut dyn Write,
+    out: &mut dyn BlobSink,
 ) -> Result<LayerInfo, LayerError> {
     write_layer_with(entries, options, Extras::default(), out)
 }
@@ -92,7 +108,7 @@ pub fn write_layer_with(
     entries: Vec<Entry>,
     options: &LayerOptions,
     extras: Extras<'_>,
-    out: &mut dyn Write,
+    out: &mut dyn BlobSink,
 ) -> Result<LayerInfo, LayerError> {
     let Extras { previous, tap } = extras;
     let mut tap = Tap(tap);
@@ -109,7 +125,7 @@ pub fn write_layer_with(
 pub fn compress_layer(
     mut tar: impl io::Read + Send,
     options: &LayerOptions,
-    out: &mut dyn Write,
+    out: &mut dyn BlobSink,
 ) -> Result<LayerInfo, LayerError> {
     encode(options, None, out, move |sink| {
         io::copy(&mut tar, sink)
@@ -119,47 +135,29 @@ pub fn compress_layer(
 }
 
 /// Writes the tar that `produce` makes to `out`, compressed as `options` say, hashing it
-/// before and after compression in the same pass.
+/// before compression in the same pass (`out` hashes what comes after).
 fn encode(
     options: &LayerOptions,
     previous: Option<&PreviousBlocks>,
-    out: &mut dyn Write,
+    out: &mut dyn BlobSink,
     produce: impl FnOnce(&mut dyn Write) -> Result<(), LayerError> + Send,
 ) -> Result<LayerInfo, LayerError> {
     options.compression.validate()?;
-    let mut blob = HashingWriter::new(out);
     let ((diff_id, uncompressed_size), compressed) = match options.compression {
-        // The blob is the tar: one hash serves as both digests.
+        // The blob is the tar: its digest is the diff ID.
         Compression::None => {
-            produce(&mut blob)?;
-            blob.flush()
-                .map_err(|e| LayerError::stream("writing the layer", e))?;
-            let (digest, size) = blob.finish();
-            return Ok(LayerInfo {
-                diff_id: digest.clone(),
-                digest,
-                size,
-                uncompressed_size: size,
-                media_type: options.compression.media_type(),
-                blocks: BlockIndex::default(),
-                reused: 0,
-            });
+            produce(out)?;
+            (written(out)?, gzip::Compressed::default())
         }
-        Compression::Gzip { level } => gzip::compress(
-            level,
-            options.thread_count(),
-            previous,
-            &mut blob,
-            hashed(produce),
-        )?,
+        Compression::Gzip { level } => {
+            gzip::compress(level, options.thread_count(), previous, out, hashed(produce))?
+        }
         Compression::Zstd { level } => {
-            let tar = compress::zstd(level, options.thread_count(), &mut blob, hashed(produce))?;
+            let tar = compress::zstd(level, options.thread_count(), out, hashed(produce))?;
             (tar, gzip::Compressed::default())
         }
     };
-    blob.flush()
-        .map_err(|e| LayerError::stream("writing the layer", e))?;
-    let (digest, size) = blob.finish();
+    let (digest, size) = written(out)?;
     Ok(LayerInfo {
         diff_id,
         digest,
@@ -169,6 +167,13 @@ fn encode(
         blocks: compressed.index,
         reused: compressed.reused,
     })
+}
+
+/// Flushes `out`, and what it has been given.
+fn written(out: &mut dyn BlobSink) -> Result<(Digest, u64), LayerError> {
+    out.flush()
+        .map_err(|e| LayerError::stream("writing the layer", e))?;
+    Ok(out.written())
 }
 
 /// `produce`, with the digest and length of what it wrote: the diff ID, hashed before compression.

@@ -280,6 +280,11 @@ impl BlobWriter {
         self.size
     }
 
+    /// The digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finalize()
+    }
+
     /// Finishes the blob: checks it against `expected` (if given) and moves it into place.
     /// Returns its digest and size. On a mismatch nothing is stored.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
