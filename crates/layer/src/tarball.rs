@@ -1,10 +1,12 @@
 //! The tar stream of a layer: each canonical entry as header + content, then the standard two
-//! zero blocks. File contents are streamed from disk through a fixed buffer, and a file whose
-//! size changes while it is read is an error, never a header that lies.
+//! zero blocks. Small files are read whole by a second thread ahead of the writer, larger
+//! ones streamed from disk through a fixed buffer; a file whose size changes while it is read
+//! is an error, never a header that lies.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::entry::{Entry, EntryKind, FileSource};
 use crate::error::LayerError;
@@ -13,6 +15,22 @@ use crate::header::{BLOCK, Header, flag, padding};
 /// Read buffer for file contents.
 const COPY_BUFFER: usize = 256 * 1024;
 
+/// Files of at most this many bytes are read whole, ahead of the writer, by a thread of their
+/// own, so that opening and reading thousands of small files overlaps hashing and writing the
+/// stream (alone, the writer left a core idle). Larger files the writer streams itself.
+const READ_AHEAD_MAX: u64 = 1 << 20;
+
+/// How many files read ahead may wait for the writer: at most 32 MiB held.
+const READ_AHEAD: usize = 32;
+
+/// A file's content as the read-ahead thread leaves it for the writer.
+enum Ahead {
+    /// All of it.
+    Read(Vec<u8>),
+    /// Too large to hold: the writer streams it.
+    Large,
+}
+
 /// Writes `entries` (in [`canonical`](crate::entry::canonical) form) as a tar stream to
 /// `out`, clamping mtimes to `epoch` when given.
 pub(crate) fn write_entries(
@@ -20,13 +38,78 @@ pub(crate) fn write_entries(
     epoch: Option<i64>,
     out: &mut dyn Write,
 ) -> Result<(), LayerError> {
-    let mut buffer = vec![0u8; COPY_BUFFER];
-    let mut header = Vec::with_capacity(4 * BLOCK);
+    std::thread::scope(|scope| {
+        let (to_writer, from_reader) = sync_channel(READ_AHEAD);
+        // When the writer stops early, dropping the receiver stops the reader at its next send.
+        scope.spawn(move || read_ahead(entries, &to_writer));
+        let mut ahead = from_reader.iter();
+        let mut buffer = vec![0u8; COPY_BUFFER];
+        let mut header = Vec::with_capacity(4 * BLOCK);
+        for entry in entries {
+            write_entry(entry, epoch, &mut header, &mut buffer, &mut ahead, out)?;
+        }
+        out.write_all(&[0u8; 2 * BLOCK])
+            .map_err(|e| LayerError::stream("writing the layer", e))
+    })
+}
+
+/// Reads the content of every file of `entries` that comes from disk, in order.
+fn read_ahead(entries: &[Entry], to_writer: &SyncSender<Result<Ahead, LayerError>>) {
     for entry in entries {
-        write_entry(entry, epoch, &mut header, &mut buffer, out)?;
+        if let EntryKind::File(FileSource::Path(path)) = &entry.kind
+            && to_writer.send(read_whole(&entry.path, path)).is_err()
+        {
+            return;
+        }
     }
-    out.write_all(&[0u8; 2 * BLOCK])
-        .map_err(|e| LayerError::stream("writing the layer", e))
+}
+
+/// The content of the regular file at `path` (the source of the entry `shown`), unless it is
+/// larger than [`READ_AHEAD_MAX`].
+fn read_whole(shown: &str, path: &Path) -> Result<Ahead, LayerError> {
+    let (file, size) = open_regular(shown, path)?;
+    if size > READ_AHEAD_MAX {
+        return Ok(Ahead::Large);
+    }
+    read_exactly(file, path, size).map(Ahead::Read)
+}
+
+/// The `size` bytes `file` (at `path`) holds, failing if it turns out to hold fewer or more.
+fn read_exactly(file: impl Read, path: &Path, size: u64) -> Result<Vec<u8>, LayerError> {
+    // One byte more than expected, to see a file that grew.
+    let mut content = Vec::with_capacity(size as usize + 1);
+    file.take(size + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| LayerError::io("reading", path, e))?;
+    let read = content.len() as u64;
+    if read == size {
+        return Ok(content);
+    }
+    let found = if read > size {
+        "it grew".to_owned()
+    } else {
+        format!("it ended after {read} bytes")
+    };
+    Err(LayerError::FileChanged {
+        path: path.to_owned(),
+        expected: size,
+        found,
+    })
+}
+
+/// Opens the source `path` of the entry `shown`, which must be a regular file; with its size.
+fn open_regular(shown: &str, path: &Path) -> Result<(File, u64), LayerError> {
+    let opened = File::open(path).map_err(|e| LayerError::io("opening", path, e))?;
+    let meta = opened
+        .metadata()
+        .map_err(|e| LayerError::io("reading the metadata of", path, e))?;
+    if !meta.is_file() {
+        return Err(LayerError::invalid(
+            shown,
+            format!("its source {} is not a regular file", path.display()),
+        ));
+    }
+    Ok((opened, meta.len()))
 }
 
 fn write_entry(
@@ -34,25 +117,33 @@ fn write_entry(
     epoch: Option<i64>,
     header: &mut Vec<u8>,
     buffer: &mut [u8],
+    ahead: &mut impl Iterator<Item = Result<Ahead, LayerError>>,
     out: &mut dyn Write,
 ) -> Result<(), LayerError> {
     let stream = |e| LayerError::stream("writing the layer", e);
     let mut file = None;
+    let mut read = None;
     let (flag, size, link, device) = match &entry.kind {
         EntryKind::File(FileSource::Bytes(bytes)) => (flag::FILE, bytes.len() as u64, "", (0, 0)),
         EntryKind::File(FileSource::Path(path)) => {
-            let opened = File::open(path).map_err(|e| LayerError::io("opening", path, e))?;
-            let meta = opened
-                .metadata()
-                .map_err(|e| LayerError::io("reading the metadata of", path, e))?;
-            if !meta.is_file() {
-                return Err(LayerError::invalid(
-                    &entry.path,
-                    format!("its source {} is not a regular file", path.display()),
-                ));
+            let next = ahead.next().unwrap_or_else(|| {
+                Err(LayerError::stream(
+                    "reading the layer's files",
+                    std::io::Error::other("the read-ahead thread stopped"),
+                ))
+            });
+            match next? {
+                Ahead::Read(content) => {
+                    let size = content.len() as u64;
+                    read = Some(content);
+                    (flag::FILE, size, "", (0, 0))
+                }
+                Ahead::Large => {
+                    let (opened, size) = open_regular(&entry.path, path)?;
+                    file = Some((opened, path.as_path()));
+                    (flag::FILE, size, "", (0, 0))
+                }
             }
-            file = Some((opened, path.as_path()));
-            (flag::FILE, meta.len(), "", (0, 0))
         }
         EntryKind::Dir => (flag::DIR, 0, "", (0, 0)),
         EntryKind::Symlink(target) => (flag::SYMLINK, 0, target.as_str(), (0, 0)),
@@ -83,9 +174,10 @@ fn write_entry(
     .map_err(|reason| LayerError::invalid(&entry.path, reason))?;
     out.write_all(header).map_err(stream)?;
 
-    match (&entry.kind, file) {
-        (EntryKind::File(FileSource::Bytes(bytes)), _) => out.write_all(bytes).map_err(stream)?,
-        (_, Some((mut file, path))) => copy_exact(&mut file, path, size, buffer, out)?,
+    match (&entry.kind, read, file) {
+        (EntryKind::File(FileSource::Bytes(bytes)), _, _) => out.write_all(bytes).map_err(stream)?,
+        (_, Some(content), _) => out.write_all(&content).map_err(stream)?,
+        (_, _, Some((mut file, path))) => copy_exact(&mut file, path, size, buffer, out)?,
         _ => return Ok(()),
     }
     out.write_all(&[0u8; BLOCK][..padding(size)]).map_err(stream)
@@ -200,5 +292,15 @@ mod tests {
         let mut file = File::open(&disk).unwrap();
         let long = copy_exact(&mut file, &disk, 5, &mut buffer, &mut out).unwrap_err();
         assert!(long.to_string().contains("it grew"), "{long}");
+
+        // The same when read ahead, whole.
+        let short = read_exactly(&b"0123456789"[..], &disk, 20).unwrap_err();
+        assert!(short.to_string().contains("ended after 10 bytes"), "{short}");
+        let long = read_exactly(&b"0123456789"[..], &disk, 5).unwrap_err();
+        assert!(long.to_string().contains("it grew"), "{long}");
+        assert_eq!(
+            read_exactly(&b"0123456789"[..], &disk, 10).unwrap(),
+            b"0123456789"
+        );
     }
 }
