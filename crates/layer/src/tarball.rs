@@ -17,18 +17,28 @@ const COPY_BUFFER: usize = 256 * 1024;
 
 /// Files of at most this many bytes are read whole, ahead of the writer, by a thread of their
 /// own, so that opening and reading thousands of small files overlaps hashing and writing the
-/// stream (alone, the writer left a core idle). Larger files the writer streams itself.
-const READ_AHEAD_MAX: u64 = 1 << 20;
+/// stream (alone, the writer left a core idle). Larger files, where the system calls per byte
+/// are few, the writer streams through its one buffer: holding each whole in a new
+/// allocation cost more in page faults than it saved (a tree of 1 KiB–1 MiB files took 13%
+/// longer to write with a 1 MiB limit).
+const READ_AHEAD_MAX: u64 = 64 * 1024;
 
-/// How many files read ahead may wait for the writer: at most 32 MiB held.
-const READ_AHEAD: usize = 32;
+/// Files read ahead go to the writer in batches of about this many bytes, so that it is woken
+/// once per batch rather than once per small file.
+const BATCH_BYTES: u64 = 256 * 1024;
+
+/// How many batches may wait for the writer: about 2.5 MiB held.
+const BATCHES: usize = 8;
+
+/// Files read ahead, in order.
+type Batch = Vec<Result<Ahead, LayerError>>;
 
 /// A file's content as the read-ahead thread leaves it for the writer.
 enum Ahead {
     /// All of it.
     Read(Vec<u8>),
-    /// Too large to hold: the writer streams it.
-    Large,
+    /// Too large to hold: the file, opened, and its size, for the writer to stream.
+    Large(File, u64),
 }
 
 /// Writes `entries` (in [`canonical`](crate::entry::canonical) form) as a tar stream to
@@ -39,10 +49,10 @@ pub(crate) fn write_entries(
     out: &mut dyn Write,
 ) -> Result<(), LayerError> {
     std::thread::scope(|scope| {
-        let (to_writer, from_reader) = sync_channel(READ_AHEAD);
+        let (to_writer, from_reader) = sync_channel(BATCHES);
         // When the writer stops early, dropping the receiver stops the reader at its next send.
         scope.spawn(move || read_ahead(entries, &to_writer));
-        let mut ahead = from_reader.iter();
+        let mut ahead = from_reader.iter().flatten();
         let mut buffer = vec![0u8; COPY_BUFFER];
         let mut header = Vec::with_capacity(4 * BLOCK);
         for entry in entries {
@@ -54,14 +64,28 @@ pub(crate) fn write_entries(
 }
 
 /// Reads the content of every file of `entries` that comes from disk, in order.
-fn read_ahead(entries: &[Entry], to_writer: &SyncSender<Result<Ahead, LayerError>>) {
+fn read_ahead(entries: &[Entry], to_writer: &SyncSender<Batch>) {
+    let mut batch = Batch::new();
+    let mut bytes = 0;
     for entry in entries {
-        if let EntryKind::File(FileSource::Path(path)) = &entry.kind
-            && to_writer.send(read_whole(&entry.path, path)).is_err()
-        {
-            return;
+        let EntryKind::File(FileSource::Path(path)) = &entry.kind else {
+            continue;
+        };
+        let read = read_whole(&entry.path, path);
+        bytes += match &read {
+            Ok(Ahead::Read(content)) => content.len() as u64,
+            // The writer needs it now: it is next to stream (or to fail on).
+            _ => BATCH_BYTES,
+        };
+        batch.push(read);
+        if bytes >= BATCH_BYTES {
+            if to_writer.send(std::mem::take(&mut batch)).is_err() {
+                return;
+            }
+            bytes = 0;
         }
     }
+    let _ = to_writer.send(batch);
 }
 
 /// The content of the regular file at `path` (the source of the entry `shown`), unless it is
@@ -69,7 +93,7 @@ fn read_ahead(entries: &[Entry], to_writer: &SyncSender<Result<Ahead, LayerError
 fn read_whole(shown: &str, path: &Path) -> Result<Ahead, LayerError> {
     let (file, size) = open_regular(shown, path)?;
     if size > READ_AHEAD_MAX {
-        return Ok(Ahead::Large);
+        return Ok(Ahead::Large(file, size));
     }
     read_exactly(file, path, size).map(Ahead::Read)
 }
@@ -138,8 +162,7 @@ fn write_entry(
                     read = Some(content);
                     (flag::FILE, size, "", (0, 0))
                 }
-                Ahead::Large => {
-                    let (opened, size) = open_regular(&entry.path, path)?;
+                Ahead::Large(opened, size) => {
                     file = Some((opened, path.as_path()));
                     (flag::FILE, size, "", (0, 0))
                 }
@@ -277,6 +300,57 @@ mod tests {
                 ("d/l".to_owned(), b'2', 0)
             ]
         );
+    }
+
+    #[test]
+    fn files_read_ahead_or_streamed_come_out_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sizes either side of READ_AHEAD_MAX, and enough small files for several batches.
+        let mut sizes = vec![0, 10, 65_536, 65_537, 300_000];
+        sizes.extend(std::iter::repeat_n(3_000, 300));
+        let mut entries = Vec::new();
+        let mut want = Vec::new();
+        for (i, size) in sizes.into_iter().enumerate() {
+            let content: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+            let disk = dir.path().join(format!("f{i:04}"));
+            std::fs::write(&disk, &content).unwrap();
+            let name = format!("f{i:04}");
+            entries.push(Entry::new(&name, EntryKind::File(FileSource::Path(disk))));
+            want.push((name, content));
+        }
+        let mut out = Vec::new();
+        write_entries(&canonical(entries).unwrap(), None, &mut out).unwrap();
+        let mut archive = tar::Archive::new(out.as_slice());
+        let got: Vec<(String, Vec<u8>)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+                let mut content = Vec::new();
+                e.read_to_end(&mut content).unwrap();
+                (name, content)
+            })
+            .collect();
+        assert!(got == want, "the tar holds other files or other bytes");
+    }
+
+    #[test]
+    fn a_missing_source_among_many_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries = Vec::new();
+        for i in 0..200 {
+            let disk = dir.path().join(format!("f{i:03}"));
+            if i != 150 {
+                std::fs::write(&disk, vec![1u8; 4_000]).unwrap();
+            }
+            entries.push(Entry::new(
+                format!("f{i:03}"),
+                EntryKind::File(FileSource::Path(disk)),
+            ));
+        }
+        let err = write_entries(&canonical(entries).unwrap(), None, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("f150"), "{err}");
     }
 
     #[test]
