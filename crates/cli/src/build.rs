@@ -7,23 +7,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export;
 use rbuild_builder::progress::Progress;
 use rbuild_builder::solver::{BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
-use crate::args::parse_key_value;
+use crate::args::{CompressionArgs, parse_key_value};
 use crate::display;
 use crate::store::{StoreArgs, reference, remote, runtime};
-
-#[derive(Clone, Copy, ValueEnum)]
-enum CompressionArg {
-    Gzip,
-    Zstd,
-    Uncompressed,
-}
 
 /// Arguments of `rbuild build`, named as docker build names them.
 #[derive(Args)]
@@ -72,13 +65,8 @@ pub struct BuildArgs {
     /// A named context: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]
     #[arg(long = "build-context", value_parser = parse_key_value)]
     build_contexts: Vec<(String, String)>,
-    /// Layer compression [default: gzip where the image leaves the store (--push, --output),
-    /// uncompressed where it only lands in it]
-    #[arg(long, value_enum)]
-    compression: Option<CompressionArg>,
-    /// Compression level (gzip 0-9, zstd 1-22)
-    #[arg(long)]
-    compression_level: Option<i32>,
+    #[command(flatten)]
+    compression: CompressionArgs,
     /// A secret RUN may mount: id=ID,src=FILE or id=ID,env=VAR (repeatable)
     #[arg(long = "secret")]
     secrets: Vec<String>,
@@ -185,22 +173,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if outputs.iter().any(|o| matches!(o, Output::Registry)) && tags.is_empty() {
         bail!("--push needs at least one -t NAME to push to");
     }
-    let shipped = match (
-        args.compression.unwrap_or(CompressionArg::Gzip),
-        args.compression_level,
-    ) {
-        (CompressionArg::Gzip, level) => Compression::Gzip {
-            level: level.map_or(6, |l| l.clamp(0, 9) as u32),
-        },
-        (CompressionArg::Zstd, level) => Compression::Zstd {
-            level: level.unwrap_or(3).clamp(1, 22),
-        },
-        (CompressionArg::Uncompressed, _) => Compression::None,
-    };
+    let shipped = args.compression.shipped();
     // Layers are written as they will leave the store; an image that only lands in it keeps
     // them uncompressed, as docker does, unless a compression was asked for.
-    let compression = match args.compression {
-        None if outputs.is_empty() => Compression::None,
+    let compression = match args.compression.given() {
+        false if outputs.is_empty() => Compression::None,
         _ => shipped,
     };
     let named_contexts = args

@@ -14,6 +14,7 @@ use rbuild_oci::manifest::ImageManifest;
 use rbuild_oci::store::REF_NAME;
 use rbuild_oci::{ContentStore, Descriptor, Digest, media_type};
 
+use crate::args::CompressionArgs;
 use crate::store::{StoreArgs, reference, runtime};
 
 /// `rbuild images`.
@@ -32,9 +33,20 @@ pub struct InspectArgs {
     image: String,
 }
 
-/// `rbuild pull REF` / `rbuild push REF`.
+/// `rbuild push REF`.
 #[derive(Args)]
-pub struct TransferArgs {
+pub struct PushArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    compression: CompressionArgs,
+    /// The image
+    image: String,
+}
+
+/// `rbuild pull REF`.
+#[derive(Args)]
+pub struct PullArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// The platform to pull
@@ -108,7 +120,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn pull(args: TransferArgs) -> anyhow::Result<ExitCode> {
+pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?.content;
     let client = args.store.client()?;
     let image_ref = reference(&args.image)?;
@@ -119,13 +131,17 @@ pub fn pull(args: TransferArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn push(args: TransferArgs) -> anyhow::Result<ExitCode> {
+pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let local = args.store.open()?;
     let store = &local.content;
     let client = args.store.client()?;
     let image_ref = reference(&args.image)?;
     let descriptor = named(store, &args.image)?;
-    let descriptor = compressed(&local, descriptor)?;
+    let options = LayerOptions {
+        compression: args.compression.shipped(),
+        ..LayerOptions::default()
+    };
+    let descriptor = compressed(&local, descriptor, &options)?;
     let report = runtime()?.block_on(client.push(&descriptor, store, &image_ref, None))?;
     eprintln!(
         "pushed {} ({} bytes uploaded)",
@@ -137,8 +153,13 @@ pub fn push(args: TransferArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The image `descriptor` names, with the layers a build kept uncompressed (it only tagged
-/// the image) gzipped to leave the store. Indexes and foreign manifests go as they are.
-fn compressed(local: &LocalStore, descriptor: Descriptor) -> anyhow::Result<Descriptor> {
+/// the image) compressed as `options` say to leave the store. Indexes and foreign manifests
+/// go as they are.
+fn compressed(
+    local: &LocalStore,
+    descriptor: Descriptor,
+    options: &LayerOptions,
+) -> anyhow::Result<Descriptor> {
     if descriptor.media_type != media_type::OCI_MANIFEST {
         return Ok(descriptor);
     }
@@ -148,7 +169,7 @@ fn compressed(local: &LocalStore, descriptor: Descriptor) -> anyhow::Result<Desc
         config: manifest.config.digest,
         layers: manifest.layers,
     };
-    Ok(export::compressed(local, &image, &LayerOptions::default())?.manifest)
+    Ok(export::compressed(local, &image, options)?.manifest)
 }
 
 /// The bytes under `path`, each file counted once however many links it has.

@@ -48,9 +48,9 @@ enum Command {
     /// Show an image's manifest and config as JSON.
     Inspect(images::InspectArgs),
     /// Pull an image into the local store.
-    Pull(images::TransferArgs),
+    Pull(images::PullArgs),
     /// Push an image from the local store.
-    Push(images::TransferArgs),
+    Push(images::PushArgs),
     /// Manage the build cache.
     Cache {
         #[command(subcommand)]

@@ -97,6 +97,19 @@ fn a_tagged_image_is_kept_uncompressed_and_pushed_gzipped() {
 
     run(docker.cmd().args(["pull", &later]));
     assert_eq!(docker_run(&docker, &later), expected_output(case));
+
+    // `rbuild push --compression` chooses how the kept layers leave.
+    let zstd = format!("{}/apps/pushed-zstd:1", registry.host());
+    build(local.path(), &zstd, &[]);
+    run(rbuild(local.path()).args(["push", "--compression", "zstd", &zstd]));
+    let elsewhere = tempfile::tempdir().unwrap();
+    run(rbuild(elsewhere.path()).args(["pull", &zstd]));
+    let types = layer_types(elsewhere.path(), &zstd);
+    assert!(
+        types.contains(&rbuild_oci::media_type::OCI_LAYER_ZSTD.to_owned())
+            && !types.contains(&rbuild_oci::media_type::OCI_LAYER_TAR.to_owned()),
+        "pushed with --compression zstd: {types:?}"
+    );
     let (ok, report) = registry.fsck();
     assert!(ok, "{report}");
 }
