@@ -69,31 +69,34 @@ pub fn write_image(state: &ImageState, created: Option<&str>, store: &ContentSto
     })
 }
 
-/// `image` with every layer the local store keeps uncompressed compressed as `options` say
-/// (other layers are left as they are), written into the store. The same image when there is
-/// nothing to compress.
-pub fn compressed(local: &LocalStore, image: &Image, options: &LayerOptions) -> Result<Image> {
+/// The image the image manifest `manifest` names, with every layer the local store keeps
+/// uncompressed compressed as `options` say (other layers are left as they are), written into
+/// the store. The same image when there is nothing to compress.
+pub fn compressed(local: &LocalStore, manifest: &Descriptor, options: &LayerOptions) -> Result<Image> {
     let content = &local.content;
+    let mut parsed: ImageManifest = serde_json::from_slice(&content.read(&manifest.digest)?)
+        .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", manifest.digest)))?;
     let plain = |layer: &Descriptor| layer.media_type == media_type::OCI_LAYER_TAR;
-    if options.compression.media_type() == media_type::OCI_LAYER_TAR || !image.layers.iter().any(plain) {
-        return Ok(image.clone());
+    if options.compression.media_type() == media_type::OCI_LAYER_TAR || !parsed.layers.iter().any(plain) {
+        return Ok(image_of(manifest.clone(), parsed));
     }
-    let bytes = content.read(&image.manifest.digest)?;
-    let mut manifest: ImageManifest = serde_json::from_slice(&bytes)
-        .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", image.manifest.digest)))?;
-    for layer in manifest.layers.iter_mut().filter(|l| plain(l)) {
+    for layer in parsed.layers.iter_mut().filter(|l| plain(l)) {
         *layer = match local.cache.compressed(&layer.digest, options.compression) {
             Some(known) if content.contains(&known.digest) => known,
             _ => compress_stored(local, layer, options)?,
         };
     }
-    let mut descriptor = content.put_json(media_type::OCI_MANIFEST, &manifest)?;
-    descriptor.platform = image.manifest.platform.clone();
-    Ok(Image {
-        manifest: descriptor,
-        config: image.config.clone(),
-        layers: manifest.layers,
-    })
+    let mut descriptor = content.put_json(media_type::OCI_MANIFEST, &parsed)?;
+    descriptor.platform = manifest.platform.clone();
+    Ok(image_of(descriptor, parsed))
+}
+
+fn image_of(manifest: Descriptor, parsed: ImageManifest) -> Image {
+    Image {
+        manifest,
+        config: parsed.config.digest,
+        layers: parsed.layers,
+    }
 }
 
 /// Compresses the uncompressed layer blob `layer` into the store and remembers the result.

@@ -241,7 +241,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             compression: shipped,
             ..LayerOptions::default()
         };
-        output.image = export::compressed(builder.store(), &output.image, &options)?;
+        output.image = export::compressed(builder.store(), &output.image.manifest, &options)?;
         output.metrics.image = output.image.manifest.digest.to_string();
     }
     let image = &output.image;

@@ -163,13 +163,7 @@ fn compressed(
     if descriptor.media_type != media_type::OCI_MANIFEST {
         return Ok(descriptor);
     }
-    let manifest: ImageManifest = load(&local.content, &descriptor.digest)?;
-    let image = export::Image {
-        manifest: descriptor,
-        config: manifest.config.digest,
-        layers: manifest.layers,
-    };
-    Ok(export::compressed(local, &image, options)?.manifest)
+    Ok(export::compressed(local, &descriptor, options)?.manifest)
 }
 
 /// The bytes under `path`, each file counted once however many links it has.
