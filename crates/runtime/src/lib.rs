@@ -224,11 +224,16 @@ impl Drop for Finished {
     }
 }
 
+/// Numbers the runs of this process. It is process-wide, not per [`Runtime`]: runc names a
+/// container's cgroup after its id whatever its state directory, so two runtimes of one
+/// process (two builds, two tests) numbering their runs alike would share a cgroup, and the
+/// first to finish would remove it under the other.
+static RUN_NUMBER: AtomicU64 = AtomicU64::new(0);
+
 /// Runs steps with an OCI runtime.
 pub struct Runtime {
     runc: PathBuf,
     root: PathBuf,
-    counter: AtomicU64,
     snapshotter: Snapshotter,
     /// Whether [`Snapshotter::Auto`] has said it falls back to copies.
     warned: AtomicBool,
@@ -266,7 +271,6 @@ impl Runtime {
         Ok(Runtime {
             runc,
             root: root.to_owned(),
-            counter: AtomicU64::new(0),
             snapshotter,
             warned: AtomicBool::new(false),
         })
@@ -351,7 +355,7 @@ impl Runtime {
         let id = format!(
             "rbuild-{}-{}",
             std::process::id(),
-            self.counter.fetch_add(1, Ordering::Relaxed)
+            RUN_NUMBER.fetch_add(1, Ordering::Relaxed)
         );
         let dir = self.root.join("runs").join(&id);
         let finished = Finished { dir: dir.clone() };

@@ -364,3 +364,36 @@ fn auto_falls_back_to_copies_when_overlay_cannot_mount() {
     assert!(err.to_string().contains("too many layers"), "{err}");
     assert_eq!(run(Snapshotter::Auto).unwrap(), ["149"]);
 }
+
+/// Four runtimes of one process (builds, or these tests) running at the same time. runc
+/// names a container's cgroup after its id, whatever its state directory, so ids numbered per
+/// runtime collided and one run removed the other's cgroup as it started.
+#[test]
+fn runtimes_of_one_process_run_at_once() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    busybox_layer(&layer);
+    std::thread::scope(|scope| {
+        for n in 0..4 {
+            let (tmp, layer) = (tmp.path(), layer.clone());
+            scope.spawn(move || {
+                let runtime = Runtime::new(&tmp.join(format!("runtime-{n}")), None).unwrap();
+                for round in 0..40 {
+                    let finished = runtime
+                        .run(
+                            &spec(vec![layer.clone()], &format!("echo {round} > out")),
+                            &|_| {},
+                        )
+                        .unwrap_or_else(|e| panic!("runtime {n}, run {round}: {e}"));
+                    assert_eq!(
+                        fs::read_to_string(finished.upper().join("work/dir/out")).unwrap(),
+                        format!("{round}\n")
+                    );
+                }
+            });
+        }
+    });
+}
