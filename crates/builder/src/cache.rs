@@ -285,12 +285,9 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
-/// Writes `bytes` to a temporary file and renames it to `path`, so readers (and a build that
-/// crashed halfway) see the old content or the new, never half of it.
+/// Writes `bytes` to `path` atomically: stages running at once may store the same key.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    fs::write(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, path))
+    rbuild_oci::store::write_atomic(path, bytes)
         .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))
 }
 

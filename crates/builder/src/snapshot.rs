@@ -132,14 +132,7 @@ impl Snapshots {
 
     /// Keeps the entry index of the layer `diff_id` (best effort: it only enables deltas).
     pub fn keep_index(&self, diff_id: &Digest, index: &EntryIndex) {
-        let path = self.index_path(diff_id);
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        if fs::write(&tmp, index.to_bytes())
-            .and_then(|()| fs::rename(&tmp, &path))
-            .is_err()
-        {
-            let _ = fs::remove_file(&tmp);
-        }
+        let _ = rbuild_oci::store::write_atomic(&self.index_path(diff_id), &index.to_bytes());
     }
 
     fn index_path(&self, diff_id: &Digest) -> PathBuf {

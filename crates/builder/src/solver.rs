@@ -1508,11 +1508,16 @@ impl Run {
     /// 0600 and the server's `Last-Modified` as its mtime.
     fn download_urls(&self, copy: &CopyStep) -> Result<Vec<copy::Selected>> {
         let mut downloaded = Vec::new();
-        for (n, source) in copy.sources.iter().enumerate() {
+        for source in &copy.sources {
             let Source::Url { url } = source else { continue };
-            let file = self
-                .scratch()?
-                .join(format!("download-{}-{n}", std::process::id()));
+            // The scratch directory is the build's, shared by stages running at once: each
+            // download gets a name no other can have.
+            let scratch = self.scratch()?;
+            let file = tempfile::Builder::new()
+                .prefix("download-")
+                .tempfile_in(scratch)
+                .and_then(|f| f.into_temp_path().keep().map_err(|e| e.error))
+                .map_err(|e| BuildError::io(format!("creating a file in {}", scratch.display()), e))?;
             let (digest, modified) =
                 tokio::runtime::Handle::current().block_on(self.remote.download(url, &file))?;
             if let Some(expected) = &copy.checksum

@@ -226,9 +226,7 @@ impl StatCache {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let tmp = self.path.with_extension(format!("tmp-{}", std::process::id()));
-        fs::write(&tmp, bytes)?;
-        fs::rename(&tmp, &self.path)
+        rbuild_oci::store::write_atomic(&self.path, &bytes)
     }
 }
 

@@ -256,8 +256,11 @@ fn unique_suffix() -> String {
     format!("{nanos:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Writes a file atomically: temporary name beside it, then rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes a file atomically: a temporary name beside it, then a rename, so readers (and a
+/// process that crashed halfway) see the old content or the new, never half of it. The
+/// temporary name is unique to the call, so threads or processes writing the same file at
+/// once each rename a whole file of their own.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", unique_suffix()));
     fs::write(&tmp, bytes)?;
     fs::rename(&tmp, path).inspect_err(|_| {

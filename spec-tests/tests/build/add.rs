@@ -141,3 +141,44 @@ fn add_downloads_checks_and_unpacks() {
         "{stderr}"
     );
 }
+
+/// Stages run concurrently, and each downloads into a file of its own: four stages ADD four
+/// different 4 MiB files at once, and each file reaches the image whole.
+#[test]
+fn concurrent_stages_download_apart() {
+    let served = tempfile::tempdir().unwrap();
+    let digests: Vec<Digest> = (0..4u8)
+        .map(|n| {
+            let bytes: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8 ^ n).collect();
+            std::fs::write(served.path().join(format!("part{n}.bin")), &bytes).unwrap();
+            Digest::sha256_of(&bytes)
+        })
+        .collect();
+    let server = HttpServer::start(served.path());
+    let base = format!("http://127.0.0.1:{}", server.port);
+
+    let ctx = tempfile::tempdir().unwrap();
+    let mut dockerfile = String::new();
+    for n in 0..4 {
+        dockerfile += &format!("FROM scratch AS s{n}\nADD {base}/part{n}.bin /\n");
+    }
+    dockerfile += "FROM scratch\n";
+    for n in 0..4 {
+        dockerfile += &format!("COPY --from=s{n} /part{n}.bin /\n");
+    }
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let layout = store.path().join("layout");
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain", "--output"])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(ctx.path()));
+    let tree = layout_tree(&layout);
+    for (n, digest) in digests.iter().enumerate() {
+        let path = format!("part{n}.bin");
+        let file = tree
+            .get(&path)
+            .unwrap_or_else(|| panic!("{path} missing from {:?}", tree.keys()));
+        assert_eq!(file.detail, digest.to_string(), "{path}");
+    }
+}
