@@ -7,7 +7,7 @@ use rbuild_oci::Digest;
 use spec_tests::images::layout_tree;
 use spec_tests::tools::{output, run};
 
-use crate::support::rbuild;
+use crate::support::{build_to_layout, rbuild};
 
 /// `python3 -m http.server` serving `dir` on a free loopback port; killed by PID on drop.
 struct HttpServer {
@@ -85,12 +85,7 @@ fn add_downloads_checks_and_unpacks() {
     )
     .unwrap();
     let store = tempfile::tempdir().unwrap();
-    let layout = store.path().join("layout");
-    run(rbuild(store.path())
-        .args(["build", "--progress", "plain", "--output"])
-        .arg(format!("type=oci,dest={}", layout.display()))
-        .arg(ctx.path()));
-    let tree = layout_tree(&layout);
+    let tree = layout_tree(&build_to_layout(store.path(), ctx.path(), &[]));
     let file = |path: &str| {
         tree.get(path)
             .unwrap_or_else(|| panic!("{path} missing from {:?}", tree.keys()))
@@ -168,12 +163,7 @@ fn concurrent_stages_download_apart() {
     }
     std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
     let store = tempfile::tempdir().unwrap();
-    let layout = store.path().join("layout");
-    run(rbuild(store.path())
-        .args(["build", "--progress", "plain", "--output"])
-        .arg(format!("type=oci,dest={}", layout.display()))
-        .arg(ctx.path()));
-    let tree = layout_tree(&layout);
+    let tree = layout_tree(&build_to_layout(store.path(), ctx.path(), &[]));
     for (n, digest) in digests.iter().enumerate() {
         let path = format!("part{n}.bin");
         let file = tree

@@ -6,22 +6,10 @@ use std::process::Command;
 
 use spec_tests::tools::{output, run};
 
-use crate::support::{busybox_context, rbuild, rbuild_busybox};
+use crate::support::{build_to_layout, busybox_context, rbuild, rbuild_busybox};
 
 fn dockerfile(dir: &Path, text: &str) {
     std::fs::write(dir.join("Dockerfile"), text).unwrap();
-}
-
-/// Builds and exports to an OCI layout; returns the layout directory.
-fn build_to_layout(store: &Path, context: &Path, extra: &[&str]) -> std::path::PathBuf {
-    let layout = store.join("layout");
-    let _ = std::fs::remove_dir_all(&layout);
-    run(rbuild(store)
-        .args(["build", "--progress", "plain", "-t", "out:1", "--output"])
-        .arg(format!("type=oci,dest={}", layout.display()))
-        .args(extra)
-        .arg(context));
-    layout
 }
 
 /// Every file under `dir`, read as bytes, and whether `needle` appears in any of them (layers
@@ -518,12 +506,7 @@ fn onbuild_triggers_run_in_the_child_stage() {
         "FROM rbuild-test/onbuild-parent:1\nLABEL child=yes\n",
     )
     .unwrap();
-    let layout = store.path().join("layout");
-    run(rbuild(store.path())
-        .args(["build", "--progress", "plain", "--output"])
-        .arg(format!("type=oci,dest={}", layout.display()))
-        .arg(child.path()));
-    let tree = spec_tests::images::layout_tree(&layout);
+    let tree = spec_tests::images::layout_tree(&build_to_layout(store.path(), child.path(), &[]));
     assert_eq!(
         tree["onbuild/greeting.txt"].detail,
         rbuild_oci::Digest::sha256_of(b"triggered\n").to_string()

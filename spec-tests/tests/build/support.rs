@@ -20,6 +20,19 @@ pub fn rbuild(store: &Path) -> Command {
     command
 }
 
+/// Builds `context` with rbuild and exports it to an OCI layout in `store` (as `out:1`);
+/// returns the layout directory.
+pub fn build_to_layout(store: &Path, context: &Path, extra: &[&str]) -> PathBuf {
+    let layout = store.join("layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    run(rbuild(store)
+        .args(["build", "--progress", "plain", "-t", "out:1", "--output"])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .args(extra)
+        .arg(context));
+    layout
+}
+
 /// A registry of the test's own holding the busybox test image, and the image's reference in
 /// it (what the fixtures get as `--build-arg BASE=`). The registry stops when the returned
 /// process is dropped (a shared one in a `static` would never be: statics are not dropped at
