@@ -236,7 +236,8 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
     let value = value.split('/').next().unwrap_or(value);
     let (start, end) = value.split_once('-')?;
     let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
-    (end >= start).then(|| (start, end - start + 1))
+    let length = end.checked_sub(start)?.checked_add(1)?;
+    Some((start, length))
 }
 
 /// The `Range` header value the spec wants for an upload holding `size` bytes.
@@ -274,6 +275,9 @@ mod tests {
         assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, 100)));
         assert_eq!(parse_content_range("5-4"), None);
         assert_eq!(parse_content_range("x"), None);
+        // Found by the `request` fuzz target: the length of the whole u64 range overflowed.
+        assert_eq!(parse_content_range("0-18446744073709551615"), None);
+        assert_eq!(parse_content_range("1-18446744073709551615"), Some((1, u64::MAX)));
     }
 
     #[test]
