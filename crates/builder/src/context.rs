@@ -8,12 +8,30 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use rbuild_dockerfile::dockerignore::{Matcher, ParentHits};
+use rbuild_dockerfile::dockerignore::{Matcher, ParentHits, ignore_file_candidates};
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
 use crate::error::{BuildError, Result};
 use crate::glob::{has_wildcard, match_component};
 use crate::statcache::{StatCache, StatKey};
+
+/// Reads the `.dockerignore` that applies to a build of `context` with `dockerfile`, if any:
+/// `<Dockerfile>.dockerignore` beside the Dockerfile, else the context's own (see
+/// [`ignore_file_candidates`]). `rbuild build` and `rbuild check` both ask here, so they
+/// exclude the same files.
+pub fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<Option<Matcher>> {
+    let Some(path) = ignore_file_candidates(dockerfile, context)
+        .into_iter()
+        .find(|p| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let text =
+        fs::read_to_string(&path).map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
+    Matcher::from_dockerignore(&text)
+        .map(Some)
+        .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", path.display())))
+}
 
 /// What a context entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]

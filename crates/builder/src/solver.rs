@@ -17,14 +17,14 @@ use std::time::Instant;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use rbuild_dockerfile::plan::{Base, CopyFrom, CopyStep, RunStep, Source, Stage, Step, StepKind};
 use rbuild_dockerfile::run_flags::MountType;
-use rbuild_dockerfile::{BaseImageInfo, ImageResolver, PlanOptions, dockerignore};
+use rbuild_dockerfile::{BaseImageInfo, ImageResolver, PlanOptions};
 use rbuild_layer::{Entry, Extras, LayerInfo, LayerOptions, PreviousBlocks, write_layer_with};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, time};
 
 use crate::cache::{Cache, CacheRecord, CachedLayer, Inputs};
-use crate::context::Context;
+use crate::context::{self, Context};
 use crate::copy::{self, Layout, Origin, Selection};
 use crate::error::{BuildError, Result};
 use crate::exec::{self, MountSources, SecretSource};
@@ -402,23 +402,7 @@ impl Builder {
             .map_err(|e| BuildError::Dockerfile(format!("{dockerfile_name}: {e}")))?;
         let platform = parse_platform(&request.platform);
 
-        // .dockerignore: the one beside the Dockerfile wins over the context's.
-        let ignore = {
-            let candidates = dockerignore::ignore_file_candidates(&request.dockerfile.display().to_string());
-            let beside = candidates.iter().map(PathBuf::from).find(|p| p.is_file());
-            let path = beside.or_else(|| Some(request.context.join(".dockerignore")).filter(|p| p.is_file()));
-            match path {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
-                    Some(
-                        dockerignore::Matcher::from_dockerignore(&text)
-                            .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", path.display())))?,
-                    )
-                }
-                None => None,
-            }
-        };
+        let ignore = context::read_dockerignore(&request.dockerfile, &request.context)?;
 
         let mut options = PlanOptions {
             build_args: request.build_args.clone(),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use rbuild_dockerfile::dockerignore::{Matcher, ignore_file_candidates};
+use rbuild_builder::context::read_dockerignore;
 use rbuild_dockerfile::{CheckOptions, check};
 
 use crate::args::parse_key_value;
@@ -38,24 +38,6 @@ pub struct CheckArgs {
     context: PathBuf,
 }
 
-/// The .dockerignore that applies to `dockerfile` in `context`, if any.
-pub fn dockerignore(
-    dockerfile: &std::path::Path,
-    context: &std::path::Path,
-) -> anyhow::Result<Option<Matcher>> {
-    let beside = ignore_file_candidates(&dockerfile.display().to_string())
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    let Some(path) = beside.or_else(|| Some(context.join(".dockerignore")).filter(|p| p.is_file())) else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(
-        Matcher::from_dockerignore(&text).with_context(|| format!("in {}", path.display()))?,
-    ))
-}
-
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let file = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -65,7 +47,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     options.plan.build_args = args.build_args.into_iter().collect::<BTreeMap<_, _>>();
     options.plan.target = args.target;
-    options.plan.dockerignore = dockerignore(&file, &args.context)?;
+    options.plan.dockerignore = read_dockerignore(&file, &args.context)?;
     let report = check(&text, &options);
     match args.format {
         Format::Text => print!("{}", report.render(&text)),

@@ -9,6 +9,8 @@
 //! [`Matcher::matches_or_parent_matches`] for each path and
 //! [`Matcher::should_descend`] before entering a directory.
 
+use std::path::{Path, PathBuf};
+
 /// Why a pattern is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
@@ -99,14 +101,16 @@ pub fn clean(path: &str) -> String {
     }
 }
 
-/// The ignore files to look for, best first: `<Dockerfile>.dockerignore`
-/// next to the Dockerfile, then `.dockerignore` at the context root. The
-/// caller uses the first that exists.
-pub fn ignore_file_candidates(dockerfile_path: &str) -> Vec<String> {
-    vec![
-        format!("{dockerfile_path}.dockerignore"),
-        ".dockerignore".to_string(),
-    ]
+/// The ignore files that may apply to a build, best first, as docker and
+/// BuildKit choose them: `<Dockerfile>.dockerignore` beside the Dockerfile,
+/// then `.dockerignore` at the root of the context. The caller reads the
+/// first that exists and nothing else: an ignore file anywhere else (the
+/// working directory's own, say) says nothing about this context, and
+/// reading it would let the files the context excludes into the image.
+pub fn ignore_file_candidates(dockerfile: &Path, context: &Path) -> [PathBuf; 2] {
+    let mut beside = dockerfile.as_os_str().to_owned();
+    beside.push(".dockerignore");
+    [PathBuf::from(beside), context.join(".dockerignore")]
 }
 
 impl Matcher {
@@ -575,10 +579,19 @@ mod tests {
     }
 
     #[test]
-    fn candidates() {
+    fn candidates_are_beside_the_dockerfile_then_at_the_context_root() {
         assert_eq!(
-            ignore_file_candidates("app.Dockerfile"),
-            vec!["app.Dockerfile.dockerignore", ".dockerignore"]
+            ignore_file_candidates(Path::new("../df/app.Dockerfile"), Path::new("/src/ctx")),
+            [
+                PathBuf::from("../df/app.Dockerfile.dockerignore"),
+                PathBuf::from("/src/ctx/.dockerignore")
+            ]
+        );
+        // A context given as a relative path is still the context's file, never a bare
+        // `.dockerignore` that would resolve in the working directory.
+        assert_eq!(
+            ignore_file_candidates(Path::new("ctx/Dockerfile"), Path::new("ctx"))[1],
+            PathBuf::from("ctx/.dockerignore")
         );
     }
 }

@@ -63,7 +63,7 @@
 //! ```
 //!
 //! To choose the ignore file, try [`dockerignore::ignore_file_candidates`]
-//! in order and use the first that exists.
+//! in order and use the first that exists; no other file applies.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -8,6 +8,7 @@ mod add;
 mod cache;
 mod check;
 mod differential;
+mod dockerignore;
 mod outputs;
 mod run;
 mod self_image;

@@ -23,9 +23,15 @@ pub fn rbuild(store: &Path) -> Command {
 /// Builds `context` with rbuild and exports it to an OCI layout in `store` (as `out:1`);
 /// returns the layout directory.
 pub fn build_to_layout(store: &Path, context: &Path, extra: &[&str]) -> PathBuf {
+    build_to_layout_with(&mut rbuild(store), store, context, extra)
+}
+
+/// [`build_to_layout`] with `command`, an [`rbuild`] command the test has set up further
+/// (its working directory, say).
+pub fn build_to_layout_with(command: &mut Command, store: &Path, context: &Path, extra: &[&str]) -> PathBuf {
     let layout = store.join("layout");
     let _ = std::fs::remove_dir_all(&layout);
-    run(rbuild(store)
+    run(command
         .args(["build", "--progress", "plain", "-t", "out:1", "--output"])
         .arg(format!("type=oci,dest={}", layout.display()))
         .args(extra)
