@@ -12,10 +12,19 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 COPY . .
+# Built with line tables (the profiling profile), then split: the image ships the stripped
+# binary, and rbuild.debug (which the binary names by its GNU debuglink) stays in the
+# `debuginfo` stage for crash reports: `docker build --target debuginfo -o out .`.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p rbuild \
- && install -D -m 0755 target/release/rbuild /out/rbuild
+    cargo build --profile profiling --locked -p rbuild \
+ && mkdir -p /out \
+ && objcopy --only-keep-debug target/profiling/rbuild /out/rbuild.debug \
+ && objcopy --strip-debug --add-gnu-debuglink=/out/rbuild.debug target/profiling/rbuild /out/rbuild \
+ && chmod 0755 /out/rbuild
+
+FROM scratch AS debuginfo
+COPY --from=build /out/rbuild.debug /
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \

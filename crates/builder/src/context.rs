@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use rbuild_dockerfile::dockerignore::{Matcher, ParentHits, ignore_file_candidates};
+use rbuild_dockerfile::paths;
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
 use crate::error::{BuildError, Result};
@@ -100,19 +101,7 @@ pub struct Context {
 
 /// Normalises a source path inside the context: `./a/../b/` → `b`. Errors if it climbs out.
 pub fn clean_source(source: &str) -> Result<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for component in source.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(BuildError::OutsideContext(source.to_owned()));
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    Ok(parts.join("/"))
+    paths::clean_inside(source).ok_or_else(|| BuildError::OutsideContext(source.to_owned()))
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -323,7 +312,7 @@ impl Context {
                     } else {
                         format!("{}/{target}", parent(&current))
                     };
-                    current = crate::rootfs::clean(&joined);
+                    current = paths::clean_under_root(&joined);
                 }
                 _ => return Ok(file),
             }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbuild_dockerfile::dockerignore::Matcher;
+use rbuild_dockerfile::paths::clean_under_root;
 use rbuild_dockerfile::plan::{Chmod, CopyStep, Mode, Source};
 use rbuild_layer::{Entry, EntryKind, FileSource};
 use rbuild_oci::{Algorithm, Digest, Hasher};
@@ -22,7 +23,7 @@ use crate::chmod::apply_symbolic;
 use crate::context::{Context, ContextFile, FileKind, hash_file};
 use crate::error::{BuildError, Result};
 use crate::owner::Owner;
-use crate::rootfs::{self, RootfsView};
+use crate::rootfs::RootfsView;
 
 /// Where a COPY reads from.
 pub enum Origin<'a> {
@@ -424,7 +425,7 @@ pub fn select_rootfs(
         path: source.to_owned(),
         from: name.to_owned(),
     };
-    let cleaned = rootfs::clean(source);
+    let cleaned = clean_under_root(source);
     let matches: Vec<String> = if crate::glob::has_wildcard(&cleaned) {
         let mut current = vec![String::new()];
         for component in cleaned.split('/') {
@@ -528,7 +529,7 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
     let step = layout.step;
     let chmod = step.chmod.as_ref();
     let dest = &step.dest_path;
-    let dest_clean = rootfs::clean(dest);
+    let dest_clean = clean_under_root(dest);
     let sources = step.sources.len() + step.inline.len();
     if sources > 1 && !dest.ends_with('/') {
         return Err(BuildError::Dockerfile(format!(

@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use rbuild_dockerfile::paths::clean_under_root;
 use rbuild_dockerfile::plan::{CopyFrom, Mount, RunStep};
 use rbuild_dockerfile::run_flags::{MountType, Sharing};
 use rbuild_layer::{DirOptions, Entry, entries_from_dir};
@@ -20,7 +21,7 @@ use rbuild_oci::Digest;
 use rbuild_runtime::{ExtraMount, MountKind, Network};
 
 use crate::error::{BuildError, Result};
-use crate::rootfs::{self, RootfsView};
+use crate::rootfs::RootfsView;
 
 /// Where a secret's value comes from (`--secret id=ID,src=FILE` or `env=VAR`).
 #[derive(Clone, Debug)]
@@ -279,7 +280,7 @@ pub fn layer_entries(upper: &Path, stubs: &[String], below: &RootfsView) -> Resu
     .map_err(|e| BuildError::Context(format!("reading the step's changes: {e}")))?;
     let mut dropped: HashSet<String> = HashSet::new();
     for stub in stubs {
-        let path = rootfs::clean(stub);
+        let path = clean_under_root(stub);
         if path.is_empty() || below.lookup(&path).is_some() {
             continue;
         }
@@ -301,7 +302,7 @@ pub fn layer_entries(upper: &Path, stubs: &[String], below: &RootfsView) -> Resu
             let only_stubs = entries
                 .iter()
                 .filter(|e| e.path.starts_with(&format!("{parent}/")))
-                .all(|e| dropped.contains(&e.path) || stubs.iter().any(|s| rootfs::clean(s) == e.path));
+                .all(|e| dropped.contains(&e.path) || stubs.iter().any(|s| clean_under_root(s) == e.path));
             if !only_stubs {
                 break;
             }

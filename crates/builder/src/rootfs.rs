@@ -10,6 +10,8 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rbuild_dockerfile::paths::clean_under_root;
+
 use crate::error::{BuildError, Result};
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -65,22 +67,6 @@ fn prefixes(path: &str) -> impl Iterator<Item = &str> {
         .filter(|p| !p.is_empty())
 }
 
-/// Cleans an absolute or relative path to the view's relative form, clamping `..` at the root
-/// (a rootfs path can never climb above `/`).
-pub fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for component in path.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    parts.join("/")
-}
-
 impl RootfsView {
     /// A view over layer directories, base first.
     pub fn new(layers: Vec<PathBuf>) -> RootfsView {
@@ -99,7 +85,7 @@ impl RootfsView {
 
     /// Looks a path up without following symlinks in it (its parents must be directories).
     pub fn lookup(&self, path: &str) -> Option<Found> {
-        let path = clean(path);
+        let path = clean_under_root(path);
         if path.is_empty() {
             let top = self.layers.last()?;
             return fs::symlink_metadata(top).ok().map(|meta| Found {
@@ -137,7 +123,7 @@ impl RootfsView {
     /// Resolves a path, following symlinks in every component (and the last one too when
     /// `follow_last`), with absolute targets taken from the view's root — never the host's.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<Option<Found>> {
-        let mut pending: Vec<String> = clean(path)
+        let mut pending: Vec<String> = clean_under_root(path)
             .split('/')
             .filter(|c| !c.is_empty())
             .map(str::to_owned)
@@ -168,7 +154,7 @@ impl RootfsView {
                     } else {
                         current.clone()
                     };
-                    let joined = clean(&format!("{base}/{target}"));
+                    let joined = clean_under_root(&format!("{base}/{target}"));
                     pending.extend(
                         joined
                             .split('/')
@@ -187,7 +173,7 @@ impl RootfsView {
     /// The names in a directory, merged across layers (whiteouts and opaque directories
     /// applied), sorted.
     pub fn read_dir(&self, dir: &str) -> Vec<String> {
-        let dir = clean(dir);
+        let dir = clean_under_root(dir);
         let mut names = std::collections::BTreeSet::new();
         let mut hidden = std::collections::BTreeSet::new();
         for layer in self.layers.iter().rev() {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use rbuild_dockerfile::paths::clean_under_root;
 use rbuild_dockerfile::plan::{Base, CopyFrom, CopyStep, RunStep, Source, Stage, Step, StepKind};
 use rbuild_dockerfile::run_flags::MountType;
 use rbuild_dockerfile::{BaseImageInfo, ImageResolver, PlanOptions};
@@ -1118,7 +1119,7 @@ impl Run {
         let now = self.now;
         self.cached_layer(stage, step, step_id, inputs, state, fs_key, || {
             let owner = owner.unwrap_or(Owner::ROOT);
-            let path = crate::rootfs::clean(path);
+            let path = clean_under_root(path);
             let mut entries = BTreeMap::new();
             entries.insert(
                 path.clone(),

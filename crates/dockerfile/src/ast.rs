@@ -10,28 +10,7 @@ use serde::Serialize;
 
 use crate::directives::Directives;
 use crate::lint::Lint;
-
-/// Where something is in the Dockerfile. Lines and columns count from 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
-pub struct Span {
-    /// First line of the instruction.
-    pub start_line: usize,
-    /// Last line (the heredoc terminator for heredocs).
-    pub end_line: usize,
-    /// Column of the instruction keyword on `start_line`.
-    pub column: usize,
-}
-
-impl Span {
-    /// A span covering `start..=end` lines, starting at column 1.
-    pub fn lines(start: usize, end: usize) -> Self {
-        Span {
-            start_line: start,
-            end_line: end.max(start),
-            column: 1,
-        }
-    }
-}
+pub use crate::span::Span;
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]

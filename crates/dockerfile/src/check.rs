@@ -7,7 +7,8 @@ use serde::Serialize;
 use crate::ast::Span;
 use crate::directives::{self, CheckConfig};
 use crate::lint::{Lint, Rule};
-use crate::plan::{NoResolver, PlanOptions, plan_with_lints};
+use crate::plan::{NoResolver, PlanOptions};
+use crate::stages::plan_with_lints;
 
 /// Inputs of a check.
 #[derive(Debug, Clone)]

@@ -3,111 +3,16 @@
 //! with its docker-style history entry.
 
 use crate::ast::{ArgDecl, Command, CommandLine, Healthcheck, Instruction, KeyValue, Span};
-use crate::expand::Lexer;
 use crate::go_compat::{format_duration, plain_list, quote_list};
 use crate::lint::{Lint, Rule};
+use crate::paths::normalize_workdir;
 use crate::plan::{
     ArgValue, CopyFrom, HealthcheckStep, PlanError, PlanErrorKind, Stage, Step, StepKind, Var,
 };
-use crate::stages::{PLATFORM_ARGS, Planner, StageState, set_var};
-use crate::{signal, sources, suggest};
-
-/// Resolves `path` against `current` and cleans it (BuildKit's
-/// `NormalizeWorkdir` on Linux).
-pub(crate) fn normalize_workdir(current: &str, path: &str) -> String {
-    if path.starts_with('/') {
-        clean_path(path)
-    } else {
-        let base = if current.is_empty() { "/" } else { current };
-        clean_path(&format!("{base}/{path}"))
-    }
-}
-
-/// Go's `path.Clean` for absolute paths.
-pub(crate) fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-/// The SHELL in effect: the stage's, else the platform default.
-fn default_shell(state: &StageState) -> Vec<String> {
-    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-    match (state.shell.is_empty(), state.windows) {
-        (false, _) => state.shell.clone(),
-        (true, false) => owned(&["/bin/sh", "-c"]),
-        (true, true) => owned(&["cmd", "/S", "/C"]),
-    }
-}
-
-pub(crate) fn with_shell(state: &StageState, args: &[String]) -> Vec<String> {
-    let mut argv = default_shell(state);
-    argv.push(args.join(" "));
-    argv
-}
-
-pub(crate) fn vars(list: &[(String, String)]) -> Vec<Var> {
-    list.iter().map(|(k, v)| Var::new(k, v)).collect()
-}
+use crate::planner::{Planner, StageState, set_var, with_shell};
+use crate::{signal, sources};
 
 impl Planner<'_> {
-    /// Expands `word` with the stage environment, reporting undefined variables.
-    pub(crate) fn expand(&mut self, state: &StageState, word: &str, span: Span) -> Result<String, PlanError> {
-        self.expand_with(self.lexer, state, word, span)
-    }
-
-    pub(crate) fn expand_with(
-        &mut self,
-        lexer: Lexer,
-        state: &StageState,
-        word: &str,
-        span: Span,
-    ) -> Result<String, PlanError> {
-        let e = lexer.process_word(word, &state.env).map_err(|source| PlanError {
-            span,
-            kind: PlanErrorKind::Expand {
-                word: word.to_string(),
-                source,
-            },
-        })?;
-        // With an unknown base image any name may come from its environment;
-        // a global ARG's name is still worth reporting (it needs an ARG line
-        // in the stage), the most common cause of this warning.
-        for name in &e.unmatched {
-            if !state.env_known && !self.meta_names.contains(name) && !PLATFORM_ARGS.contains(&name.as_str())
-            {
-                continue;
-            }
-            if state.args.iter().any(|(a, _)| a == name) {
-                continue;
-            }
-            let hint = suggest::parenthesised(name, state.env.iter().rev().map(|(k, _)| k.as_str()), "$");
-            self.lints.push(Lint::new(
-                Rule::UndefinedVar,
-                span,
-                format!("Usage of undefined variable '${name}'{hint}"),
-            ));
-        }
-        Ok(e.value)
-    }
-
-    pub(crate) fn expand_opt(
-        &mut self,
-        state: &StageState,
-        word: &Option<String>,
-        span: Span,
-    ) -> Result<Option<String>, PlanError> {
-        word.as_ref().map(|w| self.expand(state, w, span)).transpose()
-    }
-
     /// Runs a stage's instructions and records the planned stage.
     pub(crate) fn dispatch_stage(
         &mut self,
@@ -547,14 +452,6 @@ fn healthcheck_history(h: &HealthcheckStep) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn workdir_normalisation() {
-        assert_eq!(normalize_workdir("", "app"), "/app");
-        assert_eq!(normalize_workdir("/a", "b/../c/"), "/a/c");
-        assert_eq!(normalize_workdir("/a", "/x/./y"), "/x/y");
-        assert_eq!(normalize_workdir("/a", ".."), "/");
-    }
 
     #[test]
     fn secret_names() {

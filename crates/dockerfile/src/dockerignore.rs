@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::paths::clean;
+
 /// Why a pattern is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
@@ -71,34 +73,6 @@ impl Pattern {
 pub struct Matcher {
     patterns: Vec<Pattern>,
     exclusions: bool,
-}
-
-/// Go's `filepath.Clean` for slash-separated paths.
-pub fn clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            p => parts.push(p),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
 }
 
 /// The ignore files that may apply to a build, best first, as docker and
@@ -478,15 +452,6 @@ mod tests {
                 dir = current;
             }
         }
-    }
-
-    #[test]
-    fn cleaning() {
-        assert_eq!(clean("a/./b/../c/"), "a/c");
-        assert_eq!(clean("/a//b"), "/a/b");
-        assert_eq!(clean("../a"), "../a");
-        assert_eq!(clean("./"), ".");
-        assert_eq!(clean(""), ".");
     }
 
     #[test]

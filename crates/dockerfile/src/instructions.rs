@@ -9,9 +9,9 @@ use crate::ast::{
 use crate::go_compat::parse_duration;
 use crate::heredoc;
 use crate::lint::{Lint, Rule};
-use crate::parser::{Args, Node, ParseError, ParseErrorKind};
 use crate::run_flags;
 use crate::suggest;
+use crate::syntax::{Args, Node, ParseError, ParseErrorKind};
 
 /// Every instruction keyword, for "did you mean" suggestions.
 const KEYWORDS: [&str; 18] = [
@@ -697,7 +697,7 @@ pub(crate) fn check_file(instructions: &[Instruction], lints: &mut Vec<Lint>) {
 #[cfg(test)]
 mod tests {
     use crate::ast::Command;
-    use crate::parser::{ParseErrorKind, parse};
+    use crate::{ParseErrorKind, parse};
 
     fn commands(text: &str) -> Vec<Command> {
         match parse(text) {

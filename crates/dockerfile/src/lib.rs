@@ -79,7 +79,9 @@ mod instructions;
 mod json;
 pub mod lint;
 mod parser;
+pub mod paths;
 pub mod plan;
+mod planner;
 pub mod platform;
 mod ports;
 mod reference;
@@ -87,15 +89,19 @@ pub mod run_flags;
 mod run_step;
 mod signal;
 mod sources;
+mod span;
 mod stages;
 mod suggest;
+mod syntax;
 mod transfer;
 
 pub use ast::{Command, CommandLine, Dockerfile, Instruction, Span};
 pub use check::{CheckOptions, CheckReport, Diagnostic, Severity, check};
 pub use lint::{Lint, Rule};
-pub use parser::{ParseError, ParseErrorKind, parse};
+pub use parser::parse;
 pub use plan::{
     Base, BaseImageInfo, CopyFrom, ImageResolver, NoResolver, Plan, PlanError, PlanErrorKind, PlanOptions,
-    Stage, Step, StepKind, plan,
+    Stage, Step, StepKind,
 };
+pub use stages::plan;
+pub use syntax::{ParseError, ParseErrorKind};

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::ast::Span;
+use crate::span::Span;
 
 /// A build-check rule. Names and documentation links are BuildKit's, so a
 /// user can look a rule up on docs.docker.com and skip it with the same

@@ -9,13 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::ast::{Command, CommandLine, Dockerfile, Heredoc, InlineSource, Instruction, Span};
+use crate::ast::{CommandLine, Heredoc, InlineSource, Span};
 use crate::dockerignore::Matcher;
 use crate::expand::ExpandError;
 use crate::lint::Lint;
-use crate::platform::Platform;
 use crate::run_flags::{Device, MountType, Sharing};
-use crate::stages;
 
 /// What the caller knows about the build.
 #[derive(Debug, Clone)]
@@ -532,67 +530,4 @@ pub enum StepKind {
         /// The author.
         name: String,
     },
-}
-
-/// Plans `dockerfile` for the given options.
-pub fn plan(
-    dockerfile: &Dockerfile,
-    options: &PlanOptions,
-    resolver: &dyn ImageResolver,
-) -> Result<Plan, PlanError> {
-    let (result, lints) = stages::Planner::plan(dockerfile, options, resolver);
-    result.map(|p| Plan { lints, ..p })
-}
-
-/// Plans and returns the findings even if planning fails (for `check`).
-pub(crate) fn plan_with_lints(
-    dockerfile: &Dockerfile,
-    options: &PlanOptions,
-    resolver: &dyn ImageResolver,
-) -> (Result<Plan, PlanError>, Vec<Lint>) {
-    stages::Planner::plan(dockerfile, options, resolver)
-}
-
-/// The stage-level view of a Dockerfile: global ARGs and each FROM with its
-/// instructions.
-pub(crate) struct Layout<'a> {
-    pub meta_args: Vec<&'a Instruction>,
-    pub stages: Vec<(&'a Instruction, &'a crate::ast::From, Vec<&'a Instruction>)>,
-}
-
-impl<'a> Layout<'a> {
-    pub(crate) fn of(dockerfile: &'a Dockerfile) -> Result<Layout<'a>, PlanError> {
-        let mut layout = Layout {
-            meta_args: Vec::new(),
-            stages: Vec::new(),
-        };
-        for ins in &dockerfile.instructions {
-            match (&ins.command, layout.stages.last_mut()) {
-                (Command::From(f), _) => layout.stages.push((ins, f, Vec::new())),
-                (_, Some((_, _, body))) => body.push(ins),
-                (Command::Arg(_), None) => layout.meta_args.push(ins),
-                (other, None) => {
-                    return Err(PlanError::invalid(
-                        ins.span,
-                        format!(
-                            "{} must come after a FROM instruction; only ARG may come before the first FROM",
-                            other.keyword()
-                        ),
-                    ));
-                }
-            }
-        }
-        if layout.stages.is_empty() {
-            let span = dockerfile.instructions.last().map(|i| i.span).unwrap_or_default();
-            return Err(PlanError::invalid(
-                span,
-                "the Dockerfile has no FROM instruction, so there is no stage to build",
-            ));
-        }
-        Ok(layout)
-    }
-}
-
-pub(crate) fn parse_platform(spec: &str, span: Span) -> Result<Platform, PlanError> {
-    Platform::parse(spec).map_err(|e| PlanError::invalid(span, format!("invalid platform: {e}")))
 }

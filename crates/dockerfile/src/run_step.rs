@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use crate::ast::{CommandLine, Span};
-use crate::dispatch::{clean_path, normalize_workdir, vars, with_shell};
 use crate::heredoc;
+use crate::paths::{clean_absolute, clean_under_root, normalize_workdir};
 use crate::plan::{CopyFrom, InlineFile, Mount, PlanError, RunStep, Var};
+use crate::planner::{Planner, StageState, is_proxy_arg, vars, with_shell};
 use crate::run_flags::{self, MountType};
-use crate::stages::{Planner, StageState, is_proxy_arg};
 
 impl Planner<'_> {
     /// The ARGs in scope as history and the cache see them: the current value
@@ -253,13 +253,8 @@ fn base_name(p: &str) -> String {
 /// Go's `path.Clean` keeping relative paths relative (cache ids).
 fn clean_relative(p: &str) -> String {
     if p.starts_with('/') {
-        return clean_path(p);
+        return clean_absolute(p);
     }
-    let cleaned = clean_path(&format!("/{p}"));
-    let rel = cleaned.trim_start_matches('/');
-    if rel.is_empty() {
-        ".".to_string()
-    } else {
-        rel.to_string()
-    }
+    let rel = clean_under_root(p);
+    if rel.is_empty() { ".".to_string() } else { rel }
 }

@@ -34,9 +34,7 @@ fn git(url: &str) -> Source {
     let (reference, subdir) = match fragment {
         Some(f) => {
             let (r, d) = f.split_once(':').map_or((f, None), |(r, d)| (r, Some(d)));
-            let subdir = d
-                .map(|d| crate::dispatch::clean_path(d).trim_start_matches('/').to_string())
-                .filter(|d| !d.is_empty());
+            let subdir = d.map(crate::paths::clean_under_root).filter(|d| !d.is_empty());
             (Some(r.to_string()).filter(|r| !r.is_empty()), subdir)
         }
         None => (None, None),

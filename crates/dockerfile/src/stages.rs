@@ -1,6 +1,8 @@
-//! Stage resolution: global ARGs, FROM expansion, the dependency graph,
-//! ONBUILD triggers, pruning to `--target`, and the per-stage state that
-//! [`crate::dispatch`] advances one instruction at a time.
+//! Planning, from the top: [`plan`] splits the Dockerfile into global ARGs
+//! and stages, expands each FROM, builds the dependency graph, runs ONBUILD
+//! triggers, prunes to `--target`, and hands each stage's instructions to
+//! [`crate::dispatch`] one at a time. The state they share lives in
+//! [`crate::planner`]; nothing below this module calls back into it.
 
 use std::collections::BTreeSet;
 
@@ -8,29 +10,13 @@ use crate::ast::{Command, Dockerfile, Instruction, Span};
 use crate::expand::{Expansion, Lexer};
 use crate::lint::{Lint, Rule};
 use crate::parser;
-use crate::plan::{
-    Base, CopyFrom, ImageResolver, Layout, Plan, PlanError, PlanErrorKind, PlanOptions, Stage, parse_platform,
+use crate::plan::{Base, CopyFrom, ImageResolver, Plan, PlanError, PlanErrorKind, PlanOptions};
+use crate::planner::{
+    DEFAULT_PATH, PLATFORM_ARGS, Planner, StageCommand, StageInfo, StageState, expansion_error, is_proxy_arg,
+    set_var,
 };
 use crate::platform::Platform;
 use crate::{instructions, reference, suggest};
-
-/// Linux's default `PATH`, which BuildKit sets when the base image has none.
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The automatic platform ARGs, usable in FROM without a declaration.
-pub(crate) const PLATFORM_ARGS: [&str; 11] = [
-    "BUILDPLATFORM",
-    "BUILDOS",
-    "BUILDOSVERSION",
-    "BUILDARCH",
-    "BUILDVARIANT",
-    "TARGETPLATFORM",
-    "TARGETOS",
-    "TARGETOSVERSION",
-    "TARGETARCH",
-    "TARGETVARIANT",
-    "TARGETSTAGE",
-];
 
 /// Build arguments BuildKit understands without an ARG declaration; they
 /// never count as "unused".
@@ -45,88 +31,6 @@ const BUILTIN_ARGS: [&str; 9] = [
     "SOURCE_DATE_EPOCH",
     "BUILDKIT_DOCKERFILE_CHECK",
 ];
-
-/// Whether `name` is one of the proxy variables BuildKit passes to RUN
-/// without recording them.
-pub(crate) fn is_proxy_arg(name: &str) -> bool {
-    ["http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"]
-        .iter()
-        .any(|p| name.eq_ignore_ascii_case(p))
-}
-
-/// Sets `key` in an ordered environment, replacing it in place if present.
-pub(crate) fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {
-    match env.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = value.to_string(),
-        None => env.push((key.to_string(), value.to_string())),
-    }
-}
-
-/// Where a stage is while its instructions are applied.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StageState {
-    /// The environment RUN sees and expansion reads: image env, ENV, ARGs.
-    pub env: Vec<(String, String)>,
-    /// The image config's `Env`.
-    pub config_env: Vec<(String, String)>,
-    /// ARGs declared so far (inherited from a base stage too).
-    pub args: Vec<(String, Option<String>)>,
-    pub workdir: String,
-    pub user: String,
-    pub shell: Vec<String>,
-    /// False when the base image is unknown: undefined variables may come
-    /// from its environment, so they are not reported.
-    pub env_known: bool,
-    pub workdir_set: bool,
-    /// The stage targets Windows (default shell `cmd /S /C`, no default PATH).
-    pub windows: bool,
-    pub cmd_set: bool,
-    pub cmd_at: Option<Span>,
-    pub entrypoint_at: Option<Span>,
-    pub healthcheck_at: Option<Span>,
-}
-
-/// An instruction to dispatch in a stage, possibly inherited via ONBUILD.
-#[derive(Debug, Clone)]
-pub(crate) struct StageCommand {
-    pub ins: Instruction,
-    pub onbuild: bool,
-}
-
-pub(crate) struct StageInfo {
-    pub name: Option<String>,
-    pub base: Base,
-    pub platform: Platform,
-    pub span: Span,
-    pub commands: Vec<StageCommand>,
-    pub deps: Vec<(usize, Span)>,
-    pub triggers_done: bool,
-}
-
-pub(crate) struct Planner<'a> {
-    pub opts: &'a PlanOptions,
-    pub resolver: &'a dyn ImageResolver,
-    pub lexer: Lexer,
-    pub global: Vec<(String, String)>,
-    pub meta_names: BTreeSet<String>,
-    pub used_args: BTreeSet<String>,
-    pub lints: Vec<Lint>,
-    pub target_platform: Platform,
-    pub stages: Vec<StageInfo>,
-    pub states: Vec<Option<StageState>>,
-    pub planned: Vec<Stage>,
-    target: usize,
-}
-
-fn expansion_error(span: Span, word: &str, source: crate::expand::ExpandError) -> PlanError {
-    PlanError {
-        span,
-        kind: PlanErrorKind::Expand {
-            word: word.to_string(),
-            source,
-        },
-    }
-}
 
 impl<'a> Planner<'a> {
     /// Plans `df`, returning the findings made even when planning fails
@@ -391,47 +295,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Resolves a `--from` / `from=` name: a stage index or name, a named
-    /// context, or an image reference.
-    pub(crate) fn resolve_from(&self, name: &str, span: Span) -> Result<CopyFrom, PlanError> {
-        if let Some(index) = parse_go_int(name) {
-            if index < 0 || index as usize >= self.stages.len() {
-                return Err(PlanError::invalid(
-                    span,
-                    format!(
-                        "invalid stage index {index}: the Dockerfile has {} stages",
-                        self.stages.len()
-                    ),
-                ));
-            }
-            return Ok(CopyFrom::Stage {
-                index: index as usize,
-            });
-        }
-        let lower = name.to_lowercase();
-        if let Some(index) = self
-            .stages
-            .iter()
-            .rposition(|s| s.name.as_deref() == Some(&lower))
-        {
-            return Ok(CopyFrom::Stage { index });
-        }
-        if self.opts.named_contexts.contains(name) {
-            return Ok(CopyFrom::Context {
-                name: name.to_string(),
-            });
-        }
-        reference::validate(name).map_err(|m| {
-            PlanError::invalid(
-                span,
-                format!("{name:?} is neither a stage nor a valid image reference: {m}"),
-            )
-        })?;
-        Ok(CopyFrom::Image {
-            reference: name.to_string(),
-        })
-    }
-
     /// The stages an instruction reads from (`COPY --from`, `RUN --mount from=`).
     fn add_deps(&mut self, stage: usize, ins: &Instruction) -> Result<(), PlanError> {
         for name in referenced_names(ins, &self.lexer)? {
@@ -649,27 +512,11 @@ impl<'a> Planner<'a> {
             }
             state.env = state.config_env.clone();
             if !state.workdir.is_empty() {
-                state.workdir = crate::dispatch::normalize_workdir("/", &state.workdir);
+                state.workdir = crate::paths::normalize_workdir("/", &state.workdir);
             }
         }
         state
     }
-
-    pub(crate) fn stage_label(&self, s: usize) -> String {
-        self.stages[s]
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("stage-{s}"))
-    }
-}
-
-/// Go's `strconv.Atoi`.
-fn parse_go_int(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// Names an instruction reads from: `COPY --from` and `RUN --mount from=`.
@@ -739,4 +586,67 @@ fn syntax_lint(df: &Dockerfile) -> Option<Lint> {
             syntax.value
         ),
     ))
+}
+
+/// Plans `dockerfile` for the given options.
+pub fn plan(
+    dockerfile: &Dockerfile,
+    options: &PlanOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Plan, PlanError> {
+    let (result, lints) = Planner::plan(dockerfile, options, resolver);
+    result.map(|p| Plan { lints, ..p })
+}
+
+/// Plans and returns the findings even if planning fails (for `check`).
+pub(crate) fn plan_with_lints(
+    dockerfile: &Dockerfile,
+    options: &PlanOptions,
+    resolver: &dyn ImageResolver,
+) -> (Result<Plan, PlanError>, Vec<Lint>) {
+    Planner::plan(dockerfile, options, resolver)
+}
+
+/// The stage-level view of a Dockerfile: global ARGs and each FROM with its
+/// instructions.
+pub(crate) struct Layout<'a> {
+    pub meta_args: Vec<&'a Instruction>,
+    pub stages: Vec<(&'a Instruction, &'a crate::ast::From, Vec<&'a Instruction>)>,
+}
+
+impl<'a> Layout<'a> {
+    pub(crate) fn of(dockerfile: &'a Dockerfile) -> Result<Layout<'a>, PlanError> {
+        let mut layout = Layout {
+            meta_args: Vec::new(),
+            stages: Vec::new(),
+        };
+        for ins in &dockerfile.instructions {
+            match (&ins.command, layout.stages.last_mut()) {
+                (Command::From(f), _) => layout.stages.push((ins, f, Vec::new())),
+                (_, Some((_, _, body))) => body.push(ins),
+                (Command::Arg(_), None) => layout.meta_args.push(ins),
+                (other, None) => {
+                    return Err(PlanError::invalid(
+                        ins.span,
+                        format!(
+                            "{} must come after a FROM instruction; only ARG may come before the first FROM",
+                            other.keyword()
+                        ),
+                    ));
+                }
+            }
+        }
+        if layout.stages.is_empty() {
+            let span = dockerfile.instructions.last().map(|i| i.span).unwrap_or_default();
+            return Err(PlanError::invalid(
+                span,
+                "the Dockerfile has no FROM instruction, so there is no stage to build",
+            ));
+        }
+        Ok(layout)
+    }
+}
+
+pub(crate) fn parse_platform(spec: &str, span: Span) -> Result<Platform, PlanError> {
+    Platform::parse(spec).map_err(|e| PlanError::invalid(span, format!("invalid platform: {e}")))
 }

@@ -3,12 +3,12 @@
 //! resolved against WORKDIR, and the history entry BuildKit writes.
 
 use crate::ast::{InlineSource, Span, Transfer};
-use crate::dispatch::normalize_workdir;
 use crate::expand::Lexer;
 use crate::lint::{Lint, Rule};
+use crate::paths::{clean, normalize_workdir};
 use crate::plan::{Chmod, CopyStep, Mode, PlanError, Source};
+use crate::planner::{Planner, StageState};
 use crate::sources;
-use crate::stages::{Planner, StageState};
 
 impl Planner<'_> {
     pub(crate) fn transfer(
@@ -95,7 +95,7 @@ impl Planner<'_> {
         if matcher.has_exclusions() {
             return;
         }
-        let cleaned = crate::dockerignore::clean(src);
+        let cleaned = clean(src);
         if (cleaned == "." || cleaned == "/") && !matcher.ignores_root() {
             return;
         }

@@ -99,6 +99,65 @@ fn listening_address(docker: &Docker, name: &str) -> String {
     panic!("rbuild serve in the container did not start")
 }
 
+/// The names of the ELF sections of the file at `path`.
+fn elf_sections(path: &Path) -> Vec<String> {
+    run(Command::new("readelf").args(["-S", "--wide"]).arg(path))
+        .lines()
+        .filter_map(|line| {
+            line.split_once("] ")?
+                .1
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The image's binary carries no DWARF but names its debug file, and the `debuginfo` stage
+/// (built from the same cache) holds that file with the line tables.
+fn shipped_binary_is_stripped_and_its_debug_file_is_kept(
+    docker: &Docker,
+    store: &Path,
+    work: &Path,
+    image: &str,
+    repository: &Path,
+) {
+    let container = run(docker.cmd().args(["create", image])).trim().to_owned();
+    let binary = work.join("shipped-rbuild");
+    run(docker
+        .cmd()
+        .args(["cp", &format!("{container}:/usr/local/bin/rbuild")])
+        .arg(&binary));
+    run(docker.cmd().args(["rm", &container]));
+    let sections = elf_sections(&binary);
+    assert!(
+        !sections.iter().any(|s| s.starts_with(".debug_")),
+        "the shipped binary carries debug sections: {sections:?}"
+    );
+    assert!(sections.iter().any(|s| s == ".gnu_debuglink"), "{sections:?}");
+    let image_size = run(docker.cmd().args(["image", "inspect", "-f", "{{.Size}}", image]));
+    eprintln!(
+        "shipped binary: {} bytes; image: {} bytes",
+        std::fs::metadata(&binary).unwrap().len(),
+        image_size.trim()
+    );
+
+    let layout = work.join("debuginfo");
+    run(rbuild(store)
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--target",
+            "debuginfo",
+            "--output",
+        ])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(repository));
+    let files = spec_tests::images::layout_tree(&layout);
+    assert!(files.contains_key("rbuild.debug"), "{:?}", files.keys());
+}
+
 #[test]
 fn the_repository_dockerfile_builds_an_image_that_serves_docker() {
     let Some(docker) = Docker::get() else { return };
@@ -134,6 +193,13 @@ fn the_repository_dockerfile_builds_an_image_that_serves_docker() {
         .cmd()
         .args(["run", "--rm", "--network=none", "--entrypoint", "id", image, "-u"]));
     assert_eq!(id.trim(), "10001", "the image runs as its own user");
+    shipped_binary_is_stripped_and_its_debug_file_is_kept(
+        &docker,
+        store.path(),
+        work.path(),
+        image,
+        repository,
+    );
 
     // The image's default command serves a registry; docker pushes to it and pulls back.
     let name = format!("rbuild-self-{}", std::process::id());
