@@ -3,8 +3,7 @@
 //! of it — resolved under a root that `..` cannot climb above, or refused when it tries.
 //!
 //! Every function here walks the components the same way (empty and `.` dropped, `..` taking
-//! back the last name); they differ only in what `..` does when there is no name left, which
-//! [`AtTop`] names.
+//! back the last name); they differ only in what `..` does when there is no name left.
 
 /// What `..` does when no name is left to take back.
 #[derive(Clone, Copy, PartialEq, Eq)]

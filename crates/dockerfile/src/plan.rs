@@ -1,6 +1,6 @@
 //! The build plan: what the builder executes, with every value resolved.
 //!
-//! [`plan`] turns a parsed [`Dockerfile`] into the stages the target needs,
+//! [`crate::plan()`] turns a parsed [`crate::Dockerfile`] into the stages the target needs,
 //! in dependency order, resolving ARG scoping, base-image environments,
 //! ONBUILD triggers, `COPY --from` and `RUN --mount from=` references, and
 //! expanding variables exactly where BuildKit does.
