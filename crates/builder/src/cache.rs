@@ -287,7 +287,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically: stages running at once may store the same key.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    rbuild_oci::store::write_atomic(path, bytes)
+    rbuild_oci::atomic::write_atomic(path, bytes)
         .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))
 }
 

@@ -132,7 +132,7 @@ impl Snapshots {
 
     /// Keeps the entry index of the layer `diff_id` (best effort: it only enables deltas).
     pub fn keep_index(&self, diff_id: &Digest, index: &EntryIndex) {
-        let _ = rbuild_oci::store::write_atomic(&self.index_path(diff_id), &index.to_bytes());
+        let _ = rbuild_oci::atomic::write_atomic(&self.index_path(diff_id), &index.to_bytes());
     }
 
     fn index_path(&self, diff_id: &Digest) -> PathBuf {

@@ -226,7 +226,7 @@ impl StatCache {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
-        rbuild_oci::store::write_atomic(&self.path, &bytes)
+        rbuild_oci::atomic::write_atomic(&self.path, &bytes)
     }
 }
 

@@ -1,13 +1,12 @@
 //! `rbuild htpasswd USER`: a bcrypt entry for `rbuild serve --htpasswd`, printed or written
 //! into an htpasswd file (the same format as Apache's `htpasswd -B`).
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
+use rbuild_oci::atomic::{WriteOptions, write_atomic_with};
 use rbuild_registry::auth::{DEFAULT_BCRYPT_COST, hash_password};
 
 use crate::password;
@@ -52,29 +51,13 @@ fn with_entry(text: &str, user: &str, entry: &str) -> String {
     out
 }
 
-/// Writes `text` to `path` atomically (temporary file, fsync, rename), mode 0600.
+/// Writes `text` to `path` atomically and durably, readable by its owner only.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().context("the htpasswd path names no file")?;
-    let temp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("creating {}", temp.display()))?;
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&temp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    Ok(())
+    let options = WriteOptions {
+        mode: Some(0o600),
+        ..WriteOptions::FLUSHED
+    };
+    write_atomic_with(path, text.as_bytes(), options).with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn run(args: HtpasswdArgs) -> anyhow::Result<ExitCode> {

@@ -31,6 +31,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use rbuild_oci::atomic::{WriteOptions, write_atomic_with};
 use serde_json::{Map, Value};
 
 /// Docker Hub's server address in `config.json` and for credential helpers.
@@ -370,30 +371,15 @@ impl ConfigFile {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io_err)?;
         let mut bytes = serde_json::to_vec_pretty(&Value::Object(self.root.clone()))
             .map_err(|e| io_err(io::Error::other(e)))?;
         bytes.push(b'\n');
-        let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let result = options
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&bytes)?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io_err)
+        let options = WriteOptions {
+            mode: Some(0o600),
+            create_dir: true,
+            ..WriteOptions::FLUSHED
+        };
+        write_atomic_with(&self.path, &bytes, options).map_err(io_err)
     }
 }
 

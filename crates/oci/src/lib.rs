@@ -17,6 +17,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod config;
 pub mod digest;
 pub mod manifest;

@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::atomic::{unique_suffix, write_atomic};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::manifest::{Descriptor, ImageIndex};
 use crate::media_type;
@@ -102,10 +103,7 @@ impl ContentStore {
 
     /// Starts writing a blob.
     pub fn writer(&self) -> Result<BlobWriter, StoreError> {
-        let path = self
-            .root
-            .join("ingest")
-            .join(format!("{:x}-{}", std::process::id(), unique_suffix()));
+        let path = self.root.join("ingest").join(unique_suffix());
         let file = File::create(&path).map_err(io_error(format!("creating {}", path.display())))?;
         Ok(BlobWriter {
             store: self.clone(),
@@ -245,27 +243,6 @@ fn empty_index() -> ImageIndex {
         subject: None,
         annotations: Default::default(),
     }
-}
-
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{nanos:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Writes a file atomically: a temporary name beside it, then a rename, so readers (and a
-/// process that crashed halfway) see the old content or the new, never half of it. The
-/// temporary name is unique to the call, so threads or processes writing the same file at
-/// once each rename a whole file of their own.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", unique_suffix()));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }
 
 /// A blob being written: hashed as it goes, installed by [`commit`](BlobWriter::commit).

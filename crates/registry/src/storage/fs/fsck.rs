@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rbuild_oci::atomic::is_temporary;
 use rbuild_oci::{Algorithm, Digest, ManifestSummary};
 
 use super::{BLOBS_DIR, REPOSITORIES_DIR, UPLOADS_DIR, blob_path, digest_path, list_names};
@@ -201,7 +202,7 @@ fn walk_repositories(
             walk_repositories(&child, blobs, report, sessions)?;
         }
     }
-    for name in names.iter().filter(|n| n.starts_with(".tmp-")) {
+    for name in names.iter().filter(|n| is_temporary(n)) {
         report.warning(&dir.join(name), "temporary file left by an interrupted write");
     }
     Ok(())

@@ -21,10 +21,11 @@ pub mod fsck;
 mod metadata;
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use rbuild_oci::Digest;
+use rbuild_oci::atomic::{Durability, TEMPORARY_PREFIX, WriteOptions, is_temporary, write_atomic_with};
 
 pub use blobs::FsBlobStore;
 pub use metadata::FsMetadataStore;
@@ -65,36 +66,29 @@ pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsynced, then renamed.
+/// Writes `bytes` to `path` atomically, creating its directory; flushed to disk when the
+/// registry is configured to `fsync`.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> StorageResult<()> {
-    let context = || format!("writing {}", path.display());
-    let dir = path
-        .parent()
-        .ok_or_else(|| StorageError::io(context(), io::Error::other("no parent directory")))?;
-    fs::create_dir_all(dir).map_err(|e| StorageError::io(context(), e))?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        if fsync {
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if fsync {
-            fsync_dir(dir)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| StorageError::io(context(), e))
+    let options = WriteOptions {
+        durability: if fsync {
+            Durability::Flushed
+        } else {
+            Durability::Renamed
+        },
+        mode: None,
+        create_dir: true,
+    };
+    write_atomic_with(path, bytes, options)
+        .map_err(|e| StorageError::io(format!("writing {}", path.display()), e))
 }
 
 /// Checks that `dir` is a directory this process can create files in.
 pub(crate) async fn check_writable(dir: PathBuf) -> StorageResult<()> {
     blocking(move || {
-        let probe = dir.join(format!(".tmp-health-{}", uuid::Uuid::new_v4().simple()));
+        let probe = dir.join(format!(
+            "{TEMPORARY_PREFIX}health-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         File::create(&probe)
             .and_then(|_| fs::remove_file(&probe))
             .map_err(|e| StorageError::io(format!("writing to {}", dir.display()), e))
@@ -130,7 +124,7 @@ pub(crate) fn list_names(dir: &Path) -> StorageResult<Vec<String>> {
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
-        if let Some(name) = entry.file_name().to_str().filter(|n| !n.starts_with(".tmp-")) {
+        if let Some(name) = entry.file_name().to_str().filter(|n| !is_temporary(n)) {
             names.push(name.to_owned());
         }
     }
