@@ -17,7 +17,7 @@ use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, media_type};
 
 use crate::error::{BuildError, Result};
 use crate::image::ImageState;
-use crate::solver::LocalStore;
+use crate::store::LocalStore;
 
 /// A written image: its manifest and config in the content store.
 #[derive(Clone, Debug)]

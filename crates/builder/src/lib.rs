@@ -15,7 +15,8 @@
 //!
 //! ```no_run
 //! # async fn demo(remote: std::sync::Arc<dyn rbuild_builder::solver::Remote>) -> rbuild_builder::Result<()> {
-//! use rbuild_builder::solver::{Builder, BuildRequest, LocalStore};
+//! use rbuild_builder::solver::{Builder, BuildRequest};
+//! use rbuild_builder::store::LocalStore;
 //!
 //! let store = LocalStore::open(std::path::Path::new("/var/cache/rbuild"))?;
 //! let builder = Builder::new(store, remote);
@@ -60,6 +61,7 @@ pub mod rootfs;
 pub mod snapshot;
 pub mod solver;
 pub mod statcache;
+pub mod store;
 
 pub use error::{BuildError, Result};
 pub use rbuild_runtime::Snapshotter;

@@ -24,7 +24,7 @@ use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, time};
 
-use crate::cache::{Cache, CacheRecord, CachedLayer, Inputs};
+use crate::cache::{CacheRecord, CachedLayer, Inputs};
 use crate::context::{self, Context};
 use crate::copy::{self, Layout, Origin, Selection};
 use crate::error::{BuildError, Result};
@@ -35,48 +35,8 @@ use crate::metrics::{BuildMetrics, StepMetrics};
 use crate::owner::{self, Owner};
 use crate::progress::{Event, Progress, StepLabel};
 use crate::rootfs::RootfsView;
-use crate::snapshot::{PendingSnapshot, Snapshots};
-use crate::statcache::StatCache;
-
-/// The local store: content (an OCI layout), the cache index, snapshots, the stat cache.
-pub struct LocalStore {
-    /// Blobs and named images.
-    pub content: ContentStore,
-    /// The layer cache.
-    pub cache: Cache,
-    /// Unpacked layers.
-    pub snapshots: Snapshots,
-    /// Context file digests by stat.
-    pub stat_cache: StatCache,
-    root: PathBuf,
-}
-
-impl LocalStore {
-    /// Opens (creating) the store under `root`.
-    pub fn open(root: &Path) -> Result<LocalStore> {
-        Ok(LocalStore {
-            content: ContentStore::open(&root.join("oci"))?,
-            cache: Cache::open(&root.join("cache"))?,
-            snapshots: Snapshots::open(&root.join("snapshots"))?,
-            stat_cache: StatCache::load(&root.join("statcache")),
-            root: root.to_owned(),
-        })
-    }
-
-    /// The store's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// A scratch directory for one build's temporary files.
-    fn scratch_dir(&self) -> Result<tempfile::TempDir> {
-        let dir = self.root.join("tmp");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
-        tempfile::tempdir_in(&dir)
-            .map_err(|e| BuildError::io(format!("creating a directory in {}", dir.display()), e))
-    }
-}
+use crate::snapshot::PendingSnapshot;
+use crate::store::LocalStore;
 
 /// Where a `--build-context name=…` points.
 #[derive(Clone, Debug)]

@@ -1,13 +1,11 @@
 //! The local store's images: `rbuild images`, `inspect`, `pull`, `push`, `cache du|prune`.
 
-use std::collections::HashSet;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rbuild_builder::export;
-use rbuild_builder::solver::LocalStore;
+use rbuild_builder::store::LocalStore;
 use rbuild_layer::LayerOptions;
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::ImageManifest;
@@ -166,72 +164,22 @@ fn compressed(
     Ok(export::compressed(local, &descriptor, options)?.manifest)
 }
 
-/// The bytes under `path`, each file counted once however many links it has.
-fn dir_size(path: &Path) -> u64 {
-    size_of_inodes(path, &mut HashSet::new())
-}
-
-/// The bytes of the files under `path` whose inodes are not in `seen` yet: snapshots share
-/// files through hard links, which take their space once.
-fn size_of_inodes(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => size_of_inodes(&e.path(), seen),
-            Ok(m) if seen.insert((m.dev(), m.ino())) => m.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
-/// The blobs named images need: their manifests, configs and layers.
-fn live_blobs(store: &ContentStore) -> anyhow::Result<HashSet<Digest>> {
-    let mut live = HashSet::new();
-    for entry in store.index()?.manifests {
-        live.insert(entry.digest.clone());
-        if let Ok(manifest) = load::<ImageManifest>(store, &entry.digest) {
-            live.insert(manifest.config.digest);
-            live.extend(manifest.layers.into_iter().map(|l| l.digest));
-        }
-    }
-    Ok(live)
-}
-
 pub fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
     match command {
         CacheCommand::Du(args) => {
-            let root = args.store.root();
-            let local = args.store.open()?;
-            let records = local.cache.records()?.len();
-            println!("{:<12} {:>10}", "blobs", human(dir_size(&root.join("oci"))));
+            let usage = args.store.open()?.usage()?;
+            println!("{:<12} {:>10}", "blobs", human(usage.blobs));
+            println!("{:<12} {:>10}", "snapshots", human(usage.snapshots));
             println!(
-                "{:<12} {:>10}",
-                "snapshots",
-                human(dir_size(local.snapshots.dir()))
-            );
-            println!(
-                "{:<12} {:>10}  ({records} cached steps)",
+                "{:<12} {:>10}  ({} cached steps)",
                 "cache index",
-                human(dir_size(&root.join("cache")))
+                human(usage.cache_index),
+                usage.cached_steps
             );
-            println!("{:<12} {:>10}", "total", human(dir_size(&root)));
+            println!("{:<12} {:>10}", "total", human(usage.total));
         }
         CacheCommand::Prune(args) => {
-            let mut local = args.store.open()?;
-            let live = live_blobs(&local.content)?;
-            local.cache.clear()?;
-            local.snapshots.clear()?;
-            let mut freed = 0;
-            for digest in local.content.blobs()? {
-                if !live.contains(&digest) {
-                    freed += local.content.size(&digest).unwrap_or(0);
-                    local.content.remove_blob(&digest)?;
-                }
-            }
+            let freed = args.store.open()?.prune()?;
             println!(
                 "freed {} of blobs; cache index and snapshots cleared",
                 human(freed)
