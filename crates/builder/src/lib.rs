@@ -14,7 +14,7 @@
 //!   docker-archive.
 //!
 //! ```no_run
-//! # async fn demo(remote: std::sync::Arc<dyn rbuild_builder::solver::Remote>) -> rbuild_builder::Result<()> {
+//! # async fn demo(remote: std::sync::Arc<dyn rbuild_builder::remote::Remote>) -> rbuild_builder::Result<()> {
 //! use rbuild_builder::solver::{Builder, BuildRequest};
 //! use rbuild_builder::store::LocalStore;
 //!
@@ -57,6 +57,7 @@ pub mod image;
 pub mod metrics;
 pub mod owner;
 pub mod progress;
+pub mod remote;
 pub mod rootfs;
 pub mod snapshot;
 pub mod solver;

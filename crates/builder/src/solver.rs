@@ -22,7 +22,7 @@ use rbuild_dockerfile::{BaseImageInfo, ImageResolver, PlanOptions};
 use rbuild_layer::{Entry, Extras, LayerInfo, LayerOptions, PreviousBlocks, write_layer_with};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
-use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, time};
+use rbuild_oci::{Descriptor, Digest, Reference, time};
 
 use crate::cache::{CacheRecord, CachedLayer, Inputs};
 use crate::context::{self, Context};
@@ -34,6 +34,7 @@ use crate::image::ImageState;
 use crate::metrics::{BuildMetrics, StepMetrics};
 use crate::owner::{self, Owner};
 use crate::progress::{Event, Progress, StepLabel};
+use crate::remote::Remote;
 use crate::rootfs::RootfsView;
 use crate::snapshot::PendingSnapshot;
 use crate::store::LocalStore;
@@ -106,22 +107,6 @@ pub struct BaseImage {
     pub config: ImageConfig,
     /// The layers.
     pub layers: Vec<CachedLayer>,
-}
-
-/// What a build fetches over the network — base images and `ADD <url>` files — behind a
-/// trait, so the solver does not depend on how they arrive (the CLI gives it the registry
-/// client).
-pub trait Remote: Send + Sync {
-    /// Puts the image's manifest, config and layers into `store`; returns its manifest.
-    fn pull<'a>(
-        &'a self,
-        reference: &'a Reference,
-        platform: &'a Platform,
-        store: &'a ContentStore,
-    ) -> BoxFuture<'a, Result<(Descriptor, ImageManifest, ImageConfig)>>;
-
-    /// Downloads `url` into the file `to`; returns its digest and `Last-Modified` time.
-    fn download<'a>(&'a self, url: &'a str, to: &'a Path) -> BoxFuture<'a, Result<(Digest, Option<i64>)>>;
 }
 
 /// Builds images.

@@ -1,19 +1,14 @@
-//! What the builder commands share: the local store, the registry client, and the adapter
-//! through which the builder fetches base images.
+//! What the builder commands share: the local store and the registry client.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use futures_util::future::{BoxFuture, FutureExt};
-use rbuild_builder::solver::Remote;
+use rbuild_builder::remote::Remote;
 use rbuild_builder::store::LocalStore;
-use rbuild_builder::{BuildError, Result as BuildResult};
 use rbuild_client::{Client, ClientOptions};
-use rbuild_oci::config::ImageConfig;
-use rbuild_oci::manifest::{ImageManifest, Platform};
-use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
+use rbuild_oci::Reference;
 
 /// Where the local store is and how registries are reached.
 #[derive(Args, Clone)]
@@ -58,51 +53,9 @@ impl StoreArgs {
     }
 }
 
-/// Base images and ADD downloads come through the registry client.
-pub struct ClientRemote(pub Client);
-
-impl Remote for ClientRemote {
-    fn pull<'a>(
-        &'a self,
-        reference: &'a Reference,
-        platform: &'a Platform,
-        store: &'a ContentStore,
-    ) -> BoxFuture<'a, BuildResult<(Descriptor, ImageManifest, ImageConfig)>> {
-        async move {
-            let image = self
-                .0
-                .pull(reference, platform, store)
-                .await
-                .map_err(|e| BuildError::Fetch(format!("pulling {reference}: {e}")))?;
-            Ok((image.manifest_descriptor, image.manifest, image.config))
-        }
-        .boxed()
-    }
-
-    fn download<'a>(
-        &'a self,
-        url: &'a str,
-        to: &'a Path,
-    ) -> BoxFuture<'a, BuildResult<(Digest, Option<i64>)>> {
-        async move {
-            let download = self
-                .0
-                .download(url, to)
-                .await
-                .map_err(|e| BuildError::Fetch(e.to_string()))?;
-            let modified = download
-                .last_modified
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .and_then(|d| i64::try_from(d.as_secs()).ok());
-            Ok((download.digest, modified))
-        }
-        .boxed()
-    }
-}
-
 /// What a build reaches the network through: the registry client.
 pub fn remote(args: &StoreArgs) -> anyhow::Result<Arc<dyn Remote>> {
-    Ok(Arc::new(ClientRemote(args.client()?)))
+    Ok(Arc::new(args.client()?))
 }
 
 /// A tokio runtime for a command.
