@@ -32,7 +32,7 @@ const USERS: [(&str, &str); 2] = [("alice", "alice-pw"), ("bob", "bob-pw")];
 /// A registry (auth `mode`: none, htpasswd or token) behind a counting forwarder.
 struct Registry {
     proxy: CountingProxy,
-    _server: RegistryProcess,
+    server: RegistryProcess,
 }
 
 impl Registry {
@@ -72,13 +72,24 @@ impl Registry {
         });
         Registry {
             proxy: CountingProxy::start(server.addr()),
-            _server: server,
+            server,
         }
     }
 
     /// `<proxy host>/<rest>`: references that go through the forwarder.
     fn image(&self, rest: &str) -> String {
         format!("{}/{rest}", self.proxy.host())
+    }
+
+    /// How many access-log lines show `method` on upload sessions of `repository` answered
+    /// with `status`.
+    fn upload_requests(&self, method: &str, repository: &str, status: u16) -> usize {
+        let path = format!("method={method} path=/v2/{repository}/blobs/uploads/");
+        self.server
+            .log()
+            .lines()
+            .filter(|line| line.contains(&path) && line.contains(&format!(" status={status} ")))
+            .count()
     }
 }
 
@@ -263,6 +274,9 @@ fn a_refused_mount_falls_back_to_another_source_or_an_upload() {
         reported_uploads(&stderr).iter().all(|&n| n > base_bytes),
         "{stderr}"
     );
+    // One session per blob (base layer, app layer, config): the refused mount's was used.
+    assert_eq!(registry.upload_requests("POST", "apps/one", 202), 3);
+    assert_eq!(registry.upload_requests("DELETE", "apps/one", 204), 0);
     rbuild(
         &dir.join("store-check"),
         &bob,
@@ -276,4 +290,7 @@ fn a_refused_mount_falls_back_to_another_source_or_an_upload() {
     let stderr = build(&both, &bob, &[&registry.image("apps/two:1")], &app);
     let received = registry.proxy.take_received();
     assert!(received < SMALL_PUSH, "received {received}:\n{stderr}");
+    // The refused mount's session was cancelled once the second source mounted the layer.
+    assert_eq!(registry.upload_requests("POST", "apps/two", 201), 1);
+    assert_eq!(registry.upload_requests("DELETE", "apps/two", 204), 1);
 }
