@@ -12,5 +12,6 @@ pub mod api;
 pub mod hostname;
 pub mod images;
 pub mod pki;
+pub mod proxy;
 pub mod registry;
 pub mod tools;

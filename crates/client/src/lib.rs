@@ -11,7 +11,8 @@
 //! - [`Client::pull`] also streams the layers into a local [`ContentStore`], several at once,
 //!   skipping the ones it has and installing a blob only once its digest checks out.
 //! - [`Client::push`] sends an image (or an index and its images) from a [`ContentStore`],
-//!   skipping blobs the registry has and mounting blobs from a sibling repository.
+//!   skipping blobs the registry has and mounting blobs from a sibling repository the store
+//!   knows them to be in (pulls and pushes record where each blob came from).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +39,7 @@ pub mod challenge;
 pub mod credentials;
 pub mod download;
 pub mod error;
+mod mount;
 pub mod platform;
 pub mod progress;
 mod pull;
@@ -336,8 +338,10 @@ impl Client {
     /// Pushes the image whose manifest (or index) `manifest` describes from `store` to
     /// `reference` (its tag, else its digest, which must then be the manifest's).
     ///
-    /// `mount_from` names a repository on the same registry that may hold the blobs already;
-    /// they are then mounted instead of uploaded.
+    /// A blob the registry lacks in that repository is mounted from another repository of the
+    /// same registry when it can be: first `mount_from`, if named, then the ones `store`
+    /// recorded it in (pulls and pushes record where their blobs are); it is uploaded when
+    /// no mount succeeds.
     pub async fn push(
         &self,
         manifest: &Descriptor,

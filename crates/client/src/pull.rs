@@ -438,6 +438,14 @@ pub(crate) async fn store_image(
         &resolved.manifest_descriptor.digest,
         "manifest",
     )?;
+    let layers = resolved.manifest.layers.iter();
+    let blobs = layers.filter(|l| !media_type::is_foreign_layer(&l.media_type));
+    crate::mount::record(
+        store,
+        endpoint.registry(),
+        repository,
+        blobs.map(|l| &l.digest).chain([&resolved.manifest.config.digest]),
+    );
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 //! Pushing an image (or an index and its images) from the local content store.
 //!
-//! For each blob: `HEAD` it and skip it when the registry has it; when a source repository on
-//! the same registry is named, try a cross-repository mount (`POST ?mount=&from=`); otherwise
-//! open an upload session and send the file: one `PUT ?digest=` with the body for small blobs,
-//! a streamed `PATCH` then `PUT ?digest=` for the rest. Layers go concurrently, then the
-//! config, then the manifest with its media type. An index's manifests are pushed by digest
-//! before the index itself.
+//! For each blob: `HEAD` it and skip it when the registry has it; then try a cross-repository
+//! mount (`POST ?mount=&from=`) from the repositories of the same registry it is known to be in
+//! (see [`mount`](crate::mount)), asking for `pull` on each; otherwise (no candidate, or every
+//! mount refused) send the file to an upload session: one `PUT ?digest=` with the body for
+//! small blobs, a streamed `PATCH` then `PUT ?digest=` for the rest. Layers go concurrently,
+//! then the config, then the manifest with its media type. An index's manifests are pushed by
+//! digest before the index itself. Once the push is done, the store records that its blobs are
+//! in the target repository, so a later push elsewhere on the registry mounts them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -21,6 +23,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use crate::auth::{Scopes, repository_scope};
 use crate::error::{Action, ClientError};
+use crate::mount;
 use crate::progress::{BlobOutcome, Direction, Progress};
 use crate::pull::MANIFEST_ACCEPT;
 use crate::transport::{Body, Endpoint, Request, Target};
@@ -93,11 +96,7 @@ impl<'a> Push<'a> {
         progress: Arc<dyn Progress>,
     ) -> Push<'a> {
         let repository = reference.repository();
-        let mount_from = mount_from.filter(|from| *from != repository);
-        let mut scopes: Scopes = BTreeSet::from([repository_scope(repository, true)]);
-        if let Some(from) = mount_from {
-            scopes.insert(repository_scope(from, false));
-        }
+        let scopes: Scopes = BTreeSet::from([repository_scope(repository, true)]);
         Push {
             endpoint,
             store,
@@ -128,10 +127,17 @@ impl<'a> Push<'a> {
             None => manifest.digest.to_string(),
         };
         self.push_manifest(manifest, target).await?;
+        let blobs = take(&self.blobs);
+        mount::record(
+            self.store,
+            self.endpoint.registry(),
+            self.repository,
+            blobs.iter().map(|b| &b.digest),
+        );
         Ok(PushReport {
             reference: self.reference.with_digest(manifest.digest.clone()),
             digest: manifest.digest.clone(),
-            blobs: take(&self.blobs),
+            blobs,
             manifests: take(&self.manifests),
         })
     }
@@ -231,12 +237,24 @@ impl<'a> Push<'a> {
         headers: Vec<(HeaderName, String)>,
         body: Body,
     ) -> Result<(Response, String), ClientError> {
+        self.request_with(method, url, headers, body, &self.scopes).await
+    }
+
+    /// Sends a request that needs `scopes` rather than the push's own.
+    async fn request_with(
+        &self,
+        method: Method,
+        url: Url,
+        headers: Vec<(HeaderName, String)>,
+        body: Body,
+        scopes: &Scopes,
+    ) -> Result<(Response, String), ClientError> {
         let request = Request {
             method,
             url,
             headers,
             body,
-            scopes: &self.scopes,
+            scopes,
         };
         let response = self.endpoint.send(&request).await?;
         Ok((response, request.describe()))
@@ -361,23 +379,103 @@ impl<'a> Push<'a> {
             .endpoint
             .url(&format!("/v2/{}/blobs/uploads/", self.repository))
             .await?;
-        let mut post = uploads.clone();
-        if let Some(from) = self.mount_from {
-            post.query_pairs_mut()
-                .append_pair("mount", &descriptor.digest.to_string())
-                .append_pair("from", from.as_str());
+        let candidates = mount::candidates(
+            self.store,
+            self.endpoint.registry(),
+            self.repository,
+            self.mount_from,
+            &descriptor.digest,
+        );
+        let mut session = None;
+        for from in &candidates {
+            match self.try_mount(&uploads, &descriptor.digest, from).await? {
+                MountAttempt::Mounted => {
+                    if let Some(opened) = session {
+                        self.cancel(opened).await;
+                    }
+                    return Ok(BlobOutcome::Mounted);
+                }
+                MountAttempt::Refused(opened) => {
+                    if let Some(previous) = session.replace(opened) {
+                        self.cancel(previous).await;
+                    }
+                }
+                MountAttempt::Denied => {}
+            }
         }
-        let (response, _) = self
-            .send_checked(Method::POST, post.clone(), Vec::new(), Body::Empty, Target::Other)
-            .await?;
-        if response.status() == StatusCode::CREATED && self.mount_from.is_some() {
-            return Ok(BlobOutcome::Mounted);
-        }
-        let session = self.endpoint.location(&post, &response)?;
+        let session = match session {
+            Some(session) => session,
+            None => {
+                let (response, _) = self
+                    .send_checked(
+                        Method::POST,
+                        uploads.clone(),
+                        Vec::new(),
+                        Body::Empty,
+                        Target::Other,
+                    )
+                    .await?;
+                self.endpoint.location(&uploads, &response)?
+            }
+        };
         self.progress
             .blob_started(&descriptor.digest, descriptor.size, Direction::Upload);
         self.upload(descriptor, session).await?;
         Ok(BlobOutcome::Uploaded)
+    }
+
+    /// Asks the registry to mount `digest` from `from`, with a token that may pull `from`.
+    async fn try_mount(
+        &self,
+        uploads: &Url,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<MountAttempt, ClientError> {
+        let mut post = uploads.clone();
+        post.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from.as_str());
+        let mut scopes = self.scopes.clone();
+        scopes.insert(repository_scope(from, false));
+        let sent = self
+            .request_with(Method::POST, post.clone(), Vec::new(), Body::Empty, &scopes)
+            .await;
+        let (response, describe) = match sent {
+            Ok(sent) => sent,
+            Err(e @ (ClientError::AuthenticationFailed { .. } | ClientError::Token { .. })) => {
+                tracing::debug!(
+                    "{}: no mount of {digest} from {from}: {e}",
+                    self.endpoint.registry()
+                );
+                return Ok(MountAttempt::Denied);
+            }
+            Err(e) => return Err(e),
+        };
+        match response.status() {
+            StatusCode::CREATED => Ok(MountAttempt::Mounted),
+            StatusCode::ACCEPTED => Ok(MountAttempt::Refused(self.endpoint.location(&post, &response)?)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(MountAttempt::Denied),
+            _ => {
+                self.endpoint
+                    .check(response, &describe, self.repository, Action::Push, Target::Other)
+                    .await?;
+                Err(ClientError::Protocol {
+                    registry: self.endpoint.registry().to_owned(),
+                    request: describe,
+                    reason: "a mount answered neither 201 Created nor 202 Accepted".to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Abandons an upload session the push will not use (the registry would purge it later).
+    async fn cancel(&self, session: Url) {
+        if let Err(e) = self
+            .request(Method::DELETE, session, Vec::new(), Body::Empty)
+            .await
+        {
+            tracing::debug!("{}: cancelling an unused upload: {e}", self.endpoint.registry());
+        }
     }
 
     /// Sends the blob's bytes to an upload session and completes it.
@@ -457,6 +555,16 @@ impl<'a> Push<'a> {
         }
         Ok(())
     }
+}
+
+/// What one mount request came to.
+enum MountAttempt {
+    /// The blob is in the repository now.
+    Mounted,
+    /// The registry did not mount it and opened this upload session instead.
+    Refused(Url),
+    /// The client may not read the source repository (or has no token for it).
+    Denied,
 }
 
 fn take<T>(mutex: &Mutex<Vec<T>>) -> Vec<T> {

@@ -132,9 +132,21 @@ async fn mounts_blobs_from_a_sibling_repository() {
         .unwrap();
     assert_all(&report, BlobOutcome::Mounted);
 
-    // Without a source to mount from, a third repository gets real uploads.
+    // Named no source, a third repository mounts from where the store saw the blobs go.
     let report = client
         .push(&manifest, store, &reference(registry, "apps/other:1"), None)
+        .await
+        .unwrap();
+    assert_all(&report, BlobOutcome::Mounted);
+
+    // A store that never saw them on this registry uploads them.
+    let fresh = TempStore::new();
+    for blob in image_blobs(store, &manifest) {
+        fresh.put(&store.read(&blob.digest).unwrap()).unwrap();
+    }
+    fresh.put(&store.read(&manifest.digest).unwrap()).unwrap();
+    let report = client
+        .push(&manifest, &fresh, &reference(registry, "apps/fresh:1"), None)
         .await
         .unwrap();
     assert_all(&report, BlobOutcome::Uploaded);

@@ -203,8 +203,10 @@ impl ContentStore {
         Ok(digests)
     }
 
-    /// Removes a blob; returns whether it existed.
+    /// Removes a blob (and the record of where it came from); returns whether it existed.
     pub fn remove_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+        self.remove_origins(digest)
+            .map_err(io_error(format!("removing the origins of blob {digest}")))?;
         match fs::remove_file(self.blob_path(digest)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

@@ -51,22 +51,7 @@ impl Secure {
         let (token_key, _) = ca.signing_key("token", "ec");
         let htpasswd = ca.dir().join("htpasswd");
         for (user, password) in USERS {
-            // The lowest bcrypt cost keeps a debug build's logins fast.
-            let mut child = Command::new(rbuild_bin())
-                .args(["htpasswd", "--cost", "4", "--password-stdin", "-f"])
-                .arg(&htpasswd)
-                .arg(user)
-                .stdin(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("run rbuild htpasswd");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(password.as_bytes())
-                .unwrap();
-            assert!(child.wait().unwrap().success(), "rbuild htpasswd {user}");
+            add_user(&htpasswd, user, password);
         }
         let config = format!(
             r#"
@@ -128,6 +113,26 @@ impl Secure {
     fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.host())
     }
+}
+
+/// Adds `user` to the htpasswd file with `rbuild htpasswd`, at the lowest bcrypt cost (which
+/// keeps a debug build's logins fast).
+pub(crate) fn add_user(htpasswd: &Path, user: &str, password: &str) {
+    let mut child = Command::new(rbuild_bin())
+        .args(["htpasswd", "--cost", "4", "--password-stdin", "-f"])
+        .arg(htpasswd)
+        .arg(user)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run rbuild htpasswd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "rbuild htpasswd {user}");
 }
 
 /// The CA in `/etc/docker/certs.d/<host>/ca.crt` while this lives (dockerd reads it per request).

@@ -10,5 +10,6 @@ mod discovery;
 mod faults;
 mod interop;
 mod manifests;
+mod mounts;
 mod operation;
 mod uploads;
