@@ -19,9 +19,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::write_atomic;
 use crate::digest::Digest;
 use crate::name::RepositoryName;
-use crate::store::{ContentStore, StoreError, write_atomic};
+use crate::store::{ContentStore, StoreError};
 
 /// How many repositories are remembered per blob: the newest, since a push tries only a couple.
 pub const MAX_ORIGINS: usize = 4;
