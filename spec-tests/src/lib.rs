@@ -13,4 +13,5 @@ pub mod hostname;
 pub mod images;
 pub mod pki;
 pub mod registry;
+pub mod tmux;
 pub mod tools;

@@ -12,3 +12,4 @@ mod outputs;
 mod run;
 mod self_image;
 mod support;
+mod terminal;
