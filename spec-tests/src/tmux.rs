@@ -53,14 +53,11 @@ impl Tmux {
         }
         // The exit status goes to a file: tmux 3.3 can miss the exit of a command that ends
         // within moments of the server starting, and then never reports the pane's status.
+        // The shell outlives a Ctrl-C to write it (a trap, unlike an ignored signal, is not
+        // inherited by the command).
         let status = tmux.status_file();
-        command.args([
-            "--",
-            "sh",
-            "-c",
-            r#"status=$1; shift; "$@"; echo $? > "$status""#,
-            "sh",
-        ]);
+        let script = r#"trap : INT; status=$1; shift; "$@"; echo $? > "$status""#;
+        command.args(["--", "sh", "-c", script, "sh"]);
         run(command.arg(&status).args(argv));
         Some(tmux)
     }
@@ -98,6 +95,11 @@ impl Tmux {
         run(self
             .cmd()
             .args(["resize-window", "-t", "test", "-x", &x, "-y", &y]));
+    }
+
+    /// Types Ctrl-C.
+    pub fn interrupt(&self) {
+        run(self.cmd().args(["send-keys", "-t", "test", "C-c"]));
     }
 
     /// The screen once `done` holds for it; fails the test with `what` and the last screen

@@ -230,7 +230,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let client = args.store.client()?;
     let builder = Builder::new(store, remote(&args.store)?);
     let runtime = runtime()?;
-    let mut display = display::Display::start(args.progress);
+    let display = display::Display::start(args.progress, runtime.handle());
     let built = runtime.block_on(builder.build(request, display.progress()));
     display.finish();
     let mut output = built?;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rbuild_builder::progress::{Event, Progress, StepLabel};
 
 use terminal::Screen;
+use tokio::runtime::Handle;
 
 /// How to show progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -57,12 +58,12 @@ impl Progress for Plain {
 /// before printing anything else on stderr.
 pub struct Display {
     progress: Arc<dyn Progress>,
-    screen: Option<Screen>,
+    screen: Option<Arc<Screen>>,
 }
 
 impl Display {
-    /// The display for `mode`, started.
-    pub fn start(mode: Mode) -> Display {
+    /// The display for `mode`, started; the live view watches for Ctrl-C on `runtime`.
+    pub fn start(mode: Mode, runtime: &Handle) -> Display {
         let live = match mode {
             Mode::Auto => {
                 std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
@@ -72,7 +73,7 @@ impl Display {
         };
         match live {
             true => {
-                let screen = Screen::start();
+                let screen = Screen::start(runtime);
                 Display {
                     progress: screen.progress(),
                     screen: Some(screen),
@@ -91,8 +92,8 @@ impl Display {
     }
 
     /// Ends the live view, leaving the cursor below it.
-    pub fn finish(&mut self) {
-        if let Some(screen) = &mut self.screen {
+    pub fn finish(&self) {
+        if let Some(screen) = &self.screen {
             screen.finish();
         }
     }

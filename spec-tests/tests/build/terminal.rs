@@ -1,18 +1,18 @@
 //! The live view `rbuild build` draws on a terminal, read from a real one (tmux): one row per
 //! running step with its timer and a window of its last output lines, finished steps
 //! collapsed to one row, a failed step's whole output, rows cut to the terminal's width, a
-//! resize mid-build; and plain lines when stderr is not a terminal.
+//! resize mid-build, Ctrl-C; and plain lines when stderr is not a terminal.
 //!
 //! Nothing waits on a clock: the long step prints its lines and then blocks until the test
-//! creates a file in its cache mount, and the test reads the screen until what it expects is
-//! there (or a deadline passes).
+//! opens a [`Gate`], and the test reads the screen until what it expects is there (or a
+//! deadline passes).
 
 use std::path::Path;
 use std::time::Duration;
 
 use spec_tests::registry::rbuild_bin;
 use spec_tests::tmux::Tmux;
-use spec_tests::tools::output;
+use spec_tests::tools::{output, run};
 use unicode_width::UnicodeWidthStr;
 
 use crate::support::{busybox_store, dockerfile, rbuild};
@@ -20,9 +20,32 @@ use crate::support::{busybox_store, dockerfile, rbuild};
 /// How long a screen may take to show what a test waits for (a loaded CI machine).
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// A build running in a terminal: its store (holding the busybox base), context and terminal.
+struct TerminalBuild {
+    store: tempfile::TempDir,
+    base: String,
+    ctx: tempfile::TempDir,
+    terminal: Tmux,
+}
+
+/// Starts `rbuild build --progress <progress>` in a 100 x 30 terminal, of a context whose
+/// Dockerfile is `text` of the base image's name; `None` when runc or tmux is
+/// missing (outside CI).
+fn start_build(progress: &str, text: impl FnOnce(&str) -> String) -> Option<TerminalBuild> {
+    let (store, base, ctx) = busybox_store()?;
+    dockerfile(ctx.path(), &text(&base));
+    let terminal = build_in_terminal(store.path(), ctx.path(), progress)?;
+    Some(TerminalBuild {
+        store,
+        base,
+        ctx,
+        terminal,
+    })
+}
+
 /// `rbuild build --progress <progress>` of `context` with the store `store`, in a terminal of
-/// `width` x `height`.
-fn build_in_terminal(store: &Path, context: &Path, progress: &str, width: u16, height: u16) -> Option<Tmux> {
+/// 100 x 30.
+fn build_in_terminal(store: &Path, context: &Path, progress: &str) -> Option<Tmux> {
     let bin = rbuild_bin();
     let argv = [
         bin.to_str().expect("a UTF-8 path"),
@@ -35,7 +58,29 @@ fn build_in_terminal(store: &Path, context: &Path, progress: &str, width: u16, h
         ("RBUILD_ROOT", store.to_str().expect("a UTF-8 path")),
         ("RUST_LOG", "warn"),
     ];
-    Tmux::start(&argv, &env, width, height)
+    Tmux::start(&argv, &env, 100, 30)
+}
+
+/// What a step waits for after printing its lines: a file named `go` in its cache mount, a
+/// directory of the store's. Opened when the test is ready, or when dropped, so that a failed
+/// test does not leave the step waiting.
+struct Gate<'a>(&'a Path);
+
+impl Gate<'_> {
+    fn open(&self) {
+        let Ok(mounts) = std::fs::read_dir(self.0.join("cache-mounts")) else {
+            return;
+        };
+        for dir in mounts.flatten().map(|entry| entry.path()).filter(|p| p.is_dir()) {
+            let _ = std::fs::write(dir.join("go"), "");
+        }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        self.open();
+    }
 }
 
 /// Whether `row` is step `number`'s row while it runs: its heading and a timer at the end.
@@ -96,22 +141,21 @@ fn assert_live_window(screen: &[String], width: usize) {
 
 #[test]
 fn live_view_in_a_terminal_collapses_steps_and_survives_a_resize() {
-    let Some((store, base, ctx)) = busybox_store() else {
-        return;
-    };
     let wide = "漢字".repeat(40);
-    dockerfile(
-        ctx.path(),
-        &format!(
+    let Some(TerminalBuild {
+        store, ctx, terminal, ..
+    }) = start_build("tty", |base| {
+        format!(
             "FROM {base}\nRUN echo quick\n\
              RUN --mount=type=cache,id=gate,target=/gate for i in $(seq 1 200); do echo line-$i; done; \
-             touch /gate/printed; until [ -e /gate/go ]; do sleep 0.05; done\n\
+             timeout 300 sh -c 'until [ -e /gate/go ]; do sleep 0.05; done'\n\
              RUN echo {wide}\n"
-        ),
-    );
-    let Some(terminal) = build_in_terminal(store.path(), ctx.path(), "tty", 100, 30) else {
+        )
+    })
+    else {
         return;
     };
+    let gate = Gate(store.path());
 
     let screen = terminal.wait_for("step 2's last line in its window", LIMIT, |screen| {
         screen.iter().any(|row| row == "  │ line-200")
@@ -139,13 +183,7 @@ fn live_view_in_a_terminal_collapses_steps_and_survives_a_resize() {
     });
     assert_live_window(&screen, 60);
 
-    let gate = std::fs::read_dir(store.path().join("cache-mounts"))
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.path())
-        .find(|dir| dir.join("printed").exists())
-        .expect("the step's cache mount holds the file it wrote");
-    std::fs::write(gate.join("go"), "").unwrap();
+    gate.open();
     assert_eq!(terminal.wait_exit(LIMIT), 0, "{}", terminal.history().join("\n"));
 
     let history = terminal.history();
@@ -169,7 +207,7 @@ fn live_view_in_a_terminal_collapses_steps_and_survives_a_resize() {
     );
     assert!(text.contains("built sha256:"), "{text}");
 
-    let Some(again) = build_in_terminal(store.path(), ctx.path(), "tty", 100, 30) else {
+    let Some(again) = build_in_terminal(store.path(), ctx.path(), "tty") else {
         return;
     };
     assert_eq!(again.wait_exit(LIMIT), 0, "{}", again.history().join("\n"));
@@ -186,14 +224,12 @@ fn live_view_in_a_terminal_collapses_steps_and_survives_a_resize() {
 
 #[test]
 fn a_failed_step_prints_all_its_output_and_auto_is_plain_off_a_terminal() {
-    let Some((store, base, ctx)) = busybox_store() else {
-        return;
-    };
-    dockerfile(
-        ctx.path(),
-        &format!("FROM {base}\nRUN echo before\nRUN for i in $(seq 1 200); do echo line-$i; done; exit 3\n"),
-    );
-    let Some(terminal) = build_in_terminal(store.path(), ctx.path(), "auto", 100, 30) else {
+    let Some(TerminalBuild {
+        store, ctx, terminal, ..
+    }) = start_build("auto", |base| {
+        format!("FROM {base}\nRUN echo before\nRUN for i in $(seq 1 200); do echo line-$i; done; exit 3\n")
+    })
+    else {
         return;
     };
     assert_ne!(terminal.wait_exit(LIMIT), 0, "the build fails");
@@ -235,4 +271,47 @@ fn a_failed_step_prints_all_its_output_and_auto_is_plain_off_a_terminal() {
         stderr.contains("#1 CACHED") && stderr.contains("#2 line-200") && !stderr.contains('\x1b'),
         "auto writes plain lines when stderr is not a terminal:\n{stderr}"
     );
+}
+
+#[test]
+fn ctrl_c_finishes_the_view_before_exiting() {
+    let Some(TerminalBuild {
+        store,
+        base,
+        ctx,
+        terminal,
+    }) = start_build("tty", |base| {
+        format!("FROM {base}\nRUN for i in $(seq 1 600); do echo tick-$i; sleep 0.1; done\n")
+    })
+    else {
+        return;
+    };
+    terminal.wait_for("the step's output", LIMIT, |screen| {
+        screen.iter().any(|row| row == "  │ tick-3")
+    });
+    terminal.interrupt();
+    assert_eq!(
+        terminal.wait_exit(LIMIT),
+        130,
+        "{}",
+        terminal.history().join("\n")
+    );
+    let history = terminal.history();
+    let text = history.join("\n");
+    let canceled = step_rows(&history, 1);
+    assert!(
+        canceled.len() == 1 && canceled[0].contains(" CANCELED "),
+        "the running step is one canceled row:\n{text}"
+    );
+    assert!(window_rows(&history).is_empty(), "no output window left:\n{text}");
+    assert!(
+        history.iter().any(|row| row == "interrupted"),
+        "and the cursor below it:\n{text}"
+    );
+
+    // As after any interrupted build, the next one clears what the last one left mounted.
+    dockerfile(ctx.path(), &format!("FROM {base}\nRUN true\n"));
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain"])
+        .arg(ctx.path()));
 }

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rbuild_builder::progress::{Event, Progress};
+use tokio::runtime::Handle;
 
 use super::tree::Tree;
 
@@ -37,22 +38,38 @@ impl Progress for Shared {
 /// The live view, drawing on stderr until [`finish`](Screen::finish)ed.
 pub struct Screen {
     shared: Arc<Shared>,
-    stop: Option<mpsc::Sender<()>>,
-    drawer: Option<JoinHandle<()>>,
+    /// The drawing thread and what stops it; `None` once finished.
+    drawing: Mutex<Option<Drawing>>,
+}
+
+struct Drawing {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
 impl Screen {
-    /// Starts drawing.
-    pub fn start() -> Screen {
+    /// Starts drawing. A Ctrl-C from then on finishes the view before the process ends (with
+    /// status 130, as SIGINT's default action would): otherwise the shell's prompt would land
+    /// on the live rows, where the cursor rests. `runtime` watches for the signal for as long
+    /// as it runs.
+    pub fn start(runtime: &Handle) -> Arc<Screen> {
         let shared = Arc::new(Shared(Mutex::new(Tree::default())));
         let (stop, stopped) = mpsc::channel();
         let tree = shared.clone();
-        let drawer = std::thread::spawn(move || draw(&tree, &stopped));
-        Screen {
+        let thread = std::thread::spawn(move || draw(&tree, &stopped));
+        let screen = Arc::new(Screen {
             shared,
-            stop: Some(stop),
-            drawer: Some(drawer),
-        }
+            drawing: Mutex::new(Some(Drawing { stop, thread })),
+        });
+        let watched = screen.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                watched.finish();
+                eprintln!("interrupted");
+                std::process::exit(130);
+            }
+        });
+        screen
     }
 
     /// Where the builder reports.
@@ -61,11 +78,15 @@ impl Screen {
     }
 
     /// Draws the last frame: what finished is printed, what still runs is printed as
-    /// canceled, and the cursor is left below it all.
-    pub fn finish(&mut self) {
-        drop(self.stop.take());
-        if let Some(drawer) = self.drawer.take() {
-            let _ = drawer.join();
+    /// canceled, and the cursor is left below it all. Returns once that is written, also to
+    /// a second caller.
+    pub fn finish(&self) {
+        let Ok(mut drawing) = self.drawing.lock() else {
+            return;
+        };
+        if let Some(Drawing { stop, thread }) = drawing.take() {
+            drop(stop);
+            let _ = thread.join();
         }
     }
 }
