@@ -222,7 +222,7 @@ impl Tree {
         let windows = share(&wanted, height - rows.len() - steps.len());
         for ((step, title), window) in steps.into_iter().zip(windows) {
             rows.push(title);
-            let tail = step.output.iter().skip(step.output.len() - window);
+            let tail = step.output.range(step.output.len() - window..);
             rows.extend(tail.map(|line| fit(&format!("  │ {line}"), width)));
         }
         rows
