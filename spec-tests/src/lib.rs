@@ -14,4 +14,5 @@ pub mod images;
 pub mod pki;
 pub mod proxy;
 pub mod registry;
+pub mod tmux;
 pub mod tools;

@@ -43,6 +43,9 @@ pub enum Event {
     Missed(StepLabel, String),
     /// A step finished.
     Finished(StepLabel, Duration),
+    /// A step failed after running this long; the build's error says why. A live display
+    /// prints the step's whole output at this point, as only the last lines are in the error.
+    Failed(StepLabel, Duration),
     /// A line of output from a step (RUN).
     Output(StepLabel, String),
 }

@@ -770,6 +770,10 @@ impl Run {
             };
             let outcome = self
                 .run_step(stage, step, &step_id, &mut state, &mut fs_key, done, &mut metrics)
+                .inspect_err(|_| {
+                    self.progress
+                        .event(Event::Failed(label.clone(), started.elapsed()))
+                })
                 .map_err(|e| e.at(&self.dockerfile_name, step.span.start_line, &step.instruction))?;
             match outcome {
                 Outcome::Config => metrics.cache = "none".to_owned(),

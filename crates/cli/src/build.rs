@@ -4,13 +4,11 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export;
-use rbuild_builder::progress::Progress;
 use rbuild_builder::solver::{BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
@@ -231,9 +229,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let client = args.store.client()?;
     let builder = Builder::new(store, remote(&args.store)?);
-    let progress: Arc<dyn Progress> = Arc::from(display::for_mode(args.progress));
     let runtime = runtime()?;
-    let mut output = runtime.block_on(builder.build(request, progress))?;
+    let display = display::Display::start(args.progress, runtime.handle());
+    let built = runtime.block_on(builder.build(request, display.progress()));
+    display.finish();
+    let mut output = built?;
     let content = &builder.store().content;
     // Cache hits may bring layers an earlier build kept uncompressed.
     if !outputs.is_empty() {

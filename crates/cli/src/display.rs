@@ -1,18 +1,24 @@
-//! The build display: a live view of running steps on a terminal (indicatif), or plain
-//! BuildKit-style lines in CI and logs (`--progress=plain`, or when stderr is not a tty).
+//! The build display: BuildKit's live view of running steps on a terminal, or its plain lines
+//! in CI and logs (`--progress=plain`, or when stderr, where both are written, is not a
+//! terminal).
 
-use std::collections::HashMap;
+mod terminal;
+mod text;
+mod tree;
+
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::Arc;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rbuild_builder::progress::{Event, Progress, StepLabel};
+
+use terminal::Screen;
+use tokio::runtime::Handle;
 
 /// How to show progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// A live view on a terminal, plain lines otherwise.
+    /// The live view when stderr is a terminal (and TERM is not `dumb`), plain lines
+    /// otherwise.
     Auto,
     /// Always the live view.
     Tty,
@@ -20,6 +26,7 @@ pub enum Mode {
     Plain,
 }
 
+/// `#3 [stage 2/5] RUN make`: a step as both displays name it.
 fn heading(label: &StepLabel) -> String {
     format!(
         "#{} [{} {}/{}] {}",
@@ -40,83 +47,60 @@ impl Progress for Plain {
             Event::Missed(label, reason) => format!("#{} cache miss: {reason}", label.number),
             Event::Finished(label, took) => format!("#{} DONE {:.1}s", label.number, took.as_secs_f64()),
             Event::Output(label, text) => format!("#{} {text}", label.number),
+            // The build's error follows, naming the step.
+            Event::Failed(..) => return,
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 }
 
-/// One spinner per running step; finished steps stay as a line saying what happened.
-struct Live {
-    bars: MultiProgress,
-    running: Mutex<HashMap<usize, ProgressBar>>,
-    notes: Mutex<HashMap<usize, String>>,
+/// The display a build reports to; [`finish`](Display::finish) it when the build returns,
+/// before printing anything else on stderr.
+pub struct Display {
+    progress: Arc<dyn Progress>,
+    screen: Option<Arc<Screen>>,
 }
 
-impl Progress for Live {
-    fn event(&self, event: Event) {
-        match event {
-            Event::Resolving { reference } => {
-                let _ = self.bars.println(format!("  resolving {reference}"));
+impl Display {
+    /// The display for `mode`, started; the live view watches for Ctrl-C on `runtime`.
+    pub fn start(mode: Mode, runtime: &Handle) -> Display {
+        let live = match mode {
+            Mode::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
             }
-            Event::Resolved { .. } => {}
-            Event::Started(label) => {
-                let bar = self.bars.add(ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                bar.set_message(heading(&label));
-                bar.enable_steady_tick(Duration::from_millis(100));
-                if let Ok(mut running) = self.running.lock() {
-                    running.insert(label.number, bar);
+            Mode::Tty => true,
+            Mode::Plain => false,
+        };
+        match live {
+            true => {
+                let screen = Screen::start(runtime);
+                Display {
+                    progress: screen.progress(),
+                    screen: Some(screen),
                 }
             }
-            Event::Cached(label) => {
-                if let Ok(mut notes) = self.notes.lock() {
-                    notes.insert(label.number, "CACHED".to_owned());
-                }
-            }
-            Event::Missed(label, reason) => {
-                if let Ok(mut notes) = self.notes.lock() {
-                    notes.insert(label.number, format!("miss: {reason}"));
-                }
-            }
-            Event::Output(label, text) => {
-                let _ = self.bars.println(format!("#{} {text}", label.number));
-            }
-            Event::Finished(label, took) => {
-                let note = self
-                    .notes
-                    .lock()
-                    .ok()
-                    .and_then(|mut n| n.remove(&label.number))
-                    .unwrap_or_default();
-                if let Some(bar) = self.running.lock().ok().and_then(|mut r| r.remove(&label.number)) {
-                    bar.finish_and_clear();
-                    self.bars.remove(&bar);
-                }
-                let _ = self
-                    .bars
-                    .println(format!("✓ {} {:.1}s {note}", heading(&label), took.as_secs_f64()));
-            }
+            false => Display {
+                progress: Arc::new(Plain),
+                screen: None,
+            },
+        }
+    }
+
+    /// Where the builder reports.
+    pub fn progress(&self) -> Arc<dyn Progress> {
+        self.progress.clone()
+    }
+
+    /// Ends the live view, leaving the cursor below it.
+    pub fn finish(&self) {
+        if let Some(screen) = &self.screen {
+            screen.finish();
         }
     }
 }
 
-/// The display for `mode`.
-pub fn for_mode(mode: Mode) -> Box<dyn Progress> {
-    let live = match mode {
-        Mode::Auto => std::io::stderr().is_terminal(),
-        Mode::Tty => true,
-        Mode::Plain => false,
-    };
-    if live {
-        Box::new(Live {
-            bars: MultiProgress::new(),
-            running: Mutex::new(HashMap::new()),
-            notes: Mutex::new(HashMap::new()),
-        })
-    } else {
-        Box::new(Plain)
+impl Drop for Display {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

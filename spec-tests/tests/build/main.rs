@@ -13,3 +13,4 @@ mod outputs;
 mod run;
 mod self_image;
 mod support;
+mod terminal;

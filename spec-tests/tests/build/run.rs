@@ -6,11 +6,7 @@ use std::process::Command;
 
 use spec_tests::tools::{output, run};
 
-use crate::support::{build_to_layout, busybox_context, rbuild, rbuild_busybox};
-
-fn dockerfile(dir: &Path, text: &str) {
-    std::fs::write(dir.join("Dockerfile"), text).unwrap();
-}
+use crate::support::{build_to_layout, busybox_context, busybox_store, dockerfile, rbuild, runc_available};
 
 /// Every file under `dir`, read as bytes, and whether `needle` appears in any of them (layers
 /// are searched decompressed).
@@ -48,25 +44,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-fn runc_available() -> bool {
-    spec_tests::tools::require(
-        "runc",
-        spec_tests::tools::which("runc").is_some(),
-        "apt-get install runc",
-    )
-}
-
-/// A store holding the busybox base rbuild built, its name, and an empty context; `None`
-/// when runc is missing (outside CI, which fails instead).
-fn busybox_store() -> Option<(tempfile::TempDir, String, tempfile::TempDir)> {
-    if !runc_available() {
-        return None;
-    }
-    let store = tempfile::tempdir().unwrap();
-    let base = rbuild_busybox(store.path());
-    Some((store, base, tempfile::tempdir().unwrap()))
 }
 
 #[test]

@@ -99,3 +99,28 @@ pub fn rbuild_busybox(store: &Path) -> String {
         .arg(context.path()));
     name
 }
+
+/// Writes `text` as `dir`'s Dockerfile.
+pub fn dockerfile(dir: &Path, text: &str) {
+    std::fs::write(dir.join("Dockerfile"), text).unwrap();
+}
+
+/// Whether runc is there to run RUN steps (in CI it must be).
+pub fn runc_available() -> bool {
+    spec_tests::tools::require(
+        "runc",
+        spec_tests::tools::which("runc").is_some(),
+        "apt-get install runc",
+    )
+}
+
+/// A store holding the busybox base rbuild built, its name, and an empty context; `None`
+/// when runc is missing (outside CI, which fails instead).
+pub fn busybox_store() -> Option<(tempfile::TempDir, String, tempfile::TempDir)> {
+    if !runc_available() {
+        return None;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let base = rbuild_busybox(store.path());
+    Some((store, base, tempfile::tempdir().unwrap()))
+}
