@@ -475,7 +475,11 @@ impl Runtime {
             for stream in streams {
                 let tail = tail.clone();
                 scope.spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    // Split on bytes: a program may print anything, and one line that is not
+                    // UTF-8 must not end the step's output for every view and the error's tail.
+                    for bytes in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                        let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
+                        let line = String::from_utf8_lossy(bytes).into_owned();
                         output(&line);
                         if let Ok(mut tail) = tail.lock() {
                             tail.push_back(line);

@@ -116,6 +116,27 @@ fn failures_carry_the_exit_code_and_output() {
 }
 
 #[test]
+fn output_that_is_not_utf8_does_not_end_the_output() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    busybox_layer(&layer);
+    let runtime = Runtime::new(&tmp.path().join("runtime"), None).unwrap();
+    let err = runtime
+        .run(
+            &spec(vec![layer], "printf 'caf\\351\\r\\nafter\\n'; exit 1"),
+            &|_| {},
+        )
+        .unwrap_err();
+    match err {
+        RunError::Failed { tail, .. } => assert_eq!(tail, ["caf\u{fffd}", "after"]),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
 fn mounts_and_users() {
     if !available() {
         return;
