@@ -61,6 +61,14 @@ pub enum BuildError {
     /// A base image or other input could not be fetched.
     #[error("{0}")]
     Fetch(String),
+    /// Pushing the image to a registry failed.
+    #[error("pushing {reference}: {source}")]
+    Push {
+        /// The reference pushed to.
+        reference: String,
+        /// Why.
+        source: Box<rbuild_client::ClientError>,
+    },
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] rbuild_oci::StoreError),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use rbuild_builder::exec::SecretSource;
-use rbuild_builder::export;
+use rbuild_builder::export::{self, Output, export};
 use rbuild_builder::solver::{BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
@@ -95,13 +95,6 @@ fn parse_build_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// One `--output`.
-enum Output {
-    Registry,
-    Oci(PathBuf),
-    Docker(PathBuf),
-}
-
 fn parse_output(spec: &str) -> anyhow::Result<Output> {
     let fields: BTreeMap<&str, &str> = spec.split(',').filter_map(|kv| kv.split_once('=')).collect();
     let dest = || -> anyhow::Result<PathBuf> {
@@ -112,8 +105,14 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     };
     match fields.get("type").copied() {
         Some("registry") | Some("image") => Ok(Output::Registry),
-        Some("oci") => Ok(Output::Oci(dest()?)),
-        Some("docker") | Some("tar") => Ok(Output::Docker(dest()?)),
+        Some("oci") => {
+            let dest = dest()?;
+            Ok(match dest.extension().is_some_and(|e| e == "tar") {
+                true => Output::OciTar(dest),
+                false => Output::OciDir(dest),
+            })
+        }
+        Some("docker") | Some("tar") => Ok(Output::DockerArchive(dest()?)),
         other => bail!("--output {spec}: unknown type {other:?}; use registry, oci or docker"),
     }
 }
@@ -234,49 +233,33 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let built = runtime.block_on(builder.build(request, display.progress()));
     display.finish();
     let mut output = built?;
-    let content = &builder.store().content;
-    // Cache hits may bring layers an earlier build kept uncompressed.
-    if !outputs.is_empty() {
-        let options = LayerOptions {
-            compression: shipped,
-            ..LayerOptions::default()
-        };
-        output.image = export::compressed(builder.store(), &output.image.manifest, &options)?;
-        output.metrics.image = output.image.manifest.digest.to_string();
-    }
-    let image = &output.image;
-
-    let tag_names: Vec<String> = tags.iter().map(export::familiar_name).collect();
+    // Cache hits may bring layers an earlier build kept uncompressed: export compresses them.
+    let layers = LayerOptions {
+        compression: shipped,
+        ..LayerOptions::default()
+    };
+    let exported = runtime.block_on(export(
+        builder.store(),
+        &client,
+        &output.image.manifest,
+        &tags,
+        &outputs,
+        &layers,
+    ))?;
+    output.metrics.image = exported.manifest.digest.to_string();
     for tag in &tags {
-        content.set_ref(&tag.to_string(), &image.manifest)?;
+        builder
+            .store()
+            .content
+            .set_ref(&tag.to_string(), &exported.manifest)?;
     }
-    for out in &outputs {
-        match out {
-            Output::Oci(dest) if dest.extension().is_some_and(|e| e == "tar") => {
-                let file =
-                    std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-                export::write_tar(content, image, &tag_names, false, std::io::BufWriter::new(file))?;
-            }
-            Output::Oci(dest) => export::write_oci_dir(content, image, &tag_names, dest)?,
-            Output::Docker(dest) => {
-                let file =
-                    std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-                export::write_tar(content, image, &tag_names, true, std::io::BufWriter::new(file))?;
-            }
-            Output::Registry => {
-                for tag in &tags {
-                    let report = runtime
-                        .block_on(client.push(&image.manifest, content, tag, None))
-                        .with_context(|| format!("pushing {tag}"))?;
-                    eprintln!(
-                        "pushed {} ({} bytes uploaded, {} blobs already there)",
-                        report.reference,
-                        report.bytes_uploaded(),
-                        report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
-                    );
-                }
-            }
-        }
+    for report in &exported.pushed {
+        eprintln!(
+            "pushed {} ({} bytes uploaded, {} blobs already there)",
+            report.reference,
+            report.bytes_uploaded(),
+            report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
+        );
     }
     if let Some(path) = &args.metrics_file {
         let json = serde_json::to_vec_pretty(&output.metrics)?;
@@ -286,10 +269,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     let m = &output.metrics;
+    let tag_names: Vec<String> = tags.iter().map(export::familiar_name).collect();
     let _ = writeln!(
         std::io::stderr(),
         "built {} in {:.2}s: {} cached, {} built{}",
-        image.manifest.digest,
+        exported.manifest.digest,
         m.duration_ms / 1000.0,
         m.cache_hits,
         m.cache_misses,
@@ -299,6 +283,6 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             format!(" ({})", tag_names.join(", "))
         }
     );
-    println!("{}", image.manifest.digest);
+    println!("{}", exported.manifest.digest);
     Ok(ExitCode::SUCCESS)
 }

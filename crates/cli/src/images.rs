@@ -4,13 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use rbuild_builder::export;
-use rbuild_builder::store::LocalStore;
+use rbuild_builder::export::{Output, export};
 use rbuild_layer::LayerOptions;
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::ImageManifest;
 use rbuild_oci::store::REF_NAME;
-use rbuild_oci::{ContentStore, Descriptor, Digest, media_type};
+use rbuild_oci::{ContentStore, Descriptor, Digest};
 
 use crate::args::CompressionArgs;
 use crate::store::{StoreArgs, reference, runtime};
@@ -135,33 +134,28 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let client = args.store.client()?;
     let image_ref = reference(&args.image)?;
     let descriptor = named(store, &args.image)?;
-    let options = LayerOptions {
+    let layers = LayerOptions {
         compression: args.compression.shipped(),
         ..LayerOptions::default()
     };
-    let descriptor = compressed(&local, descriptor, &options)?;
-    let report = runtime()?.block_on(client.push(&descriptor, store, &image_ref, None))?;
-    eprintln!(
-        "pushed {} ({} bytes uploaded)",
-        report.reference,
-        report.bytes_uploaded()
-    );
-    println!("{}", report.reference);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The image `descriptor` names, with the layers a build kept uncompressed (it only tagged
-/// the image) compressed as `options` say to leave the store. Indexes and foreign manifests
-/// go as they are.
-fn compressed(
-    local: &LocalStore,
-    descriptor: Descriptor,
-    options: &LayerOptions,
-) -> anyhow::Result<Descriptor> {
-    if descriptor.media_type != media_type::OCI_MANIFEST {
-        return Ok(descriptor);
+    let outputs = [Output::Registry];
+    let exported = runtime()?.block_on(export(
+        &local,
+        &client,
+        &descriptor,
+        std::slice::from_ref(&image_ref),
+        &outputs,
+        &layers,
+    ))?;
+    for report in &exported.pushed {
+        eprintln!(
+            "pushed {} ({} bytes uploaded)",
+            report.reference,
+            report.bytes_uploaded()
+        );
+        println!("{}", report.reference);
     }
-    Ok(export::compressed(local, &descriptor, options)?.manifest)
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {

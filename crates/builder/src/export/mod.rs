@@ -1,18 +1,20 @@
-//! Turning a built stage into an image, and writing images out: the local store, an OCI
-//! image layout (directory or tar), and a docker-archive tar that `docker load` accepts.
+//! Turning a built stage into an image, and sending images where they go: [`export`] takes
+//! an [`Output`] list — a registry, an OCI image layout (directory or tar), a docker-archive
+//! tar that `docker load` accepts ([`archive`]) — and the local store keeps every image.
 //!
 //! A build whose image stays in the local store keeps its layers uncompressed, as docker's
 //! image store does: nothing reads them compressed there, and compressing is most of what a
 //! cold build costs. An image leaving the store (a push, an `--output`) is first made
 //! [`compressed`]; each layer is compressed once and remembered.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::Path;
+pub mod archive;
 
+use std::io;
+use std::path::PathBuf;
+
+use rbuild_client::{Client, PushReport};
 use rbuild_layer::{LayerOptions, compress_layer};
-use rbuild_oci::manifest::{ImageIndex, ImageManifest};
-use rbuild_oci::store::REF_NAME;
+use rbuild_oci::manifest::ImageManifest;
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, media_type};
 
 use crate::error::{BuildError, Result};
@@ -130,116 +132,92 @@ pub fn familiar_name(reference: &Reference) -> String {
         .to_owned()
 }
 
-/// The blobs an image consists of (manifest, config, layers), each once.
-fn image_blobs(image: &Image) -> Vec<Digest> {
-    let mut blobs = vec![image.manifest.digest.clone(), image.config.clone()];
-    for layer in &image.layers {
-        if !blobs.contains(&layer.digest) {
-            blobs.push(layer.digest.clone());
-        }
-    }
-    blobs
+/// Where an image goes besides the local store (`--push`, `--output`). No output at all means
+/// the local store only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Pushed to the registry of each tag.
+    Registry,
+    /// An OCI image layout directory.
+    OciDir(PathBuf),
+    /// An OCI image layout as one tar file.
+    OciTar(PathBuf),
+    /// A tar that `docker load` reads (and, being an OCI layout too, skopeo's `oci-archive:`).
+    DockerArchive(PathBuf),
 }
 
-/// Writes an OCI image layout directory holding the image, named by `tags`.
-pub fn write_oci_dir(store: &ContentStore, image: &Image, tags: &[String], dest: &Path) -> Result<()> {
-    let out = ContentStore::open(dest)?;
-    for digest in image_blobs(image) {
-        let target = out.blob_path(&digest);
-        if target.exists() {
-            continue;
-        }
-        let source = store.blob_path(&digest);
-        fs::hard_link(&source, &target)
-            .or_else(|_| fs::copy(&source, &target).map(drop))
-            .map_err(|e| BuildError::io(format!("writing {}", target.display()), e))?;
-    }
-    if tags.is_empty() {
-        out.set_ref("latest", &image.manifest)?;
-    }
-    for tag in tags {
-        out.set_ref(tag, &image.manifest)?;
-    }
-    Ok(())
+/// What [`export`] did.
+#[derive(Debug)]
+pub struct Exported {
+    /// The manifest that left the store: with its layers compressed when any output took it.
+    pub manifest: Descriptor,
+    /// One report per tag pushed, in the order of the tags.
+    pub pushed: Vec<PushReport>,
 }
 
-fn append_bytes(builder: &mut tar::Builder<impl Write>, path: &str, bytes: &[u8]) -> io::Result<()> {
-    let mut header = tar::Header::new_ustar();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, path, bytes)
-}
-
-fn append_blob(
-    builder: &mut tar::Builder<impl Write>,
-    store: &ContentStore,
-    digest: &Digest,
-) -> io::Result<()> {
-    let source = store.blob_path(digest);
-    let mut file = File::open(&source)?;
-    let mut header = tar::Header::new_ustar();
-    header.set_size(file.metadata()?.len());
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), &mut file)
-}
-
-fn layout_index(image: &Image, tags: &[String]) -> ImageIndex {
-    let names: Vec<String> = if tags.is_empty() {
-        vec!["latest".to_owned()]
-    } else {
-        tags.to_vec()
+/// Sends the image or index `manifest` names to every output, named by `tags`. An image that
+/// goes anywhere is first [`compressed`] as `layers` says (an index goes as it is); archives
+/// hold images, not indexes.
+pub async fn export(
+    store: &LocalStore,
+    client: &Client,
+    manifest: &Descriptor,
+    tags: &[Reference],
+    outputs: &[Output],
+    layers: &LayerOptions,
+) -> Result<Exported> {
+    let manifest = match outputs.is_empty() || manifest.media_type != media_type::OCI_MANIFEST {
+        true => manifest.clone(),
+        false => compressed(store, manifest, layers)?.manifest,
     };
-    ImageIndex {
-        schema_version: 2,
-        media_type: Some(media_type::OCI_INDEX.to_owned()),
-        artifact_type: None,
-        manifests: names
-            .into_iter()
-            .map(|name| {
-                let mut d = image.manifest.clone();
-                d.annotations.insert(REF_NAME.to_owned(), name);
-                d
-            })
-            .collect(),
-        subject: None,
-        annotations: Default::default(),
+    let names: Vec<String> = tags.iter().map(familiar_name).collect();
+    let content = &store.content;
+    let mut pushed = Vec::new();
+    for output in outputs {
+        match output {
+            Output::Registry => {
+                for tag in tags {
+                    let report = client
+                        .push(&manifest, content, tag, None)
+                        .await
+                        .map_err(|source| BuildError::Push {
+                            reference: tag.to_string(),
+                            source: Box::new(source),
+                        })?;
+                    pushed.push(report);
+                }
+            }
+            Output::OciDir(dest) => {
+                archive::write_oci_dir(content, &stored_image(content, &manifest)?, &names, dest)?
+            }
+            Output::OciTar(dest) => archive::write_tar_file(
+                content,
+                &stored_image(content, &manifest)?,
+                &names,
+                archive::Format::Oci,
+                dest,
+            )?,
+            Output::DockerArchive(dest) => archive::write_tar_file(
+                content,
+                &stored_image(content, &manifest)?,
+                &names,
+                archive::Format::Docker,
+                dest,
+            )?,
+        }
     }
+    Ok(Exported { manifest, pushed })
 }
 
-fn json(value: &impl serde::Serialize) -> io::Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(io::Error::other)
-}
-
-/// Writes the image as a tar. `docker` adds docker's `manifest.json` (what `docker load`
-/// reads) beside the OCI layout, so the same file also works as an OCI archive.
-pub fn write_tar(
-    store: &ContentStore,
-    image: &Image,
-    tags: &[String],
-    docker: bool,
-    out: impl Write,
-) -> Result<()> {
-    let mut builder = tar::Builder::new(out);
-    let context = "writing image archive";
-    let result = (|| -> io::Result<()> {
-        append_bytes(&mut builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        append_bytes(&mut builder, "index.json", &json(&layout_index(image, tags))?)?;
-        if docker {
-            let manifest = serde_json::json!([{
-                "Config": format!("blobs/sha256/{}", image.config.hex()),
-                "RepoTags": tags,
-                "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
-            }]);
-            append_bytes(&mut builder, "manifest.json", &json(&manifest)?)?;
-        }
-        for digest in image_blobs(image) {
-            append_blob(&mut builder, store, &digest)?;
-        }
-        builder.finish()
-    })();
-    result.map_err(|e| BuildError::io(context, e))
+/// The image a stored image manifest describes.
+fn stored_image(content: &ContentStore, manifest: &Descriptor) -> Result<Image> {
+    if !media_type::is_image_manifest(&manifest.media_type) {
+        return Err(BuildError::Unsupported(format!(
+            "{} is a {}: only an image can be written to an archive",
+            manifest.digest, manifest.media_type
+        )));
+    }
+    let parsed: ImageManifest = serde_json::from_slice(&content.read(&manifest.digest)?)
+        .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", manifest.digest)))?;
+    Ok(image_of(manifest.clone(), parsed))
 }

@@ -1,0 +1,149 @@
+//! Images as files: an OCI image layout directory, and a tar of one — which, with docker's
+//! `manifest.json` beside the layout, is also what `docker load` reads.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+use rbuild_oci::manifest::ImageIndex;
+use rbuild_oci::store::REF_NAME;
+use rbuild_oci::{ContentStore, Digest, media_type};
+
+use super::Image;
+use crate::error::{BuildError, Result};
+
+/// What an image tar holds besides the OCI layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The OCI layout alone.
+    Oci,
+    /// The OCI layout and docker's `manifest.json`.
+    Docker,
+}
+
+/// The blobs an image consists of (manifest, config, layers), each once.
+fn image_blobs(image: &Image) -> Vec<Digest> {
+    let mut blobs = vec![image.manifest.digest.clone(), image.config.clone()];
+    for layer in &image.layers {
+        if !blobs.contains(&layer.digest) {
+            blobs.push(layer.digest.clone());
+        }
+    }
+    blobs
+}
+
+/// Writes an OCI image layout directory holding the image, named by `tags`.
+pub fn write_oci_dir(store: &ContentStore, image: &Image, tags: &[String], dest: &Path) -> Result<()> {
+    let out = ContentStore::open(dest)?;
+    for digest in image_blobs(image) {
+        let target = out.blob_path(&digest);
+        if target.exists() {
+            continue;
+        }
+        let source = store.blob_path(&digest);
+        fs::hard_link(&source, &target)
+            .or_else(|_| fs::copy(&source, &target).map(drop))
+            .map_err(|e| BuildError::io(format!("writing {}", target.display()), e))?;
+    }
+    if tags.is_empty() {
+        out.set_ref("latest", &image.manifest)?;
+    }
+    for tag in tags {
+        out.set_ref(tag, &image.manifest)?;
+    }
+    Ok(())
+}
+
+fn append_bytes(builder: &mut tar::Builder<impl Write>, path: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, path, bytes)
+}
+
+fn append_blob(
+    builder: &mut tar::Builder<impl Write>,
+    store: &ContentStore,
+    digest: &Digest,
+) -> io::Result<()> {
+    let source = store.blob_path(digest);
+    let mut file = File::open(&source)?;
+    let mut header = tar::Header::new_ustar();
+    header.set_size(file.metadata()?.len());
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), &mut file)
+}
+
+fn layout_index(image: &Image, tags: &[String]) -> ImageIndex {
+    let names: Vec<String> = if tags.is_empty() {
+        vec!["latest".to_owned()]
+    } else {
+        tags.to_vec()
+    };
+    ImageIndex {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.to_owned()),
+        artifact_type: None,
+        manifests: names
+            .into_iter()
+            .map(|name| {
+                let mut d = image.manifest.clone();
+                d.annotations.insert(REF_NAME.to_owned(), name);
+                d
+            })
+            .collect(),
+        subject: None,
+        annotations: Default::default(),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(io::Error::other)
+}
+
+/// Writes the image as a tar file at `dest`.
+pub fn write_tar_file(
+    store: &ContentStore,
+    image: &Image,
+    tags: &[String],
+    format: Format,
+    dest: &Path,
+) -> Result<()> {
+    let writing = |e| BuildError::io(format!("writing {}", dest.display()), e);
+    let mut out = io::BufWriter::new(File::create(dest).map_err(writing)?);
+    write_tar(store, image, tags, format, &mut out)?;
+    out.flush().map_err(writing)
+}
+
+/// Writes the image as a tar to `out`, in `format`.
+pub fn write_tar(
+    store: &ContentStore,
+    image: &Image,
+    tags: &[String],
+    format: Format,
+    out: impl Write,
+) -> Result<()> {
+    let mut builder = tar::Builder::new(out);
+    let context = "writing image archive";
+    let result = (|| -> io::Result<()> {
+        append_bytes(&mut builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        append_bytes(&mut builder, "index.json", &json(&layout_index(image, tags))?)?;
+        if format == Format::Docker {
+            let manifest = serde_json::json!([{
+                "Config": format!("blobs/sha256/{}", image.config.hex()),
+                "RepoTags": tags,
+                "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
+            }]);
+            append_bytes(&mut builder, "manifest.json", &json(&manifest)?)?;
+        }
+        for digest in image_blobs(image) {
+            append_blob(&mut builder, store, &digest)?;
+        }
+        builder.finish()
+    })();
+    result.map_err(|e| BuildError::io(context, e))
+}
