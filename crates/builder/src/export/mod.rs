@@ -190,20 +190,14 @@ pub async fn export(
             Output::OciDir(dest) => {
                 archive::write_oci_dir(content, &stored_image(content, &manifest)?, &names, dest)?
             }
-            Output::OciTar(dest) => archive::write_tar_file(
-                content,
-                &stored_image(content, &manifest)?,
-                &names,
-                archive::Format::Oci,
-                dest,
-            )?,
-            Output::DockerArchive(dest) => archive::write_tar_file(
-                content,
-                &stored_image(content, &manifest)?,
-                &names,
-                archive::Format::Docker,
-                dest,
-            )?,
+            Output::OciTar(dest) | Output::DockerArchive(dest) => {
+                let format = match output {
+                    Output::DockerArchive(_) => archive::Format::Docker,
+                    _ => archive::Format::Oci,
+                };
+                let image = stored_image(content, &manifest)?;
+                archive::write_tar_file(content, &image, &names, format, dest)?
+            }
         }
     }
     Ok(Exported { manifest, pushed })
