@@ -19,10 +19,18 @@ use serde_json::Value;
 ///
 /// Only object members are dropped: a `null` inside an array stays and is an error where `T`
 /// wants a string (Go's encoder never writes one there).
+///
+/// Whatever `serde_json` reads as `T` directly is read, to the same value: serde_json checks
+/// the UTF-8 of the strings it keeps but not of those it skips, so a document with invalid
+/// UTF-8 in a member `T` ignores is not a [`Value`], and is read as `T` directly instead.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
-    let mut value: Value = serde_json::from_slice(bytes)?;
-    drop_nulls(&mut value);
-    serde_json::from_value(value)
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(mut value) => {
+            drop_nulls(&mut value);
+            serde_json::from_value(value)
+        }
+        Err(not_a_value) => serde_json::from_slice(bytes).map_err(|_| not_a_value),
+    }
 }
 
 /// Removes every object member whose value is `null`. The recursion is as deep as the document,
@@ -92,6 +100,17 @@ mod tests {
     #[test]
     fn a_null_array_element_is_still_an_error() {
         assert!(from_slice::<Inner>(br#"{"list":[null]}"#).is_err());
+    }
+
+    /// Found by the `documents` fuzz target: `serde_json` skips an unknown member without
+    /// checking its UTF-8, so such a document read before and must still read.
+    #[test]
+    fn invalid_utf8_in_an_ignored_member_reads_as_before() {
+        let bytes = b"{\"required\":3,\"unknown\":{\"U\x97er\":\"\x97\"}}";
+        assert!(serde_json::from_slice::<Value>(bytes).is_err());
+        assert_eq!(from_slice::<Outer>(bytes).unwrap().required, 3);
+        let err = from_slice::<Outer>(b"{\"required\":\"\x97\"}").unwrap_err();
+        assert!(err.to_string().contains("invalid unicode code point"), "{err}");
     }
 
     #[test]
