@@ -79,7 +79,9 @@ pub struct AccessEntry {
     pub kind: String,
     /// The repository name, or `catalog`.
     pub name: String,
-    /// `pull`, `push`, `delete`, `*`.
+    /// `pull`, `push`, `delete`, `*`. Go token servers leave it out (or `null`) when the scope
+    /// was granted nothing.
+    #[serde(default)]
     pub actions: Vec<String>,
 }
 
@@ -611,6 +613,25 @@ mod tests {
         );
         for garbage in ["", "a.b", "a.b.c.d", "!!.!!.!!", &format!("{token}x.y")] {
             assert!(verify(garbage, &keys, &expect(900)).is_err(), "{garbage}");
+        }
+    }
+
+    /// Go token servers write an empty list as `null` (distribution's `"actions": null` for a
+    /// scope granted nothing); such a token reads as with the member absent.
+    #[test]
+    fn null_members_are_absent() {
+        let signer = Signer::generate().unwrap();
+        let header = r#"{"alg":"ES256","typ":"JWT","kid":null,"crit":null}"#;
+        for access in ["null", r#"[{"type":"repository","name":"a/b","actions":null}]"#] {
+            let payload = format!(
+                r#"{{"iss":"issuer","sub":null,"aud":"svc","exp":1000,"nbf":null,"iat":null,"jti":null,"access":{access}}}"#
+            );
+            let message = format!("{}.{}", B64.encode(header), B64.encode(&payload));
+            let signature = signer.pair.sign(&signer.rng, message.as_bytes()).unwrap();
+            let token = format!("{message}.{}", B64.encode(signature.as_ref()));
+            let claims = verify(&token, &[signer.verify_key()], &expect(900)).unwrap();
+            assert_eq!(claims.sub, "");
+            assert!(claims.access.iter().all(|a| a.actions.is_empty()), "{access}");
         }
     }
 
