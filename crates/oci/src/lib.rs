@@ -20,6 +20,7 @@
 pub mod atomic;
 pub mod config;
 pub mod digest;
+pub mod json;
 pub mod manifest;
 pub mod media_type;
 pub mod name;

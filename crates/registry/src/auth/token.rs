@@ -79,7 +79,9 @@ pub struct AccessEntry {
     pub kind: String,
     /// The repository name, or `catalog`.
     pub name: String,
-    /// `pull`, `push`, `delete`, `*`.
+    /// `pull`, `push`, `delete`, `*`. Go token servers leave it out (or `null`) when the scope
+    /// was granted nothing.
+    #[serde(default)]
     pub actions: Vec<String>,
 }
 
@@ -219,8 +221,8 @@ impl VerifyKey {
         }
         let bytes = read_key_file(path)?;
         let key_error = key_error(path);
-        let jwks: Jwks =
-            serde_json::from_slice(&bytes).map_err(|e| key_error(format!("not a JWKS document: {e}")))?;
+        let jwks: Jwks = rbuild_oci::json::from_slice(&bytes)
+            .map_err(|e| key_error(format!("not a JWKS document: {e}")))?;
         let field = |value: &Option<String>, name: &str, kid: &Option<String>| {
             let text = value
                 .as_deref()
@@ -403,8 +405,8 @@ pub fn verify(token: &str, keys: &[VerifyKey], expect: &Expect<'_>) -> Result<Cl
     let header_bytes = B64
         .decode(header_b64)
         .map_err(|_| TokenError::Malformed("header is not base64url"))?;
-    let header: Header =
-        serde_json::from_slice(&header_bytes).map_err(|_| TokenError::Malformed("header is not JSON"))?;
+    let header: Header = rbuild_oci::json::from_slice(&header_bytes)
+        .map_err(|_| TokenError::Malformed("header is not JSON"))?;
     if header.crit.is_some() {
         return Err(TokenError::Critical);
     }
@@ -436,8 +438,8 @@ pub fn verify(token: &str, keys: &[VerifyKey], expect: &Expect<'_>) -> Result<Cl
     let payload = B64
         .decode(payload_b64)
         .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
-    let claims: Claims =
-        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed("claims are not as expected"))?;
+    let claims: Claims = rbuild_oci::json::from_slice(&payload)
+        .map_err(|_| TokenError::Malformed("claims are not as expected"))?;
     if claims.exp.saturating_add(expect.leeway) < expect.now {
         return Err(TokenError::Expired);
     }
@@ -611,6 +613,25 @@ mod tests {
         );
         for garbage in ["", "a.b", "a.b.c.d", "!!.!!.!!", &format!("{token}x.y")] {
             assert!(verify(garbage, &keys, &expect(900)).is_err(), "{garbage}");
+        }
+    }
+
+    /// Go token servers write an empty list as `null` (distribution's `"actions": null` for a
+    /// scope granted nothing); such a token reads as with the member absent.
+    #[test]
+    fn null_members_are_absent() {
+        let signer = Signer::generate().unwrap();
+        let header = r#"{"alg":"ES256","typ":"JWT","kid":null,"crit":null}"#;
+        for access in ["null", r#"[{"type":"repository","name":"a/b","actions":null}]"#] {
+            let payload = format!(
+                r#"{{"iss":"issuer","sub":null,"aud":"svc","exp":1000,"nbf":null,"iat":null,"jti":null,"access":{access}}}"#
+            );
+            let message = format!("{}.{}", B64.encode(header), B64.encode(&payload));
+            let signature = signer.pair.sign(&signer.rng, message.as_bytes()).unwrap();
+            let token = format!("{message}.{}", B64.encode(signature.as_ref()));
+            let claims = verify(&token, &[signer.verify_key()], &expect(900)).unwrap();
+            assert_eq!(claims.sub, "");
+            assert!(claims.access.iter().all(|a| a.actions.is_empty()), "{access}");
         }
     }
 
