@@ -7,8 +7,10 @@
 mod add;
 mod cache;
 mod check;
+mod corpus;
 mod differential;
 mod outputs;
+mod producers;
 mod run;
 mod self_image;
 mod support;

@@ -1,0 +1,245 @@
+//! A base image from any producer: rbuild builds on it what `docker build` (BuildKit) builds,
+//! and docker and containerd run the result. Docker is the oracle for what a child inherits.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use spec_tests::images::{config, run_config, tree, tree_differences};
+use spec_tests::registry::{RegistryProcess, ServeOptions};
+use spec_tests::tools::{Buildah, Ctr, Docker, installed, run, skopeo};
+
+use crate::producers::{Base, Corpus, docker_made, docker_push, producers_fixture};
+use crate::support::{docker_build, rbuild};
+
+/// A command that shows what a child's steps left and what a container runs as, whatever the
+/// image's own command (some bases have none).
+const PROBE: [&str; 3] = ["/bin/sh", "-c", "cat ran.txt hello.txt; id; pwd"];
+
+/// What `docker run` prints: the image's own command (when it has one), then [`PROBE`].
+fn docker_outputs(docker: &Docker, image: &str, has_command: bool) -> String {
+    let mut out = String::new();
+    if has_command {
+        out += &run(docker.cmd().args(["run", "--rm", "--network=none", image]));
+    }
+    out + &run(docker
+        .cmd()
+        .args(["run", "--rm", "--network=none", "--entrypoint", PROBE[0], image])
+        .args(&PROBE[1..]))
+}
+
+/// Whether an image's run configuration (as [`run_config`] gives it) names a command.
+fn has_command(run_config: &serde_json::Value) -> bool {
+    run_config.get("Cmd").is_some() || run_config.get("Entrypoint").is_some()
+}
+
+/// Builds the child fixture on `base` with docker (the oracle) and with rbuild (pushed to
+/// `registry`), and compares what docker or containerd sees of the two.
+fn check(docker: &Docker, ctr: &Ctr, skopeo: &Path, registry: &RegistryProcess, store: &Path, base: &Base) {
+    let child = producers_fixture("child");
+    let oracle = format!("rbuild-test/corpus-oracle-{}", base.producer);
+    docker_build(
+        docker,
+        &child,
+        &oracle,
+        &["--build-arg", &format!("BASE={}", base.oracle)],
+    );
+    let want = config(docker, &oracle);
+    let ours = format!("{}/out/{}:1", registry.host(), base.producer);
+    run(rbuild(store)
+        .args(["build", "--progress", "plain", "--push", "-t", &ours])
+        .arg(format!("--build-arg=BASE={}", base.reference))
+        .arg(&child));
+    let expected_output = docker_outputs(docker, &oracle, has_command(&want));
+
+    if base.zstd {
+        // docker 20.10 cannot unpack zstd layers; containerd (the kubelet's pull path) can.
+        let raw = run(skopeo_inspect(skopeo, &ours).args(["--config", "--raw"]));
+        let got: serde_json::Value = serde_json::from_str(&raw).expect("config JSON");
+        assert_eq!(
+            run_config(&got["config"]),
+            want,
+            "image configs differ (docker vs rbuild)"
+        );
+        run(ctr.cmd().args(["images", "pull", "--plain-http", &ours]));
+        let id = format!("corpus-{}-{}", base.producer, registry.addr().port());
+        let mut output = run(ctr.cmd().args(["run", "--rm", &ours, &id]));
+        output += &run(ctr.cmd().args(["run", "--rm", &ours, &id]).args(PROBE));
+        run(ctr.cmd().args(["images", "rm", &ours]));
+        assert_eq!(
+            output, expected_output,
+            "what the containers print (docker's vs rbuild's)"
+        );
+        return;
+    }
+    run(docker.cmd().args(["pull", &ours]));
+    assert_eq!(
+        config(docker, &ours),
+        want,
+        "image configs differ (docker vs rbuild)"
+    );
+    let differences = tree_differences(&tree(docker, &oracle), &tree(docker, &ours));
+    assert!(
+        differences.is_empty(),
+        "file trees differ (docker vs rbuild):\n{}",
+        differences.join("\n")
+    );
+    assert_eq!(
+        expected_output,
+        docker_outputs(docker, &ours, has_command(&want)),
+        "what the containers print (docker's vs rbuild's)"
+    );
+}
+
+/// Every producer's base: `FROM` it, a RUN and a COPY, pushed, pulled and run by docker (or
+/// containerd, for zstd layers); the config, the file tree and what the container prints
+/// equal what `docker build` of the same Dockerfile on the same base gives. Every producer is
+/// tried; the failures are reported together.
+#[test]
+fn a_base_from_every_producer_is_built_on_as_docker_does() {
+    let (Some(docker), Some(ctr), Some(skopeo), Some(buildah), Some(umoci)) = (
+        Docker::get(),
+        Ctr::get(),
+        skopeo(),
+        Buildah::get(),
+        installed("umoci"),
+    ) else {
+        return;
+    };
+    let corpus = Corpus::make(&docker, &skopeo, &buildah, &umoci);
+    let store = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for base in &corpus.bases {
+        let checked = catch_unwind(AssertUnwindSafe(|| {
+            check(&docker, &ctr, &skopeo, &corpus.registry, store.path(), base)
+        }));
+        if let Err(panic) = checked {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            failures.push(format!("{} ({}): {message}", base.producer, base.reference));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} producers' bases failed:\n\n{}",
+        failures.len(),
+        corpus.bases.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Images docker's classic builder, `docker commit` and `docker import` made (`null`s in their
+/// configs): `rbuild pull` gets the manifest docker pushed, `rbuild inspect` shows docker's
+/// configuration (and writes no `null`), `COPY --from=<image>` copies what docker copies, and
+/// `rbuild push` to another registry gives back the very manifest, which docker pulls and runs.
+#[test]
+fn docker_made_images_pull_inspect_copy_from_and_push() {
+    let (Some(docker), Some(skopeo)) = (Docker::get(), skopeo()) else {
+        return;
+    };
+    let made = docker_made(&docker);
+    let mut registry = RegistryProcess::start();
+    let store = tempfile::tempdir().unwrap();
+    let images = [
+        ("docker-classic", &made.classic),
+        ("docker-commit-bare", &made.commit_bare),
+        ("docker-import-bare", &made.import_bare),
+    ];
+    let mut pushed = Vec::new();
+    for (producer, image) in images {
+        let reference = docker_push(&docker, &registry, image, producer);
+        let digest = run(skopeo_inspect(&skopeo, &reference).arg("--format={{.Digest}}"))
+            .trim()
+            .to_owned();
+        let pulled = run(rbuild(store.path()).args(["pull", &reference]));
+        assert_eq!(
+            pulled.trim(),
+            format!("{reference}@{digest}"),
+            "rbuild pull {producer}"
+        );
+        let report = run(rbuild(store.path()).args(["inspect", &reference]));
+        assert!(
+            !report.contains("null"),
+            "rbuild inspect writes a null:\n{report}"
+        );
+        let report: serde_json::Value = serde_json::from_str(&report).expect("inspect JSON");
+        assert_eq!(
+            config(&docker, image),
+            run_config(&report["config"]["config"]),
+            "rbuild inspect {producer} against docker image inspect"
+        );
+        pushed.push((producer, reference, digest));
+    }
+
+    let context = tempfile::tempdir().unwrap();
+    let copies: String = pushed
+        .iter()
+        .map(|(producer, reference, _)| format!("COPY --from={reference} /srv/app /from/{producer}\n"))
+        .collect();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {}\n{copies}", pushed[0].1),
+    )
+    .unwrap();
+    let (theirs, ours) = (
+        "rbuild-test/corpus-copy-from-docker",
+        "rbuild-test/corpus-copy-from-rbuild",
+    );
+    docker_build(&docker, context.path(), theirs, &[]);
+    crate::support::rbuild_into_docker(&docker, store.path(), context.path(), ours, &[]);
+    let differences = tree_differences(&tree(&docker, theirs), &tree(&docker, ours));
+    assert!(
+        differences.is_empty(),
+        "COPY --from: file trees differ (docker vs rbuild):\n{}",
+        differences.join("\n")
+    );
+
+    // Another registry on the same address: a push there must carry everything.
+    registry.kill();
+    let empty = RegistryProcess::start_with(ServeOptions {
+        addr: registry.host(),
+        ..ServeOptions::default()
+    });
+    for (producer, reference, digest) in &pushed {
+        let out = run(rbuild(store.path()).args(["push", reference]));
+        assert_eq!(
+            out.trim(),
+            format!("{reference}@{digest}"),
+            "rbuild push {producer}"
+        );
+        let copy = tempfile::tempdir().unwrap();
+        run(std::process::Command::new(&skopeo)
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("oci:{}:copy", copy.path().display())));
+        run(docker.cmd().args(["rmi", reference]));
+        run(docker.cmd().args(["pull", reference]));
+        let printed = run(docker
+            .cmd()
+            .args([
+                "run",
+                "--rm",
+                "--network=none",
+                "--user",
+                "0",
+                "--entrypoint",
+                "/bin/cat",
+                reference,
+            ])
+            .arg("/srv/app/base.txt"));
+        assert!(printed.starts_with("base made by"), "{producer}: {printed}");
+    }
+    let (ok, report) = empty.fsck();
+    assert!(ok, "{report}");
+}
+
+/// `skopeo inspect` of an image in a loopback registry.
+fn skopeo_inspect(skopeo: &Path, reference: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(skopeo);
+    command
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"));
+    command
+}
