@@ -74,7 +74,7 @@ pub fn write_image(state: &ImageState, created: Option<&str>, store: &ContentSto
 /// the store. The same image when there is nothing to compress.
 pub fn compressed(local: &LocalStore, manifest: &Descriptor, options: &LayerOptions) -> Result<Image> {
     let content = &local.content;
-    let mut parsed: ImageManifest = serde_json::from_slice(&content.read(&manifest.digest)?)
+    let mut parsed: ImageManifest = rbuild_oci::json::from_slice(&content.read(&manifest.digest)?)
         .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", manifest.digest)))?;
     let plain = |layer: &Descriptor| layer.media_type == media_type::OCI_LAYER_TAR;
     if options.compression.media_type() == media_type::OCI_LAYER_TAR || !parsed.layers.iter().any(plain) {

@@ -330,9 +330,9 @@ impl Builder {
         let Some(descriptor) = content.resolve_ref(name)? else {
             return Ok(None);
         };
-        let manifest: ImageManifest = serde_json::from_slice(&content.read(&descriptor.digest)?)
+        let manifest: ImageManifest = rbuild_oci::json::from_slice(&content.read(&descriptor.digest)?)
             .map_err(|e| BuildError::Fetch(format!("local image {name}: manifest: {e}")))?;
-        let config: ImageConfig = serde_json::from_slice(&content.read(&manifest.config.digest)?)
+        let config: ImageConfig = rbuild_oci::json::from_slice(&content.read(&manifest.config.digest)?)
             .map_err(|e| BuildError::Fetch(format!("local image {name}: config: {e}")))?;
         let matches = config.os == platform.os && config.architecture == platform.architecture;
         Ok(matches.then_some((descriptor, manifest, config)))
@@ -349,7 +349,7 @@ impl Builder {
             .unwrap_or((spec, None));
         let bad = |what: String| BuildError::Fetch(format!("oci-layout://{spec}: {what}"));
         let index_path = Path::new(dir).join("index.json");
-        let index: rbuild_oci::manifest::ImageIndex = serde_json::from_slice(
+        let index: rbuild_oci::manifest::ImageIndex = rbuild_oci::json::from_slice(
             &std::fs::read(&index_path)
                 .map_err(|e| BuildError::io(format!("reading {}", index_path.display()), e))?,
         )
@@ -383,14 +383,15 @@ impl Builder {
         };
         import(&descriptor.digest)?;
         let manifest: ImageManifest =
-            serde_json::from_slice(&self.store.content.read(&descriptor.digest)?)
+            rbuild_oci::json::from_slice(&self.store.content.read(&descriptor.digest)?)
                 .map_err(|e| bad(format!("the tagged manifest is not an image manifest: {e}")))?;
         import(&manifest.config.digest)?;
         for layer in &manifest.layers {
             import(&layer.digest)?;
         }
-        let config: ImageConfig = serde_json::from_slice(&self.store.content.read(&manifest.config.digest)?)
-            .map_err(|e| bad(format!("config: {e}")))?;
+        let config: ImageConfig =
+            rbuild_oci::json::from_slice(&self.store.content.read(&manifest.config.digest)?)
+                .map_err(|e| bad(format!("config: {e}")))?;
         Ok((descriptor, manifest, config))
     }
 

@@ -67,7 +67,7 @@ pub enum CacheCommand {
 
 fn load<T: serde::de::DeserializeOwned>(store: &ContentStore, digest: &Digest) -> anyhow::Result<T> {
     let bytes = store.read(digest)?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing {digest}"))
+    rbuild_oci::json::from_slice(&bytes).with_context(|| format!("parsing {digest}"))
 }
 
 fn named(store: &ContentStore, name: &str) -> anyhow::Result<Descriptor> {

@@ -68,7 +68,7 @@ struct TokenReply {
 /// Reads a token service's reply received at `now` (wall clock) and `received` (monotonic).
 pub fn parse_token_reply(body: &[u8], now: SystemTime, received: Instant) -> Result<Token, String> {
     let reply: TokenReply =
-        serde_json::from_slice(body).map_err(|e| format!("the reply is not a token response: {e}"))?;
+        rbuild_oci::json::from_slice(body).map_err(|e| format!("the reply is not a token response: {e}"))?;
     let value = if reply.token.is_empty() {
         reply.access_token
     } else {

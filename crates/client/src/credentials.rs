@@ -279,7 +279,9 @@ pub fn erase(config_dir: &Path, registry: &str) -> Result<bool, CredentialsError
     DockerConfig::new(config_dir).erase(registry)
 }
 
-/// `config.json`, kept as JSON so that fields rbuild does not know survive a rewrite.
+/// `config.json`, kept as JSON so that fields rbuild does not know survive a rewrite. Read
+/// through [`rbuild_oci::json::from_slice`], so a `null` member (Go's empty map or string) is
+/// absent, as docker reads it, and is left out when the file is written back.
 struct ConfigFile {
     path: PathBuf,
     root: Map<String, Value>,
@@ -290,8 +292,9 @@ impl ConfigFile {
         let path = config_dir.join("config.json");
         let root = match std::fs::read(&path) {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Map::new(),
-            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(bytes) => match rbuild_oci::json::from_slice::<Value>(&bytes) {
                 Ok(Value::Object(map)) => map,
+                Ok(Value::Null) => Map::new(),
                 Ok(_) => {
                     return Err(CredentialsError::InvalidConfig {
                         path,
@@ -451,7 +454,7 @@ impl Helper<'_> {
         let Some(output) = self.run("get", server, server)? else {
             return Ok(None);
         };
-        let reply: BTreeMap<String, Value> = serde_json::from_slice(&output)
+        let reply: BTreeMap<String, Value> = rbuild_oci::json::from_slice(&output)
             .map_err(|e| self.fail("get", server, format!("its output is not JSON: {e}")))?;
         let text = |name: &str| {
             reply
@@ -660,5 +663,42 @@ mod tests {
         assert!(!erase(dir.path(), "ghcr.io").unwrap());
         assert_eq!(lookup(dir.path(), "ghcr.io").unwrap(), None);
         assert!(lookup(dir.path(), "docker.io").unwrap().is_some());
+    }
+
+    /// Go programs write empty fields as `null`; docker reads them as absent, and so does
+    /// rbuild, for reading, `login` and `logout`. Unknown fields survive a rewrite; null ones
+    /// are written back as absent, which every reader takes the same way.
+    #[test]
+    fn null_fields_are_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(
+            dir.path(),
+            r#"{"auths":null,"credsStore":null,"credHelpers":null,"psFormat":"table","proxies":null}"#,
+        );
+        assert_eq!(lookup(dir.path(), "ghcr.io").unwrap(), None);
+        store(dir.path(), "ghcr.io", "me", "secret").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        let json: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"auths":{"ghcr.io":{"auth":BASE64.encode("me:secret")}},"psFormat":"table"})
+        );
+
+        write_config(
+            dir.path(),
+            r#"{"auths":{"ghcr.io":{"auth":null,"username":"u","password":"p","identitytoken":null,"email":null}},
+                "credHelpers":{"ghcr.io":null}}"#,
+        );
+        let expected = Credential::Password {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        assert_eq!(lookup(dir.path(), "ghcr.io").unwrap(), Some(expected));
+        assert!(erase(dir.path(), "ghcr.io").unwrap());
+
+        write_config(dir.path(), "null");
+        assert_eq!(lookup(dir.path(), "ghcr.io").unwrap(), None);
+        store(dir.path(), "ghcr.io", "me", "secret").unwrap();
+        assert!(lookup(dir.path(), "ghcr.io").unwrap().is_some());
     }
 }

@@ -40,7 +40,7 @@ impl Details {
         struct Body {
             errors: Vec<RegistryErrorDetail>,
         }
-        if let Ok(parsed) = serde_json::from_slice::<Body>(body) {
+        if let Ok(parsed) = rbuild_oci::json::from_slice::<Body>(body) {
             return Details(parsed.errors);
         }
         let text = String::from_utf8_lossy(body);

@@ -89,7 +89,7 @@ fn kind(reference: &Reference, media_type: &str, bytes: &[u8]) -> Result<(Kind, 
         manifests: Option<serde_json::Value>,
         config: Option<serde_json::Value>,
     }
-    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| ClientError::Invalid {
+    let probe: Probe = rbuild_oci::json::from_slice(bytes).map_err(|e| ClientError::Invalid {
         reference: reference.to_string(),
         what: "manifest".to_owned(),
         reason: format!("not a JSON manifest: {e}"),
@@ -230,7 +230,7 @@ pub(crate) async fn resolve(
         }
         (Kind::Index, _) => {
             let index: ImageIndex =
-                serde_json::from_slice(&first.bytes).map_err(|e| invalid("image index", e))?;
+                rbuild_oci::json::from_slice(&first.bytes).map_err(|e| invalid("image index", e))?;
             let chosen = platform::select(wanted, &index.manifests).ok_or_else(|| {
                 ClientError::NoMatchingPlatform {
                     reference: reference.to_string(),
@@ -269,11 +269,11 @@ pub(crate) async fn resolve(
         }
     };
     let manifest: ImageManifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| invalid("image manifest", e))?;
+        rbuild_oci::json::from_slice(&manifest_bytes).map_err(|e| invalid("image manifest", e))?;
     let config_bytes =
         fetch_small_blob(endpoint, repository, &manifest.config, &scopes, "image config").await?;
     let config: ImageConfig =
-        serde_json::from_slice(&config_bytes).map_err(|e| invalid("image config", e))?;
+        rbuild_oci::json::from_slice(&config_bytes).map_err(|e| invalid("image config", e))?;
     Ok(ResolvedImage {
         index_digest,
         manifest,

@@ -146,7 +146,7 @@ impl<'a> Push<'a> {
             let media = descriptor.media_type.as_str();
             if media_type::is_index(media) {
                 let index: ImageIndex =
-                    serde_json::from_slice(&bytes).map_err(|e| self.invalid("image index", e))?;
+                    rbuild_oci::json::from_slice(&bytes).map_err(|e| self.invalid("image index", e))?;
                 for child in &index.manifests {
                     if self.store.contains(&child.digest) {
                         self.push_manifest(child, child.digest.to_string()).await?;
@@ -160,7 +160,7 @@ impl<'a> Push<'a> {
                 }
             } else if media_type::is_image_manifest(media) {
                 let manifest: ImageManifest =
-                    serde_json::from_slice(&bytes).map_err(|e| self.invalid("image manifest", e))?;
+                    rbuild_oci::json::from_slice(&bytes).map_err(|e| self.invalid("image manifest", e))?;
                 let mut seen = BTreeSet::new();
                 let layers: Vec<&Descriptor> = manifest
                     .layers

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 
 /// An image configuration: how to run the image, its layers' diff IDs and its history.
+///
+/// Read one with [`crate::json::from_slice`], not `serde_json` directly: docker writes empty
+/// fields here and in [`ContainerConfig`] as `null`, which only that function reads as absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageConfig {
     /// When the image was created (RFC 3339).
@@ -138,7 +141,9 @@ pub struct RootFs {
     /// Always `layers`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Uncompressed layer digests, base first.
+    /// Uncompressed layer digests, base first. Docker omits the member for an image without
+    /// layers (and Go tools write it `null`); rbuild always writes it, as OCI requires.
+    #[serde(default)]
     pub diff_ids: Vec<Digest>,
 }
 
@@ -190,6 +195,73 @@ mod tests {
         assert!(config.history[0].empty_layer);
         let again: ImageConfig = serde_json::from_slice(&serde_json::to_vec(&config).unwrap()).unwrap();
         assert_eq!(again, config);
+    }
+
+    /// Every optional field `null`, in `config`, `container_config`, the healthcheck and the
+    /// history, as Go's encoder writes empty slices and maps.
+    const ALL_NULL: &str = r#"{"created":null,"author":null,"architecture":"amd64","os":"linux",
+        "variant":null,"os.version":null,"os.features":null,
+        "config":{"Hostname":"","User":null,"ExposedPorts":null,"Env":null,"Entrypoint":null,
+            "Cmd":null,"Volumes":null,"WorkingDir":null,"Labels":null,"StopSignal":null,
+            "Healthcheck":{"Test":null,"Interval":null,"Timeout":null,"StartPeriod":null,
+                "StartInterval":null,"Retries":null},
+            "Shell":null,"OnBuild":null,"ArgsEscaped":null,"Image":null},
+        "container_config":{"Env":null,"Cmd":null,"Volumes":null,"OnBuild":null,"Labels":null,
+            "ExposedPorts":null},
+        "rootfs":{"type":"layers","diff_ids":null},
+        "history":[{"created":null,"created_by":null,"author":null,"comment":null,"empty_layer":null}]}"#;
+
+    #[test]
+    fn null_optional_fields_read_as_absent() {
+        let config: ImageConfig = crate::json::from_slice(ALL_NULL.as_bytes()).unwrap();
+        let expected = ImageConfig {
+            architecture: "amd64".to_owned(),
+            os: "linux".to_owned(),
+            config: ContainerConfig {
+                healthcheck: Some(Healthcheck::default()),
+                ..ContainerConfig::default()
+            },
+            history: vec![History::default()],
+            ..ImageConfig::default()
+        };
+        assert_eq!(config, expected);
+        let nothing_nullable = ALL_NULL.replace(r#""config":{"#, r#""config":null,"config_":{"#);
+        let config: ImageConfig = crate::json::from_slice(nothing_nullable.as_bytes()).unwrap();
+        assert_eq!(config.config, ContainerConfig::default());
+    }
+
+    #[test]
+    fn null_required_fields_are_named() {
+        for (field, json) in [
+            (
+                "rootfs",
+                ALL_NULL.replace(
+                    r#""rootfs":{"type":"layers","diff_ids":null}"#,
+                    r#""rootfs":null"#,
+                ),
+            ),
+            ("os", ALL_NULL.replace(r#""os":"linux""#, r#""os":null"#)),
+            (
+                "architecture",
+                ALL_NULL.replace(r#""architecture":"amd64""#, r#""architecture":null"#),
+            ),
+        ] {
+            let err = crate::json::from_slice::<ImageConfig>(json.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("missing field `{field}`")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn writes_empty_fields_as_omitted_never_null() {
+        let config: ImageConfig = crate::json::from_slice(ALL_NULL.as_bytes()).unwrap();
+        let written = serde_json::to_string(&config).unwrap();
+        assert_eq!(
+            written,
+            r#"{"architecture":"amd64","os":"linux","config":{"Healthcheck":{}},"rootfs":{"type":"layers","diff_ids":[]},"history":[{}]}"#
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod digest;
+pub mod json;
 pub mod manifest;
 pub mod media_type;
 pub mod name;

@@ -70,6 +70,10 @@ pub struct Platform {
 }
 
 /// An image manifest (OCI or Docker schema 2): a config and an ordered list of layers.
+///
+/// Read one with [`crate::json::from_slice`], not `serde_json` directly: Go tools write empty
+/// fields (`annotations`, a descriptor's `urls`) as `null`, which only that function reads as
+/// absent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
@@ -95,6 +99,8 @@ pub struct ImageManifest {
 }
 
 /// An image index (OCI) or manifest list (Docker): manifests, usually one per platform.
+///
+/// Read one with [`crate::json::from_slice`], as [`ImageManifest`] says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
@@ -162,7 +168,7 @@ impl ManifestSummary {
     /// `content_type` is the request's `Content-Type`; it decides the media type when the
     /// document does not name one, and must agree with the document when it does.
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ManifestSummary, ManifestError> {
-        let probe: Probe = serde_json::from_slice(bytes)
+        let probe: Probe = crate::json::from_slice(bytes)
             .map_err(|e| ManifestError::Invalid(format!("not a JSON manifest object: {e}")))?;
         if probe.schema_version != Some(2) {
             return Err(ManifestError::Invalid(format!(
@@ -190,7 +196,7 @@ impl ManifestSummary {
             }
         };
         if media_type::is_image_manifest(&media_type) {
-            let m: ImageManifest = serde_json::from_slice(bytes)
+            let m: ImageManifest = crate::json::from_slice(bytes)
                 .map_err(|e| ManifestError::Invalid(format!("image manifest: {e}")))?;
             let artifact_type = m
                 .artifact_type
@@ -209,7 +215,7 @@ impl ManifestSummary {
                 annotations: m.annotations,
             })
         } else if media_type::is_index(&media_type) {
-            let i: ImageIndex = serde_json::from_slice(bytes)
+            let i: ImageIndex = crate::json::from_slice(bytes)
                 .map_err(|e| ManifestError::Invalid(format!("image index: {e}")))?;
             Ok(ManifestSummary {
                 media_type,
@@ -300,6 +306,138 @@ mod tests {
             digest('b')
         );
         assert_eq!(ManifestSummary::parse(m.as_bytes(), None).unwrap().blobs.len(), 1);
+    }
+
+    /// A descriptor with every optional field `null`, its platform's too.
+    fn null_descriptor(media: &str, c: char) -> String {
+        format!(
+            r#"{{"mediaType":"{media}","digest":"{}","size":1,"urls":null,"annotations":null,"artifactType":null,"data":null,
+                "platform":{{"architecture":"amd64","os":"linux","os.version":null,"os.features":null,"variant":null}}}}"#,
+            digest(c)
+        )
+    }
+
+    #[test]
+    fn null_optional_fields_read_as_absent() {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":null,"artifactType":null,"config":{},"layers":[{}],"subject":null,"annotations":null}}"#,
+            null_descriptor(media_type::DOCKER_CONFIG, 'a'),
+            null_descriptor(media_type::DOCKER_LAYER_GZIP, 'b'),
+        );
+        let m: ImageManifest = crate::json::from_slice(manifest.as_bytes()).unwrap();
+        let platform = Platform {
+            architecture: "amd64".to_owned(),
+            os: "linux".to_owned(),
+            os_version: None,
+            os_features: Vec::new(),
+            variant: None,
+        };
+        let mut config = Descriptor::new(media_type::DOCKER_CONFIG, digest('a').parse().unwrap(), 1);
+        config.platform = Some(platform.clone());
+        let mut layer = Descriptor::new(media_type::DOCKER_LAYER_GZIP, digest('b').parse().unwrap(), 1);
+        layer.platform = Some(platform);
+        assert_eq!(
+            m,
+            ImageManifest {
+                schema_version: 2,
+                media_type: None,
+                artifact_type: None,
+                config,
+                layers: vec![layer.clone()],
+                subject: None,
+                annotations: BTreeMap::new(),
+            }
+        );
+        let no_layers = manifest.replace(r#""layers":["#, r#""layers":null,"layers_":["#);
+        assert!(
+            crate::json::from_slice::<ImageManifest>(no_layers.as_bytes())
+                .unwrap()
+                .layers
+                .is_empty()
+        );
+        let summary = ManifestSummary::parse(manifest.as_bytes(), Some(media_type::DOCKER_MANIFEST)).unwrap();
+        assert_eq!(summary.blobs.len(), 2);
+
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":null,"artifactType":null,"manifests":[{}],"subject":null,"annotations":null}}"#,
+            null_descriptor(media_type::DOCKER_MANIFEST, 'b')
+        );
+        let i: ImageIndex = crate::json::from_slice(index.as_bytes()).unwrap();
+        assert_eq!(
+            i.manifests,
+            [Descriptor {
+                media_type: media_type::DOCKER_MANIFEST.to_owned(),
+                ..layer
+            }]
+        );
+        assert!(i.media_type.is_none() && i.subject.is_none() && i.annotations.is_empty());
+        let summary =
+            ManifestSummary::parse(index.as_bytes(), Some(media_type::DOCKER_MANIFEST_LIST)).unwrap();
+        assert_eq!(summary.manifests.len(), 1);
+    }
+
+    #[test]
+    fn null_required_fields_are_named() {
+        let descriptor = null_descriptor(media_type::DOCKER_MANIFEST, 'b');
+        for (field, json) in [
+            (
+                "digest",
+                descriptor
+                    .replace(&digest('b'), "null")
+                    .replace(r#""null""#, "null"),
+            ),
+            ("size", descriptor.replace(r#""size":1"#, r#""size":null"#)),
+            (
+                "mediaType",
+                descriptor.replace(r#""mediaType":""#, r#""mediaType":null,"x":""#),
+            ),
+            ("os", descriptor.replace(r#""os":"linux""#, r#""os":null"#)),
+        ] {
+            let err = crate::json::from_slice::<Descriptor>(json.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("missing field `{field}`")),
+                "{json}: {err}"
+            );
+        }
+        let index = r#"{"schemaVersion":2,"manifests":null}"#;
+        let err = ManifestSummary::parse(index.as_bytes(), Some(media_type::OCI_INDEX)).unwrap_err();
+        assert!(err.to_string().contains("missing field `manifests`"), "{err}");
+    }
+
+    #[test]
+    fn writes_empty_fields_as_omitted_never_null() {
+        let layer = Descriptor::new(media_type::OCI_LAYER_GZIP, digest('b').parse().unwrap(), 3);
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: None,
+            artifact_type: None,
+            config: Descriptor::new(media_type::OCI_CONFIG, digest('a').parse().unwrap(), 2),
+            layers: vec![layer.clone()],
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&manifest).unwrap(),
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[{{"mediaType":"{}","digest":"{}","size":3}}]}}"#,
+                media_type::OCI_CONFIG,
+                digest('a'),
+                media_type::OCI_LAYER_GZIP,
+                digest('b')
+            )
+        );
+        let index = ImageIndex {
+            schema_version: 2,
+            media_type: None,
+            artifact_type: None,
+            manifests: Vec::new(),
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&index).unwrap(),
+            r#"{"schemaVersion":2,"manifests":[]}"#
+        );
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl ContentStore {
     pub fn index(&self) -> Result<ImageIndex, StoreError> {
         let path = self.root.join("index.json");
         let bytes = fs::read(&path).map_err(io_error(format!("reading {}", path.display())))?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
+        crate::json::from_slice(&bytes).map_err(|e| StoreError::Io {
             context: format!("parsing {}", path.display()),
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         })

@@ -219,8 +219,8 @@ impl VerifyKey {
         }
         let bytes = read_key_file(path)?;
         let key_error = key_error(path);
-        let jwks: Jwks =
-            serde_json::from_slice(&bytes).map_err(|e| key_error(format!("not a JWKS document: {e}")))?;
+        let jwks: Jwks = rbuild_oci::json::from_slice(&bytes)
+            .map_err(|e| key_error(format!("not a JWKS document: {e}")))?;
         let field = |value: &Option<String>, name: &str, kid: &Option<String>| {
             let text = value
                 .as_deref()
@@ -403,8 +403,8 @@ pub fn verify(token: &str, keys: &[VerifyKey], expect: &Expect<'_>) -> Result<Cl
     let header_bytes = B64
         .decode(header_b64)
         .map_err(|_| TokenError::Malformed("header is not base64url"))?;
-    let header: Header =
-        serde_json::from_slice(&header_bytes).map_err(|_| TokenError::Malformed("header is not JSON"))?;
+    let header: Header = rbuild_oci::json::from_slice(&header_bytes)
+        .map_err(|_| TokenError::Malformed("header is not JSON"))?;
     if header.crit.is_some() {
         return Err(TokenError::Critical);
     }
@@ -436,8 +436,8 @@ pub fn verify(token: &str, keys: &[VerifyKey], expect: &Expect<'_>) -> Result<Cl
     let payload = B64
         .decode(payload_b64)
         .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
-    let claims: Claims =
-        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed("claims are not as expected"))?;
+    let claims: Claims = rbuild_oci::json::from_slice(&payload)
+        .map_err(|_| TokenError::Malformed("claims are not as expected"))?;
     if claims.exp.saturating_add(expect.leeway) < expect.now {
         return Err(TokenError::Expired);
     }

@@ -89,7 +89,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             return Err(not_acceptable());
         }
         let bytes = self.read_manifest_bytes(&record).await?;
-        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|_| not_acceptable())?;
+        let index: ImageIndex = rbuild_oci::json::from_slice(&bytes).map_err(|_| not_acceptable())?;
         let child = index
             .manifests
             .iter()
