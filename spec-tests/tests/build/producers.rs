@@ -72,6 +72,17 @@ impl DockerMade {
     }
 }
 
+/// The build arguments of the base fixtures: the image to build on, and the producer's name
+/// (which the image records in a label, the environment and a file).
+fn base_args(from: &str, producer: &str) -> Vec<String> {
+    vec![
+        "--build-arg".to_owned(),
+        format!("BASE={from}"),
+        "--build-arg".to_owned(),
+        format!("PRODUCER={producer}"),
+    ]
+}
+
 /// docker's images, made once per test process (docker's store outlives each test; scripts/test
 /// removes it with the engine).
 pub fn docker_made(docker: &Docker) -> &'static DockerMade {
@@ -88,31 +99,23 @@ pub fn docker_made(docker: &Docker) -> &'static DockerMade {
                 .arg(context));
             tag.to_owned()
         };
-        let args = |from: &str, producer: &str| {
-            vec![
-                "--build-arg".to_owned(),
-                format!("BASE={from}"),
-                "--build-arg".to_owned(),
-                format!("PRODUCER={producer}"),
-            ]
-        };
         let classic = build(
             "rbuild-test/producer-classic:1",
             "0",
             &base,
-            &args(&busybox, "docker-classic"),
+            &base_args(&busybox, "docker-classic"),
         );
         let onbuild = build(
             "rbuild-test/producer-onbuild:1",
             "0",
             &producers_fixture("onbuild"),
-            &args(&classic, "docker-classic-onbuild"),
+            &base_args(&classic, "docker-classic-onbuild"),
         );
         let buildkit = build(
             "rbuild-test/producer-buildkit:1",
             "1",
             &base,
-            &args(&busybox, "buildkit"),
+            &base_args(&busybox, "buildkit"),
         );
 
         let setup = std::fs::read_to_string(base.join("setup.sh")).expect("setup.sh");
@@ -197,8 +200,8 @@ pub struct Base {
     pub zstd: bool,
 }
 
-/// The corpus: every producer's base in a registry of its own. Registries and temporary
-/// files go when it is dropped.
+/// The corpus: every producer's base, pushed to registries of the corpus's own, which stop
+/// when it is dropped.
 pub struct Corpus {
     /// Where the bases are (except the zstd one).
     pub registry: RegistryProcess,
@@ -242,12 +245,7 @@ impl Corpus {
 
         let busybox = docker_push(docker, &registry, &docker.busybox_image(), "busybox");
         for (format, producer) in [("docker", "buildah-docker"), ("oci", "buildah-oci")] {
-            let args = [
-                "--build-arg".to_owned(),
-                format!("BASE={busybox}"),
-                "--build-arg".to_owned(),
-                format!("PRODUCER={producer}"),
-            ];
+            let args = base_args(&busybox, producer);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             buildah.build(&producers_fixture("base"), producer, format, &args);
         }
@@ -290,7 +288,6 @@ impl Corpus {
 
         let work = tempfile::tempdir().expect("temp dir");
         let layout = umoci_base(docker, umoci, work.path(), &made.commit_bare);
-        let layout = format!("oci:{}", layout.display());
         add(
             "umoci",
             skopeo_copy(skopeo, "oci", &layout, format!("{host}/corpus/umoci:1")),
@@ -314,8 +311,9 @@ impl Corpus {
 }
 
 /// An OCI layout made by umoci (in `work`), holding the filesystem of `image` (a container
-/// of it, exported by docker) and a config umoci writes; returns `<layout>:base`.
-fn umoci_base(docker: &Docker, umoci: &Path, work: &Path, image: &str) -> std::path::PathBuf {
+/// of it, exported by docker) and a config umoci writes; returns `oci:<layout>:base`, its
+/// name for skopeo.
+fn umoci_base(docker: &Docker, umoci: &Path, work: &Path, image: &str) -> String {
     let layout = work.join("layout");
     let bundle = work.join("bundle");
     let image_ref = format!("{}:base", layout.display());
@@ -349,7 +347,7 @@ fn umoci_base(docker: &Docker, umoci: &Path, work: &Path, image: &str) -> std::p
         "--config.cmd=cat /srv/app/*.txt",
     ]);
     umoci_run(&config);
-    std::path::PathBuf::from(image_ref)
+    format!("oci:{image_ref}")
 }
 
 /// Puts an index in `repo` (tagged `1`) over the OCI image tagged `image` there and a
