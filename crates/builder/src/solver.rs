@@ -820,6 +820,10 @@ impl Run {
                 }
             },
         };
+        // The base's ONBUILD triggers are this stage's first steps (the plan put them there).
+        // Having run, they leave the image, as docker and BuildKit do: a child of this image
+        // runs only the triggers this stage itself adds.
+        state.config.config.on_build = None;
         let total = stage.steps.len();
         for (i, step) in stage.steps.iter().enumerate() {
             let label = StepLabel {

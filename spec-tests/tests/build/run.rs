@@ -512,3 +512,39 @@ fn onbuild_triggers_run_in_the_child_stage() {
         rbuild_oci::Digest::sha256_of(b"triggered\n").to_string()
     );
 }
+
+/// Triggers run once: the child of an ONBUILD image or stage has none of its own, as docker's
+/// classic builder and BuildKit leave it (both measured: `"OnBuild": null` in the child), so
+/// its own children do not run them again.
+#[test]
+fn onbuild_triggers_are_not_inherited() {
+    let store = tempfile::tempdir().unwrap();
+    let context = tempfile::tempdir().unwrap();
+    dockerfile(context.path(), "FROM scratch\nONBUILD ENV TRIGGERED=yes\n");
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain", "-t", "rbuild-test/onbuild-env:1"])
+        .arg(context.path()));
+    for (name, text) in [
+        ("image-child", "FROM rbuild-test/onbuild-env:1\nLABEL child=yes\n"),
+        (
+            "stage-child",
+            "FROM scratch AS parent\nONBUILD ENV TRIGGERED=yes\nFROM parent\nLABEL child=yes\n",
+        ),
+    ] {
+        dockerfile(context.path(), text);
+        run(rbuild(store.path())
+            .args(["build", "--progress", "plain", "-t", name])
+            .arg(context.path()));
+        let inspected: serde_json::Value =
+            serde_json::from_str(&run(rbuild(store.path()).args(["inspect", name]))).unwrap();
+        let config = &inspected["config"]["config"];
+        assert!(
+            config["Env"]
+                .as_array()
+                .unwrap()
+                .contains(&"TRIGGERED=yes".into()),
+            "{name}: {config}"
+        );
+        assert!(config.get("OnBuild").is_none(), "{name}: {config}");
+    }
+}
