@@ -37,23 +37,17 @@ impl ImageState {
     }
 
     /// An image built on a base image: its config and history carry over, its `created` does
-    /// not, and it starts as [`ImageState::into_child`] says.
+    /// not. As BuildKit does (docker is the oracle), a config without `PATH` gets the default
+    /// one that the stage's RUN steps see (not on Windows, which has its own): images from
+    /// `docker import` and umoci often have none. (The solver drops the base's ONBUILD
+    /// triggers once the stage starts; they are its first steps.)
     pub fn from_base(mut config: ImageConfig, layers: Vec<CachedLayer>) -> ImageState {
         config.created = None;
-        ImageState { config, layers }.into_child()
-    }
-
-    /// The image a stage built on this one starts from, as BuildKit starts it (docker is the
-    /// oracle): the ONBUILD triggers do not carry over, since the stage runs them first, and a
-    /// config without `PATH` gets the default one that its RUN steps see (not on Windows,
-    /// which has its own). Images from `docker import` and umoci often have no `PATH`.
-    pub fn into_child(mut self) -> ImageState {
-        let c = &mut self.config.config;
-        c.on_build = None;
-        if self.config.os != "windows" && !c.env.iter().any(|kv| kv.starts_with("PATH=")) {
+        let c = &mut config.config;
+        if config.os != "windows" && !c.env.iter().any(|kv| kv.starts_with("PATH=")) {
             c.env.push(format!("PATH={DEFAULT_PATH}"));
         }
-        self
+        ImageState { config, layers }
     }
 
     /// Adds a layer and its history entry.
@@ -178,23 +172,21 @@ mod tests {
         assert_eq!(image.config.config.env, ["PATH=/x"]);
     }
 
-    /// `docker import` gives a config without `PATH`, and a base may carry ONBUILD triggers:
-    /// BuildKit's child has the default `PATH` in its config and no triggers.
+    /// `docker import` gives a config without `PATH`: BuildKit's child has the default one in
+    /// its config.
     #[test]
-    fn a_child_gets_the_default_path_and_not_the_base_triggers() {
+    fn a_child_of_a_base_without_path_gets_the_default_one() {
         let mut base = ImageConfig {
             os: "linux".into(),
             created: Some("2024-01-01T00:00:00Z".into()),
             ..ImageConfig::default()
         };
         base.config.env = vec!["MODE=imported".into()];
-        base.config.on_build = Some(vec!["RUN make".into()]);
         let child = ImageState::from_base(base.clone(), Vec::new());
         assert_eq!(
             child.config.config.env,
             ["MODE=imported".to_owned(), format!("PATH={DEFAULT_PATH}")]
         );
-        assert_eq!(child.config.config.on_build, None);
         assert_eq!(child.config.created, None);
 
         base.config.env = vec!["PATH=/opt/bin".into()];
@@ -209,15 +201,5 @@ mod tests {
         base.config.env = Vec::new();
         let child = ImageState::from_base(base, Vec::new());
         assert!(child.config.config.env.is_empty(), "Windows keeps its own");
-
-        let mut stage = ImageState::scratch("linux", "amd64");
-        stage.apply_metadata(&StepKind::Onbuild {
-            trigger: "RUN make".into(),
-        });
-        let next = stage.into_child();
-        assert_eq!(
-            next.config.config.on_build, None,
-            "a stage's triggers do not carry over"
-        );
     }
 }

@@ -799,7 +799,7 @@ impl Run {
                 let parent = done
                     .get(index)
                     .ok_or_else(|| located(BuildError::Context(format!("stage {index} did not finish"))))?;
-                (parent.state.clone().into_child(), parent.fs_key.clone())
+                (parent.state.clone(), parent.fs_key.clone())
             }
             Base::Context { name } => match self.request.named_contexts.get(name) {
                 Some(NamedContext::Image(reference)) => {
