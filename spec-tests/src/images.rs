@@ -149,7 +149,13 @@ pub fn layout_tree(layout: &std::path::Path) -> BTreeMap<String, Node> {
 pub fn config(docker: &Docker, image: &str) -> serde_json::Value {
     let text = run(docker.cmd().args(["image", "inspect", image]));
     let inspected: serde_json::Value = serde_json::from_str(&text).expect("inspect JSON");
-    let c = &inspected[0]["Config"];
+    run_config(&inspected[0]["Config"])
+}
+
+/// The parts of a container configuration that decide how an image runs: the `config` object
+/// of an image's config blob, or the `Config` docker's inspect shows (the same fields). Empty
+/// and `null` values are left out, as docker treats them as absent.
+pub fn run_config(c: &serde_json::Value) -> serde_json::Value {
     let keys = [
         "User",
         "ExposedPorts",

@@ -1,6 +1,6 @@
 //! External tools the interoperability tests drive, and the rule for when they are missing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -112,15 +112,57 @@ impl Docker {
     }
 }
 
+/// A program that the Debian package of the same name installs (`skopeo`, `buildah`, `umoci`),
+/// if it is on PATH.
+pub fn installed(program: &str) -> Option<PathBuf> {
+    let found = which(program);
+    let hint = format!("apt-get install {program} (scripts/test does)");
+    require(program, found.is_some(), &hint).then_some(found)?
+}
+
 /// skopeo, if installed.
 pub fn skopeo() -> Option<PathBuf> {
-    let found = which("skopeo");
-    require(
-        "skopeo",
-        found.is_some(),
-        "apt-get install skopeo (scripts/test does)",
-    )
-    .then_some(found)?
+    installed("skopeo")
+}
+
+/// buildah with an image store of its own (a temporary directory, removed when dropped), so
+/// tests neither see nor leave images in the machine's store.
+pub struct Buildah {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Buildah {
+    /// buildah and a fresh store, if buildah is installed.
+    pub fn get() -> Option<Buildah> {
+        let bin = installed("buildah")?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        Some(Buildah { bin, dir })
+    }
+
+    /// A buildah command on the test's store. The `vfs` driver copies layers instead of
+    /// mounting them, so nothing stays mounted under the temporary directory.
+    pub fn cmd(&self) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .args(["--storage-driver", "vfs"]);
+        command
+    }
+
+    /// `buildah build` of `context` as `tag` in `format` (`docker` or `oci`), its RUN steps in
+    /// runc without a network, its base pulled over plain HTTP from a loopback registry.
+    pub fn build(&self, context: &Path, tag: &str, format: &str, args: &[&str]) {
+        run(self
+            .cmd()
+            .args(["build", "--runtime", "/usr/sbin/runc", "--network=none"])
+            .args(["--tls-verify=false", "-q", "--format", format, "-t", tag])
+            .args(args)
+            .arg(context));
+    }
 }
 
 /// containerd's `ctr`, pointed at the containerd that dockerd started.

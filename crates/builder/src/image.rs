@@ -36,9 +36,17 @@ impl ImageState {
         }
     }
 
-    /// An image built on a base: its config and history carry over, its `created` does not.
+    /// An image built on a base image: its config and history carry over, its `created` does
+    /// not. As BuildKit does (docker is the oracle), a config without `PATH` gets the default
+    /// one that the stage's RUN steps see (not on Windows, which has its own): images from
+    /// `docker import` and umoci often have none. (The solver drops the base's ONBUILD
+    /// triggers once the stage starts; they are its first steps.)
     pub fn from_base(mut config: ImageConfig, layers: Vec<CachedLayer>) -> ImageState {
         config.created = None;
+        let c = &mut config.config;
+        if config.os != "windows" && !c.env.iter().any(|kv| kv.starts_with("PATH=")) {
+            c.env.push(format!("PATH={DEFAULT_PATH}"));
+        }
         ImageState { config, layers }
     }
 
@@ -162,5 +170,36 @@ mod tests {
             }],
         });
         assert_eq!(image.config.config.env, ["PATH=/x"]);
+    }
+
+    /// `docker import` gives a config without `PATH`: BuildKit's child has the default one in
+    /// its config.
+    #[test]
+    fn a_child_of_a_base_without_path_gets_the_default_one() {
+        let mut base = ImageConfig {
+            os: "linux".into(),
+            created: Some("2024-01-01T00:00:00Z".into()),
+            ..ImageConfig::default()
+        };
+        base.config.env = vec!["MODE=imported".into()];
+        let child = ImageState::from_base(base.clone(), Vec::new());
+        assert_eq!(
+            child.config.config.env,
+            ["MODE=imported".to_owned(), format!("PATH={DEFAULT_PATH}")]
+        );
+        assert_eq!(child.config.created, None);
+
+        base.config.env = vec!["PATH=/opt/bin".into()];
+        let child = ImageState::from_base(base.clone(), Vec::new());
+        assert_eq!(
+            child.config.config.env,
+            ["PATH=/opt/bin"],
+            "a PATH of its own stays"
+        );
+
+        base.os = "windows".into();
+        base.config.env = Vec::new();
+        let child = ImageState::from_base(base, Vec::new());
+        assert!(child.config.config.env.is_empty(), "Windows keeps its own");
     }
 }

@@ -94,10 +94,10 @@ impl LocalStore {
                 continue;
             };
             if media_type::is_index(&descriptor.media_type) {
-                if let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) {
+                if let Ok(index) = rbuild_oci::json::from_slice::<ImageIndex>(&bytes) {
                     pending.extend(index.manifests);
                 }
-            } else if let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) {
+            } else if let Ok(manifest) = rbuild_oci::json::from_slice::<ImageManifest>(&bytes) {
                 live.insert(manifest.config.digest);
                 live.extend(manifest.layers.into_iter().map(|l| l.digest));
             }

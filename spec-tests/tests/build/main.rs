@@ -7,9 +7,11 @@
 mod add;
 mod cache;
 mod check;
+mod corpus;
 mod differential;
 mod dockerignore;
 mod outputs;
+mod producers;
 mod run;
 mod self_image;
 mod support;

@@ -211,7 +211,7 @@ fn stored_image(content: &ContentStore, manifest: &Descriptor) -> Result<Image> 
             manifest.digest, manifest.media_type
         )));
     }
-    let parsed: ImageManifest = serde_json::from_slice(&content.read(&manifest.digest)?)
+    let parsed: ImageManifest = rbuild_oci::json::from_slice(&content.read(&manifest.digest)?)
         .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", manifest.digest)))?;
     Ok(image_of(manifest.clone(), parsed))
 }
