@@ -5,6 +5,7 @@
 #   benches/registry.sh            # full run (a few minutes, ~10 GiB of scratch disk)
 #   RUNS=1 benches/registry.sh     # one repetition of each figure
 #   FIGURES=upload TMPDIR=/dev/shm benches/registry.sh   # only the 1 GiB figures, tmpfs roots
+#   RBUILD=/tmp/rbuild-before benches/registry.sh        # another build of rbuild, not this one
 #
 # FIGURES is a comma-separated subset of upload,push,requests,rss (default: all).
 # Needs: docker-registry wrk apache2-utils (ab) curl openssl python3.
@@ -17,10 +18,13 @@ want() { [[ $FIGURES == all || ,$FIGURES, == *,$1,* ]]; }
 for tool in docker-registry wrk ab curl openssl python3; do
     command -v "$tool" >/dev/null || { echo "benches/registry.sh needs $tool" >&2; exit 2; }
 done
-# registry-load (rbuild-benches) drives the push and RSS figures only.
-if want push || want rss; then packages=(-p rbuild -p rbuild-benches); else packages=(-p rbuild); fi
-cargo build --release --quiet "${packages[@]}"
+# registry-load (rbuild-benches) drives the push and RSS figures only. RBUILD=<binary> measures
+# that build of rbuild instead of building this checkout's (A/B comparisons).
+if want push || want rss; then packages=(-p rbuild-benches); else packages=(); fi
+[[ -n ${RBUILD:-} ]] || packages+=(-p rbuild)
+[[ ${#packages[@]} -eq 0 ]] || cargo build --release --quiet "${packages[@]}"
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+rbuild=${RBUILD:-$bin/rbuild}
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-bench.XXXXXX")
 pids=()
@@ -41,7 +45,7 @@ start() {
     rm -rf "$work/$name"
     mkdir -p "$work/$name"
     if [[ $name == rbuild ]]; then
-        RUST_LOG=warn "$bin/rbuild" serve --addr "127.0.0.1:$port" --root "$work/$name/root" \
+        RUST_LOG=warn "$rbuild" serve --addr "127.0.0.1:$port" --root "$work/$name/root" \
             >"$work/$name.log" 2>&1 &
     else
         cat >"$work/distribution.yml" <<YAML
