@@ -113,7 +113,7 @@ pub fn error_response(error: &RegistryError) -> Response<Body> {
 }
 
 /// Decodes `%XX` escapes in a query component; malformed escapes are kept as written.
-fn decode_component(s: &str) -> String {
+pub(crate) fn decode_component(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -17,6 +17,16 @@ pub enum ManifestRef {
     Tag(Tag),
     /// A content digest.
     Digest(Digest),
+    /// Text that is neither a tag nor a digest (`.INVALID_MANIFEST_NAME`). No manifest can
+    /// have it, so reading or deleting it is "not found" (as the conformance suite and
+    /// distribution answer); only a PUT is refused, with TAG_INVALID. The text is kept for
+    /// messages and never reaches storage.
+    Invalid {
+        /// The reference as the client sent it.
+        reference: String,
+        /// Why it is not a tag.
+        reason: String,
+    },
 }
 
 impl ManifestRef {
@@ -28,9 +38,12 @@ impl ManifestRef {
                     RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
                 })
         } else {
-            s.parse()
+            Ok(s.parse()
                 .map(ManifestRef::Tag)
-                .map_err(|e: rbuild_oci::NameError| RegistryError::new(ErrorCode::TagInvalid, e.to_string()))
+                .unwrap_or_else(|e: rbuild_oci::NameError| ManifestRef::Invalid {
+                    reference: s.to_owned(),
+                    reason: e.to_string(),
+                }))
         }
     }
 }
@@ -40,6 +53,7 @@ impl std::fmt::Display for ManifestRef {
         match self {
             ManifestRef::Tag(t) => t.fmt(f),
             ManifestRef::Digest(d) => d.fmt(f),
+            ManifestRef::Invalid { reference, .. } => reference.fmt(f),
         }
     }
 }
@@ -248,7 +262,6 @@ mod tests {
             ("/v2/a/blobs/sha256:abc", ErrorCode::DigestInvalid),
             ("/v2/a/blobs/sha256:%2e%2e", ErrorCode::DigestInvalid),
             ("/v2/a/blobs/sha256:..%2f..%2fx", ErrorCode::NameInvalid),
-            ("/v2/a/manifests/..", ErrorCode::TagInvalid),
             ("/v2/a/manifests/md5:abc", ErrorCode::DigestInvalid),
             ("/v2/a/blobs/uploads/..%2f..%2fetc", ErrorCode::NameInvalid),
             ("/v2/a/blobs/uploads/..", ErrorCode::BlobUploadUnknown),
@@ -259,6 +272,18 @@ mod tests {
             match parse(path) {
                 Err(e) => assert_eq!(e.code, code, "{path}"),
                 Ok(r) => panic!("{path} parsed as {r:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn references_that_are_not_tags_route_as_invalid() {
+        for reference in ["..", ".INVALID_MANIFEST_NAME", "-bad", &"t".repeat(129)] {
+            match parse(&format!("/v2/a/manifests/{reference}")) {
+                Ok(Some(Route::Manifest(n, ManifestRef::Invalid { reference: r, .. }))) => {
+                    assert_eq!((n, r.as_str()), (name("a"), reference));
+                }
+                other => panic!("{reference}: {other:?}"),
             }
         }
     }

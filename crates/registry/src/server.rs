@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::Registry;
 use crate::auth::Peer;
-use crate::http::Body;
+use crate::http::{Body, decode_component};
 use crate::storage::{BlobStore, MetadataStore, StorageResult};
 use crate::tls::Tls;
 
@@ -137,6 +137,7 @@ async fn logged<B: BlobStore, M: MetadataStore>(
     let line = AccessLine {
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
+        query: request.uri().query().map(loggable_query).unwrap_or_default(),
         peer: peer.addr,
         status: StatusCode::OK,
         bytes: 0,
@@ -155,10 +156,54 @@ async fn logged<B: BlobStore, M: MetadataStore>(
 struct AccessLine {
     method: Method,
     path: String,
+    /// The query as [`loggable_query`] leaves it.
+    query: String,
     peer: Option<SocketAddr>,
     status: StatusCode,
     bytes: u64,
     started: Instant,
+}
+
+/// Query parameters the access log shows as the client sent them: the ones the API and the
+/// token endpoint read (`ns` is containerd's mirror namespace), so an operator sees mounts,
+/// upload digests, pages and requested scopes. None of them carries a secret.
+const LOGGED_PARAMETERS: [&str; 13] = [
+    "mount",
+    "from",
+    "digest",
+    "tag",
+    "n",
+    "last",
+    "artifactType",
+    "ns",
+    "service",
+    "scope",
+    "account",
+    "client_id",
+    "offline_token",
+];
+
+/// A query string fit for the access log. Any parameter not in [`LOGGED_PARAMETERS`] may carry
+/// a credential (`access_token`, `password`, a refresh token, distribution's `_state`, a
+/// presigned URL's signature, whatever a proxy appends), so only its name is kept, with the
+/// value `REDACTED`; a bare word is redacted whole. Kept parts stay as sent (still
+/// percent-encoded: hyper refuses control characters in the target, so a line cannot be forged).
+fn loggable_query(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let key = part.split_once('=').map_or(part, |(key, _)| key);
+            if LOGGED_PARAMETERS.contains(&decode_component(key).as_str()) {
+                part.to_owned()
+            } else if key.len() < part.len() {
+                format!("{key}=REDACTED")
+            } else {
+                "REDACTED".to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A response body that counts what it sends and writes the access-log line when it is done
@@ -201,6 +246,7 @@ impl Drop for LoggedBody {
             target: "rbuild::access",
             method = %l.method,
             path = %l.path,
+            query = %l.query,
             status = l.status.as_u16(),
             bytes = l.bytes,
             duration_ms = l.started.elapsed().as_secs_f64() * 1000.0,
@@ -253,5 +299,63 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             }
         }
         Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_shows_mounts_digests_and_pages_as_sent() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for query in [
+            format!("mount={d}&from=team/base"),
+            format!("digest={d}"),
+            "digest=sha256%3Aabc".to_owned(),
+            "n=10&last=v1.2".to_owned(),
+            "tag=a&tag=b".to_owned(),
+            "artifactType=application%2Fspdx%2Bjson".to_owned(),
+            "ns=docker.io".to_owned(),
+            "service=registry&scope=repository:a/b:pull,push&account=alice&offline_token=true&client_id=docker"
+                .to_owned(),
+        ] {
+            assert_eq!(loggable_query(&query), query);
+        }
+        assert_eq!(loggable_query(""), "");
+        assert_eq!(loggable_query("n=1&&last=a"), "n=1&last=a");
+    }
+
+    #[test]
+    fn query_never_shows_credentials_or_unknown_values() {
+        let cases = [
+            ("access_token=eyJhbGciOi.secret", "access_token=REDACTED"),
+            ("token=s3cr3t&digest=sha256:ab", "token=REDACTED&digest=sha256:ab"),
+            ("password=hunter2", "password=REDACTED"),
+            (
+                "refresh_token=r&client_secret=c",
+                "refresh_token=REDACTED&client_secret=REDACTED",
+            ),
+            ("_state=hmac.signed.state", "_state=REDACTED"),
+            (
+                "X-Amz-Credential=AKIA%2F&X-Amz-Signature=abc",
+                "X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED",
+            ),
+            (
+                "mount=sha256:ab&from=a&code=oauth-code",
+                "mount=sha256:ab&from=a&code=REDACTED",
+            ),
+            // A bare word may be a token itself; an encoded name is judged by what it decodes to.
+            ("eyJhbGciOi.bare.token", "REDACTED"),
+            (
+                "access%5Ftoken=x&dig%65st=sha256:ab",
+                "access%5Ftoken=REDACTED&dig%65st=sha256:ab",
+            ),
+            // A known name does not vouch for a different one that merely starts like it.
+            ("digestx=secret&n=1", "digestx=REDACTED&n=1"),
+        ];
+        for (query, logged) in cases {
+            assert_eq!(loggable_query(query), logged, "{query}");
+        }
     }
 }

@@ -56,7 +56,7 @@ fn malformed_digests_and_references() {
             "DIGEST_INVALID",
         ),
         ("/v2/a/manifests/sha256:XYZ", "DIGEST_INVALID"),
-        ("/v2/a/manifests/-bad-tag", "TAG_INVALID"),
+        ("/v2/a/manifests/-bad-tag", "MANIFEST_UNKNOWN"),
         ("/v2/a/blobs/uploads/not-a-session", "BLOB_UPLOAD_UNKNOWN"),
     ] {
         let response = api.get(path);

@@ -162,6 +162,7 @@ fn referrers_of_unknown_subjects_are_empty_and_missing_subjects_are_allowed() {
     let absent = TestImage::new("never pushed");
     let empty = api.get(&format!("/v2/ref/referrers/{}", absent.digest()));
     assert_eq!(empty.status(), 200);
+    assert_eq!(header(&empty, "content-type"), media_type::OCI_INDEX);
     assert_eq!(empty.json_value()["manifests"], serde_json::json!([]));
 
     // A referrer may be pushed before its subject.

@@ -2,7 +2,7 @@
 //! leaves nothing half-written that a client can see.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rbuild_oci::{Digest, media_type};
@@ -95,10 +95,11 @@ fn kill_9_during_pushes_leaves_a_consistent_store() {
     let mut registry = RegistryProcess::start();
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
         let pushers: Vec<_> = (0..4)
             .map(|worker| {
                 let base = registry.url("");
-                let stop = stop.clone();
+                let (stop, done) = (stop.clone(), done.clone());
                 std::thread::spawn(move || {
                     let client = reqwest::blocking::Client::new();
                     let mut acknowledged = Vec::new();
@@ -109,6 +110,7 @@ fn kill_9_during_pushes_leaves_a_consistent_store() {
                         let ok = push(&client, &base, "crash", &tag, &image);
                         if ok {
                             acknowledged.push((tag, image.digest()));
+                            done.fetch_add(1, Ordering::Relaxed);
                         } else {
                             break;
                         }
@@ -118,7 +120,13 @@ fn kill_9_during_pushes_leaves_a_consistent_store() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(300 + 200 * round));
+        // Kill while pushes are running, some time after the first was acknowledged (a fixed
+        // delay from the start found none acknowledged when fsyncs were slow on a busy disk).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while done.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100 + 200 * round));
         registry.kill();
         stop.store(true, Ordering::Relaxed);
         let acknowledged: Vec<(String, Digest)> =

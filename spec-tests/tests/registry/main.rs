@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod blobs;
+mod conformance;
 mod deploy;
 mod discovery;
 mod faults;

@@ -86,31 +86,60 @@ fn stale_uploads_are_purged() {
     assert!(!report.contains("staged upload"), "{report}");
 }
 
+/// The first JSON access-log line `matches` accepts, waiting up to five seconds for it.
+fn access_line(
+    registry: &RegistryProcess,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = registry.log();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == "rbuild::access" && matches(v));
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such JSON access line in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn json_access_logs() {
     let registry = RegistryProcess::start_with_config("[log]\nformat = \"json\"\n");
     let api = Api::new(&registry);
     assert_eq!(api.get("/v2/").status(), 200);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = registry.log();
-        let access = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["target"] == "rbuild::access");
-        if let Some(line) = access {
-            assert_eq!(line["fields"]["method"], "GET");
-            assert_eq!(line["fields"]["path"], "/v2/");
-            assert_eq!(line["fields"]["status"], 200);
-            assert!(line["fields"]["duration_ms"].is_number());
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no JSON access line in:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let line = access_line(&registry, |_| true);
+    assert_eq!(line["fields"]["method"], "GET");
+    assert_eq!(line["fields"]["path"], "/v2/");
+    assert_eq!(line["fields"]["status"], 200);
+    assert!(line["fields"]["duration_ms"].is_number());
     let upload = api.request(Method::POST, "/v2/x/blobs/uploads/").send().unwrap();
     assert!(!header(&upload, "location").is_empty());
+}
+
+#[test]
+fn access_log_shows_the_query_without_credentials() {
+    let registry = RegistryProcess::start_with_config("[log]\nformat = \"json\"\n");
+    let api = Api::new(&registry);
+    let digest = api.push_blob("base", b"shared layer");
+    let query = format!("mount={digest}&from=base&access_token=sekrit-token");
+    let mounted = api
+        .request(Method::POST, &format!("/v2/app/blobs/uploads/?{query}"))
+        .send()
+        .unwrap();
+    assert_eq!(mounted.status(), 201);
+    let line = access_line(&registry, |v| v["fields"]["path"] == "/v2/app/blobs/uploads/");
+    assert_eq!(
+        line["fields"]["query"],
+        format!("mount={digest}&from=base&access_token=REDACTED")
+    );
+    let pushed = access_line(&registry, |v| v["fields"]["path"] == "/v2/base/blobs/uploads/");
+    assert_eq!(pushed["fields"]["query"], format!("digest={digest}"));
+    assert!(!registry.log().contains("sekrit"), "{}", registry.log());
 }

@@ -117,6 +117,7 @@ fn monolithic_put_after_post() {
         .send()
         .unwrap();
     assert_eq!(put.status(), 201);
+    assert_eq!(header(&put, "location"), format!("/v2/mono/blobs/{digest}"));
     assert_eq!(
         api.get(&format!("/v2/mono/blobs/{digest}"))
             .bytes()

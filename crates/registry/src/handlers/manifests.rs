@@ -53,6 +53,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                 .resolve_tag(name, tag)
                 .await?
                 .ok_or_else(|| manifest_unknown(tag)),
+            ManifestRef::Invalid { .. } => Err(manifest_unknown(reference)),
         }
     }
 
@@ -222,6 +223,16 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         parts: &http::request::Parts,
         body: Incoming,
     ) -> Result<Response<Body>> {
+        let algorithm = match reference {
+            ManifestRef::Digest(d) => d.algorithm(),
+            ManifestRef::Tag(_) => Algorithm::Sha256,
+            ManifestRef::Invalid { reference, reason } => {
+                return Err(RegistryError::new(
+                    ErrorCode::TagInvalid,
+                    format!("{reference:?} cannot be a tag: {reason}"),
+                ));
+            }
+        };
         let query = query_pairs(parts.uri.query());
         let extra_tags = query
             .iter()
@@ -234,10 +245,6 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         let bytes = self.read_manifest_body(parts, body).await?;
         let summary = ManifestSummary::parse(&bytes, header(&parts.headers, &CONTENT_TYPE))
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
-        let algorithm = match reference {
-            ManifestRef::Digest(d) => d.algorithm(),
-            ManifestRef::Tag(_) => Algorithm::Sha256,
-        };
         let digest = Digest::of(algorithm, &bytes);
         if let ManifestRef::Digest(claimed) = reference
             && *claimed != digest
@@ -290,6 +297,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         let deleted = match reference {
             ManifestRef::Tag(tag) => self.metadata.delete_tag(name, tag).await?,
             ManifestRef::Digest(digest) => self.metadata.delete_manifest(name, digest).await?,
+            ManifestRef::Invalid { .. } => false,
         };
         if !deleted {
             return Err(manifest_unknown(reference));

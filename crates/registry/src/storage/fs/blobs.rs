@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,9 +19,13 @@ use crate::storage::{AppendCheck, BlobStore, ByteStream, StorageError, StorageRe
 
 /// How much a blob read hands to the network at a time.
 const READ_CHUNK: u64 = 256 * 1024;
-/// Buffered chunks between a request body and the thread writing it to disk; with hyper's
-/// frame sizes this bounds an upload's memory to a few hundred KiB whatever the blob size.
+/// Buffered chunks between a request body and each of the threads that write and hash it;
+/// the two queues share the chunks, so with hyper's frame sizes this bounds an upload's memory
+/// to a few hundred KiB whatever the blob size.
 const WRITE_QUEUE: usize = 16;
+/// Most chunks one `writev` takes: when the disk falls behind, the chunks waiting are written
+/// together, in place, instead of one system call each.
+const WRITE_BATCH: usize = 64;
 
 /// Where an upload stands: its size and the SHA-256 state over those bytes, so that finishing
 /// an upload does not re-read it. Rebuilt from the staged file after a restart.
@@ -180,31 +184,51 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// Writes chunks arriving on `rx` to the end of `path` (which holds `start` bytes), hashing
-/// them on the way.
-fn write_chunks(
-    path: &Path,
-    start: u64,
-    mut sha256: Hasher,
-    mut rx: mpsc::Receiver<Bytes>,
-    fsync: bool,
-) -> io::Result<(u64, Hasher)> {
-    let file = OpenOptions::new().append(true).open(path)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+/// Writes chunks arriving on `rx` to the end of `path` (which holds `start` bytes). The chunks
+/// are written from the request's own buffers, those already waiting together in one `writev`:
+/// copying them into a buffer of ours first cost a pass over every byte.
+fn write_chunks(path: &Path, start: u64, mut rx: mpsc::Receiver<Bytes>, fsync: bool) -> io::Result<u64> {
+    let mut file = OpenOptions::new().append(true).open(path)?;
     let mut written = 0u64;
     let mut flushed_hint = 0u64;
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(chunk) = rx.blocking_recv() {
-        out.write_all(&chunk)?;
-        sha256.update(&chunk);
-        written += chunk.len() as u64;
-        let in_file = written - out.buffer().len() as u64;
-        if fsync && in_file - flushed_hint >= WRITEBACK_EVERY {
-            start_writeback(out.get_ref(), start + flushed_hint, in_file - flushed_hint);
-            flushed_hint = in_file;
+        batch.push(chunk);
+        while batch.len() < WRITE_BATCH
+            && let Ok(chunk) = rx.try_recv()
+        {
+            batch.push(chunk);
+        }
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|chunk| IoSlice::new(chunk)).collect();
+        let mut pending = &mut slices[..];
+        while !pending.is_empty() {
+            match file.write_vectored(pending) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n as u64;
+                    IoSlice::advance_slices(&mut pending, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        batch.clear();
+        if fsync && written - flushed_hint >= WRITEBACK_EVERY {
+            start_writeback(&file, start + flushed_hint, written - flushed_hint);
+            flushed_hint = written;
         }
     }
-    out.flush()?;
-    Ok((written, sha256))
+    Ok(written)
+}
+
+/// Hashes chunks arriving on `rx` on a thread of its own. SHA-256 is the dearest step of an
+/// upload (about 1.7 GB/s on one core with SHA-NI, as fast as openssl); done after each write on
+/// the writing thread it set the pace alone, beside the writes it takes a core of its own.
+fn hash_chunks(mut sha256: Hasher, mut rx: mpsc::Receiver<Bytes>) -> Hasher {
+    while let Some(chunk) = rx.blocking_recv() {
+        sha256.update(&chunk);
+    }
+    sha256
 }
 
 impl BlobStore for FsBlobStore {
@@ -290,12 +314,15 @@ impl BlobStore for FsBlobStore {
         }
 
         let path = self.upload_path(id);
-        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (to_disk, disk_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (to_hash, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let writer = {
             let path = path.clone();
-            let (start, sha256, fsync) = (cursor.size, cursor.sha256.clone(), self.inner.fsync);
-            tokio::task::spawn_blocking(move || write_chunks(&path, start, sha256, rx, fsync))
+            let (start, fsync) = (cursor.size, self.inner.fsync);
+            tokio::task::spawn_blocking(move || write_chunks(&path, start, disk_rx, fsync))
         };
+        let sha256 = cursor.sha256.clone();
+        let hasher = tokio::task::spawn_blocking(move || hash_chunks(sha256, hash_rx));
         let mut received = 0u64;
         let mut failure = None;
         while let Some(item) = body.next().await {
@@ -305,7 +332,7 @@ impl BlobStore for FsBlobStore {
                     if check.length.is_some_and(|limit| received > limit) {
                         break;
                     }
-                    if tx.send(chunk).await.is_err() {
+                    if to_disk.send(chunk.clone()).await.is_err() || to_hash.send(chunk).await.is_err() {
                         break;
                     }
                 }
@@ -315,11 +342,16 @@ impl BlobStore for FsBlobStore {
                 }
             }
         }
-        drop(tx);
+        drop((to_disk, to_hash));
+        let joined = |e: tokio::task::JoinError| StorageError::io("upload writer", io::Error::other(e));
         let written = writer
             .await
-            .map_err(|e| StorageError::io("upload writer", io::Error::other(e)))
+            .map_err(joined)
             .and_then(|r| r.map_err(|e| StorageError::io(format!("writing {}", path.display()), e)));
+        let written = match (written, hasher.await.map_err(joined)) {
+            (Ok(size), Ok(sha256)) => Ok((size, sha256)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         let failure = failure.or_else(|| {
             check
                 .length
