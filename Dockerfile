@@ -29,7 +29,7 @@ COPY --from=build /out/rbuild.debug /
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates runc \
- && rm -rf /var/lib/apt/lists/* \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \
  && groupadd --system --gid 10001 rbuild \
  && useradd --system --uid 10001 --gid rbuild --home-dir /var/lib/rbuild --create-home rbuild
 COPY --from=build /out/rbuild /usr/local/bin/rbuild
