@@ -16,3 +16,4 @@ pub mod proxy;
 pub mod registry;
 pub mod tmux;
 pub mod tools;
+pub mod wait;

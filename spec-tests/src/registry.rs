@@ -8,6 +8,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::wait::wait_until;
+
 /// The `rbuild` binary under test: `$RBUILD_BIN`, else the one beside the test executable
 /// (`target/<profile>/rbuild`, which `scripts/test` builds before the suite runs).
 pub fn rbuild_bin() -> PathBuf {
@@ -129,13 +131,35 @@ impl RegistryProcess {
 
     /// Sends SIGTERM and waits for the server to exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("server is running");
+        self.send_sigterm();
+        self.wait()
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) without waiting.
+    pub fn send_sigterm(&self) {
+        let child = self.child.as_ref().expect("server is running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
         // SAFETY: kill(2) on the PID of a child we own and have not yet reaped.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is running");
         child.wait().expect("wait for server")
+    }
+
+    /// The bytes of upload data staged in the storage root so far.
+    pub fn staged_upload_bytes(&self) -> u64 {
+        std::fs::read_dir(self.root.join("blobs/_uploads"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Sends SIGHUP (reload certificates and auth files) and waits until the server has
@@ -148,19 +172,14 @@ impl RegistryProcess {
         unsafe {
             libc::kill(pid, libc::SIGHUP);
         }
-        for _ in 0..100 {
+        wait_until("the server to log a reload", Duration::from_secs(5), || {
             let log = self.log();
-            if log.matches("SIGHUP received").count() > before
+            log.matches("SIGHUP received").count() > before
                 && log
                     .rsplit("SIGHUP received")
                     .next()
                     .is_some_and(|tail| tail.contains("auth: ") || tail.contains("auth reload failed"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the server did not log a reload:\n{}", self.log());
+        });
     }
 
     /// Starts the server again on the same storage root (on a new port).

@@ -9,18 +9,9 @@ use rbuild_oci::{Digest, media_type};
 use reqwest::Method;
 use spec_tests::api::{Api, JsonBody, TestImage, header};
 use spec_tests::registry::RegistryProcess;
+use spec_tests::wait::wait_until;
 
 /// The size of the one staged upload under `root`.
-fn staged_size(root: &std::path::Path) -> u64 {
-    std::fs::read_dir(root.join("blobs/_uploads"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 #[test]
 fn upload_resumes_after_kill_9() {
     let mut registry = RegistryProcess::start();
@@ -35,11 +26,11 @@ fn upload_resumes_after_kill_9() {
         let body = reqwest::blocking::Body::new(SlowReader { data: half, pos: 0 });
         let _ = reqwest::blocking::Client::new().patch(url).body(body).send();
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while staged_size(registry.root()) < 1024 * 1024 {
-        assert!(std::time::Instant::now() < deadline, "upload did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "a MiB of the upload to be staged",
+        Duration::from_secs(20),
+        || registry.staged_upload_bytes() >= 1024 * 1024,
+    );
     registry.kill();
     sender.join().unwrap();
 
@@ -122,10 +113,9 @@ fn kill_9_during_pushes_leaves_a_consistent_store() {
             .collect();
         // Kill while pushes are running, some time after the first was acknowledged (a fixed
         // delay from the start found none acknowledged when fsyncs were slow on a busy disk).
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while done.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("a push to be acknowledged", Duration::from_secs(60), || {
+            done.load(Ordering::Relaxed) > 0
+        });
         std::thread::sleep(Duration::from_millis(100 + 200 * round));
         registry.kill();
         stop.store(true, Ordering::Relaxed);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use spec_tests::api::{Api, TestImage, error_code, header};
 use spec_tests::registry::RegistryProcess;
+use spec_tests::wait::wait_until;
 
 #[test]
 fn health_and_readiness_probes() {
@@ -45,14 +46,17 @@ fn sigterm_lets_in_flight_requests_finish() {
         "PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhalf"
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        "the first half of the chunk to be staged",
+        Duration::from_secs(10),
+        || registry.staged_upload_bytes() == 4,
+    );
 
     let pid = registry.pid();
-    let waiter = std::thread::spawn(move || {
-        let status = registry.terminate();
-        (registry, status)
+    registry.send_sigterm();
+    wait_until("the server to log the SIGTERM", Duration::from_secs(10), || {
+        registry.log().contains("SIGTERM received")
     });
-    std::thread::sleep(Duration::from_millis(300));
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the server waits for the request in flight"
@@ -61,9 +65,8 @@ fn sigterm_lets_in_flight_requests_finish() {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
-    let (registry, status) = waiter.join().unwrap();
+    let status = registry.wait();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
-    assert!(registry.log().contains("SIGTERM received"));
 }
 
 #[test]
@@ -76,11 +79,9 @@ fn stale_uploads_are_purged() {
         .body(b"abandoned".to_vec())
         .send()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while api.get(&location).status() != 404 {
-        assert!(std::time::Instant::now() < deadline, "upload was not purged");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_until("the upload to be purged", Duration::from_secs(15), || {
+        api.get(&location).status() == 404
+    });
     let (ok, report) = registry.fsck();
     assert!(ok, "{report}");
     assert!(!report.contains("staged upload"), "{report}");
@@ -91,22 +92,16 @@ fn access_line(
     registry: &RegistryProcess,
     matches: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = registry.log();
-        let found = log
+    let mut found = None;
+    wait_until("a JSON access line", Duration::from_secs(5), || {
+        found = registry
+            .log()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["target"] == "rbuild::access" && matches(v));
-        if let Some(line) = found {
-            return line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no such JSON access line in:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        found.is_some()
+    });
+    found.expect("found")
 }
 
 #[test]
