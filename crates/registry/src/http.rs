@@ -112,8 +112,18 @@ pub fn error_response(error: &RegistryError) -> Response<Body> {
     )
 }
 
-/// Decodes `%XX` escapes in a query component; malformed escapes are kept as written.
-pub(crate) fn decode_component(s: &str) -> String {
+/// What a `%` that does not start two hex digits becomes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    /// Kept as written (query strings: be liberal in what is accepted).
+    Keep,
+    /// The whole text is refused (path segments, which name repositories).
+    Refuse,
+}
+
+/// The bytes `s` stands for, its `%XX` escapes decoded; `None` for a malformed escape when
+/// `malformed` is [`Malformed::Refuse`].
+pub(crate) fn percent_decode(s: &str, malformed: Malformed) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -127,13 +137,20 @@ pub(crate) fn decode_component(s: &str) -> String {
                 out.push(b);
                 i += 3;
             }
+            None if bytes[i] == b'%' && malformed == Malformed::Refuse => return None,
             None => {
                 out.push(bytes[i]);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Some(out)
+}
+
+/// Decodes `%XX` escapes in a query component; malformed escapes are kept as written.
+pub(crate) fn decode_component(s: &str) -> String {
+    let bytes = percent_decode(s, Malformed::Keep).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Percent-encodes a query component (everything but RFC 3986's unreserved characters).
@@ -290,6 +307,8 @@ mod tests {
         assert_eq!(query_value(&q, "n"), Some(""));
         assert_eq!(query_value(&q, "artifactType"), Some("application/x+json"));
         assert_eq!(query_value(&q, "missing"), None);
+        let malformed = query_pairs(Some("last=a%zz%4"));
+        assert_eq!(query_value(&malformed, "last"), Some("a%zz%4"), "kept as written");
     }
 
     #[test]

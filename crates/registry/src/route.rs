@@ -8,6 +8,7 @@
 use rbuild_oci::{Digest, RepositoryName, Tag};
 
 use crate::error::{ErrorCode, RegistryError, Result};
+use crate::http::{Malformed, percent_decode};
 use crate::storage::UploadId;
 
 /// What a manifest request names: a tag or a digest.
@@ -94,24 +95,12 @@ impl Route {
 
 /// Decodes `%XX` escapes in one path segment; `None` if an escape is malformed or decodes to
 /// a `/` (which would smuggle an extra component into a name).
-fn percent_decode(segment: &str) -> Option<String> {
+fn decode_segment(segment: &str) -> Option<String> {
     if !segment.contains('%') {
         return Some(segment.to_owned());
     }
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().filter(|s| !s.contains('/'))
+    let bytes = percent_decode(segment, Malformed::Refuse)?;
+    String::from_utf8(bytes).ok().filter(|s| !s.contains('/'))
 }
 
 fn parse_name(segments: &[String]) -> Result<RepositoryName> {
@@ -140,7 +129,7 @@ pub fn parse(path: &str) -> Result<Option<Route>> {
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Ok(None);
     };
-    let Some(segments) = rest.split('/').map(percent_decode).collect::<Option<Vec<_>>>() else {
+    let Some(segments) = rest.split('/').map(decode_segment).collect::<Option<Vec<_>>>() else {
         return Err(RegistryError::new(
             ErrorCode::NameInvalid,
             "a path segment has a malformed percent-escape or an encoded '/'",
