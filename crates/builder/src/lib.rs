@@ -55,6 +55,7 @@ pub mod glob;
 pub mod image;
 pub mod metrics;
 pub mod owner;
+mod placement;
 pub mod progress;
 pub mod rootfs;
 pub mod snapshot;
