@@ -3,9 +3,9 @@
 //!
 //! On ext4 without a journal (this machine's root filesystem, and a common choice for build
 //! machines' scratch disks) allocating an inode steps over every free inode of the block
-//! group that was freed in the last minute — six, while its inode table block is still
-//! dirty — (`recently_deleted` in `fs/ext4/ialloc.c`), re-checking each one on every
-//! allocation. ext4 puts a new directory's inodes in the flex group of its parent, so the
+//! group that was freed in the last minute (six, while its inode table block is still
+//! dirty; not in the current second) — `recently_deleted` in `fs/ext4/ialloc.c` — re-checking
+//! each one on every allocation. ext4 puts a new directory's inodes in the flex group of its parent, so the
 //! snapshots of a store made again after `rm -rf` of the last one (or a builder's prune) all
 //! went where the deleted files had been: the bench context's 19,000-file snapshot took a
 //! scan of thousands of freed inodes per file, and a cold build ~3× as long as on a fresh

@@ -10,6 +10,7 @@ mod check;
 mod differential;
 mod dockerignore;
 mod outputs;
+mod placement;
 mod run;
 mod self_image;
 mod support;
