@@ -136,10 +136,11 @@ for round in $(seq "$RUNS"); do
 done
 
 # The shared filesystem: docker through the second dockerd, buildah's storage and rbuild's
-# stores on it. Each builder's first build there is not timed: it is the state the first
-# timed one deletes.
+# stores on it, each in a directory of its own (ext4 spreads the directories at its root
+# over the disk, which a store at ~/.local/share or /var/lib does not get). Each builder's
+# first build there is not timed: it is the state the first timed one deletes.
 export DOCKER_HOST="unix://$work/shared-docker/docker.sock"
-rbuild_stores=$work/shared buildah_root=$work/shared/buildah buildah_run=$work/shared-buildah-run
+rbuild_stores=$work/shared/rbuild buildah_root=$work/shared/buildah buildah_run=$work/shared-buildah-run
 declare -A shared
 for tool in "${tools[@]}"; do
     shared[$tool]=""
