@@ -56,6 +56,7 @@ pub mod glob;
 pub mod image;
 pub mod metrics;
 pub mod owner;
+mod placement;
 pub mod progress;
 pub mod remote;
 pub mod rootfs;

@@ -38,6 +38,7 @@ use rbuild_oci::{ContentStore, Digest};
 
 use crate::cache::CachedLayer;
 use crate::error::{BuildError, Result};
+use crate::placement;
 use crate::rootfs::RootfsView;
 
 /// The most deltas stacked on one whole snapshot: each is one more overlay lower directory.
@@ -48,6 +49,8 @@ pub const MAX_DELTA_DEPTH: usize = 8;
 pub struct Snapshots {
     dir: PathBuf,
     pool: FilePool,
+    /// Whether the filesystem spreads the snapshots' directories (see [`placement`]).
+    spread: bool,
     /// One lock per layer being unpacked, so concurrent stages of a build wait for one unpack
     /// instead of doing it twice (other processes race benignly: the first rename wins).
     unpacking: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
@@ -57,6 +60,7 @@ impl Snapshots {
     /// Opens the snapshots under `dir`, clearing temporary directories a crash left behind.
     pub fn open(dir: &Path) -> Result<Snapshots> {
         fs::create_dir_all(dir).map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+        let spread = placement::spread_subdirectories(dir);
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
@@ -70,6 +74,7 @@ impl Snapshots {
         Ok(Snapshots {
             dir: dir.to_owned(),
             pool: open_pool(dir)?,
+            spread,
             unpacking: Mutex::new(HashMap::new()),
         })
     }
@@ -142,11 +147,9 @@ impl Snapshots {
     /// A snapshot to unpack a layer into before its diff ID is known: while the layer is
     /// being written.
     pub fn begin(&self) -> Result<PendingSnapshot<'_>> {
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("tmp-{}-", std::process::id()))
-            .tempdir_in(&self.dir)
-            .map_err(|e| BuildError::io(format!("creating a directory in {}", self.dir.display()), e))?
-            .keep();
+        let prefix = format!("tmp-{}-", std::process::id());
+        let tmp = placement::temp_dir(&self.dir, &prefix, self.spread)
+            .map_err(|e| BuildError::io(format!("creating a directory in {}", self.dir.display()), e))?;
         Ok(PendingSnapshot {
             snapshots: self,
             tmp,

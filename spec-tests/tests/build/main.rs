@@ -11,6 +11,7 @@ mod corpus;
 mod differential;
 mod dockerignore;
 mod outputs;
+mod placement;
 mod producers;
 mod run;
 mod self_image;
