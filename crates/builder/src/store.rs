@@ -29,7 +29,12 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Opens (creating) the store under `root`.
+    ///
+    /// A relative `root` is made absolute first: the runtime is handed paths inside the store
+    /// from another working directory (runc resolves a bundle's rootfs against the bundle).
     pub fn open(root: &Path) -> Result<LocalStore> {
+        let root = &std::path::absolute(root)
+            .map_err(|e| BuildError::io(format!("resolving {}", root.display()), e))?;
         Ok(LocalStore {
             content: ContentStore::open(&root.join("oci"))?,
             cache: Cache::open(&root.join("cache"))?,

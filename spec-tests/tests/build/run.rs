@@ -200,6 +200,25 @@ fn a_snapshot_made_as_a_delta_over_the_last_one_shows_the_same_tree() {
 }
 
 #[test]
+fn a_relative_store_path_runs_steps() {
+    let Some((store, base, ctx)) = busybox_store() else {
+        return;
+    };
+    dockerfile(ctx.path(), &format!("FROM {base}\nRUN echo ran > /proof\n"));
+    // The store's parent as the working directory, and the store named relative to it.
+    let parent = store.path().parent().unwrap();
+    let relative = store.path().file_name().unwrap();
+    let out = output(
+        rbuild(store.path())
+            .current_dir(parent)
+            .env("RBUILD_ROOT", relative)
+            .args(["build", "--progress", "plain"])
+            .arg(ctx.path()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn cache_mounts_persist_between_builds_and_stay_out_of_layers() {
     let Some((store, base, ctx)) = busybox_store() else {
         return;
