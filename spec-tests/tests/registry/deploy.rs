@@ -247,18 +247,21 @@ fn the_repository_dockerfile_has_its_stages_and_user_and_passes_rbuild_check() {
         "rbuild check found problems"
     );
 
-    // A Rust build stage, a slim runtime stage, a non-root user, the binary as entrypoint.
+    // A Rust build stage, the debug information in a stage of its own, a slim runtime stage
+    // last (the default target), a non-root user, the stripped binary as entrypoint.
     let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
-    assert_eq!(froms.len(), 2, "{froms:?}");
+    assert_eq!(froms.len(), 3, "{froms:?}");
     assert!(
         froms[0].contains("rust:") && froms[0].contains(" AS build"),
         "{}",
         froms[0]
     );
-    assert!(froms[1].contains("-slim"), "{}", froms[1]);
+    assert_eq!(froms[1], "FROM scratch AS debuginfo");
+    assert!(froms[2].contains("-slim"), "{}", froms[2]);
     let user = text.lines().rfind(|l| l.starts_with("USER ")).unwrap();
     assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
-    assert!(text.contains("cargo build --release --locked -p rbuild"));
+    assert!(text.contains("cargo build --profile profiling --locked -p rbuild"));
+    assert!(text.contains("objcopy --strip-debug --add-gnu-debuglink="));
     assert!(text.contains("ENTRYPOINT [\"rbuild\"]"));
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
     assert!(
