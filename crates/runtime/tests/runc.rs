@@ -89,30 +89,33 @@ fn changes_land_in_the_upper_directory() {
     assert_eq!(*lines.lock().unwrap(), ["buildkitsandbox", "0"]);
 }
 
-#[test]
-fn failures_carry_the_exit_code_and_output() {
-    if !available() {
-        return;
-    }
+/// Runs `script` on the busybox layer, expecting it to fail; returns its exit code and the
+/// tail of its output, after checking the runtime left no run directory behind.
+fn failing_run(script: &str) -> (i32, Vec<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let layer = tmp.path().join("layer");
     busybox_layer(&layer);
     let runtime = Runtime::new(&tmp.path().join("runtime"), None).unwrap();
-    let err = runtime
-        .run(&spec(vec![layer], "echo about to fail; exit 3"), &|_| {})
-        .unwrap_err();
-    match err {
-        RunError::Failed { exit_code, tail } => {
-            assert_eq!(exit_code, 3);
-            assert_eq!(tail, ["about to fail"]);
-        }
-        other => panic!("{other}"),
-    }
+    let err = runtime.run(&spec(vec![layer], script), &|_| {}).unwrap_err();
     assert_eq!(
         fs::read_dir(tmp.path().join("runtime/runs")).unwrap().count(),
         0,
         "nothing left behind"
     );
+    match err {
+        RunError::Failed { exit_code, tail } => (exit_code, tail),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn failures_carry_the_exit_code_and_output() {
+    if !available() {
+        return;
+    }
+    let (exit_code, tail) = failing_run("echo about to fail; exit 3");
+    assert_eq!(exit_code, 3);
+    assert_eq!(tail, ["about to fail"]);
 }
 
 #[test]
@@ -120,20 +123,8 @@ fn output_that_is_not_utf8_does_not_end_the_output() {
     if !available() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let layer = tmp.path().join("layer");
-    busybox_layer(&layer);
-    let runtime = Runtime::new(&tmp.path().join("runtime"), None).unwrap();
-    let err = runtime
-        .run(
-            &spec(vec![layer], "printf 'caf\\351\\r\\nafter\\n'; exit 1"),
-            &|_| {},
-        )
-        .unwrap_err();
-    match err {
-        RunError::Failed { tail, .. } => assert_eq!(tail, ["caf\u{fffd}", "after"]),
-        other => panic!("{other}"),
-    }
+    let (_, tail) = failing_run("printf 'caf\\351\\r\\nafter\\n'; exit 1");
+    assert_eq!(tail, ["caf\u{fffd}", "after"]);
 }
 
 #[test]
