@@ -147,3 +147,106 @@ pub fn write_tar(
     })();
     result.map_err(|e| BuildError::io(context, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
+    use rbuild_oci::Descriptor;
+    use rbuild_oci::media_type::{OCI_LAYER_TAR, OCI_MANIFEST};
+
+    use super::*;
+
+    /// An image of two layers, the second repeating the first (its blob goes once).
+    fn stored_image(dir: &Path) -> (ContentStore, Image) {
+        let store = ContentStore::open(dir).unwrap();
+        let layer = store.put(b"layer bytes").unwrap();
+        let config = store.put(b"{}").unwrap();
+        let manifest = store.put(b"manifest bytes").unwrap();
+        let image = Image {
+            manifest: Descriptor::new(OCI_MANIFEST, manifest, 14),
+            config,
+            layers: vec![
+                Descriptor::new(OCI_LAYER_TAR, layer.clone(), 11),
+                Descriptor::new(OCI_LAYER_TAR, layer, 11),
+            ],
+        };
+        (store, image)
+    }
+
+    /// The entries of a tar, by path.
+    fn entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+        let mut archive = tar::Archive::new(bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let mut entry = entry.unwrap();
+                let path = entry.path().unwrap().to_string_lossy().into_owned();
+                let mut content = Vec::new();
+                entry.read_to_end(&mut content).unwrap();
+                (path, content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_docker_archive_is_an_oci_layout_with_dockers_manifest_and_each_blob_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, image) = stored_image(dir.path());
+        let mut bytes = Vec::new();
+        write_tar(&store, &image, &["app:1".to_owned()], Format::Docker, &mut bytes).unwrap();
+        let files = entries(&bytes);
+        let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+        let mut expected = vec![
+            "oci-layout".to_owned(),
+            "index.json".to_owned(),
+            "manifest.json".to_owned(),
+            blob(&image.manifest.digest),
+            blob(&image.config),
+            blob(&image.layers[0].digest),
+        ];
+        expected.sort();
+        assert_eq!(files.keys().cloned().collect::<Vec<_>>(), expected);
+        assert_eq!(files[&blob(&image.layers[0].digest)], b"layer bytes");
+
+        let docker: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+        assert_eq!(docker[0]["RepoTags"], serde_json::json!(["app:1"]));
+        assert_eq!(docker[0]["Config"], blob(&image.config));
+        assert_eq!(docker[0]["Layers"].as_array().unwrap().len(), 2);
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "app:1");
+    }
+
+    #[test]
+    fn an_oci_archive_has_no_docker_manifest_and_an_untagged_image_is_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, image) = stored_image(dir.path());
+        let mut bytes = Vec::new();
+        write_tar(&store, &image, &[], Format::Oci, &mut bytes).unwrap();
+        let files = entries(&bytes);
+        assert!(!files.contains_key("manifest.json"));
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "latest");
+    }
+
+    #[test]
+    fn a_layout_directory_names_every_tag_and_holds_the_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, image) = stored_image(&dir.path().join("store"));
+        let dest = dir.path().join("out");
+        let tags = ["app:1".to_owned(), "app:latest".to_owned()];
+        write_oci_dir(&store, &image, &tags, &dest).unwrap();
+        let out = ContentStore::open(&dest).unwrap();
+        for tag in &tags {
+            assert_eq!(
+                out.resolve_ref(tag).unwrap().unwrap().digest,
+                image.manifest.digest
+            );
+        }
+        for digest in [&image.manifest.digest, &image.config, &image.layers[0].digest] {
+            assert_eq!(out.read(digest).unwrap(), store.read(digest).unwrap());
+        }
+    }
+}
