@@ -1,21 +1,23 @@
 //! Dockerfile builds: from a plan (made by `rbuild-dockerfile`) and a context to an OCI image,
 //! as BuildKit would make it, with a content-addressed layer cache people can reason about.
 //!
-//! The data flows through these modules, in order:
+//! A build travels through these modules, in order ([`build`] drives it):
 //!
-//! - [`context`]: the context walked once with `.dockerignore`, files hashed in parallel and
-//!   remembered in the [`statcache`];
-//! - [`solver`]: stages run concurrently; each step is keyed ([`cache`]) and either reused or
-//!   built — COPY/ADD by [`copy`], RUN by [`exec`] in an OCI runtime, config-only steps on the
-//!   [`image`] state;
-//! - [`snapshot`] and [`rootfs`]: layers unpacked once and viewed merged, for `COPY --from`,
-//!   `--chown` names ([`owner`]) and placing files onto existing directories;
-//! - [`export`]: the finished image as an OCI manifest in the local store, an OCI layout, or a
-//!   docker-archive.
+//! - `prepare`: the Dockerfile parsed and planned by `rbuild-dockerfile`; the
+//!   images it names resolved by [`resolve`] (the local [`store`] first, else the registry
+//!   through [`remote`]); the [`context`] walked once with `.dockerignore` and the files
+//!   COPY/ADD select hashed in parallel, remembered in the [`statcache`];
+//! - `schedule`: every stage a task of its own, waiting only for the stages it reads from;
+//! - `solve` and `steps`: each step keyed ([`keys`]) and looked up in the [`cache`], and on a
+//!   miss built — COPY/ADD by [`copy`], RUN by [`exec`] in an OCI runtime, WORKDIR and the
+//!   config-only steps on the [`image`] state; [`snapshot`] and [`rootfs`] give the layers
+//!   unpacked once and viewed merged, for `COPY --from`, `--chown` names ([`owner`]) and RUN;
+//! - [`export`]: the image written to the local store, and sent where the caller asks (a
+//!   registry, an OCI layout directory or tar, a docker archive).
 //!
 //! ```no_run
 //! # async fn demo(remote: std::sync::Arc<dyn rbuild_builder::remote::Remote>) -> rbuild_builder::Result<()> {
-//! use rbuild_builder::solver::{Builder, BuildRequest};
+//! use rbuild_builder::{Builder, BuildRequest};
 //! use rbuild_builder::store::LocalStore;
 //!
 //! let store = LocalStore::open(std::path::Path::new("/var/cache/rbuild"))?;
@@ -45,6 +47,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod cache;
 pub mod chmod;
 pub mod context;
@@ -54,16 +57,22 @@ pub mod exec;
 pub mod export;
 pub mod glob;
 pub mod image;
+pub mod keys;
 pub mod metrics;
 pub mod owner;
 mod placement;
+mod prepare;
 pub mod progress;
 pub mod remote;
+pub mod resolve;
 pub mod rootfs;
+mod schedule;
 pub mod snapshot;
-pub mod solver;
+mod solve;
 pub mod statcache;
+mod steps;
 pub mod store;
 
+pub use build::{BuildOutput, BuildRequest, Builder, NamedContext};
 pub use error::{BuildError, Result};
 pub use rbuild_runtime::Snapshotter;

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::{self, Output, export};
-use rbuild_builder::solver::{BuildRequest, Builder, NamedContext};
+use rbuild_builder::{BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
 use crate::args::{CompressionArgs, parse_key_value};

@@ -1,0 +1,499 @@
+//! Solving stages step by step against the cache. A [`Solver`] holds what the stage tasks of
+//! one build share; [`Solver::run_stage`] runs a stage's steps in order, and
+//! [`StepContext::cached_layer`] is the one place where a step's key is looked up and, on a
+//! miss, its layer built, written and recorded — so every step kind ([`steps`](crate::steps))
+//! only says what keys it and how its files are made.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use rbuild_dockerfile::plan::{Base, Stage, Step, StepKind};
+use rbuild_layer::{Entry, Extras, LayerInfo, PreviousBlocks, write_layer_with};
+use rbuild_oci::manifest::Platform;
+use rbuild_oci::{Descriptor, Digest, time};
+
+use crate::build::{BuildRequest, NamedContext};
+use crate::cache::{CacheRecord, CachedLayer};
+use crate::error::{BuildError, Result};
+use crate::image::ImageState;
+use crate::keys::Inputs;
+use crate::metrics::StepMetrics;
+use crate::prepare::Sources;
+use crate::progress::{Event, Progress, StepLabel};
+use crate::remote::Remote;
+use crate::rootfs::RootfsView;
+use crate::snapshot::PendingSnapshot;
+use crate::steps;
+use crate::store::LocalStore;
+
+/// A stage's image and the key of its filesystem, as its steps change them; once the stage
+/// is done, what the stages reading from it see.
+#[derive(Clone, Debug)]
+pub(crate) struct StageState {
+    /// The image so far.
+    pub image: ImageState,
+    /// The cache key of the filesystem so far (the key of the last step that changed it, or
+    /// the base's); steps below key on it.
+    pub fs_key: String,
+}
+
+/// Everything the stage tasks of one build share.
+pub(crate) struct Solver {
+    pub store: Arc<LocalStore>,
+    pub remote: Arc<dyn Remote>,
+    pub request: BuildRequest,
+    /// The Dockerfile's path as messages show it.
+    pub dockerfile_name: String,
+    pub sources: Sources,
+    pub progress: Arc<dyn Progress>,
+    /// The build's time, RFC 3339 (or `SOURCE_DATE_EPOCH`'s).
+    pub created: String,
+    /// The build's time, seconds since the epoch (or `SOURCE_DATE_EPOCH`).
+    pub now: i64,
+    pub platform: Platform,
+    /// The build's directory for temporary files, made when first needed (a build whose
+    /// every step is cached writes nothing) and removed with the solver.
+    scratch: OnceLock<tempfile::TempDir>,
+    /// The OCI runtime, made on the first RUN (see [`steps`](crate::steps)).
+    pub runtime: OnceLock<Arc<rbuild_runtime::Runtime>>,
+    step_numbers: HashMap<(usize, usize), usize>,
+    metrics: Mutex<Vec<StepMetrics>>,
+}
+
+/// What a step did, for the display and the metrics.
+pub(crate) enum Outcome {
+    /// It only changed the config.
+    Config,
+    /// Its layer came from the cache.
+    Hit,
+    /// It ran; the reason says why the cache missed.
+    Built { reason: String, layer: LayerWork },
+}
+
+/// What writing a step's layer took.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LayerWork {
+    /// Uncompressed bytes.
+    pub written: u64,
+    /// Compressed bytes.
+    pub compressed: u64,
+    /// Uncompressed bytes whose compressed form was copied from the step's previous layer.
+    pub reused: u64,
+    /// Milliseconds.
+    pub ms: f64,
+}
+
+/// A step's files as a step kind makes them.
+pub(crate) struct Made {
+    /// The layer's entries; none when nothing changed on disk.
+    pub entries: Vec<Entry>,
+    /// What the entries' files live in, kept until the layer is written (a RUN's upper
+    /// directory goes with it).
+    pub holder: Option<rbuild_runtime::Finished>,
+}
+
+impl Made {
+    /// Entries whose files outlive the step.
+    pub fn entries(entries: Vec<Entry>) -> Made {
+        Made {
+            entries,
+            holder: None,
+        }
+    }
+}
+
+/// One step being solved: where it is and what it may read.
+pub(crate) struct StepContext<'a> {
+    pub solver: &'a Solver,
+    pub stage: &'a Stage,
+    pub step: &'a Step,
+    /// The step's position in its stage.
+    pub position: usize,
+    /// Names the step across builds (Dockerfile, stage, position): what a miss is explained
+    /// against and whose previous layer a new one may copy blocks from.
+    pub id: String,
+    pub label: StepLabel,
+    /// The finished stages this stage reads from, by index.
+    pub done: &'a HashMap<usize, Arc<StageState>>,
+}
+
+impl Solver {
+    /// A solver for one build of `request`, whose plan has `stages`.
+    pub fn new(
+        store: Arc<LocalStore>,
+        remote: Arc<dyn Remote>,
+        request: BuildRequest,
+        sources: Sources,
+        stages: &[Stage],
+        progress: Arc<dyn Progress>,
+    ) -> Solver {
+        let now = request.layer_options.source_date_epoch.unwrap_or_else(time::now);
+        Solver {
+            store,
+            remote,
+            dockerfile_name: request.dockerfile.display().to_string(),
+            platform: request.target_platform(),
+            request,
+            sources,
+            progress,
+            created: time::rfc3339(now),
+            now,
+            scratch: OnceLock::new(),
+            runtime: OnceLock::new(),
+            step_numbers: number_steps(stages),
+            metrics: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The numbers of every step run so far, in step order.
+    pub fn step_metrics(&self) -> Vec<StepMetrics> {
+        let mut steps = self.metrics.lock().map(|m| m.clone()).unwrap_or_default();
+        steps.sort_by_key(|s| s.step);
+        steps
+    }
+
+    /// The build's scratch directory (see [`Solver::scratch`](Solver#structfield.scratch)).
+    pub fn scratch(&self) -> Result<&Path> {
+        if let Some(dir) = self.scratch.get() {
+            return Ok(dir.path());
+        }
+        let dir = self.store.scratch_dir()?;
+        Ok(self.scratch.get_or_init(|| dir).path())
+    }
+
+    /// The `created` time of a step reused from the cache: when it was built, unless
+    /// `SOURCE_DATE_EPOCH` fixes every time.
+    fn reused_created(&self, built: Option<String>) -> String {
+        match (self.request.layer_options.source_date_epoch, built) {
+            (None, Some(built)) => built,
+            _ => self.created.clone(),
+        }
+    }
+
+    /// The `created` time of a step that only changes the config: the time of the entry
+    /// before it (see [`ImageState::last_created`]); the first entries of a `FROM scratch`
+    /// image have none until the image is written (see [`crate::export::write_image`]).
+    pub fn created_after(&self, state: &ImageState) -> Option<String> {
+        if self.request.layer_options.source_date_epoch.is_some() {
+            return Some(self.created.clone());
+        }
+        state.last_created()
+    }
+
+    /// Whether `stage` is built without the cache (`--no-cache`, `--no-cache-filter`).
+    fn no_cache(&self, stage: &Stage) -> bool {
+        self.request.no_cache
+            || stage.name.as_ref().is_some_and(|n| {
+                self.request
+                    .no_cache_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(n))
+            })
+            || self.request.no_cache_filter.contains(&stage.index.to_string())
+    }
+
+    /// The filesystem of an image state, layers unpacked once and viewed merged.
+    pub fn view(&self, state: &ImageState) -> Result<RootfsView> {
+        self.store.snapshots.view(&state.layers, &self.store.content)
+    }
+
+    /// Runs `stage`'s steps, `done` holding the stages it reads from.
+    pub fn run_stage(&self, stage: &Stage, done: &HashMap<usize, Arc<StageState>>) -> Result<StageState> {
+        let mut state = self
+            .base_state(stage, done)
+            .map_err(|e| e.at(&self.dockerfile_name, stage.span.start_line, "FROM"))?;
+        // The base's ONBUILD triggers are this stage's first steps (the plan put them there).
+        // Having run, they leave the image, as docker and BuildKit do: a child of this image
+        // runs only the triggers this stage itself adds.
+        state.image.config.config.on_build = None;
+        for (position, step) in stage.steps.iter().enumerate() {
+            let cx = StepContext {
+                solver: self,
+                stage,
+                step,
+                position,
+                id: format!("{}#{}#{}", self.dockerfile_name, stage.index, position),
+                label: StepLabel {
+                    number: self
+                        .step_numbers
+                        .get(&(stage.index, position))
+                        .copied()
+                        .unwrap_or(0),
+                    stage: stage.name.clone().unwrap_or_else(|| stage.index.to_string()),
+                    position: (position + 1, stage.steps.len()),
+                    instruction: step.instruction.clone(),
+                    line: step.span.start_line,
+                },
+                done,
+            };
+            let metrics = cx.run(&mut state)?;
+            if let Ok(mut all) = self.metrics.lock() {
+                all.push(metrics);
+            }
+        }
+        Ok(state)
+    }
+
+    /// The state a stage starts from: its base's.
+    fn base_state(&self, stage: &Stage, done: &HashMap<usize, Arc<StageState>>) -> Result<StageState> {
+        let from_image = |reference: &str| {
+            let image = self
+                .sources
+                .images
+                .get(reference)
+                .ok_or_else(|| BuildError::Fetch(format!("base image {reference} was not resolved")))?;
+            Ok(StageState {
+                image: ImageState::from_base(image.config.clone(), image.layers.clone()),
+                fs_key: format!("image {}", image.digest),
+            })
+        };
+        match &stage.base {
+            Base::Scratch => Ok(StageState {
+                image: ImageState::scratch(&self.platform.os, &self.platform.architecture),
+                fs_key: "scratch".to_owned(),
+            }),
+            Base::Image { reference, .. } => from_image(reference),
+            Base::Stage { index } => done
+                .get(index)
+                .map(|parent| StageState::clone(parent))
+                .ok_or_else(|| BuildError::Context(format!("stage {index} did not finish"))),
+            Base::Context { name } => match self.request.named_contexts.get(name) {
+                Some(NamedContext::Image(reference)) => from_image(reference),
+                _ => Err(BuildError::Unsupported(format!(
+                    "FROM {name}: a local directory build context cannot be a stage's base; use COPY --from={name}"
+                ))),
+            },
+        }
+    }
+
+    /// Writes a step's layer to the content store, copying what it can from the layer the step
+    /// made last time, and unpacking it into `snapshot` on the way. Returns the layer, its
+    /// digest and size as stored, and whether the snapshot was unpacked.
+    fn write_layer(
+        &self,
+        step_id: &str,
+        entries: Vec<Entry>,
+        snapshot: Option<&PendingSnapshot<'_>>,
+    ) -> Result<(LayerInfo, Digest, u64, bool)> {
+        let previous = self.previous_blocks(step_id);
+        let mut writer = self.store.content.writer()?;
+        let (info, unpacked) = std::thread::scope(|scope| {
+            let pipe = match snapshot {
+                Some(_) => {
+                    let pipe = std::io::pipe().map_err(|e| BuildError::io("creating a pipe", e))?;
+                    // A 1 MiB pipe rather than 64 KiB lets the writer and the unpacker run
+                    // apart instead of in lockstep (best effort: the default still works).
+                    let _ = rustix::pipe::fcntl_setpipe_size(&pipe.1, 1 << 20);
+                    Some(pipe)
+                }
+                None => None,
+            };
+            let (reader, tap) = pipe.unzip();
+            // Each tar header and each file's content would be a write to the pipe of its own.
+            let mut tap = tap.map(|t| std::io::BufWriter::with_capacity(256 * 1024, t));
+            let unpacker = snapshot
+                .zip(reader)
+                .map(|(s, r)| scope.spawn(move || s.unpack(r)));
+            let extras = Extras {
+                previous: previous.as_ref(),
+                tap: tap.as_mut().map(|t| t as &mut (dyn std::io::Write + Send)),
+            };
+            let info = write_layer_with(entries, &self.request.layer_options, extras, &mut writer);
+            // The end of the pipe (after what the buffer holds): the unpacker reads to it.
+            drop(tap);
+            let unpacked = unpacker.is_some_and(|u| matches!(u.join(), Ok(Ok(()))));
+            let info = info.map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;
+            Ok::<_, BuildError>((info, unpacked))
+        })?;
+        let (digest, size) = writer.commit(Some(&info.digest))?;
+        if !info.blocks.blocks.is_empty() {
+            self.store.cache.store_blocks(&digest, &info.blocks)?;
+        }
+        Ok((info, digest, size, unpacked))
+    }
+
+    /// The gzip blocks of the layer `step` made last time, which its new layer may copy.
+    fn previous_blocks(&self, step: &str) -> Option<PreviousBlocks> {
+        let layer = self.store.cache.previous_layer(step)?;
+        let blocks = self.store.cache.blocks(&layer.descriptor.digest)?;
+        let blob = self.store.content.open_blob(&layer.descriptor.digest).ok()?;
+        Some(PreviousBlocks::new(&blocks, blob))
+    }
+}
+
+impl StepContext<'_> {
+    /// Runs the step, reporting it; returns its numbers.
+    fn run(&self, state: &mut StageState) -> Result<StepMetrics> {
+        let progress = &self.solver.progress;
+        progress.event(Event::Started(self.label.clone()));
+        let started = Instant::now();
+        let mut metrics = StepMetrics {
+            step: self.label.number,
+            stage: self.label.stage.clone(),
+            instruction: self.step.instruction.clone(),
+            line: self.step.span.start_line,
+            ..StepMetrics::default()
+        };
+        let outcome = steps::run(self, state, &mut metrics)
+            .inspect_err(|_| progress.event(Event::Failed(self.label.clone(), started.elapsed())))
+            .map_err(|e| {
+                e.at(
+                    &self.solver.dockerfile_name,
+                    self.step.span.start_line,
+                    &self.step.instruction,
+                )
+            })?;
+        match outcome {
+            Outcome::Config => metrics.cache = "none".to_owned(),
+            Outcome::Hit => {
+                metrics.cache = "hit".to_owned();
+                progress.event(Event::Cached(self.label.clone()));
+            }
+            Outcome::Built { reason, layer } => {
+                metrics.cache = "miss".to_owned();
+                metrics.miss_reason = Some(reason);
+                metrics.bytes_written = layer.written;
+                metrics.bytes_compressed = layer.compressed;
+                metrics.bytes_reused = layer.reused;
+                metrics.layer_ms = layer.ms;
+            }
+        }
+        if let Some(layer) = state.image.layers.last().filter(|_| metrics.cache != "none") {
+            metrics.layer = Some(layer.descriptor.digest.to_string());
+            metrics.layer_size = layer.descriptor.size;
+        }
+        let elapsed = started.elapsed();
+        metrics.duration_ms = elapsed.as_secs_f64() * 1000.0;
+        progress.event(Event::Finished(self.label.clone(), elapsed));
+        Ok(metrics)
+    }
+
+    /// Records a step that only changed the config.
+    pub fn config_only(&self, state: &mut StageState) -> Outcome {
+        let created = self.solver.created_after(&state.image);
+        state
+            .image
+            .push_history(self.step.created_by.clone(), created, true);
+        Outcome::Config
+    }
+
+    /// Whether a RUN comes later in the stage (and so will need this step's layer unpacked).
+    fn run_follows(&self) -> bool {
+        self.stage.steps[self.position + 1..]
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Run(_)))
+    }
+
+    /// Looks the step up by `inputs`, or makes its layer with `make` and records it.
+    /// `details` adds to the inputs what only explaining a miss needs (see
+    /// [`Inputs::set_details`]).
+    pub fn cached_layer(
+        &self,
+        mut inputs: Inputs,
+        details: impl FnOnce(&mut Inputs),
+        state: &mut StageState,
+        make: impl FnOnce() -> Result<Made>,
+    ) -> Result<Outcome> {
+        let solver = self.solver;
+        let store = &solver.store;
+        let usable = |record: &CacheRecord| {
+            record
+                .layer
+                .as_ref()
+                .is_none_or(|l| store.content.contains(&l.descriptor.digest))
+        };
+        let key = inputs.key();
+        state.fs_key = key.to_string();
+        let no_cache = solver.no_cache(self.stage);
+        let hit = if no_cache {
+            None
+        } else {
+            store.cache.lookup(&key, usable)
+        };
+        let created_by = self.step.created_by.clone();
+        if let Some(record) = hit {
+            let created = Some(solver.reused_created(record.created));
+            match record.layer {
+                Some(layer) => state.image.push_layer(layer, created_by, created),
+                None => state.image.push_history(created_by, created, true),
+            }
+            return Ok(Outcome::Hit);
+        }
+        details(&mut inputs);
+        let reason = if no_cache {
+            "--no-cache".to_owned()
+        } else {
+            store.cache.explain_miss(&self.id, &inputs)
+        };
+        solver
+            .progress
+            .event(Event::Missed(self.label.clone(), reason.clone()));
+        let created = Some(solver.created.clone());
+        let Made {
+            entries,
+            holder: _holder,
+        } = make()?;
+        if entries.is_empty() {
+            // Nothing changed on disk: no layer, as BuildKit leaves none for an empty diff.
+            let record = CacheRecord {
+                layer: None,
+                created: created.clone(),
+            };
+            store.cache.store(&self.id, &inputs, &record)?;
+            state.image.push_history(created_by, created, true);
+            return Ok(Outcome::Built {
+                reason,
+                layer: LayerWork::default(),
+            });
+        }
+        let layer_started = Instant::now();
+        // A RUN later in the stage will need the layer unpacked: do it while writing it, or
+        // as a delta over the snapshot of what the step made last time.
+        let snapshot = if self.run_follows() {
+            let previous = store.cache.previous_layer(&self.id).map(|l| l.diff_id);
+            let epoch = solver.request.layer_options.source_date_epoch;
+            Some(store.snapshots.plan(&entries, epoch, previous.as_ref())?)
+        } else {
+            None
+        };
+        let tap = snapshot.as_ref().and_then(|s| s.tap());
+        let (info, digest, size, unpacked) = solver.write_layer(&self.id, entries, tap)?;
+        if let Some(snapshot) = snapshot {
+            snapshot.finish(&info.diff_id, unpacked)?;
+        }
+        let layer = CachedLayer {
+            descriptor: Descriptor::new(info.media_type, digest, size),
+            diff_id: info.diff_id,
+        };
+        let record = CacheRecord {
+            layer: Some(layer.clone()),
+            created: created.clone(),
+        };
+        store.cache.store(&self.id, &inputs, &record)?;
+        state.image.push_layer(layer, created_by, created);
+        Ok(Outcome::Built {
+            reason,
+            layer: LayerWork {
+                written: info.uncompressed_size,
+                compressed: info.size,
+                reused: info.reused,
+                ms: layer_started.elapsed().as_secs_f64() * 1000.0,
+            },
+        })
+    }
+}
+
+/// Build-wide step numbers, in plan order.
+fn number_steps(stages: &[Stage]) -> HashMap<(usize, usize), usize> {
+    let mut numbers = HashMap::new();
+    let mut n = 0;
+    for stage in stages {
+        for i in 0..stage.steps.len() {
+            n += 1;
+            numbers.insert((stage.index, i), n);
+        }
+    }
+    numbers
+}
