@@ -31,7 +31,7 @@ pub fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<Option<Mat
         fs::read_to_string(&path).map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
     Matcher::from_dockerignore(&text)
         .map(Some)
-        .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", path.display())))
+        .map_err(|source| BuildError::IgnoreFile { path, source })
 }
 
 /// What a context entry is.
@@ -226,10 +226,7 @@ impl Context {
         let meta =
             fs::metadata(&root).map_err(|e| BuildError::io(format!("reading {}", root.display()), e))?;
         if !meta.is_dir() {
-            return Err(BuildError::Context(format!(
-                "{} is not a directory",
-                root.display()
-            )));
+            return Err(BuildError::ContextNotDirectory(root));
         }
         let tree = walk(&root, "", ignore.as_ref(), &ParentHits::default())?;
         let mut entries = Vec::with_capacity(count(&tree) + 1);
@@ -317,9 +314,7 @@ impl Context {
                 _ => return Ok(file),
             }
         }
-        Err(BuildError::Context(format!(
-            "too many levels of symbolic links at {path}"
-        )))
+        Err(BuildError::SymlinkLoop(path.to_owned()))
     }
 
     /// The entries a COPY source names: a path or a pattern with wildcards (matched component

@@ -250,7 +250,7 @@ fn context_files<'a>(
 fn file_digest(file: &ContextFile) -> Result<&Digest> {
     file.digest
         .as_ref()
-        .ok_or_else(|| BuildError::Context(format!("{} was not hashed", file.path)))
+        .ok_or_else(|| BuildError::NotHashed(file.path.clone()))
 }
 
 /// The selection of a whole COPY/ADD.
@@ -362,7 +362,7 @@ pub fn select(step: &CopyStep, origin: &Origin<'_>) -> Result<Selection> {
         None
     } else {
         Some(Arc::new(
-            Matcher::new(&step.exclude).map_err(|e| BuildError::Dockerfile(format!("--exclude: {e}")))?,
+            Matcher::new(&step.exclude).map_err(BuildError::ExcludePattern)?,
         ))
     };
     let mut selection = Selection {
@@ -519,8 +519,9 @@ fn final_mode(chmod: Option<&Chmod>, mode: u32, is_dir: bool) -> Result<u32> {
     match chmod.map(|c| (&c.mode, &c.text)) {
         None => Ok(mode),
         Some((Mode::Octal(m), _)) => Ok(*m),
-        Some((Mode::Symbolic(s), text)) => apply_symbolic(s, mode, is_dir)
-            .ok_or_else(|| BuildError::Dockerfile(format!("invalid --chmod={text}"))),
+        Some((Mode::Symbolic(s), text)) => {
+            apply_symbolic(s, mode, is_dir).ok_or_else(|| BuildError::InvalidChmod(text.clone()))
+        }
     }
 }
 
@@ -532,10 +533,7 @@ pub fn entries(selection: &Selection, layout: &Layout<'_>) -> Result<Vec<Entry>>
     let dest_clean = clean_under_root(dest);
     let sources = step.sources.len() + step.inline.len();
     if sources > 1 && !dest.ends_with('/') {
-        return Err(BuildError::Dockerfile(format!(
-            "when copying more than one source, the destination must be a directory and end with a /: {}",
-            step.dest
-        )));
+        return Err(BuildError::DestinationNotDirectory(step.dest.clone()));
     }
     let existing_dir = layout
         .below

@@ -37,9 +37,14 @@ impl SecretSource {
         match self {
             SecretSource::File(path) => fs::read(path)
                 .map_err(|e| BuildError::io(format!("reading secret {id} from {}", path.display()), e)),
-            SecretSource::Env(var) => std::env::var(var).map(String::into_bytes).map_err(|_| {
-                BuildError::Context(format!("secret {id}: environment variable {var} is not set"))
-            }),
+            SecretSource::Env(var) => {
+                std::env::var(var)
+                    .map(String::into_bytes)
+                    .map_err(|_| BuildError::SecretVariableUnset {
+                        id: id.to_owned(),
+                        var: var.clone(),
+                    })
+            }
         }
     }
 }
@@ -147,9 +152,7 @@ pub fn prepare(run: &RunStep, sources: &MountSources<'_>) -> Result<Prepared> {
                     None => vec![
                         sources
                             .context
-                            .ok_or_else(|| {
-                                BuildError::Context("RUN --mount=type=bind needs a build context".to_owned())
-                            })?
+                            .ok_or_else(|| BuildError::NoContext("RUN --mount=type=bind"))?
                             .to_owned(),
                     ],
                     Some(from) => (sources.layers)(from)?,
@@ -164,9 +167,7 @@ pub fn prepare(run: &RunStep, sources: &MountSources<'_>) -> Result<Prepared> {
                 let id = mount.id.clone().unwrap_or_default();
                 let Some(source) = sources.secrets.get(&id) else {
                     if mount.required {
-                        return Err(BuildError::Context(format!(
-                            "secret {id} is required; pass it with --secret id={id},src=FILE"
-                        )));
+                        return Err(BuildError::MissingSecret(id));
                     }
                     continue;
                 };
@@ -199,10 +200,7 @@ pub fn prepare(run: &RunStep, sources: &MountSources<'_>) -> Result<Prepared> {
             MountType::Ssh => {
                 let Some(socket) = sources.ssh else {
                     if mount.required {
-                        return Err(BuildError::Context(
-                            "an SSH agent is required; pass --ssh default (with SSH_AUTH_SOCK set)"
-                                .to_owned(),
-                        ));
+                        return Err(BuildError::MissingSshAgent);
                     }
                     continue;
                 };
@@ -221,7 +219,7 @@ pub fn prepare(run: &RunStep, sources: &MountSources<'_>) -> Result<Prepared> {
                 continue;
             }
         };
-        let target = target.ok_or_else(|| BuildError::Dockerfile("RUN --mount needs a target".to_owned()))?;
+        let target = target.ok_or(BuildError::MountWithoutTarget)?;
         stubs.push(target.clone());
         mounts.push(ExtraMount { target, kind });
     }
@@ -262,9 +260,7 @@ pub fn network(run: &RunStep, build_default: &str) -> Result<Network> {
     match asked {
         "" | "default" | "host" => Ok(Network::Host),
         "none" => Ok(Network::None),
-        other => Err(BuildError::Unsupported(format!(
-            "--network={other}: use default, none or host"
-        ))),
+        other => Err(BuildError::UnknownNetwork(other.to_owned())),
     }
 }
 
@@ -277,7 +273,7 @@ pub fn layer_entries(upper: &Path, stubs: &[String], below: &RootfsView) -> Resu
             overlay_whiteouts: true,
         },
     )
-    .map_err(|e| BuildError::Context(format!("reading the step's changes: {e}")))?;
+    .map_err(BuildError::ReadChanges)?;
     let mut dropped: HashSet<String> = HashSet::new();
     for stub in stubs {
         let path = clean_under_root(stub);

@@ -2,7 +2,7 @@
 //! `/etc/group`, as BuildKit does (a name alone also takes the user's primary group; a
 //! number alone is used for both).
 
-use crate::error::{BuildError, Result};
+use crate::error::{BuildError, OwnerKind, Result};
 use crate::rootfs::RootfsView;
 
 /// A resolved owner.
@@ -48,17 +48,12 @@ pub fn resolve(spec: &str, rootfs: &RootfsView) -> Result<Owner> {
     let mut owner = match user.parse::<u32>() {
         Ok(uid) => Owner { uid, gid: uid },
         Err(_) => {
-            let passwd = read("/etc/passwd")?.ok_or_else(|| {
-                BuildError::UnknownOwner(format!(
-                    "--chown={spec}: unable to find user {user}: the stage has no /etc/passwd; use a numeric uid"
-                ))
-            })?;
+            let passwd = read("/etc/passwd")?
+                .ok_or_else(|| unknown(format!("--chown={spec}"), user, OwnerKind::User, true))?;
             match lookup(&passwd, user) {
                 Some((uid, Some(gid))) => Owner { uid, gid },
                 _ => {
-                    return Err(BuildError::UnknownOwner(format!(
-                        "--chown={spec}: unable to find user {user}: no matching entries in the stage's /etc/passwd"
-                    )));
+                    return Err(unknown(format!("--chown={spec}"), user, OwnerKind::User, false));
                 }
             }
         }
@@ -67,16 +62,11 @@ pub fn resolve(spec: &str, rootfs: &RootfsView) -> Result<Owner> {
         owner.gid = match group.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => {
-                let groups = read("/etc/group")?.ok_or_else(|| {
-                    BuildError::UnknownOwner(format!(
-                        "--chown={spec}: unable to find group {group}: the stage has no /etc/group; use a numeric gid"
-                    ))
-                })?;
-                lookup(&groups, group).map(|(gid, _)| gid).ok_or_else(|| {
-                    BuildError::UnknownOwner(format!(
-                        "--chown={spec}: unable to find group {group}: no matching entries in the stage's /etc/group"
-                    ))
-                })?
+                let groups = read("/etc/group")?
+                    .ok_or_else(|| unknown(format!("--chown={spec}"), group, OwnerKind::Group, true))?;
+                lookup(&groups, group)
+                    .map(|(gid, _)| gid)
+                    .ok_or_else(|| unknown(format!("--chown={spec}"), group, OwnerKind::Group, false))?
             }
         };
     }
@@ -114,20 +104,16 @@ pub fn run_user(spec: &str, rootfs: &RootfsView) -> Result<(Owner, Vec<u32>)> {
         (Some((name, uid, gid)), _) => (Some(name), Owner { uid, gid }),
         (None, Ok(uid)) => (None, Owner { uid, gid: 0 }),
         (None, Err(_)) => {
-            return Err(BuildError::UnknownOwner(format!(
-                "USER {spec}: unable to find user {user}: no matching entries in the stage's /etc/passwd"
-            )));
+            return Err(unknown(format!("USER {spec}"), user, OwnerKind::User, false));
         }
     };
     let groups = read("/etc/group")?;
     if let Some(group) = group {
         owner.gid = match group.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup(&groups, group).map(|(gid, _)| gid).ok_or_else(|| {
-                BuildError::UnknownOwner(format!(
-                    "USER {spec}: unable to find group {group}: no matching entries in the stage's /etc/group"
-                ))
-            })?,
+            Err(_) => lookup(&groups, group)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| unknown(format!("USER {spec}"), group, OwnerKind::Group, false))?,
         };
         return Ok((owner, Vec::new()));
     }
@@ -145,6 +131,16 @@ pub fn run_user(spec: &str, rootfs: &RootfsView) -> Result<(Owner, Vec<u32>)> {
         None => Vec::new(),
     };
     Ok((owner, supplementary))
+}
+
+/// A user or group the stage does not name.
+fn unknown(spec: String, name: &str, kind: OwnerKind, no_database: bool) -> BuildError {
+    BuildError::UnknownOwner {
+        spec,
+        name: name.to_owned(),
+        kind,
+        no_database,
+    }
 }
 
 #[cfg(test)]

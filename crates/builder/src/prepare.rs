@@ -52,8 +52,10 @@ pub(crate) async fn prepare(
     progress: &dyn Progress,
 ) -> Result<Prepared> {
     let dockerfile_name = request.dockerfile.display().to_string();
-    let parsed = rbuild_dockerfile::parse(&request.dockerfile_text)
-        .map_err(|e| BuildError::Dockerfile(format!("{dockerfile_name}: {e}")))?;
+    let parsed = rbuild_dockerfile::parse(&request.dockerfile_text).map_err(|error| BuildError::Parse {
+        file: dockerfile_name.clone(),
+        error: Box::new(error),
+    })?;
     let ignore = context::read_dockerignore(&request.dockerfile, &request.context)?;
     let platform = request.target_platform();
     let resolver = Resolver {
@@ -88,8 +90,11 @@ pub(crate) async fn prepare(
         }
     })?;
     options.dockerignore = ignore.clone();
-    let plan = rbuild_dockerfile::plan(&parsed, &options, &Known(&images))
-        .map_err(|e| BuildError::Dockerfile(format!("{dockerfile_name}:{e}")))?;
+    let plan =
+        rbuild_dockerfile::plan(&parsed, &options, &Known(&images)).map_err(|error| BuildError::Plan {
+            file: dockerfile_name.clone(),
+            error: Box::new(error),
+        })?;
     images.extend(
         resolver
             .all(copied_images(&plan.stages))
@@ -137,8 +142,10 @@ fn first_plan(
     dockerfile_name: &str,
 ) -> Result<(Plan, Vec<String>)> {
     let recorder = Recorder::default();
-    let plan = rbuild_dockerfile::plan(parsed, options, &recorder)
-        .map_err(|e| BuildError::Dockerfile(format!("{dockerfile_name}:{e}")))?;
+    let plan = rbuild_dockerfile::plan(parsed, options, &recorder).map_err(|error| BuildError::Plan {
+        file: dockerfile_name.to_owned(),
+        error: Box::new(error),
+    })?;
     let wanted = recorder.0.into_inner().unwrap_or_default();
     Ok((plan, wanted))
 }

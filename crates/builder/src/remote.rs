@@ -37,7 +37,10 @@ impl Remote for Client {
         async move {
             let image = Client::pull(self, reference, platform, store)
                 .await
-                .map_err(|e| BuildError::Fetch(format!("pulling {reference}: {e}")))?;
+                .map_err(|e| BuildError::Pull {
+                    reference: reference.to_string(),
+                    source: Box::new(e),
+                })?;
             Ok((image.manifest_descriptor, image.manifest, image.config))
         }
         .boxed()
@@ -47,7 +50,10 @@ impl Remote for Client {
         async move {
             let download = Client::download(self, url, to)
                 .await
-                .map_err(|e| BuildError::Fetch(e.to_string()))?;
+                .map_err(|e| BuildError::Download {
+                    url: url.to_owned(),
+                    source: Box::new(e),
+                })?;
             let modified = download
                 .last_modified
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -145,9 +145,7 @@ impl RootfsView {
                 Some(target) if !is_last || follow_last => {
                     hops += 1;
                     if hops > 40 {
-                        return Err(BuildError::Context(format!(
-                            "too many levels of symbolic links at /{path}"
-                        )));
+                        return Err(BuildError::SymlinkLoop(format!("/{path}")));
                     }
                     let base = if target.starts_with('/') {
                         String::new()

@@ -33,22 +33,16 @@ pub(crate) async fn run(solver: &Arc<Solver>, plan: &Plan) -> Result<Arc<StageSt
             }
             solver.run_stage(&stage, &done).map(Arc::new).map_err(Arc::new)
         });
-        let future = async move {
-            handle
-                .await
-                .map_err(|e| Arc::new(BuildError::Context(format!("a build task failed: {e}"))))?
-        }
-        .boxed()
-        .shared();
+        let future = async move { handle.await.map_err(|e| Arc::new(BuildError::TaskFailed(e)))? }
+            .boxed()
+            .shared();
         futures.insert(index, future);
     }
-    let target = plan
-        .target_stage()
-        .ok_or_else(|| BuildError::Dockerfile("the Dockerfile has no stages".to_owned()))?;
+    let target = plan.target_stage().ok_or(BuildError::NoStages)?;
     futures
         .get(&target.index)
         .cloned()
-        .ok_or_else(|| BuildError::Dockerfile("the target stage was not planned".to_owned()))?
+        .ok_or(BuildError::StageMissing(target.index))?
         .await
         .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(BuildError::Shared))
 }

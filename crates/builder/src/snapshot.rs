@@ -95,12 +95,13 @@ impl Snapshots {
         }
         let digest = &layer.descriptor.digest;
         let blob = store.open_blob(digest)?;
-        let reader = rbuild_layer::decompressed(blob)
-            .map_err(|e| BuildError::Fetch(format!("layer {digest}: {e}")))?;
+        let failed = |source| BuildError::Unpack {
+            layer: digest.clone(),
+            source,
+        };
+        let reader = rbuild_layer::decompressed(blob).map_err(failed)?;
         let pending = self.begin()?;
-        pending
-            .unpack(reader)
-            .map_err(|e| BuildError::Fetch(format!("unpacking layer {digest}: {e}")))?;
+        pending.unpack(reader).map_err(failed)?;
         Ok(vec![pending.install(&layer.diff_id)?])
     }
 

@@ -243,7 +243,7 @@ impl Solver {
                 .sources
                 .images
                 .get(reference)
-                .ok_or_else(|| BuildError::Fetch(format!("base image {reference} was not resolved")))?;
+                .ok_or_else(|| BuildError::Unresolved(reference.to_owned()))?;
             Ok(StageState {
                 image: ImageState::from_base(image.config.clone(), image.layers.clone()),
                 fs_key: format!("image {}", image.digest),
@@ -258,12 +258,10 @@ impl Solver {
             Base::Stage { index } => done
                 .get(index)
                 .map(|parent| StageState::clone(parent))
-                .ok_or_else(|| BuildError::Context(format!("stage {index} did not finish"))),
+                .ok_or(BuildError::StageMissing(*index)),
             Base::Context { name } => match self.request.named_contexts.get(name) {
                 Some(NamedContext::Image(reference)) => from_image(reference),
-                _ => Err(BuildError::Unsupported(format!(
-                    "FROM {name}: a local directory build context cannot be a stage's base; use COPY --from={name}"
-                ))),
+                _ => Err(BuildError::ContextAsBase(name.clone())),
             },
         }
     }
@@ -304,7 +302,7 @@ impl Solver {
             // The end of the pipe (after what the buffer holds): the unpacker reads to it.
             drop(tap);
             let unpacked = unpacker.is_some_and(|u| matches!(u.join(), Ok(Ok(()))));
-            let info = info.map_err(|e| BuildError::Context(format!("writing the layer: {e}")))?;
+            let info = info.map_err(BuildError::WriteLayer)?;
             Ok::<_, BuildError>((info, unpacked))
         })?;
         let (digest, size) = writer.commit(Some(&info.digest))?;

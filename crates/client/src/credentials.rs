@@ -75,7 +75,7 @@ impl std::fmt::Debug for Credential {
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     /// `config.json` could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

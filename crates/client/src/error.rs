@@ -349,7 +349,7 @@ pub enum ClientError {
         store: PathBuf,
     },
     /// The local store failed.
-    #[error("local store: {context}: {source}")]
+    #[error("local store: {context}")]
     Store {
         /// What was being done.
         context: String,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
     /// An I/O operation on a named file failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done, as a verb phrase ("reading", "creating directory").
         action: &'static str,
@@ -20,7 +20,7 @@ pub enum LayerError {
     },
 
     /// Reading or writing the archive stream itself failed (not a particular file).
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Stream {
         /// What was being done ("writing the layer", "reading the tar stream").
         action: &'static str,
@@ -129,4 +129,16 @@ impl LayerError {
             reason: reason.into(),
         }
     }
+}
+
+/// An error and its sources, joined as the CLI prints them: what tests look for a cause in.
+#[cfg(test)]
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }

@@ -834,6 +834,7 @@ mod tests {
             w.write_all(&data).map_err(|e| LayerError::stream("producing", e))
         })
         .unwrap_err();
-        assert!(err.to_string().contains("disk full"), "{err}");
+        let err = crate::error::chain(&err);
+        assert!(err.contains("disk full"), "{err}");
     }
 }

@@ -979,7 +979,8 @@ fn pooled_unpack_refuses_truncated_files() {
     let dest = store.path().join("dest");
     std::fs::create_dir(&dest).unwrap();
     let error = unpack_pooled_into(&blob[..3000], &dest, &pool).unwrap_err();
-    assert!(error.to_string().contains("truncated"), "{error}");
+    let error = crate::error::chain(&error);
+    assert!(error.contains("truncated"), "{error}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub enum StoreError {
         actual: Digest,
     },
     /// The filesystem failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -52,7 +52,7 @@ pub enum RunError {
     #[error("building the runtime configuration: {0}")]
     Spec(String),
     /// A file operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -77,7 +77,7 @@ pub fn write_image(state: &ImageState, created: Option<&str>, store: &ContentSto
 pub fn compressed(local: &LocalStore, manifest: &Descriptor, options: &LayerOptions) -> Result<Image> {
     let content = &local.content;
     let mut parsed: ImageManifest = rbuild_oci::json::from_slice(&content.read(&manifest.digest)?)
-        .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", manifest.digest)))?;
+        .map_err(|source| manifest_error(manifest, source))?;
     let plain = |layer: &Descriptor| layer.media_type == media_type::OCI_LAYER_TAR;
     if options.compression.media_type() == media_type::OCI_LAYER_TAR || !parsed.layers.iter().any(plain) {
         return Ok(image_of(manifest.clone(), parsed));
@@ -103,16 +103,18 @@ fn image_of(manifest: Descriptor, parsed: ImageManifest) -> Image {
 
 /// Compresses the uncompressed layer blob `layer` into the store and remembers the result.
 fn compress_stored(local: &LocalStore, layer: &Descriptor, options: &LayerOptions) -> Result<Descriptor> {
-    let failed =
-        |e: rbuild_layer::LayerError| BuildError::Context(format!("compressing layer {}: {e}", layer.digest));
+    let failed = |source| BuildError::Compress {
+        layer: layer.digest.clone(),
+        source,
+    };
     let blob = local.content.open_blob(&layer.digest)?;
     let mut writer = local.content.writer()?;
     let info = compress_layer(io::BufReader::new(blob), options, &mut writer).map_err(failed)?;
     if info.diff_id != layer.digest {
-        return Err(BuildError::Context(format!(
-            "layer {} in the local store reads back as {}: the store is damaged; `rbuild cache prune` and build again",
-            layer.digest, info.diff_id
-        )));
+        return Err(BuildError::DamagedLayer {
+            layer: layer.digest.clone(),
+            actual: info.diff_id,
+        });
     }
     let (digest, size) = writer.commit(Some(&info.digest))?;
     let compressed = Descriptor::new(info.media_type, digest, size);
@@ -206,12 +208,21 @@ pub async fn export(
 /// The image a stored image manifest describes.
 fn stored_image(content: &ContentStore, manifest: &Descriptor) -> Result<Image> {
     if !media_type::is_image_manifest(&manifest.media_type) {
-        return Err(BuildError::Unsupported(format!(
-            "{} is a {}: only an image can be written to an archive",
-            manifest.digest, manifest.media_type
-        )));
+        return Err(BuildError::NotAnImage {
+            digest: manifest.digest.clone(),
+            media_type: manifest.media_type.clone(),
+        });
     }
     let parsed: ImageManifest = rbuild_oci::json::from_slice(&content.read(&manifest.digest)?)
-        .map_err(|e| BuildError::Context(format!("reading manifest {}: {e}", manifest.digest)))?;
+        .map_err(|source| manifest_error(manifest, source))?;
     Ok(image_of(manifest.clone(), parsed))
+}
+
+/// A stored image manifest that does not read.
+fn manifest_error(manifest: &Descriptor, source: serde_json::Error) -> BuildError {
+    BuildError::Document {
+        image: manifest.digest.to_string(),
+        document: "manifest",
+        source,
+    }
 }

@@ -13,20 +13,29 @@ use crate::store::LocalStore;
 /// Copies the image `spec` (`DIR` or `DIR:TAG`) names into `store`.
 pub(super) fn import(store: &LocalStore, spec: &str) -> Result<(Descriptor, ImageManifest, ImageConfig)> {
     let (dir, tag) = split(spec);
-    let bad = |what: String| BuildError::Fetch(format!("oci-layout://{spec}: {what}"));
+    let unreadable = |document| {
+        move |source| BuildError::Document {
+            image: format!("oci-layout://{spec}"),
+            document,
+            source,
+        }
+    };
     let index_path = dir.join("index.json");
     let index: ImageIndex = rbuild_oci::json::from_slice(
         &std::fs::read(&index_path)
             .map_err(|e| BuildError::io(format!("reading {}", index_path.display()), e))?,
     )
-    .map_err(|e| bad(format!("index.json: {e}")))?;
+    .map_err(unreadable("index.json"))?;
     let descriptor = index
         .manifests
         .into_iter()
         .find(|d| {
             tag.is_none_or(|t| d.annotations.get(rbuild_oci::store::REF_NAME).map(String::as_str) == Some(t))
         })
-        .ok_or_else(|| bad(format!("no image tagged {}", tag.unwrap_or("(any)"))))?;
+        .ok_or_else(|| BuildError::LayoutTagNotFound {
+            layout: dir.display().to_string(),
+            tag: tag.map(str::to_owned),
+        })?;
     let content = &store.content;
     let import = |digest: &Digest| -> Result<()> {
         if content.contains(digest) {
@@ -41,13 +50,13 @@ pub(super) fn import(store: &LocalStore, spec: &str) -> Result<(Descriptor, Imag
     };
     import(&descriptor.digest)?;
     let manifest: ImageManifest = rbuild_oci::json::from_slice(&content.read(&descriptor.digest)?)
-        .map_err(|e| bad(format!("the tagged manifest is not an image manifest: {e}")))?;
+        .map_err(unreadable("the tagged image manifest"))?;
     import(&manifest.config.digest)?;
     for layer in &manifest.layers {
         import(&layer.digest)?;
     }
     let config: ImageConfig = rbuild_oci::json::from_slice(&content.read(&manifest.config.digest)?)
-        .map_err(|e| bad(format!("config: {e}")))?;
+        .map_err(unreadable("config"))?;
     Ok((descriptor, manifest, config))
 }
 

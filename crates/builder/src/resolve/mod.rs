@@ -89,9 +89,10 @@ impl Resolver<'_> {
             let (descriptor, manifest, config) = layout::import(self.store, spec)?;
             return Ok(BaseImage::new(&descriptor, &manifest, config));
         }
-        let parsed: Reference = reference
-            .parse()
-            .map_err(|e| BuildError::Fetch(format!("invalid image reference {reference:?}: {e}")))?;
+        let parsed: Reference = reference.parse().map_err(|source| BuildError::InvalidReference {
+            reference: reference.to_owned(),
+            source,
+        })?;
         let content = &self.store.content;
         let name = parsed.to_string();
         let local = match self.pull {
@@ -122,10 +123,17 @@ impl Resolver<'_> {
         let Some(descriptor) = content.resolve_ref(name)? else {
             return Ok(None);
         };
+        let unreadable = |document| {
+            move |source| BuildError::Document {
+                image: format!("local image {name}"),
+                document,
+                source,
+            }
+        };
         let manifest: ImageManifest = rbuild_oci::json::from_slice(&content.read(&descriptor.digest)?)
-            .map_err(|e| BuildError::Fetch(format!("local image {name}: manifest: {e}")))?;
+            .map_err(unreadable("manifest"))?;
         let config: ImageConfig = rbuild_oci::json::from_slice(&content.read(&manifest.config.digest)?)
-            .map_err(|e| BuildError::Fetch(format!("local image {name}: config: {e}")))?;
+            .map_err(unreadable("config"))?;
         let matches = config.os == self.platform.os && config.architecture == self.platform.architecture;
         Ok(matches.then_some((descriptor, manifest, config)))
     }

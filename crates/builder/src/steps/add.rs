@@ -11,9 +11,7 @@ use crate::solve::StepContext;
 /// ADD of a git repository is not supported: says so, and what to do instead.
 pub(super) fn refuse_git(copy: &CopyStep) -> Result<()> {
     match copy.sources.iter().find(|s| matches!(s, Source::Git { .. })) {
-        Some(Source::Git { url, .. }) => Err(BuildError::Unsupported(format!(
-            "ADD {url}: git sources are not supported; clone the repository into the context instead"
-        ))),
+        Some(Source::Git { url, .. }) => Err(BuildError::GitSource(url.clone())),
         _ => Ok(()),
     }
 }
@@ -39,16 +37,14 @@ pub(super) fn download_urls(cx: &StepContext<'_>, copy: &CopyStep) -> Result<Vec
         if let Some(expected) = &copy.checksum
             && expected != &digest.to_string()
         {
-            return Err(BuildError::Fetch(format!(
-                "ADD --checksum={expected}: {url} has digest {digest}; the file changed or the checksum is wrong"
-            )));
+            return Err(BuildError::ChecksumMismatch {
+                url: url.clone(),
+                expected: expected.clone(),
+                actual: digest,
+            });
         }
         let name = file_name(url)
-            .ok_or_else(|| {
-                BuildError::Fetch(format!(
-                    "ADD {url}: no file name in the URL; give a destination file name"
-                ))
-            })?
+            .ok_or_else(|| BuildError::UrlWithoutFileName(url.clone()))?
             .to_owned();
         downloaded.push(copy::Selected::listed(
             url.clone(),
@@ -101,8 +97,10 @@ pub(super) fn unpack_archives(
             whiteouts: rbuild_layer::WhiteoutMode::Apply,
             same_owner: crate::snapshot::is_root(),
         };
-        rbuild_layer::extract_archive(&disk, &dest, &options)
-            .map_err(|e| BuildError::Context(format!("extracting {}: {e}", root.path)))?;
+        rbuild_layer::extract_archive(&disk, &dest, &options).map_err(|source| BuildError::Extract {
+            path: root.path.clone(),
+            source,
+        })?;
         let view = RootfsView::new(vec![dest]);
         let mut extracted = copy::select_rootfs(&view, &root.path, "", None)?;
         if let Some(mut tree) = extracted.pop() {

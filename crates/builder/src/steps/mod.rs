@@ -60,7 +60,7 @@ impl StepContext<'_> {
                 .sources
                 .images
                 .get(reference)
-                .ok_or_else(|| BuildError::Fetch(format!("image {reference} was not resolved")))?;
+                .ok_or_else(|| BuildError::Unresolved(reference.to_owned()))?;
             Ok(FromSource::Image(image, reference))
         };
         match from {
@@ -68,7 +68,7 @@ impl StepContext<'_> {
                 .done
                 .get(index)
                 .map(|stage| FromSource::Stage(stage))
-                .ok_or_else(|| BuildError::Context(format!("stage {index} did not finish"))),
+                .ok_or(BuildError::StageMissing(*index)),
             CopyFrom::Image { reference } => image(reference),
             CopyFrom::Context { name } => match (
                 self.solver.sources.named.get(name),
@@ -76,7 +76,7 @@ impl StepContext<'_> {
             ) {
                 (Some(context), _) => Ok(FromSource::Context(context, name)),
                 (None, Some(NamedContext::Image(reference))) => image(reference),
-                _ => Err(BuildError::Context(format!("unknown build context {name}"))),
+                _ => Err(BuildError::UnknownContext(name.clone())),
             },
         }
     }
@@ -101,6 +101,6 @@ impl StepContext<'_> {
             .sources
             .context
             .as_ref()
-            .ok_or_else(|| BuildError::Context("the build has no context".to_owned()))
+            .ok_or(BuildError::NoContext("COPY"))
     }
 }

@@ -21,15 +21,10 @@ use crate::solve::{Made, Outcome, Solver, StageState, StepContext};
 /// Solves a RUN.
 pub(super) fn run(cx: &StepContext<'_>, run: &RunStep, state: &mut StageState) -> Result<Outcome> {
     if run.security == "insecure" {
-        return Err(BuildError::Unsupported(
-            "RUN --security=insecure needs the security.insecure entitlement, which rbuild does not grant"
-                .to_owned(),
-        ));
+        return Err(BuildError::InsecureNotGranted);
     }
     if !run.devices.is_empty() {
-        return Err(BuildError::Unsupported(
-            "RUN --device is not supported".to_owned(),
-        ));
+        return Err(BuildError::DevicesUnsupported);
     }
     let solver = cx.solver;
     let user = if run.user.is_empty() {
@@ -94,7 +89,7 @@ pub(super) fn run(cx: &StepContext<'_>, run: &RunStep, state: &mut StageState) -
                 rbuild_runtime::RunError::Failed { exit_code, tail } => {
                     BuildError::RunFailed { exit_code, tail }
                 }
-                other => BuildError::Unsupported(format!("running the step: {other}")),
+                other => BuildError::Runtime(other),
             })?;
             let diff_started = Instant::now();
             let entries = exec::layer_entries(&finished.upper(), &prepared.stubs, &view)?;
@@ -181,7 +176,7 @@ fn runtime(solver: &Solver) -> Result<Arc<rbuild_runtime::Runtime>> {
         &solver.store.root().join("runtime"),
         solver.request.runtime.clone(),
     )
-    .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+    .map_err(BuildError::Runtime)?;
     if let Some(snapshotter) = solver.request.snapshotter {
         runtime = runtime.with_snapshotter(snapshotter);
     }
