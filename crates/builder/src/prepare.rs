@@ -13,12 +13,12 @@ use rbuild_dockerfile::plan::{Base, CopyFrom, Plan, Stage, StepKind};
 use rbuild_dockerfile::run_flags::MountType;
 use rbuild_dockerfile::{BaseImageInfo, Dockerfile, ImageResolver, PlanOptions};
 
-use crate::build::{BuildRequest, NamedContext};
 use crate::context::{self, Context};
 use crate::copy;
 use crate::error::{BuildError, Result};
 use crate::progress::Progress;
 use crate::remote::Remote;
+use crate::request::{BuildRequest, NamedContext};
 use crate::resolve::{BaseImage, Resolver};
 use crate::store::LocalStore;
 

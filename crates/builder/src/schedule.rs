@@ -31,7 +31,9 @@ pub(crate) async fn run(solver: &Arc<Solver>, plan: &Plan) -> Result<Arc<StageSt
             for (index, dep) in deps {
                 done.insert(index, runtime.block_on(dep)?);
             }
-            solver.run_stage(&stage, &done).map(Arc::new).map_err(Arc::new)
+            crate::stage::run(&solver, &stage, &done)
+                .map(Arc::new)
+                .map_err(Arc::new)
         });
         let future = async move { handle.await.map_err(|e| Arc::new(BuildError::TaskFailed(e)))? }
             .boxed()

@@ -9,12 +9,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use rbuild_dockerfile::plan::{Base, Stage, Step, StepKind};
+use rbuild_dockerfile::plan::{Stage, Step, StepKind};
 use rbuild_layer::{Entry, Extras, LayerInfo, PreviousBlocks, write_layer_with};
 use rbuild_oci::manifest::Platform;
 use rbuild_oci::{Descriptor, Digest, time};
 
-use crate::build::{BuildRequest, NamedContext};
 use crate::cache::{CacheRecord, CachedLayer};
 use crate::error::{BuildError, Result};
 use crate::image::ImageState;
@@ -23,9 +22,9 @@ use crate::metrics::StepMetrics;
 use crate::prepare::Sources;
 use crate::progress::{Event, Progress, StepLabel};
 use crate::remote::Remote;
+use crate::request::BuildRequest;
 use crate::rootfs::RootfsView;
 use crate::snapshot::PendingSnapshot;
-use crate::steps;
 use crate::store::LocalStore;
 
 /// A stage's image and the key of its filesystem, as its steps change them; once the stage
@@ -194,76 +193,31 @@ impl Solver {
             || self.request.no_cache_filter.contains(&stage.index.to_string())
     }
 
+    /// How the display names step `position` of `stage`.
+    pub fn label(&self, stage: &Stage, position: usize) -> StepLabel {
+        StepLabel {
+            number: self
+                .step_numbers
+                .get(&(stage.index, position))
+                .copied()
+                .unwrap_or(0),
+            stage: stage.name.clone().unwrap_or_else(|| stage.index.to_string()),
+            position: (position + 1, stage.steps.len()),
+            instruction: stage.steps[position].instruction.clone(),
+            line: stage.steps[position].span.start_line,
+        }
+    }
+
+    /// Keeps a finished step's numbers for the build's metrics.
+    pub fn record(&self, metrics: StepMetrics) {
+        if let Ok(mut all) = self.metrics.lock() {
+            all.push(metrics);
+        }
+    }
+
     /// The filesystem of an image state, layers unpacked once and viewed merged.
     pub fn view(&self, state: &ImageState) -> Result<RootfsView> {
         self.store.snapshots.view(&state.layers, &self.store.content)
-    }
-
-    /// Runs `stage`'s steps, `done` holding the stages it reads from.
-    pub fn run_stage(&self, stage: &Stage, done: &HashMap<usize, Arc<StageState>>) -> Result<StageState> {
-        let mut state = self
-            .base_state(stage, done)
-            .map_err(|e| e.at(&self.dockerfile_name, stage.span.start_line, "FROM"))?;
-        // The base's ONBUILD triggers are this stage's first steps (the plan put them there).
-        // Having run, they leave the image, as docker and BuildKit do: a child of this image
-        // runs only the triggers this stage itself adds.
-        state.image.config.config.on_build = None;
-        for (position, step) in stage.steps.iter().enumerate() {
-            let cx = StepContext {
-                solver: self,
-                stage,
-                step,
-                position,
-                id: format!("{}#{}#{}", self.dockerfile_name, stage.index, position),
-                label: StepLabel {
-                    number: self
-                        .step_numbers
-                        .get(&(stage.index, position))
-                        .copied()
-                        .unwrap_or(0),
-                    stage: stage.name.clone().unwrap_or_else(|| stage.index.to_string()),
-                    position: (position + 1, stage.steps.len()),
-                    instruction: step.instruction.clone(),
-                    line: step.span.start_line,
-                },
-                done,
-            };
-            let metrics = cx.run(&mut state)?;
-            if let Ok(mut all) = self.metrics.lock() {
-                all.push(metrics);
-            }
-        }
-        Ok(state)
-    }
-
-    /// The state a stage starts from: its base's.
-    fn base_state(&self, stage: &Stage, done: &HashMap<usize, Arc<StageState>>) -> Result<StageState> {
-        let from_image = |reference: &str| {
-            let image = self
-                .sources
-                .images
-                .get(reference)
-                .ok_or_else(|| BuildError::Unresolved(reference.to_owned()))?;
-            Ok(StageState {
-                image: ImageState::from_base(image.config.clone(), image.layers.clone()),
-                fs_key: format!("image {}", image.digest),
-            })
-        };
-        match &stage.base {
-            Base::Scratch => Ok(StageState {
-                image: ImageState::scratch(&self.platform.os, &self.platform.architecture),
-                fs_key: "scratch".to_owned(),
-            }),
-            Base::Image { reference, .. } => from_image(reference),
-            Base::Stage { index } => done
-                .get(index)
-                .map(|parent| StageState::clone(parent))
-                .ok_or(BuildError::StageMissing(*index)),
-            Base::Context { name } => match self.request.named_contexts.get(name) {
-                Some(NamedContext::Image(reference)) => from_image(reference),
-                _ => Err(BuildError::ContextAsBase(name.clone())),
-            },
-        }
     }
 
     /// Writes a step's layer to the content store, copying what it can from the layer the step
@@ -322,52 +276,6 @@ impl Solver {
 }
 
 impl StepContext<'_> {
-    /// Runs the step, reporting it; returns its numbers.
-    fn run(&self, state: &mut StageState) -> Result<StepMetrics> {
-        let progress = &self.solver.progress;
-        progress.event(Event::Started(self.label.clone()));
-        let started = Instant::now();
-        let mut metrics = StepMetrics {
-            step: self.label.number,
-            stage: self.label.stage.clone(),
-            instruction: self.step.instruction.clone(),
-            line: self.step.span.start_line,
-            ..StepMetrics::default()
-        };
-        let outcome = steps::run(self, state, &mut metrics)
-            .inspect_err(|_| progress.event(Event::Failed(self.label.clone(), started.elapsed())))
-            .map_err(|e| {
-                e.at(
-                    &self.solver.dockerfile_name,
-                    self.step.span.start_line,
-                    &self.step.instruction,
-                )
-            })?;
-        match outcome {
-            Outcome::Config => metrics.cache = "none".to_owned(),
-            Outcome::Hit => {
-                metrics.cache = "hit".to_owned();
-                progress.event(Event::Cached(self.label.clone()));
-            }
-            Outcome::Built { reason, layer } => {
-                metrics.cache = "miss".to_owned();
-                metrics.miss_reason = Some(reason);
-                metrics.bytes_written = layer.written;
-                metrics.bytes_compressed = layer.compressed;
-                metrics.bytes_reused = layer.reused;
-                metrics.layer_ms = layer.ms;
-            }
-        }
-        if let Some(layer) = state.image.layers.last().filter(|_| metrics.cache != "none") {
-            metrics.layer = Some(layer.descriptor.digest.to_string());
-            metrics.layer_size = layer.descriptor.size;
-        }
-        let elapsed = started.elapsed();
-        metrics.duration_ms = elapsed.as_secs_f64() * 1000.0;
-        progress.event(Event::Finished(self.label.clone(), elapsed));
-        Ok(metrics)
-    }
-
     /// Records a step that only changed the config.
     pub fn config_only(&self, state: &mut StageState) -> Outcome {
         let created = self.solver.created_after(&state.image);

@@ -345,7 +345,7 @@ pub async fn fetch_token(
         .await
         .map_err(|e| token_error(format!("request failed: {}", chain(&e))))?;
     let status = response.status();
-    let body = crate::transport::read_limited(response, 1 << 20)
+    let body = crate::body::read_limited(response, 1 << 20)
         .await
         .map_err(|e| token_error(format!("reading the reply: {e}")))?;
     let received = Instant::now();

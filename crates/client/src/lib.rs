@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod body;
 pub mod challenge;
 pub mod credentials;
 pub mod download;
@@ -268,9 +269,7 @@ impl Client {
         if status.is_success() {
             return Ok(());
         }
-        let body = transport::read_limited(response, 64 * 1024)
-            .await
-            .unwrap_or_default();
+        let body = body::read_limited(response, 64 * 1024).await.unwrap_or_default();
         let details = error::Details::parse(&body);
         Err(match status.as_u16() {
             401 | 403 => ClientError::AuthenticationFailed {

@@ -16,10 +16,11 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName};
 use reqwest::{Method, Response};
 
 use crate::auth::{Scopes, repository_scope};
+use crate::body::{ReadError, read_limited};
 use crate::error::{Action, ClientError, chain};
 use crate::platform;
 use crate::progress::{BlobOutcome, Direction, Progress};
-use crate::transport::{Body, Endpoint, ReadError, Request, Target, read_limited};
+use crate::transport::{Body, Endpoint, Request, Target};
 
 /// The largest manifest rbuild reads (containerd's limit is about the same; distribution and
 /// zot refuse to store more than 4 MiB).

@@ -21,6 +21,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderName, LOCATION, WWW_A
 use reqwest::{Method, Response, StatusCode, Url};
 
 use crate::auth::{self, Scopes, TokenCache, TokenKey};
+use crate::body::read_limited;
 use crate::challenge::{self, Challenge};
 use crate::credentials::{self, Credential, DockerConfig};
 use crate::error::{Action, ClientError, Details, chain};
@@ -539,43 +540,6 @@ pub(crate) fn request_error(error: &reqwest::Error) -> String {
         Some(source) if error.is_request() || error.is_connect() => chain(source),
         _ => chain(error),
     }
-}
-
-/// Why a response body could not be read.
-#[derive(Debug)]
-pub(crate) enum ReadError {
-    /// It is longer than the limit.
-    TooLarge,
-    /// The transfer failed.
-    Transfer(String),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::TooLarge => f.write_str("the body is larger than expected"),
-            ReadError::Transfer(reason) => f.write_str(reason),
-        }
-    }
-}
-
-/// Reads a whole response body, refusing more than `limit` bytes.
-pub(crate) async fn read_limited(mut response: Response, limit: u64) -> Result<Vec<u8>, ReadError> {
-    if response.content_length().is_some_and(|len| len > limit) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ReadError::Transfer(chain(&e)))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(ReadError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Whether a registry name is a loopback address (docker and containerd allow plain HTTP to

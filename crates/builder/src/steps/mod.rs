@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use rbuild_dockerfile::plan::{CopyFrom, StepKind};
 
-use crate::build::NamedContext;
 use crate::context::Context;
 use crate::error::{BuildError, Result};
 use crate::metrics::StepMetrics;
+use crate::request::NamedContext;
 use crate::resolve::BaseImage;
 use crate::solve::{Outcome, StageState, StepContext};
 
