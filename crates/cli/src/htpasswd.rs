@@ -1,13 +1,14 @@
 //! `rbuild htpasswd USER`: a bcrypt entry for `rbuild serve --htpasswd`, printed or written
 //! into an htpasswd file (the same format as Apache's `htpasswd -B`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use rbuild_oci::atomic::{WriteOptions, write_atomic_with};
-use rbuild_registry::auth::{DEFAULT_BCRYPT_COST, hash_password};
+use rbuild_registry::auth::{
+    DEFAULT_BCRYPT_COST, EntryChange, INVALID_USER, hash_password, is_valid_user, set_entry,
+};
 
 use crate::password;
 
@@ -28,41 +29,9 @@ pub struct HtpasswdArgs {
     user: String,
 }
 
-/// Replaces `user`'s line in `text` (or appends one).
-fn with_entry(text: &str, user: &str, entry: &str) -> String {
-    let mut out = String::new();
-    let mut replaced = false;
-    for line in text.lines() {
-        if line.split_once(':').is_some_and(|(u, _)| u == user) {
-            if !replaced {
-                out.push_str(entry);
-                out.push('\n');
-                replaced = true;
-            }
-        } else if !line.is_empty() {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !replaced {
-        out.push_str(entry);
-        out.push('\n');
-    }
-    out
-}
-
-/// Writes `text` to `path` atomically and durably, readable by its owner only.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let options = WriteOptions {
-        mode: Some(0o600),
-        ..WriteOptions::FLUSHED
-    };
-    write_atomic_with(path, text.as_bytes(), options).with_context(|| format!("writing {}", path.display()))
-}
-
 pub fn run(args: HtpasswdArgs) -> anyhow::Result<ExitCode> {
-    if args.user.is_empty() || args.user.contains([':', '\n', '\r']) {
-        anyhow::bail!("user names cannot be empty or contain ':' or line breaks");
+    if !is_valid_user(&args.user) {
+        anyhow::bail!(INVALID_USER);
     }
     let password = if args.password_stdin {
         password::from_stdin("password")?
@@ -88,41 +57,23 @@ pub fn run(args: HtpasswdArgs) -> anyhow::Result<ExitCode> {
             args.cost
         );
     }
-    let hash = hash_password(&password, args.cost).context("hashing the password")?;
-    let entry = format!("{}:{hash}", args.user);
     match &args.file {
-        None => println!("{entry}"),
+        None => {
+            let hash = hash_password(&password, args.cost).context("hashing the password")?;
+            println!("{}:{hash}", args.user);
+        }
         Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            let change = set_entry(path, &args.user, &password, args.cost)?;
+            let done = match change {
+                EntryChange::Added => "added",
+                EntryChange::Updated => "updated",
             };
-            write_atomically(path, &with_entry(&text, &args.user, &entry))?;
             eprintln!(
-                "{} {} in {} (send rbuild serve a SIGHUP to reload it)",
-                if text.lines().any(|l| l.starts_with(&format!("{}:", args.user))) {
-                    "updated"
-                } else {
-                    "added"
-                },
+                "{done} {} in {} (send rbuild serve a SIGHUP to reload it)",
                 args.user,
                 path.display()
             );
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_or_appends_entries() {
-        assert_eq!(with_entry("", "a", "a:x"), "a:x\n");
-        assert_eq!(with_entry("a:1\nb:2\n", "a", "a:x"), "a:x\nb:2\n");
-        assert_eq!(with_entry("b:2", "a", "a:x"), "b:2\na:x\n");
-        assert_eq!(with_entry("ab:1\n", "a", "a:x"), "ab:1\na:x\n");
-    }
 }

@@ -143,6 +143,80 @@ pub fn hash_password(password: &str, cost: u32) -> Result<String, bcrypt::Bcrypt
     Ok(bcrypt::hash_with_result(password, cost)?.format_for_version(bcrypt::Version::TwoY))
 }
 
+/// Why [`is_valid_user`] refuses a name.
+pub const INVALID_USER: &str = "user names cannot be empty or contain ':' or line breaks";
+
+/// Whether an htpasswd line can hold `user` (the name ends at the first ':').
+pub fn is_valid_user(user: &str) -> bool {
+    !user.is_empty() && !user.contains([':', '\n', '\r'])
+}
+
+/// What [`set_entry`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryChange {
+    /// The user had no entry.
+    Added,
+    /// The user's entry was replaced.
+    Updated,
+}
+
+/// Sets `user`'s password in the htpasswd file at `path` — what `rbuild htpasswd -f` does: the
+/// user's line added or replaced, every other line kept, the file created if missing. The file
+/// holds password hashes, so it is written readable by its owner only, and replaced atomically
+/// and durably: a server reloading it on SIGHUP, or a crash, never sees half a file.
+pub fn set_entry(path: &Path, user: &str, password: &str, cost: u32) -> Result<EntryChange, AuthError> {
+    let fail = |reason: String| AuthError::Htpasswd {
+        path: path.to_owned(),
+        line: 0,
+        reason,
+    };
+    if !is_valid_user(user) {
+        return Err(fail(INVALID_USER.to_owned()));
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(AuthError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let hash = hash_password(password, cost).map_err(|e| fail(format!("hashing the password: {e}")))?;
+    let (updated, change) = with_entry(&text, user, &format!("{user}:{hash}"));
+    let options = rbuild_oci::atomic::WriteOptions {
+        mode: Some(0o600),
+        ..rbuild_oci::atomic::WriteOptions::FLUSHED
+    };
+    rbuild_oci::atomic::write_atomic_with(path, updated.as_bytes(), options)
+        .map_err(|e| fail(format!("writing the file: {e}")))?;
+    Ok(change)
+}
+
+/// `text` with `user`'s line replaced by `entry` (or `entry` appended), blank lines dropped.
+fn with_entry(text: &str, user: &str, entry: &str) -> (String, EntryChange) {
+    let mut out = String::new();
+    let mut change = EntryChange::Added;
+    for line in text.lines() {
+        if line.split_once(':').is_some_and(|(u, _)| u == user) {
+            if change == EntryChange::Added {
+                out.push_str(entry);
+                out.push('\n');
+                change = EntryChange::Updated;
+            }
+        } else if !line.is_empty() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if change == EntryChange::Added {
+        out.push_str(entry);
+        out.push('\n');
+    }
+    (out, change)
+}
+
 /// Checks passwords against an [`Htpasswd`], with the cache and concurrency bound above.
 pub struct PasswordCheck {
     key: hmac::Key,
@@ -211,7 +285,67 @@ impl PasswordCheck {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    #[test]
+    fn entries_are_replaced_or_appended_and_other_lines_kept() {
+        let entry = |text, user| with_entry(text, user, &format!("{user}:x"));
+        assert_eq!(entry("", "a"), ("a:x\n".to_owned(), EntryChange::Added));
+        assert_eq!(
+            entry("a:1\nb:2\n", "a"),
+            ("a:x\nb:2\n".to_owned(), EntryChange::Updated)
+        );
+        assert_eq!(entry("b:2", "a"), ("b:2\na:x\n".to_owned(), EntryChange::Added));
+        assert_eq!(
+            entry("ab:1\n", "a"),
+            ("ab:1\na:x\n".to_owned(), EntryChange::Added)
+        );
+        assert_eq!(
+            entry("# users\na:1\n\nc:3\na:2\n", "a"),
+            ("# users\na:x\nc:3\n".to_owned(), EntryChange::Updated)
+        );
+    }
+
+    #[tokio::test]
+    async fn set_entry_writes_a_private_file_the_server_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        assert_eq!(
+            set_entry(&path, "alice", "one", MIN_COST).unwrap(),
+            EntryChange::Added
+        );
+        assert_eq!(
+            set_entry(&path, "bob", "two", MIN_COST).unwrap(),
+            EntryChange::Added
+        );
+        assert_eq!(
+            set_entry(&path, "alice", "three", MIN_COST).unwrap(),
+            EntryChange::Updated
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let users = Htpasswd::load(&path, 10).unwrap();
+        assert_eq!(users.len(), 2);
+        let check = PasswordCheck::default();
+        assert!(check.verify(&users, "alice", "three").await);
+        assert!(!check.verify(&users, "alice", "one").await);
+        assert!(check.verify(&users, "bob", "two").await);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left beside it");
+    }
+
+    #[test]
+    fn set_entry_refuses_names_htpasswd_cannot_hold_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, "alice:$2y$04$abc\n").unwrap();
+        for user in ["", "a:b", "a\nb", "a\rb"] {
+            assert!(set_entry(&path, user, "pw", MIN_COST).is_err(), "{user:?}");
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "alice:$2y$04$abc\n");
+    }
 
     #[tokio::test]
     async fn verifies_bcrypt_entries() {

@@ -37,7 +37,8 @@ use http::Method;
 use http::header::{AUTHORIZATION, HOST, RETRY_AFTER, WWW_AUTHENTICATE};
 
 pub use htpasswd::{
-    DEFAULT_COST as DEFAULT_BCRYPT_COST, Htpasswd, MIN_COST as MIN_BCRYPT_COST, hash_password,
+    DEFAULT_COST as DEFAULT_BCRYPT_COST, EntryChange, Htpasswd, INVALID_USER, MIN_COST as MIN_BCRYPT_COST,
+    hash_password, is_valid_user, set_entry,
 };
 pub use rules::Policy;
 
