@@ -65,7 +65,8 @@ fn upload_resumes_after_kill_9() {
     assert!(ok, "{report}");
 }
 
-/// A body that dribbles out 64 KiB every few milliseconds.
+/// A body that dribbles out 64 KiB every few milliseconds: a slow client, the fault under
+/// test (its pause is the client's pace, not a wait for the server).
 struct SlowReader {
     data: Vec<u8>,
     pos: usize,
@@ -84,7 +85,7 @@ impl std::io::Read for SlowReader {
 #[test]
 fn kill_9_during_pushes_leaves_a_consistent_store() {
     let mut registry = RegistryProcess::start();
-    for round in 0..3 {
+    for round in 0..3usize {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicUsize::new(0));
         let pushers: Vec<_> = (0..4)
@@ -111,12 +112,15 @@ fn kill_9_during_pushes_leaves_a_consistent_store() {
                 })
             })
             .collect();
-        // Kill while pushes are running, some time after the first was acknowledged (a fixed
-        // delay from the start found none acknowledged when fsyncs were slow on a busy disk).
-        wait_until("a push to be acknowledged", Duration::from_secs(60), || {
-            done.load(Ordering::Relaxed) > 0
-        });
-        std::thread::sleep(Duration::from_millis(100 + 200 * round));
+        // Kill while pushes are running, each round later into them: after 1, 4 and 7
+        // acknowledged pushes (counting events, not time: a fixed delay found none
+        // acknowledged when fsyncs were slow on a busy disk).
+        let acknowledged_before_kill = 1 + 3 * round;
+        wait_until(
+            &format!("{acknowledged_before_kill} pushes to be acknowledged"),
+            Duration::from_secs(120),
+            || done.load(Ordering::Relaxed) >= acknowledged_before_kill,
+        );
         registry.kill();
         stop.store(true, Ordering::Relaxed);
         let acknowledged: Vec<(String, Digest)> =
