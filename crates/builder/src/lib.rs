@@ -64,6 +64,8 @@ pub mod snapshot;
 pub mod solver;
 pub mod statcache;
 pub mod store;
+#[cfg(test)]
+mod test_plan;
 
 pub use error::{BuildError, Result};
 pub use rbuild_runtime::Snapshotter;
