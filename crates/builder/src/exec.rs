@@ -274,22 +274,23 @@ pub fn layer_entries(upper: &Path, stubs: &[String], below: &RootfsView) -> Resu
         },
     )
     .map_err(BuildError::ReadChanges)?;
-    let mut dropped: HashSet<String> = HashSet::new();
-    for stub in stubs {
-        let path = clean_under_root(stub);
-        if path.is_empty() || below.lookup(&path).is_some() {
-            continue;
-        }
-        // The stub itself only if the command left it empty (a file of size 0, or a
-        // directory it put nothing into).
-        let has_content = entries.iter().any(|e| {
+    // The stubs themselves only if the command left them empty (a file of size 0, or a
+    // directory it put nothing into).
+    let has_content = |path: &str| {
+        entries.iter().any(|e| {
             e.path.starts_with(&format!("{path}/"))
                 || (e.path == path && matches!(&e.kind, rbuild_layer::EntryKind::File(rbuild_layer::FileSource::Path(p)) if fs::metadata(p).is_ok_and(|m| m.len() > 0)))
-        });
-        if has_content {
-            continue;
-        }
-        dropped.insert(path.clone());
+        })
+    };
+    let empty_stubs: Vec<String> = stubs
+        .iter()
+        .map(|stub| clean_under_root(stub))
+        .filter(|path| !path.is_empty() && below.lookup(path).is_none() && !has_content(path))
+        .collect();
+    // Then each directory that holds nothing else: all the stubs to drop are known by now,
+    // so a stub the command wrote to keeps its directory.
+    let mut dropped: HashSet<String> = empty_stubs.iter().cloned().collect();
+    for path in &empty_stubs {
         let mut at = path.as_str();
         while let Some((parent, _)) = at.rsplit_once('/') {
             if below.lookup(parent).is_some() {
@@ -298,7 +299,7 @@ pub fn layer_entries(upper: &Path, stubs: &[String], below: &RootfsView) -> Resu
             let only_stubs = entries
                 .iter()
                 .filter(|e| e.path.starts_with(&format!("{parent}/")))
-                .all(|e| dropped.contains(&e.path) || stubs.iter().any(|s| clean_under_root(s) == e.path));
+                .all(|e| dropped.contains(&e.path));
             if !only_stubs {
                 break;
             }
@@ -326,4 +327,269 @@ pub fn environment(run: &RunStep, extra: &[String]) -> Vec<String> {
         env.push(format!("PATH={}", crate::image::DEFAULT_PATH));
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::test_plan::run_step;
+
+    /// What mounts draw on in a test: a context, a cache and a scratch directory, and the
+    /// secret `tok` read from a file holding `s3cret`.
+    struct Sources {
+        dir: tempfile::TempDir,
+        secrets: BTreeMap<String, SecretSource>,
+    }
+
+    impl Sources {
+        fn new() -> Sources {
+            let dir = tempfile::tempdir().unwrap();
+            for sub in ["context", "cache", "scratch"] {
+                fs::create_dir(dir.path().join(sub)).unwrap();
+            }
+            let secret = dir.path().join("tok");
+            fs::write(&secret, "s3cret").unwrap();
+            let secrets = BTreeMap::from([("tok".to_owned(), SecretSource::File(secret))]);
+            Sources { dir, secrets }
+        }
+
+        /// Prepares the mounts of `instruction` (a RUN), with an SSH agent socket at
+        /// `<dir>/agent` if `ssh`.
+        fn prepare(&self, instruction: &str, ssh: bool) -> Result<Prepared> {
+            let agent = self.dir.path().join("agent");
+            let layers = |from: &CopyFrom| Ok(vec![PathBuf::from(format!("/layers/of/{from:?}"))]);
+            let sources = MountSources {
+                context: Some(&self.dir.path().join("context")),
+                layers: &layers,
+                cache_dir: &self.dir.path().join("cache"),
+                secrets: &self.secrets,
+                ssh: ssh.then_some(agent.as_path()),
+                scratch: &self.dir.path().join("scratch"),
+            };
+            prepare(&run_step(instruction), &sources)
+        }
+    }
+
+    /// [`Sources`], when this process may prepare mounts: they are files owned by root (or
+    /// by the ids asked), which only root can make — as only root can run a build's RUN.
+    fn sources_as_root() -> Option<Sources> {
+        if !crate::snapshot::is_root() {
+            eprintln!("skipped: preparing RUN mounts chowns files to root, which needs root");
+            return None;
+        }
+        Some(Sources::new())
+    }
+
+    /// The source of a bind mount.
+    fn bound(mount: &ExtraMount) -> &Path {
+        match &mount.kind {
+            MountKind::Bind { source, .. } => source,
+            other => panic!("{} is not a bind mount: {other:?}", mount.target),
+        }
+    }
+
+    #[test]
+    fn the_network_is_the_builds_unless_the_step_asks_for_none_or_host() {
+        let run = run_step("RUN true");
+        assert_eq!(network(&run, "").unwrap(), Network::Host);
+        assert_eq!(network(&run, "none").unwrap(), Network::None);
+        assert_eq!(
+            network(&run_step("RUN --network=none true"), "host").unwrap(),
+            Network::None
+        );
+        assert_eq!(
+            network(&run_step("RUN --network=host true"), "none").unwrap(),
+            Network::Host
+        );
+        assert_eq!(
+            network(&run_step("RUN --network=default true"), "none").unwrap(),
+            Network::None
+        );
+        let bridge = network(&run, "bridge").unwrap_err();
+        assert!(
+            bridge.to_string().contains("use default, none or host"),
+            "{bridge}"
+        );
+    }
+
+    #[test]
+    fn the_environment_has_one_path_the_images_or_the_default() {
+        let env = environment(&run_step("ENV A=1\nRUN true"), &["EXTRA=x".to_owned()]);
+        assert!(
+            env.contains(&"A=1".to_owned()) && env.contains(&"EXTRA=x".to_owned()),
+            "{env:?}"
+        );
+        let paths: Vec<&String> = env.iter().filter(|v| v.starts_with("PATH=")).collect();
+        assert_eq!(paths, [&format!("PATH={}", crate::image::DEFAULT_PATH)]);
+
+        let own = environment(&run_step("ENV PATH=/opt/bin\nRUN true"), &[]);
+        let paths: Vec<&String> = own.iter().filter(|v| v.starts_with("PATH=")).collect();
+        assert_eq!(paths, ["PATH=/opt/bin"]);
+    }
+
+    #[test]
+    fn the_argv_is_the_shell_for_the_shell_form_and_as_written_for_the_exec_form() {
+        assert_eq!(run_step("RUN echo $HOME").argv, ["/bin/sh", "-c", "echo $HOME"]);
+        assert_eq!(run_step(r#"RUN ["echo", "$HOME"]"#).argv, ["echo", "$HOME"]);
+        assert_eq!(
+            run_step("SHELL [\"/bin/bash\", \"-eu\", \"-c\"]\nRUN echo hi").argv,
+            ["/bin/bash", "-eu", "-c", "echo hi"]
+        );
+    }
+
+    #[test]
+    fn cache_mounts_are_one_directory_per_id_made_with_the_mode_and_owner_asked() {
+        let Some(sources) = sources_as_root() else {
+            return;
+        };
+        let first = sources
+            .prepare(
+                "RUN --mount=type=cache,target=/c,id=deps,mode=0700,uid=1000,gid=1001 true",
+                false,
+            )
+            .unwrap();
+        let dir = bound(&first.mounts[0]).to_owned();
+        let meta = fs::metadata(&dir).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o700, 1000, 1001)
+        );
+        assert!(first.stubs.contains(&"/c".to_owned()));
+        let same_id = sources
+            .prepare("RUN --mount=type=cache,target=/other,id=deps true", false)
+            .unwrap();
+        assert_eq!(bound(&same_id.mounts[0]), dir);
+        let by_target = sources
+            .prepare("RUN --mount=type=cache,target=/c2 true", false)
+            .unwrap();
+        assert_ne!(bound(&by_target.mounts[0]), dir);
+    }
+
+    #[test]
+    fn a_private_cache_mount_held_by_another_run_is_a_fresh_directory() {
+        let Some(sources) = sources_as_root() else {
+            return;
+        };
+        let private = "RUN --mount=type=cache,target=/c,sharing=private true";
+        let holder = sources.prepare(private, false).unwrap();
+        let shared = bound(&holder.mounts[0]).to_owned();
+        let meanwhile = sources.prepare(private, false).unwrap();
+        assert_ne!(bound(&meanwhile.mounts[0]), shared);
+        assert!(bound(&meanwhile.mounts[0]).starts_with(sources.dir.path().join("scratch")));
+        drop(holder);
+        let after = sources.prepare(private, false).unwrap();
+        assert_eq!(bound(&after.mounts[0]), shared);
+    }
+
+    #[test]
+    fn secrets_are_private_read_only_files_or_variables_and_required_ones_must_exist() {
+        let Some(sources) = sources_as_root() else {
+            return;
+        };
+        let file = sources
+            .prepare("RUN --mount=type=secret,id=tok true", false)
+            .unwrap();
+        let mount = &file.mounts[0];
+        assert_eq!(mount.target, "/run/secrets/tok");
+        assert!(matches!(mount.kind, MountKind::Bind { read_only: true, .. }));
+        assert_eq!(fs::read_to_string(bound(mount)).unwrap(), "s3cret");
+        assert_eq!(fs::metadata(bound(mount)).unwrap().mode() & 0o7777, 0o400);
+        assert!(file.stubs.contains(&"/run/secrets/tok".to_owned()));
+
+        let env = sources
+            .prepare("RUN --mount=type=secret,id=tok,env=TOKEN true", false)
+            .unwrap();
+        assert_eq!(env.env, ["TOKEN=s3cret"]);
+        assert!(env.mounts.is_empty(), "env= without a target mounts nothing");
+
+        let optional = sources
+            .prepare("RUN --mount=type=secret,id=other true", false)
+            .unwrap();
+        assert!(optional.mounts.is_empty());
+        let required = sources
+            .prepare("RUN --mount=type=secret,id=other,required=true true", false)
+            .err()
+            .unwrap();
+        assert!(required.to_string().contains("--secret id=other"), "{required}");
+    }
+
+    #[test]
+    fn binds_ssh_tmpfs_and_heredoc_scripts_become_runtime_mounts() {
+        let Some(sources) = sources_as_root() else {
+            return;
+        };
+        let context = sources.dir.path().join("context");
+        let bind = sources
+            .prepare("RUN --mount=type=bind,source=sub,target=/src,rw true", false)
+            .unwrap();
+        assert_eq!(
+            bind.mounts[0].kind,
+            MountKind::Layers {
+                layers: vec![context],
+                subpath: "sub".to_owned(),
+                writable: true
+            }
+        );
+        let from = sources
+            .prepare("RUN --mount=type=bind,from=busybox,target=/b true", false)
+            .unwrap();
+        assert!(
+            matches!(&from.mounts[0].kind, MountKind::Layers { layers, writable: false, .. } if layers[0].starts_with("/layers/of/")),
+            "{:?}",
+            from.mounts
+        );
+
+        let tmpfs = sources
+            .prepare("RUN --mount=type=tmpfs,target=/t,size=1024 true", false)
+            .unwrap();
+        assert_eq!(tmpfs.mounts[0].kind, MountKind::Tmpfs { size: Some(1024) });
+
+        let ssh = sources.prepare("RUN --mount=type=ssh true", true).unwrap();
+        assert_eq!(ssh.env, ["SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0"]);
+        assert_eq!(bound(&ssh.mounts[0]), sources.dir.path().join("agent"));
+        let no_agent = sources
+            .prepare("RUN --mount=type=ssh,required=true true", false)
+            .err()
+            .unwrap();
+        assert!(no_agent.to_string().contains("--ssh default"), "{no_agent}");
+
+        let script = sources
+            .prepare("RUN <<EOF\n#!/bin/sh\necho hi\nEOF", false)
+            .unwrap();
+        let mount = &script.mounts[0];
+        assert_eq!(fs::read_to_string(bound(mount)).unwrap(), "#!/bin/sh\necho hi\n");
+        assert!(
+            fs::metadata(bound(mount)).unwrap().mode() & 0o100 != 0,
+            "the script is executable"
+        );
+        assert!(script.stubs.contains(&mount.target));
+    }
+
+    #[test]
+    fn the_layer_leaves_out_empty_mount_stubs_the_image_did_not_have() {
+        let upper = tempfile::tempdir().unwrap();
+        let below_dir = tempfile::tempdir().unwrap();
+        fs::create_dir(below_dir.path().join("dev")).unwrap();
+        let below = RootfsView::new(vec![below_dir.path().to_owned()]);
+        for dir in ["proc", "dev", "etc", "run/secrets", "out"] {
+            fs::create_dir_all(upper.path().join(dir)).unwrap();
+        }
+        for file in ["etc/resolv.conf", "run/secrets/tok"] {
+            fs::write(upper.path().join(file), "").unwrap();
+        }
+        fs::write(upper.path().join("etc/hosts"), "127.0.0.1 written\n").unwrap();
+        fs::write(upper.path().join("out/x"), "x").unwrap();
+        let stubs: Vec<String> = RUNTIME_STUBS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(["/run/secrets/tok".to_owned()])
+            .collect();
+        let entries = layer_entries(upper.path(), &stubs, &below).unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        // proc, resolv.conf and the secret's file and directories were only mounted over;
+        // dev was in the image; hosts the command wrote to.
+        assert_eq!(paths, ["dev", "etc", "etc/hosts", "out", "out/x"]);
+    }
 }

@@ -74,6 +74,8 @@ mod stage;
 pub mod statcache;
 mod steps;
 pub mod store;
+#[cfg(test)]
+mod test_plan;
 
 pub use build::Builder;
 pub use error::{BuildError, Result};

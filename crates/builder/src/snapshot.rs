@@ -357,3 +357,216 @@ pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use rbuild_layer::{EntryKind, FileSource};
+    use rbuild_oci::Descriptor;
+
+    use super::*;
+
+    /// A file entry holding `content`.
+    fn file(path: &str, content: &str) -> Entry {
+        Entry::new(
+            path,
+            EntryKind::File(FileSource::Bytes(content.as_bytes().to_vec())),
+        )
+    }
+
+    /// `count` files `f<n>` holding `v1`, as a step's layer might.
+    fn files(count: usize) -> Vec<Entry> {
+        (0..count).map(|n| file(&format!("f{n:02}"), "v1")).collect()
+    }
+
+    /// The layer of `entries`: its uncompressed tar and diff ID.
+    fn tar_of(entries: Vec<Entry>) -> (Vec<u8>, Digest) {
+        let options = LayerOptions {
+            compression: Compression::None,
+            source_date_epoch: None,
+            threads: 1,
+        };
+        let mut tar = Vec::new();
+        let info = rbuild_layer::write_layer(entries, &options, &mut HashingWriter::new(&mut tar)).unwrap();
+        (tar, info.diff_id)
+    }
+
+    /// Stores the layer of `entries`, gzipped, in `store`.
+    fn stored(store: &ContentStore, entries: Vec<Entry>) -> CachedLayer {
+        let options = LayerOptions {
+            compression: Compression::Gzip { level: 1 },
+            source_date_epoch: None,
+            threads: 1,
+        };
+        let mut blob = Vec::new();
+        let info = rbuild_layer::write_layer(entries, &options, &mut HashingWriter::new(&mut blob)).unwrap();
+        let digest = store.put(&blob).unwrap();
+        CachedLayer {
+            descriptor: Descriptor::new(info.media_type, digest, blob.len() as u64),
+            diff_id: info.diff_id,
+        }
+    }
+
+    /// Snapshots the layer of `entries` the way a build does as it writes it, planned against
+    /// the layer its step made before; returns its diff ID and whether it was made a delta.
+    fn snapshot(snapshots: &Snapshots, entries: Vec<Entry>, previous: Option<&Digest>) -> (Digest, bool) {
+        let planned = snapshots.plan(&entries, None, previous).unwrap();
+        let (tar, diff_id) = tar_of(entries);
+        let is_delta = planned.tap().is_none();
+        let tapped = planned
+            .tap()
+            .is_none_or(|pending| pending.unpack(tar.as_slice()).is_ok());
+        planned.finish(&diff_id, tapped).unwrap();
+        (diff_id, is_delta)
+    }
+
+    /// Names in the snapshot directory that are temporary ones.
+    fn temporaries(snapshots: &Snapshots) -> Vec<String> {
+        fs::read_dir(snapshots.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_stored_layer_is_unpacked_once_under_its_diff_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let snapshots = Snapshots::open(&dir.path().join("snapshots")).unwrap();
+        let layer = stored(
+            &store,
+            vec![Entry::new("etc", EntryKind::Dir), file("etc/hello", "hi\n")],
+        );
+        let dirs = snapshots.ensure(&layer, &store).unwrap();
+        assert_eq!(dirs, [snapshots.dir().join(layer.diff_id.hex())]);
+        assert_eq!(fs::read_to_string(dirs[0].join("etc/hello")).unwrap(), "hi\n");
+        // A second use finds it: a file added since is still there, nothing was unpacked again.
+        fs::write(dirs[0].join("marker"), "").unwrap();
+        assert_eq!(snapshots.ensure(&layer, &store).unwrap(), dirs);
+        assert!(dirs[0].join("marker").exists());
+        assert!(temporaries(&snapshots).is_empty());
+        let view = snapshots.view(std::slice::from_ref(&layer), &store).unwrap();
+        assert_eq!(view.read("etc/hello").unwrap().unwrap(), b"hi\n");
+    }
+
+    #[test]
+    fn a_layer_that_does_not_unpack_leaves_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let snapshots = Snapshots::open(&dir.path().join("snapshots")).unwrap();
+        let (tar, diff_id) = tar_of(vec![file("a", "a")]);
+        let truncated = store.put(&tar[..600]).unwrap();
+        let layer = CachedLayer {
+            descriptor: Descriptor::new(rbuild_oci::media_type::OCI_LAYER_TAR, truncated, 600),
+            diff_id: diff_id.clone(),
+        };
+        let err = snapshots.ensure(&layer, &store).unwrap_err();
+        assert!(err.to_string().contains("unpacking layer"), "{err}");
+        assert!(snapshots.installed(&diff_id).is_none());
+        assert!(
+            temporaries(&snapshots).is_empty(),
+            "the half-unpacked directory is removed"
+        );
+
+        // A snapshot whose tap failed is not installed either.
+        let planned = snapshots.plan(&[file("a", "a")], None, None).unwrap();
+        planned.finish(&diff_id, false).unwrap();
+        assert!(snapshots.installed(&diff_id).is_none());
+        assert!(temporaries(&snapshots).is_empty());
+    }
+
+    #[test]
+    fn opening_clears_temporaries_of_dead_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(format!("tmp-{}-x", u32::MAX));
+        let live = dir.path().join(format!("tmp-{}-y", std::process::id()));
+        let other = dir.path().join("kept");
+        for d in [&dead, &live, &other] {
+            fs::create_dir_all(d.join("inside")).unwrap();
+        }
+        Snapshots::open(dir.path()).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
+    }
+
+    #[test]
+    fn two_unpacks_of_one_layer_install_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::open(dir.path()).unwrap();
+        let (tar, diff_id) = tar_of(vec![file("a", "a")]);
+        let first = snapshots.begin().unwrap();
+        let second = snapshots.begin().unwrap();
+        first.unpack(tar.as_slice()).unwrap();
+        second.unpack(tar.as_slice()).unwrap();
+        let installed = first.install(&diff_id).unwrap();
+        assert_eq!(
+            second.install(&diff_id).unwrap(),
+            installed,
+            "the second uses the first's"
+        );
+        assert!(temporaries(&snapshots).is_empty());
+        assert_eq!(fs::read_to_string(installed.join("a")).unwrap(), "a");
+    }
+
+    #[test]
+    fn a_small_change_is_snapshotted_as_a_delta_over_the_previous_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::open(dir.path()).unwrap();
+        let (base, was_delta) = snapshot(&snapshots, files(10), None);
+        assert!(!was_delta, "with nothing before it, a layer is unpacked whole");
+        assert!(snapshots.base_index(&base).is_some(), "its index is kept");
+
+        // One file changed and one removed: a delta of two entries over ten.
+        let mut next = files(10);
+        next[3] = file("f03", "v2");
+        next.remove(7);
+        let (changed, was_delta) = snapshot(&snapshots, next, Some(&base));
+        assert!(was_delta);
+        let dirs = snapshots.installed(&changed).unwrap();
+        let delta = snapshots.dir().join(format!("{}.delta", changed.hex()));
+        assert_eq!(dirs, [snapshots.dir().join(base.hex()), delta.join("root")]);
+        assert_eq!(fs::read_to_string(delta.join("base")).unwrap(), base.hex());
+        let view = RootfsView::new(dirs);
+        assert_eq!(view.read("f03").unwrap().unwrap(), b"v2");
+        assert!(view.lookup("f07").is_none(), "the removed file is whited out");
+        assert_eq!(view.read("f09").unwrap().unwrap(), b"v1");
+
+        // Most files changed: unpacked whole again.
+        let rewritten = (0..10).map(|n| file(&format!("f{n:02}"), "v3")).collect();
+        let (_, was_delta) = snapshot(&snapshots, rewritten, Some(&base));
+        assert!(!was_delta);
+    }
+
+    #[test]
+    fn deltas_stack_at_most_max_delta_depth_deep() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::open(dir.path()).unwrap();
+        let (mut previous, _) = snapshot(&snapshots, files(10), None);
+        for round in 1..=MAX_DELTA_DEPTH + 1 {
+            let mut entries = files(10);
+            entries[0] = file("f00", &format!("round {round}"));
+            let (diff_id, was_delta) = snapshot(&snapshots, entries, Some(&previous));
+            assert_eq!(was_delta, round <= MAX_DELTA_DEPTH, "round {round}");
+            let view = RootfsView::new(snapshots.installed(&diff_id).unwrap());
+            assert_eq!(
+                view.read("f00").unwrap().unwrap(),
+                format!("round {round}").as_bytes()
+            );
+            previous = diff_id;
+        }
+        assert_eq!(snapshots.depth(&previous), Some(0));
+    }
+
+    #[test]
+    fn clearing_removes_every_snapshot_and_they_come_back_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let mut snapshots = Snapshots::open(&dir.path().join("snapshots")).unwrap();
+        let layer = stored(&store, vec![file("a", "a")]);
+        let dirs = snapshots.ensure(&layer, &store).unwrap();
+        snapshots.clear().unwrap();
+        assert!(!dirs[0].exists());
+        assert_eq!(snapshots.ensure(&layer, &store).unwrap(), dirs);
+        assert_eq!(fs::read_to_string(dirs[0].join("a")).unwrap(), "a");
+    }
+}

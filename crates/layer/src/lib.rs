@@ -11,6 +11,7 @@
 //!   over an earlier layer's snapshot to show it.
 //! - [`entries_from_dir`] reads a directory back as entries, turning an overlay upper
 //!   directory's whiteouts into OCI ones.
+//! - [`TarWriter`] writes any other tar (image archives) with the same header encoder.
 //! - [`sniff_archive`] and [`extract_archive`] decide and do what `ADD` does with a local
 //!   archive, the way docker does.
 //!
@@ -58,6 +59,7 @@ mod index;
 mod pool;
 mod reader;
 mod safe_path;
+mod tar_writer;
 mod tarball;
 mod unpack;
 mod write;
@@ -71,6 +73,7 @@ pub use gzip::{BlockIndex, BlockRecord, PreviousBlocks};
 pub use hashing::HashingWriter;
 pub use index::{EntryIndex, delta};
 pub use pool::{FilePool, POOLED_MAX};
+pub use tar_writer::TarWriter;
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack, unpack_pooled};
 pub use write::{BlobSink, Extras, LayerInfo, LayerOptions, compress_layer, write_layer, write_layer_with};
 

@@ -10,10 +10,8 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::entry::{Entry, EntryKind, FileSource};
 use crate::error::LayerError;
-use crate::header::{BLOCK, Header, flag, padding};
-
-/// Read buffer for file contents.
-const COPY_BUFFER: usize = 256 * 1024;
+use crate::header::{Header, flag};
+use crate::tar_writer::TarWriter;
 
 /// Files of at most this many bytes are read whole, ahead of the writer, by a thread of their
 /// own, so that opening and reading thousands of small files overlaps hashing and writing the
@@ -53,13 +51,11 @@ pub(crate) fn write_entries(
         // When the writer stops early, dropping the receiver stops the reader at its next send.
         scope.spawn(move || read_ahead(entries, &to_writer));
         let mut ahead = from_reader.iter().flatten();
-        let mut buffer = vec![0u8; COPY_BUFFER];
-        let mut header = Vec::with_capacity(4 * BLOCK);
+        let mut tar = TarWriter::new(out);
         for entry in entries {
-            write_entry(entry, epoch, &mut header, &mut buffer, &mut ahead, out)?;
+            write_entry(entry, epoch, &mut ahead, &mut tar)?;
         }
-        out.write_all(&[0u8; 2 * BLOCK])
-            .map_err(|e| LayerError::stream("writing the layer", e))
+        tar.finish().map(drop)
     })
 }
 
@@ -139,12 +135,9 @@ fn open_regular(shown: &str, path: &Path) -> Result<(File, u64), LayerError> {
 fn write_entry(
     entry: &Entry,
     epoch: Option<i64>,
-    header: &mut Vec<u8>,
-    buffer: &mut [u8],
     ahead: &mut impl Iterator<Item = Result<Ahead, LayerError>>,
-    out: &mut dyn Write,
+    tar: &mut TarWriter<&mut dyn Write>,
 ) -> Result<(), LayerError> {
-    let stream = |e| LayerError::stream("writing the layer", e);
     let mut file = None;
     let mut read = None;
     let (flag, size, link, device) = match &entry.kind {
@@ -180,82 +173,34 @@ fn write_entry(
     } else {
         entry.path.clone()
     };
-    header.clear();
-    Header {
-        name: &name,
-        flag,
-        mode: entry.mode,
-        uid: entry.uid,
-        gid: entry.gid,
-        size,
-        mtime: epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
-        link,
-        device,
-        xattrs: &entry.xattrs,
-    }
-    .encode(header)
-    .map_err(|reason| LayerError::invalid(&entry.path, reason))?;
-    out.write_all(header).map_err(stream)?;
-
+    tar.write_header(
+        &Header {
+            name: &name,
+            flag,
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            size,
+            mtime: epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
+            link,
+            device,
+            xattrs: &entry.xattrs,
+        },
+        &entry.path,
+    )?;
     match (&entry.kind, read, file) {
-        (EntryKind::File(FileSource::Bytes(bytes)), _, _) => out.write_all(bytes).map_err(stream)?,
-        (_, Some(content), _) => out.write_all(&content).map_err(stream)?,
-        (_, _, Some((mut file, path))) => copy_exact(&mut file, path, size, buffer, out)?,
-        _ => return Ok(()),
+        (EntryKind::File(FileSource::Bytes(bytes)), _, _) => tar.write_content(bytes),
+        (_, Some(content), _) => tar.write_content(&content),
+        (_, _, Some((mut file, path))) => tar.copy_content(&mut file, path, size),
+        _ => Ok(()),
     }
-    out.write_all(&[0u8; BLOCK][..padding(size)]).map_err(stream)
-}
-
-/// Copies exactly `size` bytes of `file` to `out`, failing if the file turns out shorter or
-/// longer than that.
-fn copy_exact(
-    file: &mut File,
-    path: &Path,
-    size: u64,
-    buffer: &mut [u8],
-    out: &mut dyn Write,
-) -> Result<(), LayerError> {
-    let mut left = size;
-    while left > 0 {
-        let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match file.read(&mut buffer[..want]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(LayerError::io("reading", path, e)),
-        };
-        if n == 0 {
-            return Err(LayerError::FileChanged {
-                path: path.to_owned(),
-                expected: size,
-                found: format!("it ended after {} bytes", size - left),
-            });
-        }
-        out.write_all(&buffer[..n])
-            .map_err(|e| LayerError::stream("writing the layer", e))?;
-        left -= n as u64;
-    }
-    let mut probe = [0u8; 1];
-    let grew = loop {
-        match file.read(&mut probe) {
-            Ok(n) => break n > 0,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(LayerError::io("reading", path, e)),
-        }
-    };
-    if grew {
-        return Err(LayerError::FileChanged {
-            path: path.to_owned(),
-            expected: size,
-            found: "it grew".to_owned(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entry::canonical;
+    use crate::header::BLOCK;
 
     #[test]
     fn stream_ends_with_two_zero_blocks_and_reads_back() {
@@ -354,27 +299,13 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_changed_size_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("f");
-        std::fs::write(&disk, b"0123456789").unwrap();
-        let mut file = File::open(&disk).unwrap();
-        let mut buffer = vec![0u8; 4];
-        let mut out = Vec::new();
-        let short = copy_exact(&mut file, &disk, 20, &mut buffer, &mut out).unwrap_err();
-        assert!(matches!(short, LayerError::FileChanged { .. }), "{short}");
-        let mut file = File::open(&disk).unwrap();
-        let long = copy_exact(&mut file, &disk, 5, &mut buffer, &mut out).unwrap_err();
-        assert!(long.to_string().contains("it grew"), "{long}");
-
-        // The same when read ahead, whole.
-        let short = read_exactly(&b"0123456789"[..], &disk, 20).unwrap_err();
+    fn a_file_read_ahead_that_changed_size_is_an_error() {
+        // Streamed files are checked by TarWriter::copy_content (see its tests).
+        let disk = Path::new("f");
+        let short = read_exactly(&b"0123456789"[..], disk, 20).unwrap_err();
         assert!(short.to_string().contains("ended after 10 bytes"), "{short}");
-        let long = read_exactly(&b"0123456789"[..], &disk, 5).unwrap_err();
+        let long = read_exactly(&b"0123456789"[..], disk, 5).unwrap_err();
         assert!(long.to_string().contains("it grew"), "{long}");
-        assert_eq!(
-            read_exactly(&b"0123456789"[..], &disk, 10).unwrap(),
-            b"0123456789"
-        );
+        assert_eq!(read_exactly(&b"0123456789"[..], disk, 10).unwrap(), b"0123456789");
     }
 }

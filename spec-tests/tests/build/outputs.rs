@@ -166,13 +166,25 @@ fn incompressible_files_come_back_whole_through_docker_and_containerd() {
 
 #[test]
 fn oci_layout_output_is_read_by_skopeo() {
+    skopeo_copies_the_oci_output("layout", "oci");
+}
+
+#[test]
+fn oci_tar_output_is_read_by_skopeo() {
+    skopeo_copies_the_oci_output("image.tar", "oci-archive");
+}
+
+/// Builds the multistage fixture with `--output type=oci,dest=<store>/<dest>` (a layout
+/// directory, or a tar when `dest` ends in `.tar`), copies it with skopeo's `transport` into
+/// a registry, and checks that docker pulls and runs it.
+fn skopeo_copies_the_oci_output(dest: &str, transport: &str) {
     let (Some(docker), Some(skopeo)) = (Docker::get(), skopeo()) else {
         return;
     };
     let (_base_registry, base) = base_image(&docker);
     let registry = RegistryProcess::start();
     let store = tempfile::tempdir().unwrap();
-    let layout = store.path().join("layout");
+    let dest = store.path().join(dest);
     run(rbuild(store.path())
         .args([
             "build",
@@ -184,12 +196,12 @@ fn oci_layout_output_is_read_by_skopeo() {
         ])
         .arg(format!("BASE={base}"))
         .arg("--output")
-        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(format!("type=oci,dest={}", dest.display()))
         .arg(fixture("multistage")));
     let target = format!("{}/apps/from-oci:1", registry.host());
     run(std::process::Command::new(skopeo)
         .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:multistage:oci", layout.display()))
+        .arg(format!("{transport}:{}:multistage:oci", dest.display()))
         .arg(format!("docker://{target}")));
     run(docker.cmd().args(["pull", &target]));
     assert_eq!(docker_run(&docker, &target), "a\nb\nc\n");

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
+use rbuild_layer::{LayerError, TarWriter};
 use rbuild_oci::manifest::ImageIndex;
 use rbuild_oci::store::REF_NAME;
 use rbuild_oci::{ContentStore, Digest, media_type};
@@ -54,28 +55,21 @@ pub fn write_oci_dir(store: &ContentStore, image: &Image, tags: &[String], dest:
     Ok(())
 }
 
-fn append_bytes(builder: &mut tar::Builder<impl Write>, path: &str, bytes: &[u8]) -> io::Result<()> {
-    let mut header = tar::Header::new_ustar();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, path, bytes)
+/// Permission bits of every file in an image archive.
+const MODE: u32 = 0o644;
+
+fn append_blob(tar: &mut TarWriter<impl Write>, store: &ContentStore, digest: &Digest) -> Result<()> {
+    let source = store.blob_path(digest);
+    let reading = |e| BuildError::io(format!("reading {}", source.display()), e);
+    let file = File::open(&source).map_err(reading)?;
+    let size = file.metadata().map_err(reading)?.len();
+    tar.append_file(&format!("blobs/sha256/{}", digest.hex()), MODE, size, file)
+        .map_err(archive_error)
 }
 
-fn append_blob(
-    builder: &mut tar::Builder<impl Write>,
-    store: &ContentStore,
-    digest: &Digest,
-) -> io::Result<()> {
-    let source = store.blob_path(digest);
-    let mut file = File::open(&source)?;
-    let mut header = tar::Header::new_ustar();
-    header.set_size(file.metadata()?.len());
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), &mut file)
+/// An error of the tar stream, as a build error.
+fn archive_error(e: LayerError) -> BuildError {
+    BuildError::io("writing image archive", io::Error::other(e))
 }
 
 fn layout_index(image: &Image, tags: &[String]) -> ImageIndex {
@@ -101,8 +95,8 @@ fn layout_index(image: &Image, tags: &[String]) -> ImageIndex {
     }
 }
 
-fn json(value: &impl serde::Serialize) -> io::Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(io::Error::other)
+fn json(value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| BuildError::io("writing image archive", io::Error::other(e)))
 }
 
 /// Writes the image as a tar file at `dest`.
@@ -127,25 +121,22 @@ pub fn write_tar(
     format: Format,
     out: impl Write,
 ) -> Result<()> {
-    let mut builder = tar::Builder::new(out);
-    let context = "writing image archive";
-    let result = (|| -> io::Result<()> {
-        append_bytes(&mut builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        append_bytes(&mut builder, "index.json", &json(&layout_index(image, tags))?)?;
-        if format == Format::Docker {
-            let manifest = serde_json::json!([{
-                "Config": format!("blobs/sha256/{}", image.config.hex()),
-                "RepoTags": tags,
-                "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
-            }]);
-            append_bytes(&mut builder, "manifest.json", &json(&manifest)?)?;
-        }
-        for digest in image_blobs(image) {
-            append_blob(&mut builder, store, &digest)?;
-        }
-        builder.finish()
-    })();
-    result.map_err(|e| BuildError::io(context, e))
+    let mut tar = TarWriter::new(out);
+    let mut append = |path: &str, bytes: &[u8]| tar.append_bytes(path, MODE, bytes).map_err(archive_error);
+    append("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    append("index.json", &json(&layout_index(image, tags))?)?;
+    if format == Format::Docker {
+        let manifest = serde_json::json!([{
+            "Config": format!("blobs/sha256/{}", image.config.hex()),
+            "RepoTags": tags,
+            "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
+        }]);
+        append("manifest.json", &json(&manifest)?)?;
+    }
+    for digest in image_blobs(image) {
+        append_blob(&mut tar, store, &digest)?;
+    }
+    tar.finish().map(drop).map_err(archive_error)
 }
 
 #[cfg(test)]
