@@ -64,6 +64,7 @@ impl Builder {
             progress,
         ));
         let target = schedule::run(&solver, &plan).await?;
+        let target_index = plan.target_stage().map_or(0, |s| s.index);
 
         let mut state = target.image.clone();
         for (key, value) in &solver.request.labels {
@@ -84,18 +85,19 @@ impl Builder {
         metrics.cache_misses = metrics.steps.iter().filter(|s| s.cache == "miss").count();
         metrics.image = image.manifest.digest.to_string();
         metrics.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let warnings = if plan.unused_build_args.is_empty() {
-            Vec::new()
-        } else {
-            vec![format!(
+        let mut warnings = prepared.warnings;
+        if !plan.unused_build_args.is_empty() {
+            warnings.push(format!(
                 "one or more build args were not consumed: [{}]",
                 plan.unused_build_args.join(" ")
-            )]
-        };
+            ));
+        }
         Ok(BuildOutput {
             image,
             metrics,
             warnings,
+            steps: solver.step_records(&plan.stages, target_index),
+            caches: solver.sources.caches.clone(),
         })
     }
 }

@@ -208,6 +208,14 @@ pub enum BuildError {
     #[error("FROM {0}: a local directory build context cannot be a stage's base; use COPY --from={0}")]
     ContextAsBase(String),
 
+    /// A remote cache that cannot be used.
+    #[error("cache {cache}")]
+    Cache {
+        /// The cache.
+        cache: String,
+        /// Why.
+        source: crate::remote_cache::format::FormatError,
+    },
     /// Writing a step's layer failed.
     #[error("writing the layer")]
     WriteLayer(#[source] LayerError),
@@ -343,7 +351,7 @@ fn tail_text(tail: &[String]) -> String {
 }
 
 /// An error and its sources, joined as `a: b: c`.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

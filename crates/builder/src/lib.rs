@@ -40,6 +40,7 @@
 //!     network: "default".into(),
 //!     runtime: None,
 //!     snapshotter: None,
+//!     cache_from: Vec::new(),
 //! };
 //! let output = builder.build(request, std::sync::Arc::new(rbuild_builder::progress::Silent)).await?;
 //! println!("{}", output.image.manifest.digest);
@@ -64,6 +65,7 @@ mod placement;
 mod prepare;
 pub mod progress;
 pub mod remote;
+pub mod remote_cache;
 pub mod request;
 pub mod resolve;
 pub mod rootfs;

@@ -20,6 +20,9 @@ pub struct StepMetrics {
     /// Why it missed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub miss_reason: Option<String>,
+    /// The remote cache a hit came from (absent: the local store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_from: Option<String>,
     /// Bytes of source files read to hash them (0 when the stat cache answered).
     pub bytes_hashed: u64,
     /// Uncompressed bytes of the layer written.

@@ -133,6 +133,12 @@ pub fn run_user(spec: &str, rootfs: &RootfsView) -> Result<(Owner, Vec<u32>)> {
     Ok((owner, supplementary))
 }
 
+/// Whether a `--chown` value names its user (and group) by number only, so that resolving it
+/// reads no file of the stage.
+pub fn is_numeric(spec: &str) -> bool {
+    spec.split(':').all(|part| part.parse::<u32>().is_ok())
+}
+
 /// A user or group the stage does not name.
 fn unknown(spec: String, name: &str, kind: OwnerKind, no_database: bool) -> BuildError {
     BuildError::UnknownOwner {

@@ -18,6 +18,7 @@ use crate::copy;
 use crate::error::{BuildError, Result};
 use crate::progress::Progress;
 use crate::remote::Remote;
+use crate::remote_cache::RemoteCaches;
 use crate::request::{BuildRequest, NamedContext};
 use crate::resolve::{BaseImage, Resolver};
 use crate::store::LocalStore;
@@ -30,6 +31,8 @@ pub(crate) struct Sources {
     pub named: HashMap<String, Arc<Context>>,
     /// Every image the plan names, by the reference as written.
     pub images: HashMap<String, BaseImage>,
+    /// The remote caches read (`--cache-from`).
+    pub caches: Arc<RemoteCaches>,
 }
 
 /// A prepared build.
@@ -42,6 +45,8 @@ pub(crate) struct Prepared {
     pub context_bytes_hashed: u64,
     /// Files in the context after `.dockerignore`.
     pub context_files: usize,
+    /// Caches that could not be read.
+    pub warnings: Vec<String>,
 }
 
 /// Prepares `request`: see the module documentation.
@@ -114,6 +119,7 @@ pub(crate) async fn prepare(
     } else {
         (None, 0, 0)
     };
+    let (caches, warnings) = RemoteCaches::load(&request.cache_from, remote, store).await;
     let mut named = HashMap::new();
     for (name, source) in &request.named_contexts {
         if let NamedContext::Dir(dir) = source {
@@ -128,9 +134,11 @@ pub(crate) async fn prepare(
             context,
             named,
             images,
+            caches: Arc::new(caches),
         },
         context_bytes_hashed,
         context_files,
+        warnings,
     })
 }
 

@@ -1,10 +1,11 @@
-//! How a build reaches the network: base images from registries and `ADD <url>` files, through
-//! the registry client (with `docker login`'s credentials, token auth and TLS settings).
+//! How a build reaches the network: base images from registries, `ADD <url>` files and remote
+//! build caches, through the registry client (with `docker login`'s credentials, token auth and
+//! TLS settings).
 
 use std::path::Path;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use rbuild_client::Client;
+use rbuild_client::{Artifact, Client};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::{ImageManifest, Platform};
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
@@ -25,6 +26,17 @@ pub trait Remote: Send + Sync {
 
     /// Downloads `url` into the file `to`; returns its digest and `Last-Modified` time.
     fn download<'a>(&'a self, url: &'a str, to: &'a Path) -> BoxFuture<'a, Result<(Digest, Option<i64>)>>;
+
+    /// The artifact `reference` names (a build cache): its manifest and config, no layers.
+    fn fetch_artifact<'a>(&'a self, reference: &'a Reference) -> BoxFuture<'a, Result<Artifact>>;
+
+    /// Puts the `blobs` of `reference`'s repository that `store` lacks into it.
+    fn fetch_blobs<'a>(
+        &'a self,
+        reference: &'a Reference,
+        blobs: &'a [Descriptor],
+        store: &'a ContentStore,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 impl Remote for Client {
@@ -37,10 +49,7 @@ impl Remote for Client {
         async move {
             let image = Client::pull(self, reference, platform, store)
                 .await
-                .map_err(|e| BuildError::Pull {
-                    reference: reference.to_string(),
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| pull_error(reference, e))?;
             Ok((image.manifest_descriptor, image.manifest, image.config))
         }
         .boxed()
@@ -61,5 +70,35 @@ impl Remote for Client {
             Ok((download.digest, modified))
         }
         .boxed()
+    }
+
+    fn fetch_artifact<'a>(&'a self, reference: &'a Reference) -> BoxFuture<'a, Result<Artifact>> {
+        async move {
+            Client::fetch_artifact(self, reference)
+                .await
+                .map_err(|e| pull_error(reference, e))
+        }
+        .boxed()
+    }
+
+    fn fetch_blobs<'a>(
+        &'a self,
+        reference: &'a Reference,
+        blobs: &'a [Descriptor],
+        store: &'a ContentStore,
+    ) -> BoxFuture<'a, Result<()>> {
+        async move {
+            Client::fetch_blobs(self, reference, blobs, store)
+                .await
+                .map_err(|e| pull_error(reference, e))
+        }
+        .boxed()
+    }
+}
+
+fn pull_error(reference: &Reference, error: rbuild_client::ClientError) -> BuildError {
+    BuildError::Pull {
+        reference: reference.to_string(),
+        source: Box::new(error),
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rbuild_layer::LayerOptions;
 use rbuild_oci::manifest::Platform;
@@ -10,6 +11,7 @@ use rbuild_oci::manifest::Platform;
 use crate::exec::SecretSource;
 use crate::export::Image;
 use crate::metrics::BuildMetrics;
+use crate::remote_cache::{CacheLocation, RemoteCaches, StepRecord};
 
 /// Where a `--build-context name=…` points.
 #[derive(Clone, Debug)]
@@ -58,6 +60,8 @@ pub struct BuildRequest {
     pub runtime: Option<PathBuf>,
     /// `--snapshotter`: how RUN's root is made (else `$RBUILD_SNAPSHOTTER`, else auto).
     pub snapshotter: Option<rbuild_runtime::Snapshotter>,
+    /// `--cache-from`: remote caches to read, in order.
+    pub cache_from: Vec<CacheLocation>,
 }
 
 impl BuildRequest {
@@ -80,6 +84,11 @@ pub struct BuildOutput {
     pub image: Image,
     /// Its numbers.
     pub metrics: BuildMetrics,
-    /// Things the user should know (`--build-arg`s nothing consumed).
+    /// Things the user should know (`--build-arg`s nothing consumed, caches not used).
     pub warnings: Vec<String>,
+    /// Every step solved, for `--cache-to`.
+    pub steps: Vec<StepRecord>,
+    /// The caches read: layers found there may not be in the local store yet
+    /// ([`RemoteCaches::fetch_missing`] brings them).
+    pub caches: Arc<RemoteCaches>,
 }

@@ -4,12 +4,12 @@
 //! miss, its layer built, written and recorded — so every step kind ([`steps`](crate::steps))
 //! only says what keys it and how its files are made.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use rbuild_dockerfile::plan::{Stage, Step, StepKind};
+use rbuild_dockerfile::plan::{Base, Stage, Step, StepKind};
 use rbuild_layer::{Entry, Extras, LayerInfo, PreviousBlocks, write_layer_with};
 use rbuild_oci::manifest::Platform;
 use rbuild_oci::{Descriptor, Digest, time};
@@ -17,11 +17,12 @@ use rbuild_oci::{Descriptor, Digest, time};
 use crate::cache::{CacheRecord, CachedLayer};
 use crate::error::{BuildError, Result};
 use crate::image::ImageState;
-use crate::keys::Inputs;
+use crate::keys::{CacheKey, Inputs};
 use crate::metrics::StepMetrics;
 use crate::prepare::Sources;
 use crate::progress::{Event, Progress, StepLabel};
 use crate::remote::Remote;
+use crate::remote_cache::StepRecord;
 use crate::request::BuildRequest;
 use crate::rootfs::RootfsView;
 use crate::snapshot::PendingSnapshot;
@@ -59,14 +60,16 @@ pub(crate) struct Solver {
     pub runtime: OnceLock<Arc<rbuild_runtime::Runtime>>,
     step_numbers: HashMap<(usize, usize), usize>,
     metrics: Mutex<Vec<StepMetrics>>,
+    /// Each step solved, by stage index, for `--cache-to`.
+    solved: Mutex<Vec<(usize, CacheKey, CacheRecord)>>,
 }
 
 /// What a step did, for the display and the metrics.
 pub(crate) enum Outcome {
     /// It only changed the config.
     Config,
-    /// Its layer came from the cache.
-    Hit,
+    /// Its layer came from the cache: the local store, or the remote cache named.
+    Hit { from: Option<String> },
     /// It ran; the reason says why the cache missed.
     Built { reason: String, layer: LayerWork },
 }
@@ -143,6 +146,7 @@ impl Solver {
             runtime: OnceLock::new(),
             step_numbers: number_steps(stages),
             metrics: Mutex::new(Vec::new()),
+            solved: Mutex::new(Vec::new()),
         }
     }
 
@@ -217,7 +221,50 @@ impl Solver {
 
     /// The filesystem of an image state, layers unpacked once and viewed merged.
     pub fn view(&self, state: &ImageState) -> Result<RootfsView> {
-        self.store.snapshots.view(&state.layers, &self.store.content)
+        self.view_layers(&state.layers)
+    }
+
+    /// The filesystem of `layers`, fetching first those a remote cache gave and the store lacks.
+    pub fn view_layers(&self, layers: &[CachedLayer]) -> Result<RootfsView> {
+        if layers
+            .iter()
+            .any(|l| !self.store.content.contains(&l.descriptor.digest))
+        {
+            let descriptors: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
+            let fetch = self
+                .sources
+                .caches
+                .fetch_missing(&descriptors, &self.store, self.remote.as_ref());
+            tokio::runtime::Handle::current().block_on(fetch)?;
+        }
+        self.store.snapshots.view(layers, &self.store.content)
+    }
+
+    /// Every step solved, each marked whether its result is in the image of `target` (the
+    /// target stage's steps and those of the stages it is based on).
+    pub fn step_records(&self, stages: &[Stage], target: usize) -> Vec<StepRecord> {
+        let mut in_image = HashSet::from([target]);
+        let mut stage = stages.iter().find(|s| s.index == target);
+        while let Some(Base::Stage { index }) = stage.map(|s| &s.base) {
+            in_image.insert(*index);
+            stage = stages.iter().find(|s| s.index == *index);
+        }
+        let solved = self.solved.lock().map(|s| s.clone()).unwrap_or_default();
+        solved
+            .into_iter()
+            .map(|(stage, key, record)| StepRecord {
+                key: key.0,
+                record,
+                in_image: in_image.contains(&stage),
+            })
+            .collect()
+    }
+
+    /// Keeps a step's result for `--cache-to`.
+    fn keep(&self, stage: usize, key: &CacheKey, record: &CacheRecord) {
+        if let Ok(mut solved) = self.solved.lock() {
+            solved.push((stage, key.clone(), record.clone()));
+        }
     }
 
     /// Writes a step's layer to the content store, copying what it can from the layer the step
@@ -313,19 +360,31 @@ impl StepContext<'_> {
         let key = inputs.key();
         state.fs_key = key.to_string();
         let no_cache = solver.no_cache(self.stage);
-        let hit = if no_cache {
-            None
-        } else {
-            store.cache.lookup(&key, usable)
+        // The local store first, then the remote caches in the order given; a remote hit's
+        // layer stays remote until something needs its files (see `view_layers`).
+        let hit = match no_cache {
+            true => None,
+            false => store
+                .cache
+                .lookup(&key, usable)
+                .map(|record| (record, None))
+                .or_else(|| {
+                    let (record, location) = solver.sources.caches.lookup(&key.0)?;
+                    Some((record.clone(), Some(location.to_string())))
+                }),
         };
         let created_by = self.step.created_by.clone();
-        if let Some(record) = hit {
+        if let Some((record, from)) = hit {
+            if from.is_some() {
+                store.cache.store(&self.id, &inputs, &record)?;
+            }
+            solver.keep(self.stage.index, &key, &record);
             let created = Some(solver.reused_created(record.created));
             match record.layer {
                 Some(layer) => state.image.push_layer(layer, created_by, created),
                 None => state.image.push_history(created_by, created, true),
             }
-            return Ok(Outcome::Hit);
+            return Ok(Outcome::Hit { from });
         }
         details(&mut inputs);
         let reason = if no_cache {
@@ -348,6 +407,7 @@ impl StepContext<'_> {
                 created: created.clone(),
             };
             store.cache.store(&self.id, &inputs, &record)?;
+            solver.keep(self.stage.index, &key, &record);
             state.image.push_history(created_by, created, true);
             return Ok(Outcome::Built {
                 reason,
@@ -378,6 +438,7 @@ impl StepContext<'_> {
             created: created.clone(),
         };
         store.cache.store(&self.id, &inputs, &record)?;
+        solver.keep(self.stage.index, &key, &record);
         state.image.push_layer(layer, created_by, created);
         Ok(Outcome::Built {
             reason,

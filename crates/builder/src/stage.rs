@@ -95,7 +95,8 @@ fn run_step(cx: &StepContext<'_>, state: &mut StageState) -> Result<StepMetrics>
         })?;
     match outcome {
         Outcome::Config => metrics.cache = "none".to_owned(),
-        Outcome::Hit => {
+        Outcome::Hit { from } => {
+            metrics.cache_from = from;
             metrics.cache = "hit".to_owned();
             progress.event(Event::Cached(cx.label.clone()));
         }

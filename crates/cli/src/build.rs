@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::{self, Output, export};
-use rbuild_builder::{BuildRequest, Builder, NamedContext};
+use rbuild_builder::remote_cache::{self, CacheLocation, CacheTarget};
+use rbuild_builder::{BuildOutput, BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
 use crate::args::{CompressionArgs, parse_key_value};
@@ -51,6 +52,14 @@ pub struct BuildArgs {
     /// Write the image out: type=registry | type=oci,dest=PATH | type=docker,dest=PATH
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
+    /// Read build cache: type=registry,ref=REF | type=local,src=DIR | REF (repeatable, tried in
+    /// order)
+    #[arg(long = "cache-from")]
+    cache_from: Vec<CacheLocation>,
+    /// Write build cache: type=registry,ref=REF | type=local,dest=DIR, with mode=min|max and
+    /// ignore-error=true|false (repeatable)
+    #[arg(long = "cache-to")]
+    cache_to: Vec<CacheTarget>,
     /// How to show progress
     #[arg(long, value_enum, default_value = "auto")]
     progress: display::Mode,
@@ -174,7 +183,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     // Layers are written as they will leave the store; an image that only lands in it keeps
     // them uncompressed, as docker does, unless a compression was asked for.
     let compression = match args.compression.given() {
-        false if outputs.is_empty() => Compression::None,
+        false if outputs.is_empty() && args.cache_to.is_empty() => Compression::None,
         _ => shipped,
     };
     let named_contexts = args
@@ -223,6 +232,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         network: args.network.clone(),
         runtime: args.runtime.clone(),
         snapshotter: args.snapshotter,
+        cache_from: args.cache_from.clone(),
     };
 
     let store = args.store.open()?;
@@ -233,6 +243,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let built = runtime.block_on(builder.build(request, display.progress()));
     display.finish();
     let mut output = built?;
+    if needs_layer_bytes(&outputs, &tags, &output) {
+        let fetch = output
+            .caches
+            .fetch_missing(&output.image.layers, builder.store(), &client);
+        runtime.block_on(fetch)?;
+    }
     // Cache hits may bring layers an earlier build kept uncompressed: export compresses them.
     let layers = LayerOptions {
         compression: shipped,
@@ -261,6 +277,29 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
         );
     }
+    for target in &args.cache_to {
+        let exported = runtime.block_on(remote_cache::export(
+            target,
+            &output.steps,
+            builder.store(),
+            &client,
+            &output.caches,
+        ));
+        match exported {
+            Ok(cache) => eprintln!(
+                "cache written to {} ({} steps, {})",
+                cache.location, cache.records, cache.manifest.digest
+            ),
+            Err(e) if target.ignore_error => {
+                output.warnings.push(format!(
+                    "cache export to {} failed: {:#}",
+                    target.location,
+                    anyhow::Error::from(e)
+                ));
+            }
+            Err(e) => return Err(e).with_context(|| format!("exporting the cache to {}", target.location)),
+        }
+    }
     if let Some(path) = &args.metrics_file {
         let json = serde_json::to_vec_pretty(&output.metrics)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -285,4 +324,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     );
     println!("{}", exported.manifest.digest);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether layers a remote cache gave must be brought into the store: they need not when every
+/// output is a push to a registry that holds the cache (the layers are mounted there), and
+/// must for an image kept in the store or written to a file.
+fn needs_layer_bytes(outputs: &[Output], tags: &[rbuild_oci::Reference], output: &BuildOutput) -> bool {
+    let pushed_only = !outputs.is_empty() && outputs.iter().all(|o| matches!(o, Output::Registry));
+    let mountable = tags.iter().all(|tag| {
+        output
+            .caches
+            .registries()
+            .any(|registry| registry == tag.registry())
+    });
+    !(pushed_only && mountable)
 }

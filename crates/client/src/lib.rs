@@ -34,6 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod artifact;
 pub mod auth;
 mod body;
 pub mod challenge;
@@ -58,6 +59,7 @@ use rbuild_oci::manifest::Platform;
 use rbuild_oci::{ContentStore, Descriptor, Reference, RepositoryName};
 use rustls::pki_types::CertificateDer;
 
+pub use artifact::Artifact;
 pub use credentials::{Credential, DockerConfig};
 pub use download::Download;
 pub use error::{Action, ClientError};
@@ -332,6 +334,25 @@ impl Client {
     ) -> Result<(), ClientError> {
         let endpoint = self.endpoint(reference.registry())?;
         pull::store_image(&endpoint, reference, resolved, store, self.inner.progress.clone()).await
+    }
+
+    /// The artifact `reference` names — an OCI manifest of any config media type, such as a
+    /// build cache — and its config, without its layers.
+    pub async fn fetch_artifact(&self, reference: &Reference) -> Result<Artifact, ClientError> {
+        let endpoint = self.endpoint(reference.registry())?;
+        artifact::fetch(&endpoint, reference).await
+    }
+
+    /// Stores the `blobs` of `reference`'s repository that `store` lacks, verified, and records
+    /// where they came from (so pushing them to that registry mounts instead of uploading).
+    pub async fn fetch_blobs(
+        &self,
+        reference: &Reference,
+        blobs: &[Descriptor],
+        store: &ContentStore,
+    ) -> Result<(), ClientError> {
+        let endpoint = self.endpoint(reference.registry())?;
+        artifact::store_blobs(&endpoint, reference, blobs, store, self.inner.progress.clone()).await
     }
 
     /// Pushes the image whose manifest (or index) `manifest` describes from `store` to

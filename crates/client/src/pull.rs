@@ -286,7 +286,7 @@ pub(crate) async fn resolve(
 }
 
 /// Fetches a small blob (a config) into memory, verifying size and digest.
-async fn fetch_small_blob(
+pub(crate) async fn fetch_small_blob(
     endpoint: &Endpoint,
     repository: &RepositoryName,
     descriptor: &Descriptor,
@@ -415,16 +415,9 @@ pub(crate) async fn store_image(
             );
         }
     }
-    Downloads {
-        endpoint,
-        repository,
-        store,
-        scopes: &scopes,
-        progress,
-        cancel: tokio::sync::watch::channel(false).0,
-    }
-    .all(layers)
-    .await?;
+    Downloads::new(endpoint, repository, store, &scopes, progress)
+        .all(layers)
+        .await?;
 
     // Config and manifest last, so that a stored manifest means a complete image.
     put_verified(
@@ -473,7 +466,7 @@ fn put_verified(store: &ContentStore, bytes: &[u8], digest: &Digest, what: &str)
 
 /// The layer downloads of one pull. When one fails the others are told to stop, and the pull
 /// waits for all of them, so that no temporary file outlives it.
-struct Downloads<'a> {
+pub(crate) struct Downloads<'a> {
     endpoint: &'a Endpoint,
     repository: &'a RepositoryName,
     store: &'a ContentStore,
@@ -489,9 +482,27 @@ async fn cancelled(mut cancel: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-impl Downloads<'_> {
+impl<'a> Downloads<'a> {
+    /// Downloads into `store` from `repository`, reporting to `progress`.
+    pub(crate) fn new(
+        endpoint: &'a Endpoint,
+        repository: &'a RepositoryName,
+        store: &'a ContentStore,
+        scopes: &'a Scopes,
+        progress: Arc<dyn Progress>,
+    ) -> Downloads<'a> {
+        Downloads {
+            endpoint,
+            repository,
+            store,
+            scopes,
+            progress,
+            cancel: tokio::sync::watch::channel(false).0,
+        }
+    }
+
     /// Downloads `layers`, a few at once; returns the first failure.
-    async fn all(&self, layers: Vec<&Descriptor>) -> Result<(), ClientError> {
+    pub(crate) async fn all(&self, layers: Vec<&Descriptor>) -> Result<(), ClientError> {
         let downloads: Vec<_> = layers.into_iter().map(|layer| self.with_retries(layer)).collect();
         let results: Vec<Result<(), ClientError>> = futures_util::stream::iter(downloads)
             .buffer_unordered(CONCURRENT_DOWNLOADS)

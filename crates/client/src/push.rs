@@ -313,8 +313,10 @@ impl<'a> Push<'a> {
         if already {
             return Ok(());
         }
-        match self.store.size(&descriptor.digest) {
-            None => return Err(self.missing("blob", &descriptor.digest)),
+        // A blob the store lacks (a layer a build found in a remote cache and never needed the
+        // bytes of) can still be pushed when the registry has it or can mount it.
+        let local = match self.store.size(&descriptor.digest) {
+            None => false,
             Some(size) if size != descriptor.size => {
                 return Err(ClientError::Invalid {
                     reference: self.reference.to_string(),
@@ -326,11 +328,11 @@ impl<'a> Push<'a> {
                     ),
                 });
             }
-            Some(_) => {}
-        }
+            Some(_) => true,
+        };
         let mut attempt = 1;
         let outcome = loop {
-            match self.send_blob(descriptor).await {
+            match self.send_blob(descriptor, local).await {
                 Ok(outcome) => break outcome,
                 Err(e) if e.is_transient() && attempt < PUSH_ATTEMPTS => {
                     tracing::warn!(
@@ -349,7 +351,9 @@ impl<'a> Push<'a> {
     }
 
     /// Makes sure the registry has one blob: already there, mounted, or uploaded.
-    async fn send_blob(&self, descriptor: &Descriptor) -> Result<BlobOutcome, ClientError> {
+    /// Sends one blob: nothing if the repository has it, a mount if another repository of the
+    /// registry does, else an upload of the `local` copy (without one, the blob is missing).
+    async fn send_blob(&self, descriptor: &Descriptor, local: bool) -> Result<BlobOutcome, ClientError> {
         let blob_path = format!("/v2/{}/blobs/{}", self.repository, descriptor.digest);
         let (response, describe) = self
             .request(
@@ -402,6 +406,12 @@ impl<'a> Push<'a> {
                 }
                 MountAttempt::Denied => {}
             }
+        }
+        if !local {
+            if let Some(opened) = session {
+                self.cancel(opened).await;
+            }
+            return Err(self.missing("blob", &descriptor.digest));
         }
         let session = match session {
             Some(session) => session,

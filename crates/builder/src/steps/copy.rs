@@ -38,10 +38,7 @@ pub(super) fn copy(
                 (origin, format!("stage {}", stage.fs_key))
             }
             FromSource::Image(image, reference) => {
-                origin_view = solver
-                    .store
-                    .snapshots
-                    .view(&image.layers, &solver.store.content)?;
+                origin_view = solver.view_layers(&image.layers)?;
                 let origin = Origin::Rootfs {
                     view: &origin_view,
                     name: reference,
@@ -58,17 +55,27 @@ pub(super) fn copy(
     };
 
     // The stage's filesystem is needed for --chown names and to place the files, except
-    // with --link, whose layer must not depend on what is below it.
-    let below = if copy.link || state.image.layers.is_empty() {
-        None
-    } else {
-        Some(solver.view(&state.image)?)
+    // with --link, whose layer must not depend on what is below it. It is made only when
+    // needed: a hit with numeric (or no) --chown reads none of it, so layers a remote cache
+    // gave stay remote.
+    let below_layers = match copy.link {
+        true => Vec::new(),
+        false => state.image.layers.clone(),
+    };
+    let below_view = std::cell::OnceCell::new();
+    let below = || -> Result<Option<&RootfsView>> {
+        if below_layers.is_empty() {
+            return Ok(None);
+        }
+        if let Some(view) = below_view.get() {
+            return Ok(Some(view));
+        }
+        let view = solver.view_layers(&below_layers)?;
+        Ok(Some(below_view.get_or_init(|| view)))
     };
     let owner = match &copy.chown {
-        Some(spec) => Some(owner::resolve(
-            spec,
-            below.as_ref().unwrap_or(&RootfsView::default()),
-        )?),
+        Some(spec) if owner::is_numeric(spec) => Some(owner::resolve(spec, &RootfsView::default())?),
+        Some(spec) => Some(owner::resolve(spec, below()?.unwrap_or(&RootfsView::default()))?),
         None => None,
     };
     let mut inputs = Inputs::default();
@@ -101,7 +108,7 @@ pub(super) fn copy(
         let layout = Layout {
             step: copy,
             owner,
-            below: below.as_ref(),
+            below: below()?,
             now,
         };
         Ok(Made::entries(copy::entries(selection, &layout)?))

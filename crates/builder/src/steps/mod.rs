@@ -83,15 +83,10 @@ impl StepContext<'_> {
 
     /// The layer directories (or the directory) `from` names, for RUN mounts.
     fn layers_of(&self, from: &CopyFrom) -> Result<Vec<PathBuf>> {
-        let store = &self.solver.store;
         Ok(match self.read_from(from)? {
             FromSource::Context(context, _) => vec![context.root().to_owned()],
             FromSource::Stage(stage) => self.solver.view(&stage.image)?.layers().to_vec(),
-            FromSource::Image(image, _) => store
-                .snapshots
-                .view(&image.layers, &store.content)?
-                .layers()
-                .to_vec(),
+            FromSource::Image(image, _) => self.solver.view_layers(&image.layers)?.layers().to_vec(),
         })
     }
 

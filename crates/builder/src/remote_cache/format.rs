@@ -1,0 +1,284 @@
+//! The remote cache's format, version 1: an OCI image manifest any registry stores, whose
+//! layers are the cached layer blobs — the very blobs of the images built, so nothing is
+//! uploaded twice — and whose config (media type [`CONFIG_MEDIA_TYPE`]) maps cache keys to
+//! step results:
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "keyVersion": 2,
+//!   "layers": [{"mediaType": "…tar+gzip", "digest": "sha256:…", "size": 123, "diffId": "sha256:…"}],
+//!   "records": [{"key": "sha256:…", "layer": 0, "created": "2026-12-06T10:00:00Z"},
+//!               {"key": "sha256:…", "created": "…"}]
+//! }
+//! ```
+//!
+//! A record is one step: its key (see [`keys`](crate::keys)), the index of the layer it made
+//! (absent for a step that changed no file) and when it was built. `keyVersion` is the key
+//! encoding the records were made with: a cache of another encoding cannot hit and is skipped.
+
+use std::collections::{HashMap, HashSet};
+
+use rbuild_oci::manifest::ImageManifest;
+use rbuild_oci::{Descriptor, Digest};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheRecord, CachedLayer};
+use crate::keys::KEY_VERSION;
+
+/// The media type of the cache config.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
+/// The artifact type of the cache manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.rbuild.cache.v1";
+/// The format version this module reads and writes.
+pub const VERSION: u32 = 1;
+
+/// The cache config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheConfig {
+    /// The format version.
+    pub version: u32,
+    /// The key encoding of the records.
+    pub key_version: u32,
+    /// The layers records refer to, by index.
+    pub layers: Vec<CacheLayer>,
+    /// One record per step.
+    pub records: Vec<CacheEntry>,
+}
+
+/// A layer of the cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheLayer {
+    /// Its media type.
+    pub media_type: String,
+    /// Its digest as stored.
+    pub digest: Digest,
+    /// Its size as stored.
+    pub size: u64,
+    /// The digest of its uncompressed tar (the image config's diff ID).
+    pub diff_id: Digest,
+}
+
+/// A step's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The step's cache key.
+    pub key: Digest,
+    /// The layer it made, as an index into [`CacheConfig::layers`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+    /// When it was built (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// Why a cache cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The config does not parse.
+    #[error("the cache config does not parse")]
+    Parse(#[source] serde_json::Error),
+    /// Another format version.
+    #[error("format version {0}, this rbuild reads version {VERSION}")]
+    Version(u32),
+    /// Another key encoding.
+    #[error("cache keys of version {0}, this rbuild makes version {KEY_VERSION}")]
+    KeyVersion(u32),
+    /// A record names a layer the config does not have.
+    #[error("record {record} names layer {layer}, the config has {layers}")]
+    LayerIndex {
+        /// The record's index.
+        record: usize,
+        /// The layer index it names.
+        layer: usize,
+        /// How many layers the config has.
+        layers: usize,
+    },
+    /// A layer of the config is not a layer of the manifest.
+    #[error("layer {0} is not in the cache manifest")]
+    NotInManifest(Digest),
+}
+
+impl CacheConfig {
+    /// Reads a config and checks it against its manifest: every layer a record uses is one of
+    /// the manifest's (whose blobs the registry keeps with the manifest).
+    pub fn read(bytes: &[u8], manifest: &ImageManifest) -> Result<HashMap<Digest, CacheRecord>, FormatError> {
+        let config: CacheConfig = rbuild_oci::json::from_slice(bytes).map_err(FormatError::Parse)?;
+        if config.version != VERSION {
+            return Err(FormatError::Version(config.version));
+        }
+        if config.key_version != KEY_VERSION {
+            return Err(FormatError::KeyVersion(config.key_version));
+        }
+        let in_manifest: HashSet<&Digest> = manifest.layers.iter().map(|l| &l.digest).collect();
+        if let Some(missing) = config.layers.iter().find(|l| !in_manifest.contains(&l.digest)) {
+            return Err(FormatError::NotInManifest(missing.digest.clone()));
+        }
+        let mut hits = HashMap::new();
+        for (index, record) in config.records.iter().enumerate() {
+            let layer = match record.layer {
+                None => None,
+                Some(i) => {
+                    let layer = config.layers.get(i).ok_or(FormatError::LayerIndex {
+                        record: index,
+                        layer: i,
+                        layers: config.layers.len(),
+                    })?;
+                    Some(CachedLayer {
+                        descriptor: Descriptor::new(
+                            layer.media_type.clone(),
+                            layer.digest.clone(),
+                            layer.size,
+                        ),
+                        diff_id: layer.diff_id.clone(),
+                    })
+                }
+            };
+            hits.insert(
+                record.key.clone(),
+                CacheRecord {
+                    layer,
+                    created: record.created.clone(),
+                },
+            );
+        }
+        Ok(hits)
+    }
+
+    /// The config of `records` (in order; each layer listed once).
+    pub fn of(records: &[(Digest, CacheRecord)]) -> CacheConfig {
+        let mut layers: Vec<CacheLayer> = Vec::new();
+        let mut entries = Vec::new();
+        for (key, hit) in records {
+            let layer = hit.layer.as_ref().map(|layer| {
+                let digest = &layer.descriptor.digest;
+                match layers.iter().position(|l| &l.digest == digest) {
+                    Some(i) => i,
+                    None => {
+                        layers.push(CacheLayer {
+                            media_type: layer.descriptor.media_type.clone(),
+                            digest: digest.clone(),
+                            size: layer.descriptor.size,
+                            diff_id: layer.diff_id.clone(),
+                        });
+                        layers.len() - 1
+                    }
+                }
+            });
+            entries.push(CacheEntry {
+                key: key.clone(),
+                layer,
+                created: hit.created.clone(),
+            });
+        }
+        CacheConfig {
+            version: VERSION,
+            key_version: KEY_VERSION,
+            layers,
+            records: entries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rbuild_oci::media_type;
+
+    use super::*;
+
+    fn layer(n: u8) -> CachedLayer {
+        CachedLayer {
+            descriptor: Descriptor::new(
+                media_type::OCI_LAYER_GZIP,
+                Digest::sha256_of(&[n]),
+                10 + u64::from(n),
+            ),
+            diff_id: Digest::sha256_of(&[n, n]),
+        }
+    }
+
+    fn manifest_of(config: &CacheConfig) -> ImageManifest {
+        ImageManifest {
+            schema_version: 2,
+            media_type: Some(media_type::OCI_MANIFEST.to_owned()),
+            artifact_type: Some(ARTIFACT_TYPE.to_owned()),
+            config: Descriptor::new(CONFIG_MEDIA_TYPE, Digest::sha256_of(b"config"), 6),
+            layers: config
+                .layers
+                .iter()
+                .map(|l| Descriptor::new(l.media_type.clone(), l.digest.clone(), l.size))
+                .collect(),
+            subject: None,
+            annotations: Default::default(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_each_layer_once() {
+        let hit = |layer: Option<CachedLayer>| CacheRecord {
+            layer,
+            created: Some("2026-12-06T10:00:00Z".to_owned()),
+        };
+        let records = vec![
+            (Digest::sha256_of(b"a"), hit(Some(layer(1)))),
+            (Digest::sha256_of(b"b"), hit(None)),
+            (Digest::sha256_of(b"c"), hit(Some(layer(1)))),
+            (Digest::sha256_of(b"d"), hit(Some(layer(2)))),
+        ];
+        let config = CacheConfig::of(&records);
+        assert_eq!(config.layers.len(), 2);
+        let bytes = serde_json::to_vec(&config).unwrap();
+        let read = CacheConfig::read(&bytes, &manifest_of(&config)).unwrap();
+        assert_eq!(read.len(), 4);
+        for (key, hit) in &records {
+            assert_eq!(&read[key], hit);
+        }
+    }
+
+    #[test]
+    fn a_broken_cache_says_why() {
+        let config = CacheConfig::of(&[(
+            Digest::sha256_of(b"a"),
+            CacheRecord {
+                layer: Some(layer(1)),
+                created: None,
+            },
+        )]);
+        let manifest = manifest_of(&config);
+        let read = |config: &CacheConfig, manifest: &ImageManifest| {
+            CacheConfig::read(&serde_json::to_vec(config).unwrap(), manifest)
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let future = CacheConfig {
+            version: 2,
+            ..config.clone()
+        };
+        assert!(matches!(read(&future, &manifest), FormatError::Version(2)));
+        let other_keys = CacheConfig {
+            key_version: KEY_VERSION + 1,
+            ..config.clone()
+        };
+        assert!(matches!(read(&other_keys, &manifest), FormatError::KeyVersion(_)));
+        let mut bad_index = config.clone();
+        bad_index.records[0].layer = Some(5);
+        assert!(matches!(
+            read(&bad_index, &manifest),
+            FormatError::LayerIndex { layer: 5, .. }
+        ));
+        let empty_manifest = ImageManifest {
+            layers: Vec::new(),
+            ..manifest.clone()
+        };
+        assert!(matches!(
+            read(&config, &empty_manifest),
+            FormatError::NotInManifest(_)
+        ));
+        assert!(matches!(
+            CacheConfig::read(b"{\"version\": 1", &manifest),
+            Err(FormatError::Parse(_))
+        ));
+    }
+}

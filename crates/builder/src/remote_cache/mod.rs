@@ -1,0 +1,362 @@
+//! Build caches that travel between machines: `--cache-to` writes a build's step records and
+//! their layers as an OCI artifact ([`format`]) to a registry or an OCI layout directory, and
+//! `--cache-from` reads them back, so a CI runner that starts empty finds its steps cached.
+//!
+//! Import is lazy: only the manifest and the config are read. A layer is fetched when a later
+//! step needs the files below it ([`RemoteCaches::fetch_missing`]) or an output needs its
+//! bytes — never when the image is pushed to a registry that has the blob or can mount it.
+//! A cache is trusted like a base image, and a broken one never breaks a build: what cannot
+//! be read is a warning naming the cache, and the steps are built.
+
+mod export;
+pub mod format;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
+
+pub use export::{ExportedCache, StepRecord, export};
+use format::CacheConfig;
+
+use crate::cache::CacheRecord;
+use crate::error::{BuildError, Chain, Result};
+use crate::remote::Remote;
+use crate::store::LocalStore;
+
+/// Where a cache is (`--cache-from`, and the destination of `--cache-to`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// A registry reference (`type=registry,ref=…`, or a plain reference).
+    Registry(Reference),
+    /// An OCI image layout directory, and the tag of the cache in it (`type=local`).
+    Local {
+        /// The directory.
+        dir: PathBuf,
+        /// The tag (`latest` unless given).
+        tag: String,
+    },
+}
+
+impl fmt::Display for CacheLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheLocation::Registry(reference) => write!(f, "{reference}"),
+            CacheLocation::Local { dir, tag } => write!(f, "{}:{tag}", dir.display()),
+        }
+    }
+}
+
+/// What a cache export holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// The steps whose results are in the image (BuildKit's default).
+    #[default]
+    Min,
+    /// Every step of every stage built.
+    Max,
+}
+
+/// A `--cache-to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheTarget {
+    /// Where.
+    pub location: CacheLocation,
+    /// What.
+    pub mode: Mode,
+    /// A failed export warns instead of failing the build (`ignore-error=true`).
+    pub ignore_error: bool,
+}
+
+/// The `key=value` fields of a `--cache-from`/`--cache-to` value.
+fn fields(spec: &str) -> std::result::Result<HashMap<&str, &str>, String> {
+    spec.split(',')
+        .map(|field| {
+            field
+                .split_once('=')
+                .ok_or_else(|| format!("{spec:?}: {field:?} is not key=value"))
+        })
+        .collect()
+}
+
+fn location(
+    spec: &str,
+    fields: &HashMap<&str, &str>,
+    dir_key: &str,
+) -> std::result::Result<CacheLocation, String> {
+    match fields.get("type").copied().unwrap_or("registry") {
+        "registry" => {
+            let reference = fields
+                .get("ref")
+                .ok_or_else(|| format!("{spec:?}: type=registry needs ref=REFERENCE"))?;
+            reference
+                .parse()
+                .map(CacheLocation::Registry)
+                .map_err(|e| format!("{spec:?}: {e}"))
+        }
+        "local" => {
+            let dir = fields
+                .get(dir_key)
+                .ok_or_else(|| format!("{spec:?}: type=local needs {dir_key}=DIRECTORY"))?;
+            Ok(CacheLocation::Local {
+                dir: PathBuf::from(dir),
+                tag: fields.get("tag").unwrap_or(&"latest").to_string(),
+            })
+        }
+        other => Err(format!(
+            "{spec:?}: cache type {other} is not supported; use type=registry or type=local"
+        )),
+    }
+}
+
+impl FromStr for CacheLocation {
+    type Err = String;
+
+    /// A `--cache-from`: `type=registry,ref=REF`, `type=local,src=DIR[,tag=TAG]`, or a plain
+    /// image reference.
+    fn from_str(spec: &str) -> std::result::Result<CacheLocation, String> {
+        if !spec.contains('=') {
+            return spec
+                .parse()
+                .map(CacheLocation::Registry)
+                .map_err(|e| format!("{spec:?}: {e}"));
+        }
+        location(spec, &fields(spec)?, "src")
+    }
+}
+
+impl FromStr for CacheTarget {
+    type Err = String;
+
+    /// A `--cache-to`: `type=registry,ref=REF` or `type=local,dest=DIR[,tag=TAG]`, with
+    /// `mode=min|max` and `ignore-error=true|false`.
+    fn from_str(spec: &str) -> std::result::Result<CacheTarget, String> {
+        let fields = fields(spec)?;
+        let mode = match fields.get("mode").copied() {
+            None | Some("min") => Mode::Min,
+            Some("max") => Mode::Max,
+            Some(other) => return Err(format!("{spec:?}: mode={other}: use min or max")),
+        };
+        let ignore_error = match fields.get("ignore-error").copied() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(format!("{spec:?}: ignore-error={other}: use true or false")),
+        };
+        Ok(CacheTarget {
+            location: location(spec, &fields, "dest")?,
+            mode,
+            ignore_error,
+        })
+    }
+}
+
+/// A cache read at the start of a build.
+struct Imported {
+    location: CacheLocation,
+    hits: HashMap<Digest, CacheRecord>,
+}
+
+/// The caches a build reads, in the order given: the first that has a key answers.
+#[derive(Default)]
+pub struct RemoteCaches {
+    imported: Vec<Imported>,
+}
+
+impl RemoteCaches {
+    /// Reads the manifest and config of each cache; one that cannot be read adds a warning.
+    pub async fn load(
+        locations: &[CacheLocation],
+        remote: &dyn Remote,
+        store: &LocalStore,
+    ) -> (RemoteCaches, Vec<String>) {
+        let mut imported = Vec::new();
+        let mut warnings = Vec::new();
+        for location in locations {
+            match read(location, remote).await {
+                Ok(hits) => {
+                    if let CacheLocation::Registry(reference) = location {
+                        record_origins(store, reference, &hits);
+                    }
+                    imported.push(Imported {
+                        location: location.clone(),
+                        hits,
+                    });
+                }
+                Err(e) => warnings.push(format!("cache {location} is not used: {}", Chain(&e))),
+            }
+        }
+        (RemoteCaches { imported }, warnings)
+    }
+
+    /// The result a cache has for `key`, and which cache.
+    pub fn lookup(&self, key: &Digest) -> Option<(&CacheRecord, &CacheLocation)> {
+        self.imported
+            .iter()
+            .find_map(|cache| cache.hits.get(key).map(|hit| (hit, &cache.location)))
+    }
+
+    /// Puts the `layers` that the store lacks into it, from the caches that have them. Layers
+    /// no cache has are left to whoever needs them to say so.
+    pub async fn fetch_missing(
+        &self,
+        layers: &[Descriptor],
+        store: &LocalStore,
+        remote: &dyn Remote,
+    ) -> Result<()> {
+        for cache in &self.imported {
+            let has = |d: &Descriptor| {
+                cache
+                    .hits
+                    .values()
+                    .any(|h| h.layer.as_ref().is_some_and(|l| &l.descriptor == d))
+            };
+            let wanted: Vec<Descriptor> = layers
+                .iter()
+                .filter(|d| !store.content.contains(&d.digest) && has(d))
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            match &cache.location {
+                CacheLocation::Registry(reference) => {
+                    remote.fetch_blobs(reference, &wanted, &store.content).await?
+                }
+                CacheLocation::Local { dir, .. } => {
+                    let layout = open_layout(dir)?;
+                    for descriptor in &wanted {
+                        copy_blob(&layout, &store.content, &descriptor.digest)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The registries the caches read are on: an image pushed to one of them can mount the
+    /// layers found there instead of needing their bytes.
+    pub fn registries(&self) -> impl Iterator<Item = &str> {
+        self.imported.iter().filter_map(|cache| match &cache.location {
+            CacheLocation::Registry(reference) => Some(reference.registry()),
+            CacheLocation::Local { .. } => None,
+        })
+    }
+}
+
+/// Reads a cache's records.
+async fn read(location: &CacheLocation, remote: &dyn Remote) -> Result<HashMap<Digest, CacheRecord>> {
+    let (manifest, config) = match location {
+        CacheLocation::Registry(reference) => {
+            let artifact = remote.fetch_artifact(reference).await?;
+            (artifact.manifest, artifact.config)
+        }
+        CacheLocation::Local { dir, tag } => {
+            let layout = open_layout(dir)?;
+            let descriptor = layout
+                .resolve_ref(tag)?
+                .ok_or_else(|| BuildError::LayoutTagNotFound {
+                    layout: dir.display().to_string(),
+                    tag: Some(tag.clone()),
+                })?;
+            let manifest =
+                rbuild_oci::json::from_slice(&layout.read(&descriptor.digest)?).map_err(|source| {
+                    BuildError::Document {
+                        image: location.to_string(),
+                        document: "cache manifest",
+                        source,
+                    }
+                })?;
+            let config = layout.read(&manifest_config(&manifest))?;
+            (manifest, config)
+        }
+    };
+    CacheConfig::read(&config, &manifest).map_err(|source| BuildError::Cache {
+        cache: location.to_string(),
+        source,
+    })
+}
+
+fn manifest_config(manifest: &rbuild_oci::manifest::ImageManifest) -> Digest {
+    manifest.config.digest.clone()
+}
+
+/// An OCI layout directory that exists (opening one never creates it here).
+fn open_layout(dir: &std::path::Path) -> Result<ContentStore> {
+    if !dir.join("index.json").is_file() {
+        return Err(BuildError::io(
+            format!("reading the cache at {}", dir.display()),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no OCI layout (index.json) there"),
+        ));
+    }
+    Ok(ContentStore::open(dir)?)
+}
+
+/// Copies one blob between stores, verified against its digest.
+fn copy_blob(from: &ContentStore, to: &ContentStore, digest: &Digest) -> Result<()> {
+    if to.contains(digest) {
+        return Ok(());
+    }
+    let mut source = from.open_blob(digest)?;
+    let mut writer = to.writer()?;
+    std::io::copy(&mut source, &mut writer)
+        .map_err(|e| BuildError::io(format!("copying blob {digest}"), e))?;
+    writer.commit(Some(digest))?;
+    Ok(())
+}
+
+/// Records that the cache's layers are in its repository, so that pushing an image that uses
+/// them to that registry mounts them instead of needing their bytes.
+fn record_origins(store: &LocalStore, reference: &Reference, hits: &HashMap<Digest, CacheRecord>) {
+    let origin = rbuild_oci::BlobOrigin {
+        registry: reference.registry().to_owned(),
+        repository: reference.repository().clone(),
+    };
+    let layers = hits
+        .values()
+        .filter_map(|h| h.layer.as_ref())
+        .map(|l| &l.descriptor.digest);
+    if let Err(e) = store.content.add_origin(layers, &origin) {
+        tracing::warn!("recording where the blobs of cache {reference} are: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_values_parse_like_buildx() {
+        let from: CacheLocation = "type=registry,ref=127.0.0.1:5000/app:cache".parse().unwrap();
+        assert_eq!(from.to_string(), "127.0.0.1:5000/app:cache");
+        let plain: CacheLocation = "127.0.0.1:5000/app:main".parse().unwrap();
+        assert!(matches!(plain, CacheLocation::Registry(_)));
+        let local: CacheLocation = "type=local,src=/tmp/cache".parse().unwrap();
+        assert_eq!(
+            local,
+            CacheLocation::Local {
+                dir: "/tmp/cache".into(),
+                tag: "latest".into()
+            }
+        );
+        let to: CacheTarget = "type=local,dest=/tmp/c,mode=max,ignore-error=true,tag=v1"
+            .parse()
+            .unwrap();
+        assert_eq!(to.mode, Mode::Max);
+        assert!(to.ignore_error);
+        assert_eq!(to.location.to_string(), "/tmp/c:v1");
+        let min: CacheTarget = "type=registry,ref=r.test/a:c".parse().unwrap();
+        assert_eq!((min.mode, min.ignore_error), (Mode::Min, false));
+        for bad in [
+            "type=gha",
+            "type=registry",
+            "type=local",
+            "type=registry,ref=r.test/a,mode=all",
+            "type=registry,ref=r.test/a,ignore-error=maybe",
+            "type=registry,oops",
+        ] {
+            assert!(bad.parse::<CacheTarget>().is_err(), "{bad}");
+        }
+    }
+}
