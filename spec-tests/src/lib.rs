@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod distribution;
 pub mod hostname;
 pub mod images;
 pub mod pki;

@@ -13,6 +13,7 @@ mod dockerignore;
 mod outputs;
 mod placement;
 mod producers;
+mod remote_cache;
 mod run;
 mod self_image;
 mod support;

@@ -96,6 +96,22 @@ pub enum FormatError {
         /// How many layers the config has.
         layers: usize,
     },
+    /// A document of the cache is not there.
+    #[error("its {document} is missing")]
+    Missing {
+        /// Which (`manifest`, `config`).
+        document: &'static str,
+    },
+    /// A document of the cache does not hash to its name.
+    #[error("its {document} has digest {actual}, not {expected}")]
+    Digest {
+        /// Which (`manifest`, `config`).
+        document: &'static str,
+        /// Its name.
+        expected: Digest,
+        /// What its bytes hash to.
+        actual: Digest,
+    },
     /// A layer of the config is not a layer of the manifest.
     #[error("layer {0} is not in the cache manifest")]
     NotInManifest(Digest),

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
 
 pub use export::{ExportedCache, StepRecord, export};
-use format::CacheConfig;
+use format::{CacheConfig, FormatError};
 
 use crate::cache::CacheRecord;
 use crate::error::{BuildError, Chain, Result};
@@ -175,7 +175,8 @@ impl RemoteCaches {
         let mut warnings = Vec::new();
         for location in locations {
             match read(location, remote).await {
-                Ok(hits) => {
+                Ok((hits, dropped)) => {
+                    warnings.extend(dropped);
                     if let CacheLocation::Registry(reference) = location {
                         record_origins(store, reference, &hits);
                     }
@@ -183,6 +184,9 @@ impl RemoteCaches {
                         location: location.clone(),
                         hits,
                     });
+                }
+                Err(BuildError::Cache { source, .. }) => {
+                    warnings.push(format!("cache {location} is not used: {}", Chain(&source)));
                 }
                 Err(e) => warnings.push(format!("cache {location} is not used: {}", Chain(&e))),
             }
@@ -245,12 +249,22 @@ impl RemoteCaches {
     }
 }
 
-/// Reads a cache's records.
-async fn read(location: &CacheLocation, remote: &dyn Remote) -> Result<HashMap<Digest, CacheRecord>> {
-    let (manifest, config) = match location {
+/// Reads a cache's records; warns of those it drops.
+async fn read(
+    location: &CacheLocation,
+    remote: &dyn Remote,
+) -> Result<(HashMap<Digest, CacheRecord>, Vec<String>)> {
+    let invalid = |source| BuildError::Cache {
+        cache: location.to_string(),
+        source,
+    };
+    let mut warnings = Vec::new();
+    let hits = match location {
+        // The client verifies what it fetches against the digests, and a registry keeps the
+        // blobs of a manifest it holds.
         CacheLocation::Registry(reference) => {
             let artifact = remote.fetch_artifact(reference).await?;
-            (artifact.manifest, artifact.config)
+            CacheConfig::read(&artifact.config, &artifact.manifest).map_err(invalid)?
         }
         CacheLocation::Local { dir, tag } => {
             let layout = open_layout(dir)?;
@@ -260,22 +274,50 @@ async fn read(location: &CacheLocation, remote: &dyn Remote) -> Result<HashMap<D
                     layout: dir.display().to_string(),
                     tag: Some(tag.clone()),
                 })?;
+            let manifest_bytes = verified(&layout, &descriptor.digest, "manifest").map_err(invalid)?;
             let manifest =
-                rbuild_oci::json::from_slice(&layout.read(&descriptor.digest)?).map_err(|source| {
-                    BuildError::Document {
-                        image: location.to_string(),
-                        document: "cache manifest",
-                        source,
-                    }
+                rbuild_oci::json::from_slice(&manifest_bytes).map_err(|source| BuildError::Document {
+                    image: location.to_string(),
+                    document: "cache manifest",
+                    source,
                 })?;
-            let config = layout.read(&manifest_config(&manifest))?;
-            (manifest, config)
+            let config = verified(&layout, &manifest_config(&manifest), "config").map_err(invalid)?;
+            let mut hits = CacheConfig::read(&config, &manifest).map_err(invalid)?;
+            // A record whose layer the directory lost is dropped: its step is built.
+            hits.retain(|key, record| match &record.layer {
+                Some(layer) if !layout.contains(&layer.descriptor.digest) => {
+                    warnings.push(format!(
+                        "cache {location}: layer {} of step {key} is missing; the step is built",
+                        layer.descriptor.digest
+                    ));
+                    false
+                }
+                _ => true,
+            });
+            hits
         }
     };
-    CacheConfig::read(&config, &manifest).map_err(|source| BuildError::Cache {
-        cache: location.to_string(),
-        source,
-    })
+    Ok((hits, warnings))
+}
+
+/// A blob of a layout directory, checked against its digest.
+fn verified(
+    layout: &ContentStore,
+    digest: &Digest,
+    document: &'static str,
+) -> std::result::Result<Vec<u8>, FormatError> {
+    let bytes = layout
+        .read(digest)
+        .map_err(|_| FormatError::Missing { document })?;
+    let actual = Digest::of(digest.algorithm(), &bytes);
+    match &actual == digest {
+        true => Ok(bytes),
+        false => Err(FormatError::Digest {
+            document,
+            expected: digest.clone(),
+            actual,
+        }),
+    }
 }
 
 fn manifest_config(manifest: &rbuild_oci::manifest::ImageManifest) -> Digest {

@@ -1,0 +1,398 @@
+//! `--cache-to` / `--cache-from`: a CI runner that starts with an empty store builds from a
+//! cache another runner pushed, against rbuild serve and against CNCF distribution 2.8.2; the
+//! same through an OCI layout directory; `mode=min` against `mode=max`; and broken caches,
+//! which warn and build.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+use spec_tests::distribution::Distribution;
+use spec_tests::registry::RegistryProcess;
+use spec_tests::tools::run;
+
+use crate::support::{busybox_context, dockerfile, rbuild, runc_available};
+
+/// A two-stage build: a stage other stages read, the context's file, and RUN after both.
+const DOCKERFILE: &str = "\
+ARG BASE
+FROM ${BASE} AS deps
+RUN echo deps > /deps && echo more > /more
+FROM ${BASE} AS tool
+RUN echo tool > /tool
+FROM ${BASE}
+COPY --from=deps /deps /deps
+COPY app.txt /app.txt
+RUN cat /deps /app.txt > /out
+COPY --from=tool /tool /opt/tool
+";
+
+/// The busybox base pushed to `registry` by rbuild; returns its reference.
+fn push_base(registry: &str) -> String {
+    let store = tempfile::tempdir().unwrap();
+    let context = busybox_context();
+    let reference = format!("{registry}/base/busybox:1");
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain", "--push", "-t", &reference])
+        .arg(context.path()));
+    reference
+}
+
+/// A context with the Dockerfile above and `app.txt` holding `app`.
+fn context(app: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    dockerfile(dir.path(), DOCKERFILE);
+    std::fs::write(dir.path().join("app.txt"), app).unwrap();
+    dir
+}
+
+/// Builds in `store` with `args`; returns the metrics (`--metrics-file`) and stderr.
+fn build(store: &Path, context: &Path, base: &str, args: &[&str]) -> (Value, String) {
+    let metrics = store.join("metrics.json");
+    let out = run_output(
+        rbuild(store)
+            .args(["build", "--progress", "plain", "--build-arg"])
+            .arg(format!("BASE={base}"))
+            .arg("--metrics-file")
+            .arg(&metrics)
+            .args(args)
+            .arg(context),
+    );
+    let metrics = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    (metrics, out)
+}
+
+fn run_output(command: &mut std::process::Command) -> String {
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    stderr
+}
+
+/// Each step's (instruction, cache outcome, remote cache), in order.
+fn steps(metrics: &Value) -> Vec<(String, String, Option<String>)> {
+    metrics["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["instruction"].as_str().unwrap().to_owned(),
+                s["cache"].as_str().unwrap().to_owned(),
+                s["cache_from"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn blobs(store: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(store.join("oci/blobs/sha256"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the local-cache tests start from: a registry holding the base, the context, and a
+/// directory for the caches.
+struct Local {
+    _registry: RegistryProcess,
+    base: String,
+    ctx: tempfile::TempDir,
+    dirs: tempfile::TempDir,
+}
+
+impl Local {
+    /// `None` without runc (outside CI, which fails instead).
+    fn setup() -> Option<Local> {
+        if !runc_available() {
+            return None;
+        }
+        let registry = RegistryProcess::start();
+        let base = push_base(&registry.host());
+        Some(Local {
+            _registry: registry,
+            base,
+            ctx: context("v1"),
+            dirs: tempfile::tempdir().unwrap(),
+        })
+    }
+}
+
+/// The fresh-runner scenario on one registry.
+fn fresh_runner_builds_from(registry: &str) {
+    let base = push_base(registry);
+    let image = format!("{registry}/app/one:1");
+    let cache = format!("{registry}/app/cache:main");
+    let ctx = context("v1");
+
+    let first = tempfile::tempdir().unwrap();
+    let cache_to = format!("type=registry,ref={cache},mode=max");
+    let (built, _) = build(
+        first.path(),
+        ctx.path(),
+        &base,
+        &["--push", "-t", &image, "--cache-to", &cache_to],
+    );
+    assert!(
+        steps(&built).iter().all(|(_, cache, _)| cache != "hit"),
+        "{built}"
+    );
+
+    // A new runner: an empty store, the cache in the registry.
+    let fresh = tempfile::tempdir().unwrap();
+    let (rebuilt, stderr) = build(
+        fresh.path(),
+        ctx.path(),
+        &base,
+        &["--push", "-t", &image, "--cache-from", &cache],
+    );
+    assert_eq!(rebuilt["image"], built["image"], "the same image");
+    for (instruction, outcome, from) in steps(&rebuilt) {
+        if instruction.starts_with("FROM") {
+            continue;
+        }
+        assert_eq!(outcome, "hit", "{instruction}\n{stderr}");
+        assert_eq!(from.as_deref(), Some(cache.as_str()), "{instruction}");
+    }
+    // The layers no step needed the files of stayed in the registry: the last RUN's and the
+    // last COPY's, and the push mounted or found them there.
+    let layer_of = |metrics: &Value, prefix: &str| {
+        metrics["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["instruction"].as_str().unwrap().starts_with(prefix))
+            .and_then(|s| s["layer"].as_str())
+            .map(|l| l.trim_start_matches("sha256:").to_owned())
+            .unwrap()
+    };
+    let present = blobs(fresh.path());
+    for prefix in ["RUN cat", "COPY --from=tool"] {
+        assert!(
+            !present.contains(&layer_of(&built, prefix)),
+            "{prefix}: its layer was downloaded"
+        );
+    }
+
+    // One source file changed: only the steps that read it, and those after them, run.
+    let changed = context("v2");
+    let (partial, _) = build(fresh.path(), changed.path(), &base, &["--cache-from", &cache]);
+    let outcomes: Vec<(String, String)> = steps(&partial)
+        .into_iter()
+        .map(|(instruction, outcome, _)| (instruction, outcome))
+        .collect();
+    let expected = [
+        ("RUN echo deps > /deps && echo more > /more", "hit"),
+        ("RUN echo tool > /tool", "hit"),
+        ("COPY --from=deps /deps /deps", "hit"),
+        ("COPY app.txt /app.txt", "miss"),
+        ("RUN cat /deps /app.txt > /out", "miss"),
+        ("COPY --from=tool /tool /opt/tool", "miss"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(i, o)| (i.to_string(), o.to_string()))
+        .collect();
+    assert_eq!(outcomes, expected);
+}
+
+#[test]
+fn a_fresh_runner_builds_from_a_cache_in_rbuild_serve() {
+    if !runc_available() {
+        return;
+    }
+    let registry = RegistryProcess::start();
+    fresh_runner_builds_from(&registry.host());
+}
+
+#[test]
+fn a_fresh_runner_builds_from_a_cache_in_distribution() {
+    if !runc_available() {
+        return;
+    }
+    let Some(registry) = Distribution::start() else {
+        return;
+    };
+    fresh_runner_builds_from(&registry.host());
+}
+
+#[test]
+fn a_local_cache_round_trips_and_min_keeps_only_the_image_steps() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let min = local.dirs.path().join("min");
+    let max = local.dirs.path().join("max");
+    let first = tempfile::tempdir().unwrap();
+    let (built, stderr) = build(
+        first.path(),
+        local.ctx.path(),
+        &local.base,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={}", min.display()),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", max.display()),
+        ],
+    );
+    assert!(stderr.contains("cache written to"), "{stderr}");
+
+    let outcomes = |cache: &Path| {
+        let fresh = tempfile::tempdir().unwrap();
+        let (rebuilt, _) = build(
+            fresh.path(),
+            local.ctx.path(),
+            &local.base,
+            &["--cache-from", &format!("type=local,src={}", cache.display())],
+        );
+        assert_eq!(rebuilt["image"], built["image"]);
+        steps(&rebuilt)
+            .into_iter()
+            .filter(|(_, outcome, _)| outcome != "none")
+            .map(|(instruction, outcome, _)| (instruction, outcome))
+            .collect::<Vec<_>>()
+    };
+    // mode=max: every step of every stage.
+    assert!(outcomes(&max).iter().all(|(_, o)| o == "hit"));
+    // mode=min: the final stage's steps; the stages it copies from are built again, and their
+    // results (the same files) let the final stage's steps hit.
+    let min_outcomes = outcomes(&min);
+    assert_eq!(
+        min_outcomes,
+        [
+            (
+                "RUN echo deps > /deps && echo more > /more".to_owned(),
+                "miss".to_owned()
+            ),
+            ("RUN echo tool > /tool".to_owned(), "miss".to_owned()),
+            ("COPY --from=deps /deps /deps".to_owned(), "hit".to_owned()),
+            ("COPY app.txt /app.txt".to_owned(), "hit".to_owned()),
+            ("RUN cat /deps /app.txt > /out".to_owned(), "hit".to_owned()),
+            ("COPY --from=tool /tool /opt/tool".to_owned(), "hit".to_owned()),
+        ]
+    );
+}
+
+/// Replaces the config of the cache in the layout `dir` by `config`, under its own digest (and
+/// the manifest and index that name it): a well-formed cache holding what the test wrote.
+fn readdress(dir: &Path, config: &[u8]) {
+    let put = |bytes: &[u8]| {
+        let hex = rbuild_oci::Digest::sha256_of(bytes).hex().to_owned();
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let index_path = dir.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(manifest_digest)).unwrap())
+            .unwrap();
+    let (digest, size) = put(config);
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    std::fs::write(index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn a_broken_cache_warns_and_the_build_goes_on() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let good = local.dirs.path().join("good");
+    let first = tempfile::tempdir().unwrap();
+    // Reproducible, compressed layers: a step built again (its cache entry unusable) gives
+    // the same one.
+    let epoch = [
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+        "--compression",
+        "gzip",
+    ];
+    let cache_to = format!("type=local,dest={},mode=max", good.display());
+    let (built, _) = build(
+        first.path(),
+        local.ctx.path(),
+        &local.base,
+        &[&epoch[..], &["--cache-to", &cache_to]].concat(),
+    );
+    let index: Value = serde_json::from_slice(&std::fs::read(good.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = |dir: &Path, digest: &str| {
+        dir.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob(&good, &manifest_digest)).unwrap()).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    let config: Value = serde_json::from_slice(&std::fs::read(blob(&good, &config_digest)).unwrap()).unwrap();
+
+    let broken = |name: &str, damage: &dyn Fn(&Path)| {
+        let dir = local.dirs.path().join(name);
+        run(std::process::Command::new("cp").arg("-a").arg(&good).arg(&dir));
+        damage(&dir);
+        dir
+    };
+    let cases = [
+        (
+            broken("corrupt-config", &|dir| {
+                std::fs::write(blob(dir, &config_digest), b"{\"version\": 1,").unwrap()
+            }),
+            "config",
+        ),
+        (
+            broken("future-version", &|dir| {
+                let mut future = config.clone();
+                future["version"] = 99.into();
+                readdress(dir, &serde_json::to_vec(&future).unwrap());
+            }),
+            "version 99",
+        ),
+        (
+            broken("missing-layer", &|dir| {
+                let layer = config["layers"][0]["digest"].as_str().unwrap();
+                std::fs::remove_file(blob(dir, layer)).unwrap();
+            }),
+            "layer",
+        ),
+        (
+            broken("no-layout", &|dir| {
+                std::fs::remove_file(dir.join("index.json")).unwrap()
+            }),
+            "index.json",
+        ),
+    ];
+    for (cache, detail) in cases {
+        let fresh = tempfile::tempdir().unwrap();
+        let cache_from = format!("type=local,src={}", cache.display());
+        let (rebuilt, stderr) = build(
+            fresh.path(),
+            local.ctx.path(),
+            &local.base,
+            &[&epoch[..], &["--cache-from", &cache_from]].concat(),
+        );
+        assert_eq!(
+            rebuilt["image"],
+            built["image"],
+            "{}: a correct build",
+            cache.display()
+        );
+        let warning = stderr
+            .lines()
+            .find(|l| l.starts_with("warning: cache"))
+            .unwrap_or_else(|| panic!("{}: no warning:\n{stderr}", cache.display()));
+        assert!(
+            warning.contains(&cache.display().to_string()) && warning.contains(detail),
+            "{warning}"
+        );
+    }
+}
