@@ -43,6 +43,7 @@ impl ImageState {
     /// triggers once the stage starts; they are its first steps.)
     pub fn from_base(mut config: ImageConfig, layers: Vec<CachedLayer>) -> ImageState {
         config.created = None;
+        config.inline_cache = None;
         let c = &mut config.config;
         if config.os != "windows" && !c.env.iter().any(|kv| kv.starts_with("PATH=")) {
             c.env.push(format!("PATH={DEFAULT_PATH}"));

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::{self, Output, export};
-use rbuild_builder::remote_cache::{self, CacheLocation, CacheTarget};
+use rbuild_builder::remote_cache::{self, CacheLocation, CacheTo};
 use rbuild_builder::{BuildOutput, BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
@@ -57,9 +57,9 @@ pub struct BuildArgs {
     #[arg(long = "cache-from")]
     cache_from: Vec<CacheLocation>,
     /// Write build cache: type=registry,ref=REF | type=local,dest=DIR, with mode=min|max and
-    /// ignore-error=true|false (repeatable)
+    /// ignore-error=true|false; or type=inline, in the image itself (repeatable)
     #[arg(long = "cache-to")]
-    cache_to: Vec<CacheTarget>,
+    cache_to: Vec<CacheTo>,
     /// How to show progress
     #[arg(long, value_enum, default_value = "auto")]
     progress: display::Mode,
@@ -243,6 +243,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let built = runtime.block_on(builder.build(request, display.progress()));
     display.finish();
     let mut output = built?;
+    if args.cache_to.contains(&CacheTo::Inline) {
+        output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
+    }
     if needs_layer_bytes(&outputs, &tags, &output) {
         let fetch = output
             .caches
@@ -277,7 +280,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
         );
     }
-    for target in &args.cache_to {
+    for target in args.cache_to.iter().filter_map(|to| match to {
+        CacheTo::Export(target) => Some(target),
+        CacheTo::Inline => None,
+    }) {
         let exported = runtime.block_on(remote_cache::export(
             target,
             &output.steps,

@@ -34,6 +34,11 @@ pub struct ImageConfig {
     /// One entry per build step, layer-producing or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// An inline build cache (`rbuild build --cache-to type=inline`): which of the image's
+    /// layers each build step made, by cache key. Its format is the builder's; images built on
+    /// this one do not inherit it.
+    #[serde(rename = "rbuild.cache.v1", default, skip_serializing_if = "Option::is_none")]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 /// The runtime configuration of a container. Field names are Docker's (PascalCase).

@@ -98,7 +98,7 @@ fn blobs(store: &Path) -> BTreeSet<String> {
 /// What the local-cache tests start from: a registry holding the base, the context, and a
 /// directory for the caches.
 struct Local {
-    _registry: RegistryProcess,
+    registry: RegistryProcess,
     base: String,
     ctx: tempfile::TempDir,
     dirs: tempfile::TempDir,
@@ -113,7 +113,7 @@ impl Local {
         let registry = RegistryProcess::start();
         let base = push_base(&registry.host());
         Some(Local {
-            _registry: registry,
+            registry,
             base,
             ctx: context("v1"),
             dirs: tempfile::tempdir().unwrap(),
@@ -395,4 +395,52 @@ fn a_broken_cache_warns_and_the_build_goes_on() {
             "{warning}"
         );
     }
+}
+
+#[test]
+fn an_inline_cache_is_read_back_from_the_pushed_image() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let registry = local.registry.host();
+    let image = format!("{registry}/app/inline:1");
+    let first = tempfile::tempdir().unwrap();
+    build(
+        first.path(),
+        local.ctx.path(),
+        &local.base,
+        &["--push", "-t", &image, "--cache-to", "type=inline"],
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let (rebuilt, stderr) = build(
+        fresh.path(),
+        local.ctx.path(),
+        &local.base,
+        &["--cache-from", &image],
+    );
+    // The image holds the records of its own stage's steps (mode=min): the stages it copies
+    // from are built again, and their files let the final stage's steps hit.
+    let outcomes: Vec<(String, String, Option<String>)> = steps(&rebuilt)
+        .into_iter()
+        .filter(|(_, outcome, _)| outcome != "none")
+        .collect();
+    for (instruction, outcome, from) in &outcomes {
+        let expected = if instruction.starts_with("RUN echo") {
+            "miss"
+        } else {
+            "hit"
+        };
+        assert_eq!(outcome, expected, "{instruction}\n{stderr}");
+        if outcome == "hit" {
+            assert_eq!(from.as_deref(), Some(image.as_str()));
+        }
+    }
+    // An image without one is a warning, not a failure.
+    let (_, stderr) = build(
+        fresh.path(),
+        local.ctx.path(),
+        &local.base,
+        &["--cache-from", &local.base],
+    );
+    assert!(stderr.contains("has no inline cache"), "{stderr}");
 }

@@ -3,10 +3,11 @@
 //! again) or written into an OCI layout directory.
 
 use rbuild_client::Client;
+use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::ImageManifest;
 use rbuild_oci::{Descriptor, Digest, media_type};
 
-use super::format::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, CacheConfig};
+use super::format::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, CacheConfig, InlineCache};
 use super::{CacheLocation, CacheTarget, Mode, RemoteCaches};
 use crate::cache::CacheRecord;
 use crate::error::{BuildError, Result};
@@ -35,6 +36,38 @@ pub struct ExportedCache {
     pub manifest: Descriptor,
     /// How many step records it holds.
     pub records: usize,
+}
+
+/// The image with the records of its own steps (`mode=min`) in its config: `--cache-to
+/// type=inline`. A later build names the image in `--cache-from` to read them.
+pub fn inline(image: &Image, steps: &[StepRecord], store: &LocalStore) -> Result<Image> {
+    let content = &store.content;
+    let unreadable = |document| {
+        move |source| BuildError::Document {
+            image: image.manifest.digest.to_string(),
+            document,
+            source,
+        }
+    };
+    let mut manifest: ImageManifest = rbuild_oci::json::from_slice(&content.read(&image.manifest.digest)?)
+        .map_err(unreadable("manifest"))?;
+    let mut config: ImageConfig = rbuild_oci::json::from_slice(&content.read(&manifest.config.digest)?)
+        .map_err(unreadable("config"))?;
+    let records: Vec<(Digest, CacheRecord)> = steps
+        .iter()
+        .filter(|s| s.in_image)
+        .map(|s| (s.key.clone(), s.record.clone()))
+        .collect();
+    let cache = InlineCache::of(&records, &manifest.layers);
+    config.inline_cache = Some(serde_json::to_value(&cache).map_err(unreadable("inline cache"))?);
+    manifest.config = content.put_json(&manifest.config.media_type, &config)?;
+    let mut descriptor = content.put_json(&image.manifest.media_type, &manifest)?;
+    descriptor.platform = image.manifest.platform.clone();
+    Ok(Image {
+        manifest: descriptor,
+        config: manifest.config.digest.clone(),
+        layers: manifest.layers,
+    })
 }
 
 /// Writes the cache of `steps` where `target` says. Layers the local store lacks (found in a

@@ -16,9 +16,13 @@
 //! A record is one step: its key (see [`keys`](crate::keys)), the index of the layer it made
 //! (absent for a step that changed no file) and when it was built. `keyVersion` is the key
 //! encoding the records were made with: a cache of another encoding cannot hit and is skipped.
+//!
+//! The inline form ([`InlineCache`], `--cache-to type=inline`) is the same records in the
+//! image's own config, under `rbuild.cache.v1`, with `layer` an index into the image's layers.
 
 use std::collections::{HashMap, HashSet};
 
+use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::ImageManifest;
 use rbuild_oci::{Descriptor, Digest};
 use serde::{Deserialize, Serialize};
@@ -112,6 +116,9 @@ pub enum FormatError {
         /// What its bytes hash to.
         actual: Digest,
     },
+    /// An image named as a cache, without an inline cache.
+    #[error("the image has no inline cache (build it with --cache-to type=inline)")]
+    NoInlineCache,
     /// A layer of the config is not a layer of the manifest.
     #[error("layer {0} is not in the cache manifest")]
     NotInManifest(Digest),
@@ -195,6 +202,92 @@ impl CacheConfig {
             layers,
             records: entries,
         }
+    }
+}
+
+/// A cache inside an image's config: records whose layers are the image's own, by index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineCache {
+    /// The format version.
+    pub version: u32,
+    /// The key encoding of the records.
+    pub key_version: u32,
+    /// One record per step whose result is in the image.
+    pub records: Vec<CacheEntry>,
+}
+
+impl InlineCache {
+    /// The inline cache of `records`, whose layers must be among `layers` (the image's).
+    pub fn of(records: &[(Digest, CacheRecord)], layers: &[Descriptor]) -> InlineCache {
+        let records = records
+            .iter()
+            .filter_map(|(key, record)| {
+                let layer = match &record.layer {
+                    None => None,
+                    Some(layer) => Some(layers.iter().position(|l| l.digest == layer.descriptor.digest)?),
+                };
+                Some(CacheEntry {
+                    key: key.clone(),
+                    layer,
+                    created: record.created.clone(),
+                })
+            })
+            .collect();
+        InlineCache {
+            version: VERSION,
+            key_version: KEY_VERSION,
+            records,
+        }
+    }
+
+    /// Reads the inline cache of an image (its config and manifest); `None` when it has none.
+    pub fn read(
+        config: &ImageConfig,
+        manifest: &ImageManifest,
+    ) -> Option<Result<HashMap<Digest, CacheRecord>, FormatError>> {
+        let value = config.inline_cache.clone()?;
+        Some(Self::records(value, config, manifest))
+    }
+
+    fn records(
+        value: serde_json::Value,
+        config: &ImageConfig,
+        manifest: &ImageManifest,
+    ) -> Result<HashMap<Digest, CacheRecord>, FormatError> {
+        let inline: InlineCache = serde_json::from_value(value).map_err(FormatError::Parse)?;
+        if inline.version != VERSION {
+            return Err(FormatError::Version(inline.version));
+        }
+        if inline.key_version != KEY_VERSION {
+            return Err(FormatError::KeyVersion(inline.key_version));
+        }
+        let layers = manifest.layers.len().min(config.rootfs.diff_ids.len());
+        let mut hits = HashMap::new();
+        for (index, record) in inline.records.into_iter().enumerate() {
+            let layer = match record.layer {
+                None => None,
+                Some(i) if i < layers => Some(CachedLayer {
+                    descriptor: manifest.layers[i].clone(),
+                    diff_id: config.rootfs.diff_ids[i].clone(),
+                }),
+                Some(i) => {
+                    return Err(FormatError::LayerIndex {
+                        record: index,
+                        layer: i,
+                        layers,
+                    });
+                }
+            };
+            hits.insert(
+                record.key,
+                CacheRecord {
+                    layer,
+                    created: record.created,
+                },
+            );
+        }
+        Ok(hits)
     }
 }
 
@@ -296,5 +389,47 @@ mod tests {
             CacheConfig::read(b"{\"version\": 1", &manifest),
             Err(FormatError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn an_inline_cache_names_the_images_own_layers() {
+        let (one, two) = (layer(1), layer(2));
+        let records = vec![
+            (
+                Digest::sha256_of(b"a"),
+                CacheRecord {
+                    layer: Some(two.clone()),
+                    created: None,
+                },
+            ),
+            (
+                Digest::sha256_of(b"b"),
+                CacheRecord {
+                    layer: None,
+                    created: Some("2026-12-06T10:00:00Z".to_owned()),
+                },
+            ),
+            (
+                Digest::sha256_of(b"not in the image"),
+                CacheRecord {
+                    layer: Some(layer(3)),
+                    created: None,
+                },
+            ),
+        ];
+        let layers = [one.descriptor.clone(), two.descriptor.clone()];
+        let inline = InlineCache::of(&records, &layers);
+        assert_eq!(inline.records.len(), 2);
+        assert_eq!(inline.records[0].layer, Some(1));
+        let mut config = ImageConfig::default();
+        config.rootfs.diff_ids = vec![one.diff_id.clone(), two.diff_id.clone()];
+        config.inline_cache = Some(serde_json::to_value(&inline).unwrap());
+        let mut manifest = manifest_of(&CacheConfig::of(&[]));
+        manifest.layers = layers.to_vec();
+        let read = InlineCache::read(&config, &manifest).unwrap().unwrap();
+        assert_eq!(read[&records[0].0], records[0].1);
+        assert_eq!(read[&records[1].0], records[1].1);
+        config.inline_cache = None;
+        assert!(InlineCache::read(&config, &manifest).is_none());
     }
 }

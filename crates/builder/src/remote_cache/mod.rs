@@ -16,10 +16,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use rbuild_oci::{ContentStore, Descriptor, Digest, Reference};
+use rbuild_oci::config::ImageConfig;
+use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, media_type};
 
-pub use export::{ExportedCache, StepRecord, export};
-use format::{CacheConfig, FormatError};
+pub use export::{ExportedCache, StepRecord, export, inline};
+use format::{CacheConfig, FormatError, InlineCache};
 
 use crate::cache::CacheRecord;
 use crate::error::{BuildError, Chain, Result};
@@ -59,7 +60,27 @@ pub enum Mode {
     Max,
 }
 
-/// A `--cache-to`.
+/// A `--cache-to`: a cache of its own somewhere, or records inside the image pushed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheTo {
+    /// `type=registry` or `type=local`.
+    Export(CacheTarget),
+    /// `type=inline`: the records of the image's own steps in its config ([`inline`]).
+    Inline,
+}
+
+impl FromStr for CacheTo {
+    type Err = String;
+
+    fn from_str(spec: &str) -> std::result::Result<CacheTo, String> {
+        match fields(spec)?.get("type") {
+            Some(&"inline") => Ok(CacheTo::Inline),
+            _ => spec.parse().map(CacheTo::Export),
+        }
+    }
+}
+
+/// A `--cache-to` that writes a cache of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheTarget {
     /// Where.
@@ -262,9 +283,25 @@ async fn read(
     let hits = match location {
         // The client verifies what it fetches against the digests, and a registry keeps the
         // blobs of a manifest it holds.
+        // An image is read for its inline cache.
         CacheLocation::Registry(reference) => {
             let artifact = remote.fetch_artifact(reference).await?;
-            CacheConfig::read(&artifact.config, &artifact.manifest).map_err(invalid)?
+            let config_type = artifact.manifest.config.media_type.as_str();
+            if config_type == media_type::OCI_CONFIG || config_type == media_type::DOCKER_CONFIG {
+                let config: ImageConfig =
+                    rbuild_oci::json::from_slice(&artifact.config).map_err(|source| {
+                        BuildError::Document {
+                            image: location.to_string(),
+                            document: "image config",
+                            source,
+                        }
+                    })?;
+                InlineCache::read(&config, &artifact.manifest)
+                    .unwrap_or(Err(FormatError::NoInlineCache))
+                    .map_err(invalid)?
+            } else {
+                CacheConfig::read(&artifact.config, &artifact.manifest).map_err(invalid)?
+            }
         }
         CacheLocation::Local { dir, tag } => {
             let layout = open_layout(dir)?;
