@@ -37,8 +37,8 @@ pub enum Event {
     },
     /// A step starts.
     Started(StepLabel),
-    /// A step's result came from the cache.
-    Cached(StepLabel),
+    /// A step's result came from the cache: the local store, or the remote cache named.
+    Cached(StepLabel, Option<String>),
     /// A step missed the cache and runs; the reason says what changed.
     Missed(StepLabel, String),
     /// A step finished.

@@ -96,9 +96,9 @@ fn run_step(cx: &StepContext<'_>, state: &mut StageState) -> Result<StepMetrics>
     match outcome {
         Outcome::Config => metrics.cache = "none".to_owned(),
         Outcome::Hit { from } => {
-            metrics.cache_from = from;
             metrics.cache = "hit".to_owned();
-            progress.event(Event::Cached(cx.label.clone()));
+            progress.event(Event::Cached(cx.label.clone(), from.clone()));
+            metrics.cache_from = from;
         }
         Outcome::Built { reason, layer } => {
             metrics.cache = "miss".to_owned();

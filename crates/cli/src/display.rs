@@ -43,7 +43,7 @@ impl Progress for Plain {
             Event::Resolving { reference } => format!("resolving {reference}"),
             Event::Resolved { reference, digest } => format!("resolved {reference}@{digest}"),
             Event::Started(label) => heading(&label),
-            Event::Cached(label) => format!("#{} CACHED", label.number),
+            Event::Cached(label, from) => format!("#{} {}", label.number, cached(from.as_deref())),
             Event::Missed(label, reason) => format!("#{} cache miss: {reason}", label.number),
             Event::Finished(label, took) => format!("#{} DONE {:.1}s", label.number, took.as_secs_f64()),
             Event::Output(label, text) => format!("#{} {text}", label.number),
@@ -102,5 +102,13 @@ impl Display {
 impl Drop for Display {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// How a cached step's status reads: `CACHED`, or `CACHED (from REF)` for a remote cache.
+fn cached(from: Option<&str>) -> String {
+    match from {
+        None => "CACHED".to_owned(),
+        Some(cache) => format!("CACHED (from {cache})"),
     }
 }

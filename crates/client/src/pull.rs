@@ -1,5 +1,9 @@
 //! Resolving a reference to a platform's manifest and config, and pulling an image into the
 //! local content store.
+//!
+//! Why one long file: it is one path — manifest fetched and verified, platform chosen, config,
+//! layers streamed a few at once with verification, retries and cancellation — each step the
+//! next one's input; split, a reader would follow one pull across files.
 
 use std::io::Write as _;
 use std::sync::Arc;

@@ -6,6 +6,9 @@
 //! BuildKit rather than bash wherever the two differ (for example `${v#p}`
 //! patterns have no bracket expressions), because a Dockerfile must mean the
 //! same thing to rbuild as to `docker build`.
+//!
+//! Why one long file: the expander is one state machine over the word (BuildKit's `lex.go` is
+//! one file too); its length is that of the operators it implements.
 
 use std::collections::BTreeSet;
 

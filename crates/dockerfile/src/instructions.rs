@@ -1,6 +1,9 @@
 //! Gives each parsed node its typed meaning, checking argument counts and
 //! flags as BuildKit's `instructions/parse.go` does, with error messages
 //! that say how to fix the line.
+//!
+//! Why one long file: one function per instruction, in the Dockerfile reference's order; its
+//! length is the language's, and the instructions read best side by side.
 
 use crate::ast::{
     Add, ArgDecl, Command, CommandLine, Copy, From, Healthcheck, InlineSource, Instruction, KeyValue, Run,

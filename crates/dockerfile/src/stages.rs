@@ -3,6 +3,9 @@
 //! triggers, prunes to `--target`, and hands each stage's instructions to
 //! [`crate::dispatch`] one at a time. The state they share lives in
 //! [`crate::planner`]; nothing below this module calls back into it.
+//!
+//! Why one long file: planning is one algorithm over the stage graph (global ARGs, FROM
+//! expansion, dependencies, ONBUILD, pruning to the target); its steps share that graph.
 
 use std::collections::BTreeSet;
 

@@ -23,6 +23,9 @@
 //! calling thread, which writes blocks out in order. Memory stays bounded: the producer waits
 //! once `threads + 2` blocks are queued or being worked on, so at most about
 //! `(threads + 3) × 2 × MAX_BLOCK` bytes are held (input and output).
+//!
+//! Why one long file: the cutter, the parallel compressor and block reuse write one stream
+//! format, and its invariants (dictionary, sync flush, CRC combination) are stated once here.
 
 use std::collections::HashMap;
 use std::fs::File;

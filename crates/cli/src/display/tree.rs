@@ -22,8 +22,8 @@ const KEPT: usize = 10_000;
 struct Running {
     number: usize,
     heading: String,
-    /// Whether the builder took it from the cache.
-    cached: bool,
+    /// Whether the builder took it from the cache (`Some(None)`: the local store).
+    cached: Option<Option<String>>,
     /// Why the cache missed, once the builder says.
     miss: Option<String>,
     started: Instant,
@@ -124,7 +124,7 @@ impl Tree {
                 let step = Running {
                     number: label.number,
                     heading: heading(&label),
-                    cached: false,
+                    cached: None,
                     miss: None,
                     started: at,
                     output: VecDeque::new(),
@@ -132,9 +132,9 @@ impl Tree {
                 };
                 self.running.insert(label.number, step);
             }
-            Event::Cached(label) => {
+            Event::Cached(label, from) => {
                 if let Some(step) = self.running.get_mut(&label.number) {
-                    step.cached = true;
+                    step.cached = Some(from);
                 }
             }
             Event::Missed(label, reason) => {
@@ -153,9 +153,9 @@ impl Tree {
             }
             Event::Finished(label, took) => {
                 if let Some(step) = self.running.remove(&label.number) {
-                    let status = match step.cached {
-                        true => "CACHED".to_owned(),
-                        false => format!("DONE {}", seconds(took)),
+                    let status = match &step.cached {
+                        Some(from) => super::cached(from.as_deref()),
+                        None => format!("DONE {}", seconds(took)),
                     };
                     self.finished.push(step.end(status, false));
                 }
@@ -316,7 +316,7 @@ mod tests {
         let start = Instant::now();
         let mut tree = Tree::default();
         running(&mut tree, start, 2, "COPY . /app", 0);
-        tree.apply(Event::Cached(label(2, "COPY . /app")), start);
+        tree.apply(Event::Cached(label(2, "COPY . /app"), None), start);
         tree.apply(Event::Finished(label(2, "COPY . /app"), Duration::ZERO), start);
         running(&mut tree, start, 3, "RUN make", 0);
         tree.apply(

@@ -19,6 +19,10 @@
 //! could get → `401` with `error="insufficient_scope"`; an authenticated user whom the rules do
 //! not allow → `403 DENIED`; too many failed logins → `429 TOOMANYREQUESTS`.
 //! [`rules`](Policy) describes authorization.
+//!
+//! Why one long file: it is the decision a request meets before any handler, in the order it
+//! is made (what the route needs, who is asking, the permit or the challenge); the mechanisms
+//! it calls live in `htpasswd`, [`token`], `rules` and `limit`.
 
 mod der;
 mod htpasswd;
