@@ -5,7 +5,8 @@
 # `--cache-from` the image it pushed with `BUILDKIT_INLINE_CACHE=1` — the registry cache that
 # docker's BuildKit supports. Both push the image to the registry that holds the cache, on the
 # generated bench context (~20,000 files, ~200 MB, multi-stage, RUN steps). Also the same
-# rbuild build with its store warm, and the cached layer bytes the fresh rbuild downloaded.
+# rbuild build with a warm store (the one that wrote the cache), and the cached layer bytes the
+# fresh rbuild downloaded.
 # Rounds alternate (rbuild, docker, rbuild warm) and medians are reported.
 #
 #   benches/cache.sh              # 3 rounds
@@ -92,7 +93,7 @@ for round in $(seq "$RUNS"); do
     sync
     data[docker]+=" $(docker_build --cache-from "$image:docker")"
     sync
-    data[warm]+=" $(rbuild_build "$store")"
+    data[warm]+=" $(rbuild_build "$work/seed")"
     echo "round $round: rbuild fresh ${data[fresh]##* }s (cached layer bytes downloaded: ${data[bytes]##* }), docker ${data[docker]##* }s, rbuild warm ${data[warm]##* }s"
 done
 fresh=$(median <<<"${data[fresh]}")

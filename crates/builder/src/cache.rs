@@ -23,6 +23,11 @@ pub struct CacheRecord {
     /// reused, so that a rebuild from the cache gives the same image, as with BuildKit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// Set on a record kept under a second key of the same step (a `COPY --from` keyed by
+    /// where it copies from rather than by the files): the step's own key, which the steps
+    /// below build on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<Digest>,
 }
 
 /// A cached layer: its blob descriptor and its uncompressed digest.
@@ -129,6 +134,12 @@ impl Cache {
             .join(Digest::sha256_of(how.as_bytes()).hex())
     }
 
+    /// Records a step's result under a second key of its, `alias` (see
+    /// [`CacheRecord::same_as`]); the step's inputs stay those of its own key.
+    pub fn store_alias(&self, alias: &CacheKey, record: &CacheRecord) -> Result<()> {
+        write_json(&self.key_path(alias), record)
+    }
+
     /// Records a step's result under its key, and its inputs for future explanations.
     pub fn store(&self, step: &str, inputs: &Inputs, record: &CacheRecord) -> Result<()> {
         write_json(&self.key_path(&inputs.key()), record)?;
@@ -196,6 +207,7 @@ mod tests {
                 &CacheRecord {
                     layer: None,
                     created: None,
+                    same_as: None,
                 },
             )
             .unwrap();
@@ -203,7 +215,8 @@ mod tests {
             cache.lookup(&v1.key(), |_| true),
             Some(CacheRecord {
                 layer: None,
-                created: None
+                created: None,
+                same_as: None,
             })
         );
         let v2 = inputs(&[("arg:V", "2")]);
@@ -228,6 +241,7 @@ mod tests {
         let record = CacheRecord {
             layer: Some(layer.clone()),
             created: None,
+            same_as: None,
         };
         cache.store("step", &inputs(&[("arg:V", "1")]), &record).unwrap();
         assert_eq!(cache.previous_layer("step"), Some(layer.clone()));
@@ -239,6 +253,7 @@ mod tests {
                 &CacheRecord {
                     layer: None,
                     created: None,
+                    same_as: None,
                 },
             )
             .unwrap();

@@ -339,53 +339,106 @@ impl StepContext<'_> {
             .any(|s| matches!(s.kind, StepKind::Run(_)))
     }
 
-    /// Looks the step up by `inputs`, or makes its layer with `make` and records it.
-    /// `details` adds to the inputs what only explaining a miss needs (see
-    /// [`Inputs::set_details`]).
+    /// The result cached under `key`: the local store first, then the remote caches in the
+    /// order given (and which one); none with `--no-cache`. A remote hit's layer stays remote
+    /// until something needs its files (see [`Solver::view_layers`]).
+    fn find(&self, key: &CacheKey) -> Option<(CacheRecord, Option<String>)> {
+        let solver = self.solver;
+        if solver.no_cache(self.stage) {
+            return None;
+        }
+        let content = &solver.store.content;
+        let usable = |record: &CacheRecord| {
+            record
+                .layer
+                .as_ref()
+                .is_none_or(|l| content.contains(&l.descriptor.digest))
+        };
+        solver
+            .store
+            .cache
+            .lookup(key, usable)
+            .map(|record| (record, None))
+            .or_else(|| {
+                let (record, location) = solver.sources.caches.lookup(&key.0)?;
+                Some((record.clone(), Some(location.to_string())))
+            })
+    }
+
+    /// Applies a cached result to the stage.
+    fn reuse(&self, record: CacheRecord, from: Option<String>, state: &mut StageState) -> Outcome {
+        let created = Some(self.solver.reused_created(record.created));
+        let created_by = self.step.created_by.clone();
+        match record.layer {
+            Some(layer) => state.image.push_layer(layer, created_by, created),
+            None => state.image.push_history(created_by, created, true),
+        }
+        Outcome::Hit { from }
+    }
+
+    /// Keeps the step's result for `--cache-to`, and under its second key `alias`, if it has
+    /// one, in the local store too.
+    fn remember(&self, key: &CacheKey, alias: Option<&CacheKey>, record: &CacheRecord) -> Result<()> {
+        let solver = self.solver;
+        solver.keep(self.stage.index, key, record);
+        if let Some(alias) = alias {
+            let aliased = CacheRecord {
+                same_as: Some(key.0.clone()),
+                ..record.clone()
+            };
+            solver.store.cache.store_alias(alias, &aliased)?;
+            solver.keep(self.stage.index, alias, &aliased);
+        }
+        Ok(())
+    }
+
+    /// Looks the step up by its second key (see [`CacheRecord::same_as`]): a hit needs no
+    /// inputs beyond that key's, so whatever computing the step's own key would read (the
+    /// files of the stage copied from) is not fetched.
+    pub fn alias_hit(&self, alias: &CacheKey, state: &mut StageState) -> Result<Option<Outcome>> {
+        let Some((record, from)) = self.find(alias) else {
+            return Ok(None);
+        };
+        let own = record.same_as.clone().map_or_else(|| alias.clone(), CacheKey);
+        let plain = CacheRecord {
+            same_as: None,
+            ..record.clone()
+        };
+        let cache = &self.solver.store.cache;
+        if from.is_some() {
+            cache.store_alias(alias, &record)?;
+            cache.store_alias(&own, &plain)?;
+        }
+        self.solver.keep(self.stage.index, alias, &record);
+        self.solver.keep(self.stage.index, &own, &plain);
+        state.fs_key = own.to_string();
+        Ok(Some(self.reuse(record, from, state)))
+    }
+
+    /// Looks the step up by `inputs`, or makes its layer with `make` and records it (under
+    /// `alias` too, when the step has a second key). `details` adds to the inputs what only
+    /// explaining a miss needs (see [`Inputs::set_details`]).
     pub fn cached_layer(
         &self,
         mut inputs: Inputs,
+        alias: Option<&CacheKey>,
         details: impl FnOnce(&mut Inputs),
         state: &mut StageState,
         make: impl FnOnce() -> Result<Made>,
     ) -> Result<Outcome> {
         let solver = self.solver;
         let store = &solver.store;
-        let usable = |record: &CacheRecord| {
-            record
-                .layer
-                .as_ref()
-                .is_none_or(|l| store.content.contains(&l.descriptor.digest))
-        };
         let key = inputs.key();
         state.fs_key = key.to_string();
         let no_cache = solver.no_cache(self.stage);
-        // The local store first, then the remote caches in the order given; a remote hit's
-        // layer stays remote until something needs its files (see `view_layers`).
-        let hit = match no_cache {
-            true => None,
-            false => store
-                .cache
-                .lookup(&key, usable)
-                .map(|record| (record, None))
-                .or_else(|| {
-                    let (record, location) = solver.sources.caches.lookup(&key.0)?;
-                    Some((record.clone(), Some(location.to_string())))
-                }),
-        };
-        let created_by = self.step.created_by.clone();
-        if let Some((record, from)) = hit {
+        if let Some((record, from)) = self.find(&key) {
             if from.is_some() {
                 store.cache.store(&self.id, &inputs, &record)?;
             }
-            solver.keep(self.stage.index, &key, &record);
-            let created = Some(solver.reused_created(record.created));
-            match record.layer {
-                Some(layer) => state.image.push_layer(layer, created_by, created),
-                None => state.image.push_history(created_by, created, true),
-            }
-            return Ok(Outcome::Hit { from });
+            self.remember(&key, alias, &record)?;
+            return Ok(self.reuse(record, from, state));
         }
+        let created_by = self.step.created_by.clone();
         details(&mut inputs);
         let reason = if no_cache {
             "--no-cache".to_owned()
@@ -405,9 +458,10 @@ impl StepContext<'_> {
             let record = CacheRecord {
                 layer: None,
                 created: created.clone(),
+                same_as: None,
             };
             store.cache.store(&self.id, &inputs, &record)?;
-            solver.keep(self.stage.index, &key, &record);
+            self.remember(&key, alias, &record)?;
             state.image.push_history(created_by, created, true);
             return Ok(Outcome::Built {
                 reason,
@@ -436,9 +490,10 @@ impl StepContext<'_> {
         let record = CacheRecord {
             layer: Some(layer.clone()),
             created: created.clone(),
+            same_as: None,
         };
         store.cache.store(&self.id, &inputs, &record)?;
-        solver.keep(self.stage.index, &key, &record);
+        self.remember(&key, alias, &record)?;
         state.image.push_layer(layer, created_by, created);
         Ok(Outcome::Built {
             reason,

@@ -16,6 +16,8 @@ use rbuild_layer::{Compression, LayerOptions};
 use crate::args::{CompressionArgs, parse_key_value};
 use crate::display;
 use crate::store::{StoreArgs, reference, remote, runtime};
+use rbuild_client::Client;
+use rbuild_oci::Reference;
 
 /// Arguments of `rbuild build`, named as docker build names them.
 #[derive(Args)]
@@ -156,7 +158,169 @@ fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<Option<i
     }
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+/// One image to build and where it goes: what `rbuild build`'s flags say, and what `rbuild
+/// bake` makes of each target.
+pub struct Job {
+    /// What to build.
+    pub request: BuildRequest,
+    /// `-t`: the names the image gets (and is pushed to).
+    pub tags: Vec<Reference>,
+    /// `--output` and `--push`.
+    pub outputs: Vec<Output>,
+    /// `--cache-to`.
+    pub cache_to: Vec<CacheTo>,
+    /// How layers leaving the store are compressed.
+    pub shipped: Compression,
+    /// `--metrics-file`.
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl Job {
+    /// How the build writes layers: as they will leave the store; an image that only lands in
+    /// it keeps them uncompressed, as docker does, unless a compression was asked for.
+    pub fn layer_compression(&self, given: bool) -> Compression {
+        match given {
+            false if self.outputs.is_empty() && self.cache_to.is_empty() => Compression::None,
+            _ => self.shipped,
+        }
+    }
+
+    /// Checks that every output has what it needs.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.outputs.iter().any(|o| matches!(o, Output::Registry)) && self.tags.is_empty() {
+            bail!("--push needs at least one -t NAME to push to");
+        }
+        Ok(())
+    }
+}
+
+/// What the jobs of one command share: the local store (and its cache), the registry client
+/// and the async runtime.
+pub struct Session {
+    builder: Builder,
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Session {
+    /// Opens the store and makes the client `store` describes.
+    pub fn open(store: &StoreArgs) -> anyhow::Result<Session> {
+        Ok(Session {
+            builder: Builder::new(store.open()?, remote(store)?),
+            client: store.client()?,
+            runtime: runtime()?,
+        })
+    }
+
+    /// Builds `job`, sends the image and the caches where it says, and reports; returns the
+    /// image's manifest digest.
+    pub fn run(&self, job: Job, progress: display::Mode) -> anyhow::Result<String> {
+        let Session {
+            builder,
+            client,
+            runtime,
+        } = self;
+        let display = display::Display::start(progress, runtime.handle());
+        let built = runtime.block_on(builder.build(job.request, display.progress()));
+        display.finish();
+        let mut output = built?;
+        if job.cache_to.contains(&CacheTo::Inline) {
+            output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
+        }
+        if needs_layer_bytes(&job.outputs, &job.tags, &output) {
+            let fetch = output
+                .caches
+                .fetch_missing(&output.image.layers, builder.store(), client);
+            runtime.block_on(fetch)?;
+        }
+        // Cache hits may bring layers an earlier build kept uncompressed: export compresses them.
+        let layers = LayerOptions {
+            compression: job.shipped,
+            ..LayerOptions::default()
+        };
+        let exported = runtime.block_on(export(
+            builder.store(),
+            client,
+            &output.image.manifest,
+            &job.tags,
+            &job.outputs,
+            &layers,
+        ))?;
+        output.metrics.image = exported.manifest.digest.to_string();
+        for tag in &job.tags {
+            builder
+                .store()
+                .content
+                .set_ref(&tag.to_string(), &exported.manifest)?;
+        }
+        for report in &exported.pushed {
+            eprintln!(
+                "pushed {} ({} bytes uploaded, {} blobs already there)",
+                report.reference,
+                report.bytes_uploaded(),
+                report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
+            );
+        }
+        self.export_caches(&job.cache_to, &mut output)?;
+        if let Some(path) = &job.metrics_file {
+            let json = serde_json::to_vec_pretty(&output.metrics)?;
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        }
+        for warning in &output.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let m = &output.metrics;
+        let tag_names: Vec<String> = job.tags.iter().map(export::familiar_name).collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "built {} in {:.2}s: {} cached, {} built{}",
+            exported.manifest.digest,
+            m.duration_ms / 1000.0,
+            m.cache_hits,
+            m.cache_misses,
+            if tag_names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", tag_names.join(", "))
+            }
+        );
+        Ok(exported.manifest.digest.to_string())
+    }
+
+    /// Writes the build's cache to each `--cache-to` of its own (inline ones are in the image).
+    fn export_caches(&self, cache_to: &[CacheTo], output: &mut BuildOutput) -> anyhow::Result<()> {
+        for target in cache_to.iter().filter_map(|to| match to {
+            CacheTo::Export(target) => Some(target),
+            CacheTo::Inline => None,
+        }) {
+            let exported = self.runtime.block_on(remote_cache::export(
+                target,
+                &output.steps,
+                self.builder.store(),
+                &self.client,
+                &output.caches,
+            ));
+            match exported {
+                Ok(cache) => eprintln!(
+                    "cache written to {} ({} steps, {})",
+                    cache.location, cache.records, cache.manifest.digest
+                ),
+                Err(e) if target.ignore_error => output.warnings.push(format!(
+                    "cache export to {} failed: {:#}",
+                    target.location,
+                    anyhow::Error::from(e)
+                )),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("exporting the cache to {}", target.location));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The job `rbuild build`'s arguments describe.
+fn job(args: &BuildArgs) -> anyhow::Result<Job> {
     let dockerfile = args
         .file
         .clone()
@@ -176,159 +340,72 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| reference(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if outputs.iter().any(|o| matches!(o, Output::Registry)) && tags.is_empty() {
-        bail!("--push needs at least one -t NAME to push to");
-    }
-    let shipped = args.compression.shipped();
-    // Layers are written as they will leave the store; an image that only lands in it keeps
-    // them uncompressed, as docker does, unless a compression was asked for.
-    let compression = match args.compression.given() {
-        false if outputs.is_empty() && args.cache_to.is_empty() => Compression::None,
-        _ => shipped,
-    };
     let named_contexts = args
         .build_contexts
         .iter()
-        .map(|(name, source)| {
-            let context = if let Some(image) = source.strip_prefix("docker-image://") {
-                NamedContext::Image(image.to_owned())
-            } else if source.starts_with("oci-layout://") {
-                NamedContext::Image(source.clone())
-            } else {
-                NamedContext::Dir(PathBuf::from(source))
-            };
-            (name.clone(), context)
-        })
+        .map(|(name, source)| (name.clone(), named_context(source)))
         .collect();
-    let request = BuildRequest {
-        dockerfile: dockerfile.clone(),
-        dockerfile_text,
-        context: args.context.clone(),
-        build_args: args.build_args.iter().cloned().collect(),
-        target: args.target.clone(),
-        no_cache: args.no_cache,
-        pull: args.pull,
-        no_cache_filter: args.no_cache_filter.clone(),
-        labels: args.labels.iter().cloned().collect(),
-        platform: args.platform.clone(),
-        named_contexts,
-        layer_options: LayerOptions {
-            compression,
-            source_date_epoch: source_date_epoch(&args.build_args)?,
-            threads: 0,
+    let mut job = Job {
+        request: BuildRequest {
+            dockerfile: dockerfile.clone(),
+            dockerfile_text,
+            context: args.context.clone(),
+            build_args: args.build_args.iter().cloned().collect(),
+            target: args.target.clone(),
+            no_cache: args.no_cache,
+            pull: args.pull,
+            no_cache_filter: args.no_cache_filter.clone(),
+            labels: args.labels.iter().cloned().collect(),
+            platform: args.platform.clone(),
+            named_contexts,
+            layer_options: LayerOptions {
+                compression: Compression::None,
+                source_date_epoch: source_date_epoch(&args.build_args)?,
+                threads: 0,
+            },
+            secrets: args
+                .secrets
+                .iter()
+                .map(|s| parse_secret(s))
+                .collect::<anyhow::Result<_>>()?,
+            ssh: match args.ssh.as_deref() {
+                None => None,
+                Some(_) => Some(PathBuf::from(
+                    std::env::var_os("SSH_AUTH_SOCK")
+                        .context("--ssh needs an SSH agent: SSH_AUTH_SOCK is not set")?,
+                )),
+            },
+            network: args.network.clone(),
+            runtime: args.runtime.clone(),
+            snapshotter: args.snapshotter,
+            cache_from: args.cache_from.clone(),
         },
-        secrets: args
-            .secrets
-            .iter()
-            .map(|s| parse_secret(s))
-            .collect::<anyhow::Result<_>>()?,
-        ssh: match args.ssh.as_deref() {
-            None => None,
-            Some(_) => Some(PathBuf::from(
-                std::env::var_os("SSH_AUTH_SOCK")
-                    .context("--ssh needs an SSH agent: SSH_AUTH_SOCK is not set")?,
-            )),
-        },
-        network: args.network.clone(),
-        runtime: args.runtime.clone(),
-        snapshotter: args.snapshotter,
-        cache_from: args.cache_from.clone(),
+        tags,
+        outputs,
+        cache_to: args.cache_to.clone(),
+        shipped: args.compression.shipped(),
+        metrics_file: args.metrics_file.clone(),
     };
+    job.request.layer_options.compression = job.layer_compression(args.compression.given());
+    job.check()?;
+    Ok(job)
+}
 
-    let store = args.store.open()?;
-    let client = args.store.client()?;
-    let builder = Builder::new(store, remote(&args.store)?);
-    let runtime = runtime()?;
-    let display = display::Display::start(args.progress, runtime.handle());
-    let built = runtime.block_on(builder.build(request, display.progress()));
-    display.finish();
-    let mut output = built?;
-    if args.cache_to.contains(&CacheTo::Inline) {
-        output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
+/// A `--build-context` value: `docker-image://REF`, `oci-layout://DIR[:TAG]`, or a directory.
+pub fn named_context(source: &str) -> NamedContext {
+    if let Some(image) = source.strip_prefix("docker-image://") {
+        NamedContext::Image(image.to_owned())
+    } else if source.starts_with("oci-layout://") {
+        NamedContext::Image(source.to_owned())
+    } else {
+        NamedContext::Dir(PathBuf::from(source))
     }
-    if needs_layer_bytes(&outputs, &tags, &output) {
-        let fetch = output
-            .caches
-            .fetch_missing(&output.image.layers, builder.store(), &client);
-        runtime.block_on(fetch)?;
-    }
-    // Cache hits may bring layers an earlier build kept uncompressed: export compresses them.
-    let layers = LayerOptions {
-        compression: shipped,
-        ..LayerOptions::default()
-    };
-    let exported = runtime.block_on(export(
-        builder.store(),
-        &client,
-        &output.image.manifest,
-        &tags,
-        &outputs,
-        &layers,
-    ))?;
-    output.metrics.image = exported.manifest.digest.to_string();
-    for tag in &tags {
-        builder
-            .store()
-            .content
-            .set_ref(&tag.to_string(), &exported.manifest)?;
-    }
-    for report in &exported.pushed {
-        eprintln!(
-            "pushed {} ({} bytes uploaded, {} blobs already there)",
-            report.reference,
-            report.bytes_uploaded(),
-            report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
-        );
-    }
-    for target in args.cache_to.iter().filter_map(|to| match to {
-        CacheTo::Export(target) => Some(target),
-        CacheTo::Inline => None,
-    }) {
-        let exported = runtime.block_on(remote_cache::export(
-            target,
-            &output.steps,
-            builder.store(),
-            &client,
-            &output.caches,
-        ));
-        match exported {
-            Ok(cache) => eprintln!(
-                "cache written to {} ({} steps, {})",
-                cache.location, cache.records, cache.manifest.digest
-            ),
-            Err(e) if target.ignore_error => {
-                output.warnings.push(format!(
-                    "cache export to {} failed: {:#}",
-                    target.location,
-                    anyhow::Error::from(e)
-                ));
-            }
-            Err(e) => return Err(e).with_context(|| format!("exporting the cache to {}", target.location)),
-        }
-    }
-    if let Some(path) = &args.metrics_file {
-        let json = serde_json::to_vec_pretty(&output.metrics)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    for warning in &output.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let m = &output.metrics;
-    let tag_names: Vec<String> = tags.iter().map(export::familiar_name).collect();
-    let _ = writeln!(
-        std::io::stderr(),
-        "built {} in {:.2}s: {} cached, {} built{}",
-        exported.manifest.digest,
-        m.duration_ms / 1000.0,
-        m.cache_hits,
-        m.cache_misses,
-        if tag_names.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", tag_names.join(", "))
-        }
-    );
-    println!("{}", exported.manifest.digest);
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let job = job(&args)?;
+    let digest = Session::open(&args.store)?.run(job, args.progress)?;
+    println!("{digest}");
     Ok(ExitCode::SUCCESS)
 }
 

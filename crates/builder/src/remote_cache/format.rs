@@ -76,6 +76,9 @@ pub struct CacheEntry {
     /// When it was built (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// For a second key of a step (see [`CacheRecord::same_as`]): the step's own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<Digest>,
 }
 
 /// Why a cache cannot be used.
@@ -164,6 +167,7 @@ impl CacheConfig {
                 CacheRecord {
                     layer,
                     created: record.created.clone(),
+                    same_as: record.same_as.clone(),
                 },
             );
         }
@@ -194,6 +198,7 @@ impl CacheConfig {
                 key: key.clone(),
                 layer,
                 created: hit.created.clone(),
+                same_as: hit.same_as.clone(),
             });
         }
         CacheConfig {
@@ -231,6 +236,7 @@ impl InlineCache {
                     key: key.clone(),
                     layer,
                     created: record.created.clone(),
+                    same_as: record.same_as.clone(),
                 })
             })
             .collect();
@@ -284,6 +290,7 @@ impl InlineCache {
                 CacheRecord {
                     layer,
                     created: record.created,
+                    same_as: record.same_as,
                 },
             );
         }
@@ -329,6 +336,7 @@ mod tests {
         let hit = |layer: Option<CachedLayer>| CacheRecord {
             layer,
             created: Some("2026-12-06T10:00:00Z".to_owned()),
+            same_as: None,
         };
         let records = vec![
             (Digest::sha256_of(b"a"), hit(Some(layer(1)))),
@@ -353,6 +361,7 @@ mod tests {
             CacheRecord {
                 layer: Some(layer(1)),
                 created: None,
+                same_as: None,
             },
         )]);
         let manifest = manifest_of(&config);
@@ -400,6 +409,7 @@ mod tests {
                 CacheRecord {
                     layer: Some(two.clone()),
                     created: None,
+                    same_as: None,
                 },
             ),
             (
@@ -407,6 +417,7 @@ mod tests {
                 CacheRecord {
                     layer: None,
                     created: Some("2026-12-06T10:00:00Z".to_owned()),
+                    same_as: None,
                 },
             ),
             (
@@ -414,6 +425,7 @@ mod tests {
                 CacheRecord {
                     layer: Some(layer(3)),
                     created: None,
+                    same_as: None,
                 },
             ),
         ];

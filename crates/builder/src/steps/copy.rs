@@ -23,35 +23,13 @@ pub(super) fn copy(
     let is_add = matches!(cx.step.kind, StepKind::Add(_));
     add::refuse_git(copy)?;
     let solver = cx.solver;
-    // Where the sources come from, and the key of that origin.
-    let origin_view;
-    let (origin, origin_key) = match &copy.from {
-        None => (Origin::Context(cx.context()?), "context".to_owned()),
-        Some(from) => match cx.read_from(from)? {
-            FromSource::Context(context, name) => (Origin::Context(context), format!("context {name}")),
-            FromSource::Stage(stage) => {
-                origin_view = solver.view(&stage.image)?;
-                let origin = Origin::Rootfs {
-                    view: &origin_view,
-                    name: "the source stage",
-                };
-                (origin, format!("stage {}", stage.fs_key))
-            }
-            FromSource::Image(image, reference) => {
-                origin_view = solver.view_layers(&image.layers)?;
-                let origin = Origin::Rootfs {
-                    view: &origin_view,
-                    name: reference,
-                };
-                (origin, format!("image {}", image.digest))
-            }
-        },
-    };
-    let mut selection = copy::select(copy, &origin)?;
-    selection.roots.extend(add::download_urls(cx, copy)?);
-    metrics.bytes_hashed = match copy.from {
-        None => 0,
-        Some(_) => selection.bytes()?,
+    let source = copy.from.as_ref().map(|from| cx.read_from(from)).transpose()?;
+    // Where the sources come from, named for the key.
+    let origin_key = match &source {
+        None => "context".to_owned(),
+        Some(FromSource::Context(_, name)) => format!("context {name}"),
+        Some(FromSource::Stage(stage)) => format!("stage {}", stage.fs_key),
+        Some(FromSource::Image(image, _)) => format!("image {}", image.digest),
     };
 
     // The stage's filesystem is needed for --chown names and to place the files, except
@@ -90,6 +68,49 @@ pub(super) fn copy(
     if !copy.link {
         inputs.set("parent", state.fs_key.clone());
     }
+
+    // A copy from a stage or an image has a second key, by where it copies from (the stage's
+    // key, the image's digest) rather than by the files: a hit by it reads none of them, so a
+    // stage a remote cache gave is not fetched only to copy from it.
+    let alias = match &source {
+        Some(FromSource::Stage(_) | FromSource::Image(..)) if !has_urls(copy) => {
+            let mut by_origin = inputs.clone();
+            by_origin.set("files", "as the origin named");
+            Some(by_origin.key())
+        }
+        _ => None,
+    };
+    if let Some(alias) = &alias
+        && let Some(outcome) = cx.alias_hit(alias, state)?
+    {
+        return Ok(outcome);
+    }
+
+    let origin_view;
+    let origin = match &source {
+        None => Origin::Context(cx.context()?),
+        Some(FromSource::Context(context, _)) => Origin::Context(context),
+        Some(FromSource::Stage(stage)) => {
+            origin_view = solver.view(&stage.image)?;
+            Origin::Rootfs {
+                view: &origin_view,
+                name: "the source stage",
+            }
+        }
+        Some(FromSource::Image(image, reference)) => {
+            origin_view = solver.view_layers(&image.layers)?;
+            Origin::Rootfs {
+                view: &origin_view,
+                name: reference,
+            }
+        }
+    };
+    let mut selection = copy::select(copy, &origin)?;
+    selection.roots.extend(add::download_urls(cx, copy)?);
+    metrics.bytes_hashed = match copy.from {
+        None => 0,
+        Some(_) => selection.bytes()?,
+    };
     inputs.set("files", selection.digest()?.to_string());
     let details = |inputs: &mut Inputs| {
         if let Ok(listing) = selection.listing() {
@@ -97,7 +118,7 @@ pub(super) fn copy(
         }
     };
     let now = solver.now;
-    cx.cached_layer(inputs, details, state, || {
+    cx.cached_layer(inputs, alias.as_ref(), details, state, || {
         let unpacked;
         let selection = if is_add {
             unpacked = add::unpack_archives(cx, selection.clone(), copy.unpack)?;
@@ -113,4 +134,11 @@ pub(super) fn copy(
         };
         Ok(Made::entries(copy::entries(selection, &layout)?))
     })
+}
+
+/// Whether an ADD names URLs (whose content, downloaded each build, decides the key).
+fn has_urls(copy: &CopyStep) -> bool {
+    copy.sources
+        .iter()
+        .any(|s| matches!(s, rbuild_dockerfile::plan::Source::Url { .. }))
 }

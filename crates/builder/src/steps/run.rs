@@ -37,6 +37,7 @@ pub(super) fn run(cx: &StepContext<'_>, run: &RunStep, state: &mut StageState) -
     let diff_ms = Cell::new(0.0);
     let outcome = cx.cached_layer(
         inputs,
+        None,
         |_| {},
         state,
         || {

@@ -35,6 +35,7 @@ pub(super) fn workdir(cx: &StepContext<'_>, path: &str, state: &mut StageState) 
     let now = cx.solver.now;
     cx.cached_layer(
         inputs,
+        None,
         |_| {},
         state,
         || {
