@@ -33,20 +33,55 @@ pub enum Syntax {
 /// path's length times the pattern's, whatever the pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
+    /// The literal text the pattern starts with.
+    prefix: String,
+    /// What comes between the prefix and the suffix.
     tokens: Vec<Token>,
+    /// The literal text the pattern ends with, after at least one other token.
+    suffix: String,
 }
 
 impl Pattern {
     /// Compiles `text` read with `syntax`.
     pub fn new(text: &str, syntax: Syntax) -> Result<Pattern, SyntaxError> {
+        let mut tokens = tokenize(text, syntax)?;
+        // Most paths differ from a pattern in its fixed ends (`*.log`, `build/*`): comparing
+        // those first leaves the matcher the few paths that could match.
+        // (A literal token is never empty.)
+        let prefix = match tokens.first_mut() {
+            Some(Token::Literal(text)) => std::mem::take(text),
+            _ => String::new(),
+        };
+        if !prefix.is_empty() {
+            tokens.remove(0);
+        }
+        let suffix = match tokens.last_mut() {
+            Some(Token::Literal(text)) => std::mem::take(text),
+            _ => String::new(),
+        };
+        if !suffix.is_empty() {
+            tokens.pop();
+        }
         Ok(Pattern {
-            tokens: tokenize(text, syntax)?,
+            prefix,
+            tokens,
+            suffix,
         })
     }
 
     /// Whether the pattern matches all of `path`.
     pub fn matches(&self, path: &str) -> bool {
-        matcher::matches(&self.tokens, path)
+        let (prefix, suffix) = (self.prefix.as_bytes(), self.suffix.as_bytes());
+        let Some(middle_end) = path.len().checked_sub(suffix.len()) else {
+            return false;
+        };
+        // Byte by byte, the suffix from its end: these ends are a few bytes long and most
+        // paths differ in their last one, where a `memcmp` call would cost more than it saves.
+        let bytes = path.as_bytes();
+        middle_end >= prefix.len()
+            && bytes.iter().zip(prefix).all(|(a, b)| a == b)
+            && bytes.iter().rev().zip(suffix.iter().rev()).all(|(a, b)| a == b)
+            && matcher::matches(&self.tokens, &path[prefix.len()..middle_end])
     }
 }
 
