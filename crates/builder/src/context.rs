@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use rbuild_dockerfile::dockerignore::{Matcher, ParentHits, ignore_file_candidates};
 use rbuild_dockerfile::paths;
+use rbuild_glob::{has_wildcard, match_component};
 use rbuild_oci::{Algorithm, Digest, Hasher};
 
 use crate::error::{BuildError, Result};
-use crate::glob::{has_wildcard, match_component};
 use crate::statcache::{StatCache, StatKey};
 
 /// Reads the `.dockerignore` that applies to a build of `context` with `dockerfile`, if any:

@@ -445,13 +445,13 @@ pub fn select_rootfs(
         from: name.to_owned(),
     };
     let cleaned = clean_under_root(source);
-    let matches: Vec<String> = if crate::glob::has_wildcard(&cleaned) {
+    let matches: Vec<String> = if rbuild_glob::has_wildcard(&cleaned) {
         let mut current = vec![String::new()];
         for component in cleaned.split('/') {
             let mut next = Vec::new();
             for dir in &current {
                 for child in view.read_dir(dir) {
-                    if crate::glob::match_component(component, &child) {
+                    if rbuild_glob::match_component(component, &child) {
                         next.push(if dir.is_empty() {
                             child
                         } else {

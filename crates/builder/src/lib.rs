@@ -56,7 +56,6 @@ pub mod copy;
 pub mod error;
 pub mod exec;
 pub mod export;
-pub mod glob;
 pub mod image;
 pub mod keys;
 pub mod metrics;

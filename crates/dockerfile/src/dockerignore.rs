@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rbuild_glob::{Syntax, SyntaxError, has_wildcard};
+
 use crate::paths::clean;
 
 /// Why a pattern is rejected.
@@ -23,12 +25,14 @@ pub enum PatternError {
         line: usize,
     },
     /// A malformed glob (`[` unclosed, trailing `\`, bad range).
-    #[error("line {line}: syntax error in pattern {pattern:?}")]
+    #[error("line {line}: syntax error in pattern {pattern:?}: {reason}")]
     Syntax {
         /// The line in the ignore file.
         line: usize,
         /// The pattern.
         pattern: String,
+        /// What is wrong with it, and where.
+        reason: SyntaxError,
     },
 }
 
@@ -40,8 +44,8 @@ enum Kind {
     Prefix(String),
     /// `**/name`: `name` at any depth.
     Suffix(String),
-    /// Anything else, compiled like patternmatcher's regexp.
-    Regex(regex::Regex),
+    /// Anything else, read as patternmatcher reads it.
+    Glob(rbuild_glob::Pattern),
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +67,7 @@ impl Pattern {
                         && path.ends_with(name.as_str())
                         && path.as_bytes()[path.len() - name.len() - 1] == b'/')
             }
-            Kind::Regex(re) => re.is_match(path),
+            Kind::Glob(glob) => glob.matches(path),
         }
     }
 }
@@ -135,12 +139,11 @@ impl Matcher {
                 None => (false, raw),
             };
             let text = clean(body);
-            let syntax = || PatternError::Syntax {
+            let kind = classify(&text).map_err(|reason| PatternError::Syntax {
                 line,
                 pattern: text.clone(),
-            };
-            validate_glob(&text).ok_or_else(syntax)?;
-            let kind = classify(&text).ok_or_else(syntax)?;
+                reason,
+            })?;
             m.exclusions |= exclusion;
             m.patterns.push(Pattern {
                 dirs: text.split('/').map(str::to_string).collect(),
@@ -258,7 +261,7 @@ fn could_match_below(pattern: &[String], dir: &[&str]) -> bool {
             return true;
         };
         let single = classify(component);
-        if !single.is_some_and(|k| {
+        if !single.is_ok_and(|k| {
             Pattern {
                 text: component.clone(),
                 exclusion: false,
@@ -273,124 +276,23 @@ fn could_match_below(pattern: &[String], dir: &[&str]) -> bool {
     true
 }
 
-fn has_magic(s: &str) -> bool {
-    s.contains(['*', '?', '[', '\\'])
-}
-
-fn classify(text: &str) -> Option<Kind> {
-    if !has_magic(text) {
-        return Some(Kind::Exact);
+/// The pattern's kind: a fast path where one applies, else the shared matcher, which also
+/// refuses what Go's `filepath.Match` refuses.
+fn classify(text: &str) -> Result<Kind, SyntaxError> {
+    if !has_wildcard(text) {
+        return Ok(Kind::Exact);
     }
     if let Some(prefix) = text.strip_suffix("/**")
-        && !has_magic(prefix)
+        && !has_wildcard(prefix)
     {
-        return Some(Kind::Prefix(format!("{prefix}/")));
+        return Ok(Kind::Prefix(format!("{prefix}/")));
     }
     if let Some(name) = text.strip_prefix("**/")
-        && !has_magic(name)
+        && !has_wildcard(name)
     {
-        return Some(Kind::Suffix(name.to_string()));
+        return Ok(Kind::Suffix(name.to_string()));
     }
-    regex::Regex::new(&to_regex(text)).ok().map(Kind::Regex)
-}
-
-/// patternmatcher's glob-to-regexp translation.
-fn to_regex(pattern: &str) -> String {
-    let mut re = String::from("^");
-    let mut chars = pattern.chars().peekable();
-    let mut in_class = false;
-    while let Some(c) = chars.next() {
-        if in_class {
-            match c {
-                ']' => {
-                    in_class = false;
-                    re.push(']');
-                }
-                '\\' => {
-                    re.push('\\');
-                    re.extend(chars.next());
-                }
-                '[' => re.push_str("\\["),
-                _ => re.push(c),
-            }
-            continue;
-        }
-        match c {
-            '*' if chars.peek() == Some(&'*') => {
-                chars.next();
-                if chars.peek() == Some(&'/') {
-                    chars.next();
-                }
-                if chars.peek().is_none() {
-                    re.push_str(".*");
-                } else {
-                    re.push_str("(.*/)?");
-                }
-            }
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '\\' => match chars.next() {
-                Some(n) => re.push_str(&regex::escape(n.encode_utf8(&mut [0; 4]))),
-                None => re.push_str("\\\\"),
-            },
-            '[' => {
-                in_class = true;
-                re.push('[');
-                if chars.peek() == Some(&'^') {
-                    chars.next();
-                    re.push('^');
-                }
-            }
-            c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
-        }
-    }
-    re.push('$');
-    re
-}
-
-/// Go's `filepath.Match` syntax check: classes closed and non-empty, ranges
-/// ordered, no trailing escape.
-fn validate_glob(pattern: &str) -> Option<()> {
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next()?;
-            }
-            '[' => {
-                if chars.peek() == Some(&'^') {
-                    chars.next();
-                }
-                let mut count = 0;
-                loop {
-                    let c = chars.next()?;
-                    if c == ']' && count > 0 {
-                        break;
-                    }
-                    let lo = escaped(c, &mut chars)?;
-                    count += 1;
-                    if chars.peek() == Some(&'-') {
-                        chars.next();
-                        let hi = chars.next()?;
-                        let hi = escaped(hi, &mut chars)?;
-                        if hi < lo {
-                            return None;
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(())
-}
-
-fn escaped(c: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<char> {
-    match c {
-        '-' | ']' => None,
-        '\\' => chars.next(),
-        c => Some(c),
-    }
+    rbuild_glob::Pattern::new(text, Syntax::PatternMatcher).map(Kind::Glob)
 }
 
 #[cfg(test)]
@@ -452,6 +354,61 @@ mod tests {
                 dir = current;
             }
         }
+    }
+
+    /// The cases of moby/patternmatcher's `TestMatches` and Go's `filepath.Match` tables
+    /// that the cleaning and the parent walk decide (the patterns themselves are tested in
+    /// rbuild-glob).
+    #[test]
+    fn patternmatcher_table() {
+        let single = [
+            ("**/", "file", true),
+            ("**", "file/", true),
+            ("**/", "dir/file/", true),
+            ("dir/**", "dir/file/", true),
+            ("**/dir", "dir/file", true),
+            ("**/dir2/*", "dir/dir2/file/", true),
+            ("**/dir2/**", "dir/dir2/dir3/file/", true),
+            ("abc/**", "abc", false),
+            ("a*", "ab/c", true),
+            ("a*/b", "a/c/b", false),
+            ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", false),
+        ];
+        for (pattern, path, expected) in single {
+            assert_eq!(
+                m(&[pattern]).matches_or_parent_matches(path),
+                expected,
+                "{pattern:?} ~ {path:?}"
+            );
+        }
+        let multi: [(&[&str], &str, bool); 4] = [
+            (&["**", "!util/docker/web"], "util/docker/web/foo", false),
+            (
+                &["**", "!util/docker/web", "util/docker/web/foo"],
+                "util/docker/web/foo",
+                true,
+            ),
+            (
+                &["**", "!dist/proxy.py-2.4.0rc3-py3-none-any.whl"],
+                "dist/proxy.py-2.4.0rc3-py3-none-any.whl",
+                false,
+            ),
+            (
+                &["**", "!dist/*.whl"],
+                "dist/proxy.py-2.4.0rc3-py3-none-any.whl",
+                false,
+            ),
+        ];
+        for (patterns, path, expected) in multi {
+            assert_eq!(
+                m(patterns).matches_or_parent_matches(path),
+                expected,
+                "{patterns:?} ~ {path:?}"
+            );
+        }
+        // Go's regexp refuses the backwards range `l-O`, so patternmatcher fails the build
+        // when it first matches (moby/moby#52203); here it is refused up front.
+        assert!(Matcher::new(&["[Local-Only]/"]).is_err());
     }
 
     #[test]

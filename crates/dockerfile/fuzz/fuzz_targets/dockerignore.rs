@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbuild_dockerfile::dockerignore::{Matcher, clean};
+use rbuild_dockerfile::dockerignore::Matcher;
+use rbuild_dockerfile::paths::clean;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use rbuild_glob::Syntax;
+
 use super::{AuthError, Identity, Resource};
 use crate::config::{Action, AuthConfig};
 
@@ -137,62 +139,28 @@ impl Policy {
     }
 }
 
-/// A repository pattern, split at `/`.
+/// A repository pattern: `*` within one component, a `**` component for any number of them
+/// (see [`Syntax::Components`]).
 #[derive(Debug)]
-struct Pattern(Vec<String>);
+struct Pattern(rbuild_glob::Pattern);
 
 impl Pattern {
     fn parse(text: &str) -> Result<Pattern, String> {
+        let refuse = |why: &str| format!("repository pattern {text:?}: {why}");
         let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-*".contains(c);
         if text.is_empty() || text.split('/').any(|s| s.is_empty() || !s.chars().all(valid)) {
-            return Err(format!(
-                "repository pattern {text:?}: use lower-case name components separated by '/', with * and **"
+            return Err(refuse(
+                "use lower-case name components separated by '/', with * and **",
             ));
         }
-        Ok(Pattern(text.split('/').map(str::to_owned).collect()))
+        rbuild_glob::Pattern::new(text, Syntax::Components)
+            .map(Pattern)
+            .map_err(|e| refuse(&e.to_string()))
     }
 
     fn matches(&self, name: &str) -> bool {
-        let parts: Vec<&str> = name.split('/').collect();
-        match_components(&self.0, &parts)
+        self.0.matches(name)
     }
-}
-
-fn match_components(pattern: &[String], name: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=name.len()).any(|skip| match_components(rest, &name[skip..]))
-        }
-        Some((first, rest)) => match name.split_first() {
-            Some((component, tail)) => {
-                glob(first.as_bytes(), component.as_bytes()) && match_components(rest, tail)
-            }
-            None => false,
-        },
-    }
-}
-
-/// `*` matches any run of characters within one component.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|b| *b == b'*')
 }
 
 #[cfg(test)]
