@@ -1,0 +1,309 @@
+//! Compose files: every service with a `build:` section becomes a target in group `default`,
+//! as buildx's `ParseCompose` maps it. Strings are interpolated from the environment first,
+//! as compose does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::BakeError;
+use crate::config::{Config, check_name};
+use crate::interpolate::{InterpolationError, interpolate};
+use crate::raw::RawTarget;
+use crate::target::{NamedSource, Secret, SecretSource, cache_entry, resolve_path};
+
+/// Build keys compose defines that buildx honours and rbuild cannot do yet.
+const UNSUPPORTED: &[&str] = &[
+    "extra_hosts",
+    "shm_size",
+    "ulimits",
+    "sbom",
+    "provenance",
+    "x-bake",
+];
+/// Build keys buildx ignores, and so does rbuild.
+const IGNORED: &[&str] = &["isolation", "privileged", "entitlements"];
+
+/// Reads the compose file at `path` (text `text`) into `config`.
+pub(crate) fn read(
+    path: &Path,
+    text: &str,
+    env: &BTreeMap<String, String>,
+    config: &mut Config,
+) -> Result<(), BakeError> {
+    let docs = YamlLoader::load_from_str(text).map_err(|source| BakeError::Yaml {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file = ComposeFile {
+        path,
+        dir: path.parent().unwrap_or(Path::new(".")).to_owned(),
+        env,
+    };
+    let Some(root) = docs.first() else {
+        return Ok(());
+    };
+    let root = file.hash(root, "the file")?;
+    if root.contains_key(&key("include")) {
+        return Err(file.unsupported("the file", "include"));
+    }
+    let secrets = match root.get(&key("secrets")) {
+        Some(secrets) => file.hash(secrets, "secrets")?.clone(),
+        None => Default::default(),
+    };
+    let Some(services) = root.get(&key("services")) else {
+        return Ok(());
+    };
+    for (name, service) in file.hash(services, "services")? {
+        let name = file.text(name, "services")?;
+        let at = format!("services.{name}");
+        let service = file.hash(service, &at)?;
+        let Some(build) = service.get(&key("build")) else {
+            continue;
+        };
+        let target_name = name.replace('.', "_");
+        check_name(path, &target_name)?;
+        let mut target = file.build(build, &format!("{at}.build"), &secrets)?;
+        if target.tags.is_none()
+            && let Some(image) = service.get(&key("image"))
+        {
+            target.tags = Some(vec![file.text(image, &format!("{at}.image"))?]);
+        }
+        config.add_target(target_name.clone(), target);
+        config.add_group("default".to_owned(), vec![target_name]);
+    }
+    Ok(())
+}
+
+fn key(s: &str) -> Yaml {
+    Yaml::String(s.to_owned())
+}
+
+/// One compose file being read: where errors point, and what interpolation reads.
+struct ComposeFile<'a> {
+    path: &'a Path,
+    dir: PathBuf,
+    env: &'a BTreeMap<String, String>,
+}
+
+impl ComposeFile<'_> {
+    /// A service's `build:`, the short form (a context path) or the long one.
+    fn build(
+        &self,
+        build: &Yaml,
+        at: &str,
+        secrets: &yaml_rust2::yaml::Hash,
+    ) -> Result<RawTarget, BakeError> {
+        let mut target = RawTarget::new(self.dir.clone());
+        if let Yaml::String(_) = build {
+            target.context = Some(resolve_path(&self.dir, &self.text(build, at)?));
+            return Ok(target);
+        }
+        for (k, value) in self.hash(build, at)? {
+            let k = self.text(k, at)?;
+            let at = format!("{at}.{k}");
+            match k.as_str() {
+                "context" => target.context = Some(resolve_path(&self.dir, &self.text(value, &at)?)),
+                "dockerfile" => target.dockerfile = Some(self.text(value, &at)?),
+                "dockerfile_inline" => target.dockerfile_inline = Some(self.text(value, &at)?),
+                "args" => {
+                    for (name, value) in self.mapping(value, &at)? {
+                        // `KEY` with no value is taken from the environment, dropped if unset.
+                        if let Some(value) = value.or_else(|| self.env.get(&name).cloned()) {
+                            target.args.insert(name, value);
+                        }
+                    }
+                }
+                "labels" => {
+                    for (name, value) in self.mapping(value, &at)? {
+                        target.labels.insert(name, value.unwrap_or_default());
+                    }
+                }
+                "additional_contexts" => {
+                    for (name, value) in self.mapping(value, &at)? {
+                        let value = value.unwrap_or_default();
+                        let source = match value.strip_prefix("service:") {
+                            Some(service) => NamedSource::Target(service.replace('.', "_")),
+                            None => NamedSource::parse(&value, &self.dir),
+                        };
+                        target.contexts.insert(name, source);
+                    }
+                }
+                "target" => target.target = Some(self.text(value, &at)?),
+                "tags" => target.tags = Some(self.list(value, &at)?),
+                "platforms" => target.platforms = Some(self.list(value, &at)?),
+                "cache_from" => {
+                    target.cache_from = Some(self.list(value, &at)?.iter().map(|c| cache_entry(c)).collect());
+                }
+                "cache_to" => {
+                    target.cache_to = Some(self.list(value, &at)?.iter().map(|c| cache_entry(c)).collect());
+                }
+                "no_cache" => target.no_cache = Some(self.boolean(value, &at)?),
+                "pull" => target.pull = Some(self.boolean(value, &at)?),
+                "network" => target.network = Some(self.text(value, &at)?),
+                "ssh" => {
+                    let ssh = self
+                        .mapping(value, &at)?
+                        .into_iter()
+                        .map(|(id, path)| match path {
+                            Some(path) => format!("{id}={path}"),
+                            None => id,
+                        });
+                    target.ssh = Some(ssh.collect());
+                }
+                "secrets" => target.secrets = Some(self.secrets(value, &at, secrets)?),
+                k if UNSUPPORTED.contains(&k) => return Err(self.unsupported(&at, k)),
+                k if IGNORED.contains(&k) || k.starts_with("x-") => {}
+                k => {
+                    return Err(BakeError::UnknownKey {
+                        path: self.path.to_owned(),
+                        at,
+                        key: k.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(target)
+    }
+
+    /// `secrets:` of a build: names of top-level secrets (short form) or `{source, target}`.
+    fn secrets(
+        &self,
+        value: &Yaml,
+        at: &str,
+        declared: &yaml_rust2::yaml::Hash,
+    ) -> Result<Vec<Secret>, BakeError> {
+        let Yaml::Array(items) = value else {
+            return Err(self.expected(at, "a list"));
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let (name, id) = match item {
+                Yaml::Hash(long) => {
+                    let source = long
+                        .get(&key("source"))
+                        .ok_or_else(|| self.expected(at, "a source"))?;
+                    let source = self.text(source, at)?;
+                    let id = match long.get(&key("target")) {
+                        Some(target) => self.text(target, at)?,
+                        None => source.clone(),
+                    };
+                    (source, id)
+                }
+                short => {
+                    let name = self.text(short, at)?;
+                    (name.clone(), name)
+                }
+            };
+            let refused = || BakeError::Secret {
+                path: self.path.to_owned(),
+                at: at.to_owned(),
+                name: name.clone(),
+            };
+            let decl = declared
+                .get(&key(&name))
+                .and_then(Yaml::as_hash)
+                .ok_or_else(refused)?;
+            let source = if let Some(file) = decl.get(&key("file")) {
+                SecretSource::File(resolve_path(&self.dir, &self.text(file, at)?))
+            } else if let Some(var) = decl.get(&key("environment")) {
+                SecretSource::Env(self.text(var, at)?)
+            } else {
+                return Err(refused());
+            };
+            out.push(Secret { id, source });
+        }
+        Ok(out)
+    }
+
+    fn hash<'y>(&self, value: &'y Yaml, at: &str) -> Result<&'y yaml_rust2::yaml::Hash, BakeError> {
+        value.as_hash().ok_or_else(|| self.expected(at, "a mapping"))
+    }
+
+    /// A scalar as a string, interpolated.
+    fn text(&self, value: &Yaml, at: &str) -> Result<String, BakeError> {
+        let raw = match value {
+            Yaml::String(s) => s.clone(),
+            Yaml::Integer(i) => i.to_string(),
+            Yaml::Real(r) => r.clone(),
+            Yaml::Boolean(b) => b.to_string(),
+            _ => return Err(self.expected(at, "a string")),
+        };
+        interpolate(&raw, self.env).map_err(|e| match e {
+            InterpolationError::Invalid => BakeError::Interpolation {
+                path: self.path.to_owned(),
+                at: at.to_owned(),
+                value: raw,
+            },
+            InterpolationError::Required { var, message } => BakeError::RequiredVariable {
+                path: self.path.to_owned(),
+                at: at.to_owned(),
+                var,
+                message,
+            },
+        })
+    }
+
+    fn boolean(&self, value: &Yaml, at: &str) -> Result<bool, BakeError> {
+        match value {
+            Yaml::Boolean(b) => Ok(*b),
+            other => match self.text(other, at)?.as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(self.expected(at, "true or false")),
+            },
+        }
+    }
+
+    fn list(&self, value: &Yaml, at: &str) -> Result<Vec<String>, BakeError> {
+        match value {
+            Yaml::Array(items) => items.iter().map(|item| self.text(item, at)).collect(),
+            _ => Err(self.expected(at, "a list")),
+        }
+    }
+
+    /// Compose's two spellings of a mapping: `{KEY: value}` or `[KEY=value]`; a key without a
+    /// value (`KEY:` or `- KEY`) gives `None`.
+    fn mapping(&self, value: &Yaml, at: &str) -> Result<Vec<(String, Option<String>)>, BakeError> {
+        match value {
+            Yaml::Hash(hash) => hash
+                .iter()
+                .map(|(k, v)| {
+                    let value = match v {
+                        Yaml::Null => None,
+                        v => Some(self.text(v, at)?),
+                    };
+                    Ok((self.text(k, at)?, value))
+                })
+                .collect(),
+            Yaml::Array(items) => items
+                .iter()
+                .map(|item| {
+                    let item = self.text(item, at)?;
+                    Ok(match item.split_once('=') {
+                        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                        None => (item, None),
+                    })
+                })
+                .collect(),
+            _ => Err(self.expected(at, "a mapping or a list of KEY=VALUE")),
+        }
+    }
+
+    fn expected(&self, at: &str, expected: &'static str) -> BakeError {
+        BakeError::Type {
+            path: self.path.to_owned(),
+            at: at.to_owned(),
+            expected,
+        }
+    }
+
+    fn unsupported(&self, at: &str, key: &str) -> BakeError {
+        BakeError::Unsupported {
+            path: self.path.to_owned(),
+            at: at.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! `--set pattern.key[.sub]=value` and `+=`: overrides laid on every target whose name the
+//! pattern (Go's `path.Match`) matches, after `inherits`, as buildx applies them.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::BakeError;
+use crate::raw::RawTarget;
+use crate::target::{NamedSource, Secret, cache_entry, resolve_path};
+
+/// One `--set` flag, parsed.
+pub(crate) struct Override {
+    /// The flag's value as given, for messages.
+    pub flag: String,
+    pub pattern: String,
+    key: String,
+    sub: Option<String>,
+    append: bool,
+    value: String,
+}
+
+impl Override {
+    /// Parses `pattern.key[.sub]=value` (or `+=`).
+    pub fn parse(flag: &str) -> Result<Override, BakeError> {
+        let bad = |reason| BakeError::Set {
+            value: flag.to_owned(),
+            reason,
+        };
+        let (lhs, value) = flag
+            .split_once('=')
+            .ok_or_else(|| bad("expected pattern.key=value"))?;
+        let (lhs, append) = match lhs.strip_suffix('+') {
+            Some(lhs) => (lhs, true),
+            None => (lhs, false),
+        };
+        let mut parts = lhs.splitn(3, '.');
+        let (Some(pattern), Some(key)) = (parts.next(), parts.next()) else {
+            return Err(bad("expected pattern.key=value"));
+        };
+        if value.starts_with('[') && value.ends_with(']') {
+            return Err(bad("list values are not accepted: repeat the flag"));
+        }
+        path_match(pattern, "").map_err(|_| bad("malformed pattern"))?;
+        Ok(Override {
+            flag: flag.to_owned(),
+            pattern: pattern.to_owned(),
+            key: key.to_owned(),
+            sub: parts.next().map(str::to_owned),
+            append,
+            value: value.to_owned(),
+        })
+    }
+
+    /// Whether the override is for target `name`.
+    pub fn matches(&self, name: &str) -> bool {
+        path_match(&self.pattern, name).unwrap_or(false)
+    }
+}
+
+/// Applies the overrides matching `name` to `target`, in order. For list attributes the
+/// first `=` of a key replaces the file's list and later ones add to it; `+=` always adds.
+/// Relative paths are taken from `cwd`.
+pub(crate) fn apply(
+    overrides: &[Override],
+    name: &str,
+    target: &mut RawTarget,
+    cwd: &Path,
+) -> Result<(), BakeError> {
+    let mut replaced = BTreeSet::new();
+    for o in overrides.iter().filter(|o| o.matches(name)) {
+        let bad = |reason| BakeError::Set {
+            value: o.flag.clone(),
+            reason,
+        };
+        let fresh = !o.append && replaced.insert(o.key.as_str());
+        let value = o.value.clone();
+        let list = |field: &mut Option<Vec<String>>, values: Vec<String>| {
+            let field = field.get_or_insert_with(Vec::new);
+            if fresh {
+                field.clear();
+            }
+            field.extend(values);
+        };
+        match (o.key.as_str(), o.sub.as_deref()) {
+            ("args", Some(k)) => _ = target.args.insert(k.to_owned(), value),
+            ("labels", Some(k)) => _ = target.labels.insert(k.to_owned(), value),
+            ("contexts", Some(k)) => {
+                _ = target
+                    .contexts
+                    .insert(k.to_owned(), NamedSource::parse(&value, cwd))
+            }
+            ("context", None) => target.context = Some(resolve_path(cwd, &value)),
+            ("dockerfile", None) => target.dockerfile = Some(value),
+            ("dockerfile-inline", None) => target.dockerfile_inline = Some(value),
+            ("target", None) => target.target = Some(value),
+            ("network", None) => target.network = Some(value),
+            ("tags", None) => list(&mut target.tags, vec![value]),
+            ("cache-from", None) => list(&mut target.cache_from, vec![cache_entry(&value)]),
+            ("cache-to", None) => list(&mut target.cache_to, vec![cache_entry(&value)]),
+            ("output", None) => list(&mut target.outputs, vec![value]),
+            ("ssh", None) => list(&mut target.ssh, vec![value]),
+            ("no-cache-filter", None) => list(&mut target.no_cache_filter, vec![value]),
+            ("platform" | "platforms", None) => list(
+                &mut target.platforms,
+                value.split(',').map(str::to_owned).collect(),
+            ),
+            ("secrets" | "secret", None) => {
+                let secret = Secret::parse(&value, cwd)
+                    .ok_or_else(|| bad("expected id=ID,src=FILE or id=ID,env=VAR"))?;
+                let secrets = target.secrets.get_or_insert_with(Vec::new);
+                if fresh {
+                    secrets.clear();
+                }
+                secrets.push(secret);
+            }
+            ("no-cache", None) => {
+                target.no_cache = Some(boolean(&value).ok_or_else(|| bad("expected true or false"))?)
+            }
+            ("pull", None) => {
+                target.pull = Some(boolean(&value).ok_or_else(|| bad("expected true or false"))?)
+            }
+            _ => return Err(bad("unknown or unsupported key")),
+        }
+    }
+    Ok(())
+}
+
+fn boolean(value: &str) -> Option<bool> {
+    value.parse().ok()
+}
+
+/// A malformed pattern (Go's `path.ErrBadPattern`).
+#[derive(Debug)]
+pub(crate) struct BadPattern;
+
+/// Go's `path.Match`: `*` any run of characters but `/`, `?` one such character, `[…]` a
+/// class (`^` negates, `a-z` ranges), `\` escapes.
+pub(crate) fn path_match(pattern: &str, name: &str) -> Result<bool, BadPattern> {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    let matched = match_from(&pattern, &name)?;
+    // Go reports a bad pattern even when an earlier part already failed to match.
+    validate(&pattern)?;
+    Ok(matched)
+}
+
+fn match_from(p: &[char], n: &[char]) -> Result<bool, BadPattern> {
+    let Some((&first, rest)) = p.split_first() else {
+        return Ok(n.is_empty());
+    };
+    match first {
+        '*' => {
+            for skip in 0..=n.len() {
+                if match_from(rest, &n[skip..])? {
+                    return Ok(true);
+                }
+                if n.get(skip) == Some(&'/') {
+                    break;
+                }
+            }
+            Ok(false)
+        }
+        '?' => match n.split_first() {
+            Some((&c, n_rest)) if c != '/' => match_from(rest, n_rest),
+            _ => Ok(false),
+        },
+        '[' => {
+            let (matched, used) = class(rest, n.first().copied())?;
+            match n.split_first() {
+                Some((_, n_rest)) if matched => match_from(&rest[used..], n_rest),
+                _ => Ok(false),
+            }
+        }
+        '\\' => {
+            let (&lit, rest) = rest.split_first().ok_or(BadPattern)?;
+            literal(lit, rest, n)
+        }
+        lit => literal(lit, rest, n),
+    }
+}
+
+fn literal(lit: char, rest: &[char], n: &[char]) -> Result<bool, BadPattern> {
+    match n.split_first() {
+        Some((&c, n_rest)) if c == lit => match_from(rest, n_rest),
+        _ => Ok(false),
+    }
+}
+
+/// A class after its `[`: whether `c` is in it, and how many chars it used (with `]`).
+fn class(p: &[char], c: Option<char>) -> Result<(bool, usize), BadPattern> {
+    let mut i = 0;
+    let negated = p.first() == Some(&'^');
+    if negated {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut ranges = 0;
+    loop {
+        match p.get(i) {
+            None => return Err(BadPattern),
+            Some(']') if ranges > 0 => break,
+            _ => {}
+        }
+        let (lo, used) = class_char(&p[i..])?;
+        i += used;
+        let hi = if p.get(i) == Some(&'-') {
+            let (hi, used) = class_char(&p[i + 1..])?;
+            i += 1 + used;
+            hi
+        } else {
+            lo
+        };
+        matched |= c.is_some_and(|c| lo <= c && c <= hi);
+        ranges += 1;
+    }
+    Ok((matched != negated && c != Some('/'), i + 1))
+}
+
+fn class_char(p: &[char]) -> Result<(char, usize), BadPattern> {
+    match p {
+        ['\\', c, ..] => Ok((*c, 2)),
+        [c, ..] if *c != '-' && *c != ']' => Ok((*c, 1)),
+        _ => Err(BadPattern),
+    }
+}
+
+/// Walks the whole pattern for malformed classes or a trailing `\`.
+fn validate(p: &[char]) -> Result<(), BadPattern> {
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            '\\' if i + 1 == p.len() => return Err(BadPattern),
+            '\\' => i += 2,
+            '[' => i += 1 + class(&p[i + 1..], None)?.1,
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_path_match_cases() {
+        let cases = [
+            ("*", "app", true),
+            ("a*", "app", true),
+            ("a*", "web", false),
+            ("*-test", "app-test", true),
+            ("a?p", "app", true),
+            ("a?p", "ap", false),
+            ("[a-c]pp", "bpp", true),
+            ("[^a-c]pp", "bpp", false),
+            ("[^a-c]pp", "xpp", true),
+            ("a\\*", "a*", true),
+            ("a\\*", "ab", false),
+            ("*", "a/b", false),
+            ("app", "app", true),
+        ];
+        for (pattern, name, want) in cases {
+            assert_eq!(path_match(pattern, name).ok(), Some(want), "{pattern} {name}");
+        }
+        for bad in ["[", "[a", "a\\", "[]a]", "[a-]"] {
+            assert!(path_match(bad, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_parse_or_say_why_not() {
+        let o = Override::parse("*.args.VERSION+=2").unwrap();
+        assert_eq!(
+            (o.pattern.as_str(), o.key.as_str(), o.sub.as_deref()),
+            ("*", "args", Some("VERSION"))
+        );
+        assert!(o.append);
+        for bad in ["app", "app=1", "app.tags=[a,b]", "[.tags=x"] {
+            assert!(Override::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
