@@ -154,7 +154,8 @@ fn block_kind(path: &Path, identifier: &str) -> Result<Kind, BakeError> {
 }
 
 /// A JSON value as the HCL expression it stands for; strings with `${` or `%{` are
-/// templates (backslashes kept literal: JSON already decoded its escapes).
+/// templates, taken as they are (JSON already decoded their escapes, and the template
+/// evaluator decodes none).
 fn expression(value: &serde_json::Value) -> Expression {
     match value {
         serde_json::Value::Null => Expression::Null,
@@ -165,7 +166,7 @@ fn expression(value: &serde_json::Value) -> Expression {
             (None, None) => Expression::Null,
         },
         serde_json::Value::String(s) if s.contains("${") || s.contains("%{") => {
-            Expression::TemplateExpr(Box::new(TemplateExpr::QuotedString(s.replace('\\', "\\\\"))))
+            Expression::TemplateExpr(Box::new(TemplateExpr::QuotedString(s.clone())))
         }
         serde_json::Value::String(s) => Expression::String(s.clone()),
         serde_json::Value::Array(items) => Expression::Array(items.iter().map(expression).collect()),

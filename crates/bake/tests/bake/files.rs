@@ -121,3 +121,16 @@ fn a_group_beats_a_same_named_target_and_groups_nest() {
     assert_eq!(names(&bake), ["frontend", "backend", "extra"]);
     assert_eq!(bake.groups.keys().collect::<Vec<_>>(), ["web"]);
 }
+
+#[test]
+fn json_strings_are_templates_with_their_escapes_decoded_once() {
+    let dir = fixture("templates");
+    let bake = load(&dir, &[], &[], &[], &[("N", "41")]).unwrap();
+    let args = &target(&bake, "default").args;
+    assert_eq!(args["QUOTED"], "say \"v\" \\ back");
+    assert_eq!(args["ESCAPED"], "${X}");
+    assert_eq!(args["DIRECTIVE"], "yes");
+    // N's default is a number, so the environment's "41" is one too.
+    assert_eq!(args["SUM"], "42");
+    assert_eq!(args["PLAIN"], "no template \\ here");
+}
