@@ -75,10 +75,12 @@ pub struct Options {
 /// The resolved build: groups as named, and every target to build, dependencies first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bake {
-    /// The groups asked for, each with the targets it stands for (nested groups flattened);
-    /// `default` listing the targets asked for when no group was.
+    /// Every group used, with its members as declared (targets or groups), and `default`
+    /// listing (sorted) the names asked for other than `default` itself, as buildx prints
+    /// them.
     pub groups: BTreeMap<String, Vec<String>>,
-    /// The targets, each after the targets its `target:` contexts name.
+    /// The targets, each after the targets its `target:` contexts name; one only read by
+    /// others, not asked for, has output `type=cacheonly`.
     pub targets: Vec<Target>,
 }
 

@@ -23,38 +23,41 @@ pub(crate) fn resolve(
     let mut groups = BTreeMap::new();
     let mut requested = Vec::new();
     for name in names {
-        let mut members = Vec::new();
-        expand(config, name, &mut Vec::new(), &mut members)?;
-        if config.groups.contains_key(name) {
-            groups.insert(name.clone(), members.clone());
-        }
-        for member in members {
-            if !requested.contains(&member) {
-                requested.push(member);
-            }
-        }
+        expand(config, name, &mut Vec::new(), &mut requested, &mut groups)?;
     }
-    if groups.is_empty() {
-        groups.insert("default".to_owned(), requested.clone());
+    // As buildx prints it: every group used, as declared, and group default listing (sorted)
+    // every name asked for but default itself.
+    let has_default = groups.contains_key("default");
+    let asked: Vec<&String> = names
+        .iter()
+        .filter(|n| !(has_default && *n == "default"))
+        .collect();
+    if !asked.is_empty() {
+        let listed = groups.entry("default".to_owned()).or_insert_with(Vec::new);
+        listed.extend(asked.into_iter().cloned());
+        listed.sort();
+        listed.dedup();
+    }
+    // A pattern must match some target of the files, asked for or not (buildx's check).
+    for o in overrides {
+        if !config.targets.keys().any(|name| o.matches(name)) {
+            return Err(BakeError::SetNoMatch {
+                value: o.flag.clone(),
+                pattern: o.pattern.clone(),
+            });
+        }
     }
     let mut resolver = Resolver {
         config,
         overrides,
         cwd,
+        requested: &requested,
         inherited: BTreeMap::new(),
         done: BTreeSet::new(),
         targets: Vec::new(),
     };
     for name in &requested {
         resolver.visit(name, &mut Vec::new())?;
-    }
-    for o in overrides {
-        if !resolver.targets.iter().any(|t| o.matches(&t.name)) {
-            return Err(BakeError::SetNoMatch {
-                value: o.flag.clone(),
-                pattern: o.pattern.clone(),
-            });
-        }
     }
     Ok(Bake {
         groups,
@@ -63,20 +66,22 @@ pub(crate) fn resolve(
 }
 
 /// Appends the targets `name` stands for to `out`: a group's members (groups nest; a group
-/// beats a same-named target), or the target itself.
+/// beats a same-named target), or the target itself. Groups met are put in `groups`.
 fn expand(
     config: &Config,
     name: &str,
     stack: &mut Vec<String>,
     out: &mut Vec<String>,
+    groups: &mut BTreeMap<String, Vec<String>>,
 ) -> Result<(), BakeError> {
     if let Some(members) = config.groups.get(name) {
         if stack.iter().any(|s| s == name) {
             return Err(cycle("group", stack, name));
         }
+        groups.insert(name.to_owned(), members.clone());
         stack.push(name.to_owned());
         for member in members {
-            expand(config, member, stack, out)?;
+            expand(config, member, stack, out, groups)?;
         }
         stack.pop();
     } else if config.targets.contains_key(name) {
@@ -103,7 +108,9 @@ struct Resolver<'a> {
     config: &'a Config,
     overrides: &'a [Override],
     cwd: &'a Path,
-    /// Targets with their parents applied, by name.
+    /// The targets asked for (through groups or by name).
+    requested: &'a [String],
+    /// Targets with their parents and overrides applied, by name.
     inherited: BTreeMap<String, RawTarget>,
     /// Targets already in `targets`.
     done: BTreeSet<String>,
@@ -112,7 +119,9 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    /// Adds target `name` after the targets its `target:` contexts name.
+    /// Adds target `name` after the targets its `target:` contexts name. A target only read
+    /// by others, not asked for, gets output `type=cacheonly`, as buildx gives it: built, not
+    /// exported.
     fn visit(&mut self, name: &str, stack: &mut Vec<String>) -> Result<(), BakeError> {
         if self.done.contains(name) {
             return Ok(());
@@ -126,9 +135,10 @@ impl Resolver<'_> {
                 files: self.config.file_list(),
             });
         }
-        let mut raw = self.inherit(name, &mut Vec::new())?;
-        apply(self.overrides, name, &mut raw, self.cwd)?;
-        let target = raw.finish(name.to_owned());
+        let mut target = self.inherit(name, &mut Vec::new())?.finish(name.to_owned());
+        if !self.requested.iter().any(|r| r == name) {
+            target.outputs = vec!["type=cacheonly".to_owned()];
+        }
         stack.push(name.to_owned());
         for dependency in target.dependencies() {
             self.visit(dependency, stack)?;
@@ -140,7 +150,8 @@ impl Resolver<'_> {
     }
 
     /// Target `name` with its parents laid under it in order (later parents win, its own
-    /// attributes last), as buildx's `inherits`.
+    /// attributes last), then the `--set` overrides for its name, as buildx's `inherits`: a
+    /// parent's overrides reach every target inheriting from it.
     fn inherit(&mut self, name: &str, stack: &mut Vec<String>) -> Result<RawTarget, BakeError> {
         if let Some(done) = self.inherited.get(name) {
             return Ok(done.clone());
@@ -162,6 +173,7 @@ impl Resolver<'_> {
         stack.pop();
         merged.merge(own);
         merged.inherits.clear();
+        apply(self.overrides, name, &mut merged, self.cwd)?;
         self.inherited.insert(name.to_owned(), merged.clone());
         Ok(merged)
     }

@@ -69,6 +69,9 @@ fn naming_one_service_brings_the_services_it_reads() {
     let bake = load(&dir, &[], &["tools"], &[], &[]).unwrap();
     assert_eq!(names(&bake), ["app", "tools"]);
     assert_eq!(bake.groups["default"], ["tools"]);
+    // app is only read by tools: built, not exported (buildx's linked target).
+    assert_eq!(target(&bake, "app").outputs, ["type=cacheonly"]);
+    assert!(target(&bake, "tools").outputs.is_empty());
 }
 
 #[test]

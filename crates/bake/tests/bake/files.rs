@@ -6,8 +6,10 @@ use crate::{fixture, load, map, names, target};
 
 /// What both the JSON and the HCL fixture resolve to, from `dir`.
 fn check_demo(bake: &Bake, dir: &std::path::Path) {
-    // Group default nests group backend; tools reads app, which is already before it.
-    assert_eq!(bake.groups["default"], ["app", "tools", "worker"]);
+    // Group default nests group backend; both listed as declared, as buildx prints them.
+    // tools reads app, which is already before it.
+    assert_eq!(bake.groups["default"], ["app", "backend"]);
+    assert_eq!(bake.groups["backend"], ["tools", "worker"]);
     assert_eq!(names(bake), ["app", "tools", "worker"]);
 
     let app = target(bake, "app");
@@ -116,10 +118,13 @@ fn a_group_beats_a_same_named_target_and_groups_nest() {
     let dir = fixture("groups");
     let bake = load(&dir, &[], &[], &[], &[]).unwrap();
     assert_eq!(names(&bake), ["frontend", "backend"]);
-    assert_eq!(bake.groups["default"], ["frontend", "backend"]);
+    assert_eq!(bake.groups["default"], ["web"]);
+    assert_eq!(bake.groups["web"], ["frontend", "backend"]);
+    // Names asked for are listed, sorted, in group default (buildx's --print).
     let bake = load(&dir, &[], &["web", "extra"], &[], &[]).unwrap();
     assert_eq!(names(&bake), ["frontend", "backend", "extra"]);
-    assert_eq!(bake.groups.keys().collect::<Vec<_>>(), ["web"]);
+    assert_eq!(bake.groups["default"], ["extra", "web"]);
+    assert_eq!(bake.groups["web"], ["frontend", "backend"]);
 }
 
 #[test]

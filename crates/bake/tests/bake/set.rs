@@ -42,6 +42,18 @@ fn set_overrides_matching_targets() {
 }
 
 #[test]
+fn set_on_a_parent_reaches_the_targets_inheriting_from_it() {
+    let dir = fixture("json");
+    let set = ["_common.args.LEVEL=release", "_debug.target=debug"];
+    let bake = load(&dir, &["docker-bake.json"], &[], &set, &[]).unwrap();
+    assert_eq!(target(&bake, "app").args["LEVEL"], "release");
+    assert_eq!(target(&bake, "tools").args["LEVEL"], "release");
+    // worker's later parent _debug sets LEVEL itself; its own target wins over _debug's.
+    assert_eq!(target(&bake, "worker").args["LEVEL"], "debug");
+    assert_eq!(target(&bake, "worker").target.as_deref(), Some("worker"));
+}
+
+#[test]
 fn set_can_add_a_dependency() {
     let dir = fixture("json");
     let bake = load(
