@@ -25,6 +25,43 @@ const UNSUPPORTED: &[&str] = &[
 /// Build keys buildx ignores, and so does rbuild.
 const IGNORED: &[&str] = &["isolation", "privileged", "entitlements"];
 
+/// The environment compose files see: rbuild's, plus what the `.env` file of `dir` (the
+/// directory rbuild runs in) sets that rbuild's does not, as buildx reads it.
+pub(crate) fn environment(
+    env: &BTreeMap<String, String>,
+    dir: &Path,
+) -> Result<BTreeMap<String, String>, BakeError> {
+    let path = dir.join(".env");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(env.clone()),
+        Err(source) => return Err(BakeError::Read { path, source }),
+    };
+    let mut out = env.clone();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(BakeError::Type {
+                path,
+                at: format!("line {}", number + 1),
+                expected: "KEY=VALUE",
+            });
+        };
+        let value = value.trim();
+        let value = match value.chars().next() {
+            Some(q @ ('"' | '\'')) if value.len() > 1 && value.ends_with(q) => &value[1..value.len() - 1],
+            _ => value.split(" #").next().unwrap_or(value).trim_end(),
+        };
+        out.entry(name.trim().to_owned())
+            .or_insert_with(|| value.to_owned());
+    }
+    Ok(out)
+}
+
 /// Reads the compose file at `path` (text `text`) into `config`.
 pub(crate) fn read(
     path: &Path,
@@ -64,7 +101,16 @@ pub(crate) fn read(
         };
         let target_name = name.replace('.', "_");
         check_name(path, &target_name)?;
-        let mut target = file.build(build, &format!("{at}.build"), &secrets)?;
+        // A build argument without a value is looked up in the service's environment first.
+        let mut service_env = BTreeMap::new();
+        if let Some(environment) = service.get(&key("environment")) {
+            for (name, value) in file.mapping(environment, &format!("{at}.environment"))? {
+                if let Some(value) = value {
+                    service_env.insert(name, value);
+                }
+            }
+        }
+        let mut target = file.build(build, &format!("{at}.build"), &secrets, &service_env)?;
         if target.tags.is_none()
             && let Some(image) = service.get(&key("image"))
         {
@@ -94,6 +140,7 @@ impl ComposeFile<'_> {
         build: &Yaml,
         at: &str,
         secrets: &yaml_rust2::yaml::Hash,
+        service_env: &BTreeMap<String, String>,
     ) -> Result<RawTarget, BakeError> {
         let mut target = RawTarget::new(self.dir.clone());
         if let Yaml::String(_) = build {
@@ -109,8 +156,10 @@ impl ComposeFile<'_> {
                 "dockerfile_inline" => target.dockerfile_inline = Some(self.text(value, &at)?),
                 "args" => {
                     for (name, value) in self.mapping(value, &at)? {
-                        // `KEY` with no value is taken from the environment, dropped if unset.
-                        if let Some(value) = value.or_else(|| self.env.get(&name).cloned()) {
+                        // `KEY` with no value is taken from the service's environment, then
+                        // rbuild's; dropped if unset in both.
+                        let inherited = || service_env.get(&name).or_else(|| self.env.get(&name)).cloned();
+                        if let Some(value) = value.or_else(inherited) {
                             target.args.insert(name, value);
                         }
                     }
@@ -167,7 +216,9 @@ impl ComposeFile<'_> {
         Ok(target)
     }
 
-    /// `secrets:` of a build: names of top-level secrets (short form) or `{source, target}`.
+    /// `secrets:` of a build: names of top-level secrets (short form) or `{source, …}`. The
+    /// id RUN mounts is the source's name, as buildx gives it (a long form's `target` is
+    /// not used).
     fn secrets(
         &self,
         value: &Yaml,
@@ -179,22 +230,14 @@ impl ComposeFile<'_> {
         };
         let mut out = Vec::new();
         for item in items {
-            let (name, id) = match item {
+            let name = match item {
                 Yaml::Hash(long) => {
                     let source = long
                         .get(&key("source"))
                         .ok_or_else(|| self.expected(at, "a source"))?;
-                    let source = self.text(source, at)?;
-                    let id = match long.get(&key("target")) {
-                        Some(target) => self.text(target, at)?,
-                        None => source.clone(),
-                    };
-                    (source, id)
+                    self.text(source, at)?
                 }
-                short => {
-                    let name = self.text(short, at)?;
-                    (name.clone(), name)
-                }
+                short => self.text(short, at)?,
             };
             let refused = || BakeError::Secret {
                 path: self.path.to_owned(),
@@ -212,7 +255,7 @@ impl ComposeFile<'_> {
             } else {
                 return Err(refused());
             };
-            out.push(Secret { id, source });
+            out.push(Secret { id: name, source });
         }
         Ok(out)
     }

@@ -99,17 +99,24 @@ pub fn load(options: &Options) -> Result<Bake, BakeError> {
     let overrides = options
         .overrides
         .iter()
-        .map(|o| set::Override::parse(o))
+        .map(|o| set::Override::parse(o, &options.env))
         .collect::<Result<Vec<_>, _>>()?;
     let mut config = config::Config::default();
     let mut bake_files = Vec::new();
+    let mut compose_env = None;
     for path in &files {
         let text = std::fs::read_to_string(path).map_err(|source| BakeError::Read {
             path: path.clone(),
             source,
         })?;
         match Format::of(path, &text) {
-            Format::Compose => compose::read(path, &text, &options.env, &mut config)?,
+            Format::Compose => {
+                let env = match &compose_env {
+                    Some(env) => env,
+                    None => compose_env.insert(compose::environment(&options.env, &options.dir)?),
+                };
+                compose::read(path, &text, env, &mut config)?;
+            }
             Format::Json => bake_files.push(bakefile::parse_json(path, &text)?),
             Format::Hcl => bake_files.push(bakefile::parse_hcl(path, &text)?),
         }

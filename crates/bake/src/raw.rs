@@ -42,7 +42,8 @@ impl RawTarget {
     }
 
     /// Lays `over` on top, as buildx's `Target.Merge` does: maps merge by key; cache-from,
-    /// secrets and ssh append what is new; every other attribute `over` sets replaces ours.
+    /// secrets, ssh and no-cache-filter append what is new; every other attribute `over`
+    /// sets replaces ours.
     pub fn merge(&mut self, over: &RawTarget) {
         fn replace<T: Clone>(ours: &mut Option<T>, theirs: &Option<T>) {
             if theirs.is_some() {
@@ -80,7 +81,7 @@ impl RawTarget {
         append(&mut self.secrets, &over.secrets);
         append(&mut self.ssh, &over.ssh);
         replace(&mut self.no_cache, &over.no_cache);
-        replace(&mut self.no_cache_filter, &over.no_cache_filter);
+        append(&mut self.no_cache_filter, &over.no_cache_filter);
         replace(&mut self.pull, &over.pull);
         replace(&mut self.platforms, &over.platforms);
         replace(&mut self.outputs, &over.outputs);

@@ -1,7 +1,7 @@
 //! `--set pattern.key[.sub]=value` and `+=`: overrides laid on every target whose name the
 //! pattern (Go's `path.Match`) matches, after `inherits`, as buildx applies them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::BakeError;
@@ -16,19 +16,22 @@ pub(crate) struct Override {
     key: String,
     sub: Option<String>,
     append: bool,
-    value: String,
+    /// `None`: `args.NAME` without a value and NAME not in the environment; nothing to set.
+    value: Option<String>,
 }
 
 impl Override {
-    /// Parses `pattern.key[.sub]=value` (or `+=`).
-    pub fn parse(flag: &str) -> Result<Override, BakeError> {
+    /// Parses `pattern.key[.sub]=value` (or `+=`); `pattern.args.NAME` alone takes NAME's
+    /// value from `env`, as buildx does.
+    pub fn parse(flag: &str, env: &BTreeMap<String, String>) -> Result<Override, BakeError> {
         let bad = |reason| BakeError::Set {
             value: flag.to_owned(),
             reason,
         };
-        let (lhs, value) = flag
-            .split_once('=')
-            .ok_or_else(|| bad("expected pattern.key=value"))?;
+        let (lhs, value) = match flag.split_once('=') {
+            Some((lhs, value)) => (lhs, Some(value)),
+            None => (flag, None),
+        };
         let (lhs, append) = match lhs.strip_suffix('+') {
             Some(lhs) => (lhs, true),
             None => (lhs, false),
@@ -37,7 +40,16 @@ impl Override {
         let (Some(pattern), Some(key)) = (parts.next(), parts.next()) else {
             return Err(bad("expected pattern.key=value"));
         };
-        if value.starts_with('[') && value.ends_with(']') {
+        let sub = parts.next();
+        let value = match (value, key, sub) {
+            (Some(value), _, _) => Some(value.to_owned()),
+            (None, "args", Some(name)) => env.get(name).cloned(),
+            (None, _, _) => return Err(bad("expected pattern.key=value")),
+        };
+        if value
+            .as_deref()
+            .is_some_and(|v| v.starts_with('[') && v.ends_with(']'))
+        {
             return Err(bad("list values are not accepted: repeat the flag"));
         }
         path_match(pattern, "").map_err(|_| bad("malformed pattern"))?;
@@ -45,9 +57,9 @@ impl Override {
             flag: flag.to_owned(),
             pattern: pattern.to_owned(),
             key: key.to_owned(),
-            sub: parts.next().map(str::to_owned),
+            sub: sub.map(str::to_owned),
             append,
-            value: value.to_owned(),
+            value,
         })
     }
 
@@ -72,8 +84,10 @@ pub(crate) fn apply(
             value: o.flag.clone(),
             reason,
         };
+        let Some(value) = o.value.clone() else {
+            continue;
+        };
         let fresh = !o.append && replaced.insert(o.key.as_str());
-        let value = o.value.clone();
         let list = |field: &mut Option<Vec<String>>, values: Vec<String>| {
             let field = field.get_or_insert_with(Vec::new);
             if fresh {
@@ -269,14 +283,23 @@ mod tests {
 
     #[test]
     fn flags_parse_or_say_why_not() {
-        let o = Override::parse("*.args.VERSION+=2").unwrap();
+        let env = BTreeMap::from([("FROM_ENV".to_owned(), "3".to_owned())]);
+        let o = Override::parse("*.args.VERSION+=2", &env).unwrap();
         assert_eq!(
             (o.pattern.as_str(), o.key.as_str(), o.sub.as_deref()),
             ("*", "args", Some("VERSION"))
         );
         assert!(o.append);
-        for bad in ["app", "app=1", "app.tags=[a,b]", "[.tags=x"] {
-            assert!(Override::parse(bad).is_err(), "{bad}");
+        assert_eq!(
+            Override::parse("app.args.FROM_ENV", &env)
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("3")
+        );
+        assert_eq!(Override::parse("app.args.UNSET", &env).unwrap().value, None);
+        for bad in ["app", "app=1", "app.tags", "app.tags=[a,b]", "[.tags=x"] {
+            assert!(Override::parse(bad, &env).is_err(), "{bad}");
         }
     }
 }

@@ -88,3 +88,36 @@ fn print_json_has_buildx_shape() {
         "false attributes are left out: {app}"
     );
 }
+
+#[test]
+fn dotenv_and_service_environment_feed_interpolation_and_args() {
+    let dir = fixture("dotenv");
+    let bake = load(
+        &dir,
+        &[],
+        &[],
+        &[],
+        &[("TAG", "from-process"), ("LEVEL", "from-process")],
+    )
+    .unwrap();
+    let app = target(&bake, "app");
+    // The process environment beats .env; .env fills in the rest.
+    assert_eq!(app.tags, ["reg.test:5000/app:from-process"]);
+    // A bare arg reads the service's environment before rbuild's.
+    assert_eq!(
+        app.args,
+        map(&[
+            ("GREETING", "quoted # not a comment"),
+            ("LEVEL", "from-service"),
+            ("PLAIN", "value")
+        ])
+    );
+    // The secret's id is its source's name, as buildx gives it.
+    assert_eq!(
+        app.secrets,
+        [Secret {
+            id: "token".into(),
+            source: SecretSource::Env("API_TOKEN".into())
+        }]
+    );
+}

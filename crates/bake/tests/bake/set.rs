@@ -92,3 +92,20 @@ fn bad_set_values_are_errors() {
         assert_eq!(err.to_string(), want);
     }
 }
+
+#[test]
+fn set_args_without_a_value_reads_the_environment() {
+    let dir = fixture("json");
+    let env = [("GREETING", "from the environment")];
+    let bake = load(
+        &dir,
+        &["docker-bake.json"],
+        &["app"],
+        &["app.args.GREETING", "app.args.UNSET"],
+        &env,
+    )
+    .unwrap();
+    let app = target(&bake, "app");
+    assert_eq!(app.args["GREETING"], "from the environment");
+    assert!(!app.args.contains_key("UNSET"));
+}
