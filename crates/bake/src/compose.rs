@@ -10,18 +10,11 @@ use yaml_rust2::{Yaml, YamlLoader};
 use crate::BakeError;
 use crate::config::{Config, check_name};
 use crate::interpolate::{InterpolationError, interpolate};
-use crate::raw::RawTarget;
+use crate::raw::{RawTarget, add_new};
 use crate::target::{NamedSource, Secret, SecretSource, cache_entry, resolve_path};
 
 /// Build keys compose defines that buildx honours and rbuild cannot do yet.
-const UNSUPPORTED: &[&str] = &[
-    "extra_hosts",
-    "shm_size",
-    "ulimits",
-    "sbom",
-    "provenance",
-    "x-bake",
-];
+const UNSUPPORTED: &[&str] = &["extra_hosts", "shm_size", "ulimits", "sbom", "provenance"];
 /// Build keys buildx ignores, and so does rbuild.
 const IGNORED: &[&str] = &["isolation", "privileged", "entitlements"];
 
@@ -147,6 +140,7 @@ impl ComposeFile<'_> {
             target.context = Some(resolve_path(&self.dir, &self.text(build, at)?));
             return Ok(target);
         }
+        let mut x_bake = None;
         for (k, value) in self.hash(build, at)? {
             let k = self.text(k, at)?;
             let at = format!("{at}.{k}");
@@ -202,6 +196,7 @@ impl ComposeFile<'_> {
                     target.ssh = Some(ssh.collect());
                 }
                 "secrets" => target.secrets = Some(self.secrets(value, &at, secrets)?),
+                "x-bake" => x_bake = Some((value, at)),
                 k if UNSUPPORTED.contains(&k) => return Err(self.unsupported(&at, k)),
                 k if IGNORED.contains(&k) || k.starts_with("x-") => {}
                 k => {
@@ -213,7 +208,63 @@ impl ComposeFile<'_> {
                 }
             }
         }
+        if let Some((value, at)) = x_bake {
+            self.x_bake(value, &at, &mut target)?;
+        }
         Ok(target)
+    }
+
+    /// buildx's `x-bake` extension, laid on the build's own keys as buildx does: lists are
+    /// added to (a single string is split at spaces), pull and no-cache replace, contexts the
+    /// build already names keep their value.
+    fn x_bake(&self, value: &Yaml, at: &str, target: &mut RawTarget) -> Result<(), BakeError> {
+        for (k, value) in self.hash(value, at)? {
+            let k = self.text(k, at)?;
+            let at = format!("{at}.{k}");
+            let items = || match value {
+                Yaml::Array(_) => self.list(value, &at),
+                _ => Ok(self
+                    .text(value, &at)?
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()),
+            };
+            match k.as_str() {
+                "tags" => add_new(&mut target.tags, items()?),
+                "cache-from" => add_new(&mut target.cache_from, items()?.iter().map(|c| cache_entry(c))),
+                "cache-to" => add_new(&mut target.cache_to, items()?.iter().map(|c| cache_entry(c))),
+                "ssh" => add_new(&mut target.ssh, items()?),
+                "platforms" => add_new(&mut target.platforms, items()?),
+                "output" => add_new(&mut target.outputs, items()?),
+                "no-cache-filter" => add_new(&mut target.no_cache_filter, items()?),
+                "pull" => target.pull = Some(self.boolean(value, &at)?),
+                "no-cache" => target.no_cache = Some(self.boolean(value, &at)?),
+                "secret" => {
+                    let secrets = items()?.into_iter().map(|spec| {
+                        Secret::parse(&spec, &self.dir).ok_or_else(|| BakeError::Value {
+                            at: format!("{}: {at}", self.path.display()),
+                            what: "secret",
+                            value: spec,
+                        })
+                    });
+                    add_new(&mut target.secrets, secrets.collect::<Result<Vec<_>, _>>()?);
+                }
+                "contexts" => {
+                    for (name, source) in self.mapping(value, &at)? {
+                        let source = NamedSource::parse(&source.unwrap_or_default(), &self.dir);
+                        target.contexts.entry(name).or_insert(source);
+                    }
+                }
+                other => {
+                    return Err(BakeError::UnknownKey {
+                        path: self.path.to_owned(),
+                        at,
+                        key: other.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `secrets:` of a build: names of top-level secrets (short form) or `{source, …}`. The

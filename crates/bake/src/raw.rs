@@ -52,12 +52,7 @@ impl RawTarget {
         }
         fn append<T: Clone + PartialEq>(ours: &mut Option<Vec<T>>, theirs: &Option<Vec<T>>) {
             if let Some(theirs) = theirs {
-                let ours = ours.get_or_insert_with(Vec::new);
-                for item in theirs {
-                    if !ours.contains(item) {
-                        ours.push(item.clone());
-                    }
-                }
+                add_new(ours, theirs.iter().cloned());
             }
         }
         for parent in &over.inherits {
@@ -113,6 +108,16 @@ impl RawTarget {
             platforms: self.platforms.unwrap_or_default(),
             outputs: self.outputs.unwrap_or_default(),
             network: self.network,
+        }
+    }
+}
+
+/// Adds to a list attribute (setting it if unset) the items it does not hold yet.
+pub(crate) fn add_new<T: PartialEq>(list: &mut Option<Vec<T>>, items: impl IntoIterator<Item = T>) {
+    let list = list.get_or_insert_with(Vec::new);
+    for item in items {
+        if !list.contains(&item) {
+            list.push(item);
         }
     }
 }

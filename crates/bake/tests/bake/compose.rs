@@ -121,3 +121,18 @@ fn dotenv_and_service_environment_feed_interpolation_and_args() {
         }]
     );
 }
+
+#[test]
+fn x_bake_adds_to_the_build_as_buildx_does() {
+    let dir = fixture("x-bake");
+    let bake = load(&dir, &[], &[], &[], &[]).unwrap();
+    let app = target(&bake, "app");
+    // Lists are added to (a string split at spaces); image is no tag, tags being given.
+    assert_eq!(app.tags, ["reg.test/app:latest", "reg.test/app:2"]);
+    assert_eq!(app.cache_from, ["type=registry,ref=reg.test/cache:app"]);
+    assert_eq!(app.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(app.outputs, ["type=registry"]);
+    assert!(app.no_cache);
+    assert_eq!(app.secrets[0].source, SecretSource::File(dir.join("token.txt")));
+    assert_eq!(app.contexts["base"], NamedSource::Image("reg.test/base:1".into()));
+}
