@@ -153,21 +153,25 @@ pub enum BakeError {
         files: String,
     },
     /// A target inherits from one that does not exist.
-    #[error("target {target:?} inherits from unknown target {parent:?}")]
+    #[error("target {target:?} inherits from unknown target {parent:?} in {files}")]
     UnknownParent {
         /// The target.
         target: String,
         /// The missing parent.
         parent: String,
+        /// The files read, comma-separated.
+        files: String,
     },
     /// Groups that contain each other, targets that inherit from each other, or targets that
     /// read each other through `target:` contexts.
-    #[error("{kind} cycle: {}", chain.join(" -> "))]
+    #[error("{kind} cycle in {files}: {}", chain.join(" -> "))]
     Cycle {
         /// `group`, `inherits` or `context`.
         kind: &'static str,
         /// The names around the cycle, the first repeated at the end.
         chain: Vec<String>,
+        /// The files read, comma-separated.
+        files: String,
     },
     /// A malformed `--set` value.
     #[error("--set {value}: {reason}")]

@@ -76,7 +76,7 @@ fn expand(
 ) -> Result<(), BakeError> {
     if let Some(members) = config.groups.get(name) {
         if stack.iter().any(|s| s == name) {
-            return Err(cycle("group", stack, name));
+            return Err(cycle(config, "group", stack, name));
         }
         groups.insert(name.to_owned(), members.clone());
         stack.push(name.to_owned());
@@ -97,11 +97,15 @@ fn expand(
     Ok(())
 }
 
-fn cycle(kind: &'static str, stack: &[String], name: &str) -> BakeError {
+fn cycle(config: &Config, kind: &'static str, stack: &[String], name: &str) -> BakeError {
     let start = stack.iter().position(|s| s == name).unwrap_or(0);
     let mut chain = stack[start..].to_vec();
     chain.push(name.to_owned());
-    BakeError::Cycle { kind, chain }
+    BakeError::Cycle {
+        kind,
+        chain,
+        files: config.file_list(),
+    }
 }
 
 struct Resolver<'a> {
@@ -127,7 +131,7 @@ impl Resolver<'_> {
             return Ok(());
         }
         if stack.iter().any(|s| s == name) {
-            return Err(cycle("context", stack, name));
+            return Err(cycle(self.config, "context", stack, name));
         }
         if !self.config.targets.contains_key(name) {
             return Err(BakeError::UnknownTarget {
@@ -157,12 +161,13 @@ impl Resolver<'_> {
             return Ok(done.clone());
         }
         if stack.iter().any(|s| s == name) {
-            return Err(cycle("inherits", stack, name));
+            return Err(cycle(self.config, "inherits", stack, name));
         }
         let config = self.config;
         let own = config.targets.get(name).ok_or_else(|| BakeError::UnknownParent {
             target: stack.last().cloned().unwrap_or_default(),
             parent: name.to_owned(),
+            files: config.file_list(),
         })?;
         stack.push(name.to_owned());
         let mut merged = RawTarget::new(own.dir.clone());

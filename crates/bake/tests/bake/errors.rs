@@ -23,18 +23,30 @@ fn chain(err: &BakeError) -> String {
 
 #[test]
 fn cycles_are_errors_naming_the_ring() {
+    let file = fixture("groups").join("docker-bake.hcl");
+    let file = file.display();
     let (_, m) = error("groups", &["loop-a"]);
-    assert_eq!(m, "group cycle: loop-a -> loop-b -> loop-a");
+    assert_eq!(m, format!("group cycle in {file}: loop-a -> loop-b -> loop-a"));
     let (_, m) = error("groups", &["parent-a"]);
-    assert_eq!(m, "inherits cycle: parent-a -> parent-b -> parent-a");
+    assert_eq!(
+        m,
+        format!("inherits cycle in {file}: parent-a -> parent-b -> parent-a")
+    );
     let (_, m) = error("groups", &["ring-a"]);
-    assert_eq!(m, "context cycle: ring-a -> ring-b -> ring-a");
+    assert_eq!(m, format!("context cycle in {file}: ring-a -> ring-b -> ring-a"));
 }
 
 #[test]
 fn unknown_names_are_errors() {
+    let file = fixture("groups").join("docker-bake.hcl");
     let (_, m) = error("groups", &["orphan"]);
-    assert_eq!(m, "target \"orphan\" inherits from unknown target \"missing\"");
+    assert_eq!(
+        m,
+        format!(
+            "target \"orphan\" inherits from unknown target \"missing\" in {}",
+            file.display()
+        )
+    );
     let (_, m) = error("groups", &["dangling"]);
     assert!(
         m.starts_with("no target or group \"nowhere\" in ") && m.ends_with("docker-bake.hcl"),
