@@ -31,14 +31,18 @@ pub(crate) struct BakeFile {
 }
 
 impl BakeFile {
-    /// Where a block's attribute is, for messages: `target "app" tags`.
+    /// Where a block's attribute is, for messages: `target "app" tags` (`target "app"` for
+    /// the block itself, key empty).
     pub fn at(&self, block: &Block, key: &str) -> String {
         let kind = match block.kind {
             Kind::Variable => "variable",
             Kind::Group => "group",
             Kind::Target => "target",
         };
-        format!("{kind} {:?} {key}", block.name)
+        match key {
+            "" => format!("{kind} {:?}", block.name),
+            key => format!("{kind} {:?} {key}", block.name),
+        }
     }
 }
 

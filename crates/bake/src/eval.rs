@@ -100,6 +100,13 @@ fn variables<'f>(
             match key.as_str() {
                 "default" => default = Some(expr),
                 "description" => {}
+                "type" => {
+                    return Err(BakeError::Unsupported {
+                        path: file.path.clone(),
+                        at: file.at(block, ""),
+                        key: key.clone(),
+                    });
+                }
                 _ => return Err(unknown(file, block, key)),
             }
         }
