@@ -64,6 +64,15 @@ fn functions_are_refused_by_name() {
 }
 
 #[test]
+fn typed_variables_are_refused_naming_the_block() {
+    let (_, m) = error("typed-variable", &[]);
+    assert!(
+        m.ends_with("docker-bake.hcl: variable \"DEBUG\": \"type\" is not supported by rbuild bake yet"),
+        "{m}"
+    );
+}
+
+#[test]
 fn malformed_files_name_the_file_and_position() {
     for (case, kind) in [("bad-yaml", "YAML"), ("bad-json", "JSON"), ("bad-hcl", "HCL")] {
         let (err, m) = error(case, &[]);
