@@ -4,6 +4,7 @@
 //! crates, where everything testable lives.
 
 mod args;
+mod bake;
 mod build;
 mod check;
 mod display;
@@ -41,6 +42,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Build an image from a Dockerfile and a context.
     Build(Box<build::BuildArgs>),
+    /// Read compose and bake files into build targets (`--print` shows them).
+    Bake(bake::BakeArgs),
     /// Check a Dockerfile for problems without building it.
     Check(check::CheckArgs),
     /// List the images in the local store.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Build(args) => build::run(*args),
+        Command::Bake(args) => bake::run(args),
         Command::Check(args) => check::run(args),
         Command::Images(args) => images::images(args),
         Command::Inspect(args) => images::inspect(args),

@@ -5,6 +5,7 @@
 //! the run configuration. Fixtures live in `fixtures/build/`.
 
 mod add;
+mod bake;
 mod cache;
 mod check;
 mod corpus;
