@@ -1,15 +1,28 @@
-//! `rbuild bake`: read compose and bake files into build targets (rbuild-bake), and print
-//! them as `docker buildx bake --print` does. Building them is not wired yet.
+//! `rbuild bake`: compose and bake files read into build targets (rbuild-bake), printed as
+//! `docker buildx bake --print` does, or built — in one process, one store and one cache, in
+//! dependency order, each target a [`Job`] as `rbuild build` makes one.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
+use rbuild_bake::{NamedSource, Target};
+use rbuild_builder::exec::SecretSource;
+use rbuild_builder::export::Output;
+use rbuild_builder::{BuildRequest, NamedContext};
+use rbuild_layer::{Compression, LayerOptions};
+
+use crate::build::{Job, Session, parse_output, source_date_epoch};
+use crate::display;
+use crate::store::{StoreArgs, reference};
 
 /// Arguments of `rbuild bake`.
 #[derive(Args)]
 pub struct BakeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
     /// A compose or bake file, repeatable, merged in order [default: compose.yaml (or
     /// compose.yml, docker-compose.yml, docker-compose.yaml), docker-bake.json,
     /// docker-bake.hcl, docker-bake.override.json, docker-bake.override.hcl, those found]
@@ -21,24 +34,171 @@ pub struct BakeArgs {
     /// Print the resolved targets as JSON and build nothing
     #[arg(long)]
     print: bool,
+    /// Push every target's image to its tags' registries
+    #[arg(long)]
+    push: bool,
+    /// How to show progress
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: display::Mode,
+    /// Write each target's per-step metrics as DIR/<target>.json
+    #[arg(long)]
+    metrics_dir: Option<PathBuf>,
     /// Targets or groups [default: group default]
     targets: Vec<String>,
 }
 
+/// The local name a target's image gets, for the targets that read it (`target:NAME`).
+fn local_name(target: &str) -> String {
+    format!("bake.localhost/{}:latest", target.to_ascii_lowercase())
+}
+
 pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
     let options = rbuild_bake::Options {
-        files: args.files,
+        files: args.files.clone(),
         dir: std::env::current_dir().context("reading the current directory")?,
         env: std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
-        overrides: args.set,
-        targets: args.targets,
+        overrides: args.set.clone(),
+        targets: args.targets.clone(),
     };
     let bake = rbuild_bake::load(&options)?;
-    if !args.print {
-        anyhow::bail!("rbuild bake cannot build yet: use --print to see the targets");
+    if args.print {
+        println!("{}", serde_json::to_string_pretty(&bake.to_json())?);
+        return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", serde_json::to_string_pretty(&bake.to_json())?);
+    if let Some(dir) = &args.metrics_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let session = Session::open(&args.store)?;
+    let mut built = Vec::new();
+    // Dependencies come first: a target's `target:` contexts name images built before it.
+    for target in &bake.targets {
+        let read_by_others = bake
+            .targets
+            .iter()
+            .any(|t| t.dependencies().any(|d| d == target.name));
+        let job = job(target, read_by_others, &args).with_context(|| format!("target {}", target.name))?;
+        eprintln!("building target {}", target.name);
+        let manifest = session
+            .run(job, args.progress)
+            .with_context(|| format!("target {}", target.name))?;
+        session
+            .store()
+            .content
+            .set_ref(&local_name(&target.name), &manifest)?;
+        built.push((target.name.clone(), manifest.digest));
+    }
+    for (name, digest) in built {
+        println!("{name} {digest}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The build a target describes.
+fn job(target: &Target, read_by_others: bool, args: &BakeArgs) -> anyhow::Result<Job> {
+    let dockerfile_text = match &target.dockerfile_inline {
+        Some(text) => text.clone(),
+        None => std::fs::read_to_string(&target.dockerfile)
+            .with_context(|| format!("reading {}", target.dockerfile.display()))?,
+    };
+    let platform = match target.platforms.as_slice() {
+        [] => "linux/amd64".to_owned(),
+        [one] => one.clone(),
+        more => bail!("{} platforms: rbuild builds one platform per target", more.len()),
+    };
+    let mut outputs = Vec::new();
+    for spec in &target.outputs {
+        // What only other targets read is built and kept in the store.
+        if spec != "type=cacheonly" {
+            outputs.push(parse_output(spec)?);
+        }
+    }
+    if args.push && !outputs.contains(&Output::Registry) {
+        outputs.push(Output::Registry);
+    }
+    let named_contexts = target
+        .contexts
+        .iter()
+        .map(|(name, source)| {
+            let context = match source {
+                NamedSource::Dir(dir) => NamedContext::Dir(dir.clone()),
+                NamedSource::Image(image) => NamedContext::Image(image.clone()),
+                NamedSource::Target(other) => NamedContext::Image(local_name(other)),
+                NamedSource::Url(url) if url.starts_with("oci-layout://") => NamedContext::Image(url.clone()),
+                NamedSource::Url(url) => {
+                    bail!("context {name}={url}: only directories and images are supported")
+                }
+            };
+            Ok((name.clone(), context))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let secrets: BTreeMap<String, SecretSource> = target
+        .secrets
+        .iter()
+        .map(|secret| {
+            let source = match &secret.source {
+                rbuild_bake::SecretSource::File(path) => SecretSource::File(path.clone()),
+                rbuild_bake::SecretSource::Env(var) => SecretSource::Env(var.clone()),
+            };
+            (secret.id.clone(), source)
+        })
+        .collect();
+    let ssh = match target.ssh.is_empty() {
+        true => None,
+        false => Some(PathBuf::from(
+            std::env::var_os("SSH_AUTH_SOCK").context("ssh needs an SSH agent: SSH_AUTH_SOCK is not set")?,
+        )),
+    };
+    let mut job = Job {
+        request: BuildRequest {
+            dockerfile: target.dockerfile.clone(),
+            dockerfile_text,
+            context: target.context.clone(),
+            build_args: target.args.clone(),
+            target: target.target.clone(),
+            no_cache: target.no_cache,
+            pull: target.pull,
+            no_cache_filter: target.no_cache_filter.clone(),
+            labels: target.labels.clone(),
+            platform,
+            named_contexts,
+            layer_options: LayerOptions {
+                compression: Compression::None,
+                source_date_epoch: source_date_epoch(
+                    target.args.get("SOURCE_DATE_EPOCH").map(String::as_str),
+                )?,
+                threads: 0,
+            },
+            secrets,
+            ssh,
+            network: target.network.clone().unwrap_or_else(|| "default".to_owned()),
+            runtime: None,
+            snapshotter: None,
+            cache_from: parse_all(&target.cache_from)?,
+        },
+        tags: target
+            .tags
+            .iter()
+            .map(|t| reference(t))
+            .collect::<anyhow::Result<_>>()?,
+        outputs,
+        cache_to: parse_all(&target.cache_to)?,
+        shipped: Compression::default(),
+        metrics_file: args
+            .metrics_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{}.json", target.name))),
+        keep_whole: read_by_others,
+    };
+    job.request.layer_options.compression = job.layer_compression(false);
+    job.check()?;
+    Ok(job)
+}
+
+fn parse_all<T: std::str::FromStr<Err = String>>(specs: &[String]) -> anyhow::Result<Vec<T>> {
+    specs
+        .iter()
+        .map(|spec| spec.parse().map_err(|e: String| anyhow::anyhow!(e)))
+        .collect()
 }

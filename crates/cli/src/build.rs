@@ -17,7 +17,7 @@ use crate::args::{CompressionArgs, parse_key_value};
 use crate::display;
 use crate::store::{StoreArgs, reference, remote, runtime};
 use rbuild_client::Client;
-use rbuild_oci::Reference;
+use rbuild_oci::{Descriptor, Reference};
 
 /// Arguments of `rbuild build`, named as docker build names them.
 #[derive(Args)]
@@ -106,7 +106,7 @@ fn parse_build_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_output(spec: &str) -> anyhow::Result<Output> {
+pub fn parse_output(spec: &str) -> anyhow::Result<Output> {
     let fields: BTreeMap<&str, &str> = spec.split(',').filter_map(|kv| kv.split_once('=')).collect();
     let dest = || -> anyhow::Result<PathBuf> {
         fields
@@ -145,12 +145,12 @@ fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretSource)> {
     Ok(((*id).to_owned(), source))
 }
 
-fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<Option<i64>> {
-    let from_arg = build_args
-        .iter()
-        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
-        .map(|(_, v)| v.clone());
-    match from_arg.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
+/// `SOURCE_DATE_EPOCH`, from the build argument of that name (`from_arg`), else the environment.
+pub fn source_date_epoch(from_arg: Option<&str>) -> anyhow::Result<Option<i64>> {
+    match from_arg
+        .map(str::to_owned)
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+    {
         Some(value) => Ok(Some(value.trim().parse().with_context(|| {
             format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")
         })?)),
@@ -173,6 +173,9 @@ pub struct Job {
     pub shipped: Compression,
     /// `--metrics-file`.
     pub metrics_file: Option<PathBuf>,
+    /// The image must be whole in the store (later builds read it), even when its layers a
+    /// remote cache gave could stay in the registry it is pushed to.
+    pub keep_whole: bool,
 }
 
 impl Job {
@@ -212,9 +215,14 @@ impl Session {
         })
     }
 
+    /// The local store.
+    pub fn store(&self) -> &rbuild_builder::store::LocalStore {
+        self.builder.store()
+    }
+
     /// Builds `job`, sends the image and the caches where it says, and reports; returns the
-    /// image's manifest digest.
-    pub fn run(&self, job: Job, progress: display::Mode) -> anyhow::Result<String> {
+    /// image's manifest.
+    pub fn run(&self, job: Job, progress: display::Mode) -> anyhow::Result<Descriptor> {
         let Session {
             builder,
             client,
@@ -227,7 +235,7 @@ impl Session {
         if job.cache_to.contains(&CacheTo::Inline) {
             output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
         }
-        if needs_layer_bytes(&job.outputs, &job.tags, &output) {
+        if job.keep_whole || needs_layer_bytes(&job.outputs, &job.tags, &output) {
             let fetch = output
                 .caches
                 .fetch_missing(&output.image.layers, builder.store(), client);
@@ -284,7 +292,7 @@ impl Session {
                 format!(" ({})", tag_names.join(", "))
             }
         );
-        Ok(exported.manifest.digest.to_string())
+        Ok(exported.manifest)
     }
 
     /// Writes the build's cache to each `--cache-to` of its own (inline ones are in the image).
@@ -360,7 +368,12 @@ fn job(args: &BuildArgs) -> anyhow::Result<Job> {
             named_contexts,
             layer_options: LayerOptions {
                 compression: Compression::None,
-                source_date_epoch: source_date_epoch(&args.build_args)?,
+                source_date_epoch: source_date_epoch(
+                    args.build_args
+                        .iter()
+                        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+                        .map(|(_, v)| v.as_str()),
+                )?,
                 threads: 0,
             },
             secrets: args
@@ -385,6 +398,7 @@ fn job(args: &BuildArgs) -> anyhow::Result<Job> {
         cache_to: args.cache_to.clone(),
         shipped: args.compression.shipped(),
         metrics_file: args.metrics_file.clone(),
+        keep_whole: false,
     };
     job.request.layer_options.compression = job.layer_compression(args.compression.given());
     job.check()?;
@@ -404,8 +418,8 @@ pub fn named_context(source: &str) -> NamedContext {
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let job = job(&args)?;
-    let digest = Session::open(&args.store)?.run(job, args.progress)?;
-    println!("{digest}");
+    let manifest = Session::open(&args.store)?.run(job, args.progress)?;
+    println!("{}", manifest.digest);
     Ok(ExitCode::SUCCESS)
 }
 

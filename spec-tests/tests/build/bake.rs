@@ -1,14 +1,19 @@
 //! `rbuild bake --print` on the compose fixture (`fixtures/bake/compose`, three services:
 //! app and worker sharing a base stage, tools reading app through `service:app`) prints the
-//! targets as `docker buildx bake --print` does. No docker needed: nothing is built.
+//! targets as `docker buildx bake --print` does, and `rbuild bake --push` builds them in one
+//! process: the shared stage once, each image as building it alone gives, each run by docker.
 
 use std::path::Path;
 use std::process::Command;
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
+use spec_tests::registry::RegistryProcess;
+use spec_tests::tools::Docker;
 use spec_tests::tools::{output, run};
 
-use crate::support::rbuild;
+use crate::support::{docker_run, push_base, rbuild, runc_available, step_outcomes};
 
 /// `rbuild bake` in the compose fixture, with none of the variables it reads set.
 fn bake(store: &Path) -> (Command, std::path::PathBuf) {
@@ -74,17 +79,8 @@ fn bake_print_shows_the_compose_services_as_buildx_does() {
 }
 
 #[test]
-fn bake_without_print_or_with_an_unknown_target_fails_clearly() {
+fn an_unknown_target_fails_clearly() {
     let store = tempfile::tempdir().unwrap();
-    let (mut command, _) = bake(store.path());
-    let out = output(&mut command);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr.trim(),
-        "error: rbuild bake cannot build yet: use --print to see the targets"
-    );
-
     let (mut command, _) = bake(store.path());
     let out = output(command.args(["--print", "nope"]));
     assert!(!out.status.success() && out.stdout.is_empty());
@@ -93,4 +89,90 @@ fn bake_without_print_or_with_an_unknown_target_fails_clearly() {
         stderr.starts_with("error: no target or group \"nope\" in "),
         "{stderr}"
     );
+}
+
+/// `name digest` lines of `rbuild bake`'s output, as a map.
+fn digests(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, digest)| (name.to_owned(), digest.to_owned()))
+        .collect()
+}
+
+/// Each step's instruction and cache outcome in a target's metrics.
+fn outcomes(metrics: &Path, target: &str) -> Vec<(String, String)> {
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(metrics.join(format!("{target}.json"))).unwrap()).unwrap();
+    step_outcomes(&metrics)
+        .into_iter()
+        .map(|(instruction, outcome, _)| (instruction, outcome))
+        .collect()
+}
+
+#[test]
+fn bake_builds_the_compose_services_in_one_process_and_docker_runs_them() {
+    let Some(docker) = Docker::get() else { return };
+    if !runc_available() {
+        return;
+    }
+    let registry = RegistryProcess::start();
+    let host = registry.host();
+    let base = push_base(&host);
+    let store = tempfile::tempdir().unwrap();
+    let metrics = store.path().join("metrics");
+    let (mut command, dir) = bake(store.path());
+    let env = [
+        ("REGISTRY", host.as_str()),
+        ("BASE", base.as_str()),
+        ("TAG", "1"),
+        ("SOURCE_DATE_EPOCH", "1700000000"),
+    ];
+    let stdout = run(command
+        .envs(env)
+        .args(["--push", "--progress", "plain", "--metrics-dir"])
+        .arg(&metrics));
+    let built = digests(&stdout);
+    assert_eq!(
+        built.keys().collect::<Vec<_>>(),
+        ["app", "tools", "worker"],
+        "{stdout}"
+    );
+
+    // The base stage app and worker share is built once: worker finds it in the cache.
+    let shared = "RUN echo shared > /shared".to_owned();
+    assert!(outcomes(&metrics, "app").contains(&(shared.clone(), "miss".to_owned())));
+    assert!(outcomes(&metrics, "worker").contains(&(shared, "hit".to_owned())));
+
+    // Each image is the one building it alone gives.
+    let alone = tempfile::tempdir().unwrap();
+    let app_alone = run(rbuild(alone.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--compression",
+            "gzip",
+            "--target",
+            "app",
+        ])
+        .args([
+            "--build-arg",
+            &format!("BASE={base}"),
+            "--label",
+            "org.example.role=app",
+        ])
+        .arg(&dir));
+    assert_eq!(app_alone.trim(), built["app"]);
+
+    for (image, expected) in [
+        ("app", "shared\nhello from app\n"),
+        ("tools", "hello from app\n"),
+        ("worker", "shared\nworker\n"),
+    ] {
+        let reference = format!("{host}/{image}:1");
+        run(docker.cmd().args(["pull", "-q", &reference]));
+        assert_eq!(docker_run(&docker, &reference), expected, "{image}");
+    }
 }

@@ -11,7 +11,7 @@ use spec_tests::distribution::Distribution;
 use spec_tests::registry::RegistryProcess;
 use spec_tests::tools::run;
 
-use crate::support::{busybox_context, dockerfile, rbuild, runc_available};
+use crate::support::{dockerfile, push_base, rbuild, runc_available, step_outcomes};
 
 /// A two-stage build: a stage other stages read, the context's file, and RUN after both.
 const DOCKERFILE: &str = "\
@@ -26,17 +26,6 @@ COPY app.txt /app.txt
 RUN cat /deps /app.txt > /out
 COPY --from=tool /tool /opt/tool
 ";
-
-/// The busybox base pushed to `registry` by rbuild; returns its reference.
-fn push_base(registry: &str) -> String {
-    let store = tempfile::tempdir().unwrap();
-    let context = busybox_context();
-    let reference = format!("{registry}/base/busybox:1");
-    run(rbuild(store.path())
-        .args(["build", "--progress", "plain", "--push", "-t", &reference])
-        .arg(context.path()));
-    reference
-}
 
 /// A context with the Dockerfile above and `app.txt` holding `app`.
 fn context(app: &str) -> tempfile::TempDir {
@@ -67,22 +56,6 @@ fn run_output(command: &mut std::process::Command) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "build failed:\n{stderr}");
     stderr
-}
-
-/// Each step's (instruction, cache outcome, remote cache), in order.
-fn steps(metrics: &Value) -> Vec<(String, String, Option<String>)> {
-    metrics["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["instruction"].as_str().unwrap().to_owned(),
-                s["cache"].as_str().unwrap().to_owned(),
-                s["cache_from"].as_str().map(str::to_owned),
-            )
-        })
-        .collect()
 }
 
 fn blobs(store: &Path) -> BTreeSet<String> {
@@ -137,7 +110,7 @@ fn fresh_runner_builds_from(registry: &str) {
         &["--push", "-t", &image, "--cache-to", &cache_to],
     );
     assert!(
-        steps(&built).iter().all(|(_, cache, _)| cache != "hit"),
+        step_outcomes(&built).iter().all(|(_, cache, _)| cache != "hit"),
         "{built}"
     );
 
@@ -150,7 +123,7 @@ fn fresh_runner_builds_from(registry: &str) {
         &["--push", "-t", &image, "--cache-from", &cache],
     );
     assert_eq!(rebuilt["image"], built["image"], "the same image");
-    for (instruction, outcome, from) in steps(&rebuilt) {
+    for (instruction, outcome, from) in step_outcomes(&rebuilt) {
         if instruction.starts_with("FROM") {
             continue;
         }
@@ -173,7 +146,7 @@ fn fresh_runner_builds_from(registry: &str) {
     // One source file changed: only the steps that read it, and those after them, run.
     let changed = context("v2");
     let (partial, _) = build(fresh.path(), changed.path(), &base, &["--cache-from", &cache]);
-    let outcomes: Vec<(String, String)> = steps(&partial)
+    let outcomes: Vec<(String, String)> = step_outcomes(&partial)
         .into_iter()
         .map(|(instruction, outcome, _)| (instruction, outcome))
         .collect();
@@ -242,7 +215,7 @@ fn a_local_cache_round_trips_and_min_keeps_only_the_image_steps() {
             &["--cache-from", &format!("type=local,src={}", cache.display())],
         );
         assert_eq!(rebuilt["image"], built["image"]);
-        steps(&rebuilt)
+        step_outcomes(&rebuilt)
             .into_iter()
             .filter(|(_, outcome, _)| outcome != "none")
             .map(|(instruction, outcome, _)| (instruction, outcome))
@@ -413,7 +386,7 @@ fn an_inline_cache_is_read_back_from_the_pushed_image() {
     );
     // The image holds the records of its own stage's steps (mode=min): the stages it copies
     // from are built again, and their files let the final stage's steps hit.
-    let outcomes: Vec<(String, String, Option<String>)> = steps(&rebuilt)
+    let outcomes: Vec<(String, String, Option<String>)> = step_outcomes(&rebuilt)
         .into_iter()
         .filter(|(_, outcome, _)| outcome != "none")
         .collect();

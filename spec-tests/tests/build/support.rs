@@ -124,3 +124,30 @@ pub fn busybox_store() -> Option<(tempfile::TempDir, String, tempfile::TempDir)>
     let base = rbuild_busybox(store.path());
     Some((store, base, tempfile::tempdir().unwrap()))
 }
+
+/// The busybox base pushed to `registry` by rbuild; returns its reference.
+pub fn push_base(registry: &str) -> String {
+    let store = tempfile::tempdir().unwrap();
+    let context = busybox_context();
+    let reference = format!("{registry}/base/busybox:1");
+    run(rbuild(store.path())
+        .args(["build", "--progress", "plain", "--push", "-t", &reference])
+        .arg(context.path()));
+    reference
+}
+
+/// Each step's (instruction, cache outcome, remote cache), in order.
+pub fn step_outcomes(metrics: &serde_json::Value) -> Vec<(String, String, Option<String>)> {
+    metrics["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["instruction"].as_str().unwrap().to_owned(),
+                s["cache"].as_str().unwrap().to_owned(),
+                s["cache_from"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}

@@ -117,7 +117,8 @@ impl Resolver<'_> {
         Ok(BaseImage::new(&descriptor, &manifest, config))
     }
 
-    /// The image the store has under `name`, if it is one for the platform.
+    /// The image the store has under `name`, if it is one for the platform and whole: an image
+    /// pushed with layers a remote cache gave (never downloaded) is pulled from its registry.
     fn local(&self, name: &str) -> Result<Option<(Descriptor, ImageManifest, ImageConfig)>> {
         let content = &self.store.content;
         let Some(descriptor) = content.resolve_ref(name)? else {
@@ -135,6 +136,7 @@ impl Resolver<'_> {
         let config: ImageConfig = rbuild_oci::json::from_slice(&content.read(&manifest.config.digest)?)
             .map_err(unreadable("config"))?;
         let matches = config.os == self.platform.os && config.architecture == self.platform.architecture;
-        Ok(matches.then_some((descriptor, manifest, config)))
+        let whole = manifest.layers.iter().all(|l| content.contains(&l.digest));
+        Ok((matches && whole).then_some((descriptor, manifest, config)))
     }
 }
