@@ -6,6 +6,8 @@
 //! go straight to the cause.
 
 use std::fmt;
+
+use rbuild_oci::report::chain;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use rbuild_oci::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A step failed; wraps the cause with where it happened.
-    #[error("{file}:{line}: {instruction}\n  {}", Chain(cause.as_ref()))]
+    #[error("{file}:{line}: {instruction}\n  {}", chain(cause.as_ref()))]
     Step {
         /// The Dockerfile.
         file: String,
@@ -347,21 +349,6 @@ fn tail_text(tail: &[String]) -> String {
         String::new()
     } else {
         format!("; its last output:\n    {}", tail.join("\n    "))
-    }
-}
-
-/// An error and its sources, joined as `a: b: c`.
-pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 

@@ -76,6 +76,8 @@ pub mod statcache;
 mod steps;
 pub mod store;
 #[cfg(test)]
+mod test_build;
+#[cfg(test)]
 mod test_plan;
 
 pub use build::Builder;

@@ -519,3 +519,56 @@ fn number_steps(stages: &[Stage]) -> HashMap<(usize, usize), usize> {
     }
     numbers
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_build::{TestBuild, step};
+
+    const DOCKERFILE: &str = "FROM scratch\nCOPY a.txt /a.txt\nWORKDIR /work\nCOPY b.txt /work/\nENV X=1\n";
+
+    #[test]
+    fn a_rebuild_hits_every_step_and_gives_the_same_image() {
+        let t = TestBuild::new();
+        t.file("a.txt", "a");
+        t.file("b.txt", "b");
+        let first = t.build(DOCKERFILE);
+        assert_eq!((first.metrics.cache_hits, first.metrics.cache_misses), (0, 3));
+        let second = t.build(DOCKERFILE);
+        assert_eq!((second.metrics.cache_hits, second.metrics.cache_misses), (3, 0));
+        assert_eq!(second.image.manifest.digest, first.image.manifest.digest);
+        assert_eq!(step(&second, "ENV").cache, "none");
+    }
+
+    #[test]
+    fn a_changed_file_misses_from_its_step_and_says_why() {
+        let t = TestBuild::new();
+        t.file("a.txt", "a");
+        t.file("b.txt", "b");
+        t.build(DOCKERFILE);
+        t.file("b.txt", "changed");
+        let rebuilt = t.build(DOCKERFILE);
+        assert_eq!(step(&rebuilt, "COPY a.txt").cache, "hit");
+        assert_eq!(step(&rebuilt, "WORKDIR").cache, "hit");
+        let copy = step(&rebuilt, "COPY b.txt");
+        assert_eq!(copy.cache, "miss");
+        assert_eq!(copy.miss_reason.as_deref(), Some("b.txt: content changed"));
+        let fresh = t.build_with(DOCKERFILE, |r| r.no_cache = true).unwrap();
+        assert_eq!(fresh.metrics.cache_hits, 0);
+        assert_eq!(
+            fresh.image.manifest.digest, rebuilt.image.manifest.digest,
+            "reproducible"
+        );
+    }
+
+    #[test]
+    fn every_step_is_kept_for_cache_to_marked_whether_the_image_has_it() {
+        let t = TestBuild::new();
+        t.file("a.txt", "a");
+        let text = "FROM scratch AS tools\nCOPY a.txt /tool\nFROM scratch\nCOPY --from=tools /tool /tool\n";
+        let output = t.build(text);
+        let in_image: Vec<bool> = output.steps.iter().map(|s| s.in_image).collect();
+        // The copy from `tools` keeps two keys (by the files and by the stage's key).
+        assert_eq!(in_image, [false, true, true], "{:?}", output.steps);
+        assert!(output.steps.iter().all(|s| s.record.layer.is_some()));
+    }
+}

@@ -374,21 +374,7 @@ impl ClientError {
     }
 }
 
-/// `error: source: source…`, so that "connection refused" is not hidden behind "error sending
-/// request".
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use rbuild_oci::report::chain;
 
 #[cfg(test)]
 mod tests {

@@ -130,15 +130,3 @@ impl LayerError {
         }
     }
 }
-
-/// An error and its sources, joined as the CLI prints them: what tests look for a cause in.
-#[cfg(test)]
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}

@@ -837,7 +837,7 @@ mod tests {
             w.write_all(&data).map_err(|e| LayerError::stream("producing", e))
         })
         .unwrap_err();
-        let err = crate::error::chain(&err);
+        let err = rbuild_oci::report::chain(&err);
         assert!(err.contains("disk full"), "{err}");
     }
 }

@@ -979,7 +979,7 @@ fn pooled_unpack_refuses_truncated_files() {
     let dest = store.path().join("dest");
     std::fs::create_dir(&dest).unwrap();
     let error = unpack_pooled_into(&blob[..3000], &dest, &pool).unwrap_err();
-    let error = crate::error::chain(&error);
+    let error = rbuild_oci::report::chain(&error);
     assert!(error.contains("truncated"), "{error}");
 }
 

@@ -26,6 +26,7 @@ pub mod media_type;
 pub mod name;
 pub mod origin;
 pub mod reference;
+pub mod report;
 pub mod store;
 pub mod time;
 

@@ -23,7 +23,9 @@ pub use export::{ExportedCache, StepRecord, export, inline};
 use format::{CacheConfig, FormatError, InlineCache};
 
 use crate::cache::CacheRecord;
-use crate::error::{BuildError, Chain, Result};
+use rbuild_oci::report::chain;
+
+use crate::error::{BuildError, Result};
 use crate::remote::Remote;
 use crate::store::LocalStore;
 
@@ -207,9 +209,9 @@ impl RemoteCaches {
                     });
                 }
                 Err(BuildError::Cache { source, .. }) => {
-                    warnings.push(format!("cache {location} is not used: {}", Chain(&source)));
+                    warnings.push(format!("cache {location} is not used: {}", chain(&source)));
                 }
-                Err(e) => warnings.push(format!("cache {location} is not used: {}", Chain(&e))),
+                Err(e) => warnings.push(format!("cache {location} is not used: {}", chain(&e))),
             }
         }
         (RemoteCaches { imported }, warnings)

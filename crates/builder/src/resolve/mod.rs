@@ -140,3 +140,32 @@ impl Resolver<'_> {
         Ok((matches && whole).then_some((descriptor, manifest, config)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_build::TestBuild;
+
+    #[test]
+    fn an_image_in_the_store_is_a_base_without_the_network_while_it_is_whole() {
+        let t = TestBuild::new();
+        t.file("a.txt", "a");
+        let base = t.build("FROM scratch\nCOPY a.txt /a\n");
+        t.store()
+            .content
+            .set_ref("registry.test/base:1", &base.image.manifest)
+            .unwrap();
+        let child = t.build("FROM registry.test/base:1\nCOPY a.txt /b\n");
+        assert_eq!(child.image.layers[0], base.image.layers[0]);
+        // Without its layer, the store's copy is not used: the registry would be asked.
+        let blob = t.store().content.blob_path(&base.image.layers[0].digest);
+        std::fs::remove_file(blob).unwrap();
+        let error = t
+            .build_with("FROM registry.test/base:1\nCOPY a.txt /c\n", |_| {})
+            .err()
+            .expect("needs the network");
+        assert!(
+            error.to_string().contains("unit tests have no network"),
+            "{error}"
+        );
+    }
+}

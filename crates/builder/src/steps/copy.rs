@@ -142,3 +142,42 @@ fn has_urls(copy: &CopyStep) -> bool {
         .iter()
         .any(|s| matches!(s, rbuild_dockerfile::plan::Source::Url { .. }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_build::{TestBuild, located, step};
+
+    #[test]
+    fn a_copy_from_a_cached_stage_hits_by_the_stages_key_without_reading_its_files() {
+        let t = TestBuild::new();
+        t.file("big.bin", &"x".repeat(100_000));
+        let text =
+            "FROM scratch AS data\nCOPY big.bin /big.bin\nFROM scratch\nCOPY --from=data /big.bin /copied\n";
+        let first = t.build(text);
+        let copy = step(&first, "COPY --from=data");
+        assert_eq!((copy.cache.as_str(), copy.bytes_hashed), ("miss", 100_000));
+        let second = t.build(text);
+        let copy = step(&second, "COPY --from=data");
+        assert_eq!(
+            (copy.cache.as_str(), copy.bytes_hashed),
+            ("hit", 0),
+            "no file of the stage was read"
+        );
+        assert_eq!(second.image.manifest.digest, first.image.manifest.digest);
+    }
+
+    #[test]
+    fn a_missing_source_is_an_error_naming_it() {
+        let t = TestBuild::new();
+        let error = t
+            .build_with("FROM scratch\nCOPY nope /\n", |_| {})
+            .err()
+            .expect("fails");
+        let (line, cause) = located(&error);
+        assert_eq!(line, 2);
+        assert!(
+            matches!(cause, crate::BuildError::SourceNotFound(p) if p == "nope"),
+            "{cause}"
+        );
+    }
+}

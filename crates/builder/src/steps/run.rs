@@ -187,3 +187,29 @@ fn runtime(solver: &Solver) -> Result<Arc<rbuild_runtime::Runtime>> {
     }
     Ok(solver.runtime.get_or_init(|| Arc::new(runtime)).clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::BuildError;
+    use crate::test_build::{TestBuild, located};
+
+    #[test]
+    fn what_rbuild_does_not_grant_is_refused_before_anything_runs() {
+        let t = TestBuild::new();
+        for (line, refused) in [
+            ("RUN --security=insecure true", "insecure"),
+            ("RUN --device=/dev/fuse true", "device"),
+        ] {
+            let error = t
+                .build_with(&format!("FROM scratch\n{line}\n"), |_| {})
+                .err()
+                .expect("refused");
+            let (_, cause) = located(&error);
+            let expected = match refused {
+                "insecure" => matches!(cause, BuildError::InsecureNotGranted),
+                _ => matches!(cause, BuildError::DevicesUnsupported),
+            };
+            assert!(expected, "{line}: {cause}");
+        }
+    }
+}

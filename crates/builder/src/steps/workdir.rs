@@ -60,3 +60,24 @@ pub(super) fn workdir(cx: &StepContext<'_>, path: &str, state: &mut StageState) 
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_build::{TestBuild, step};
+
+    #[test]
+    fn workdir_makes_a_layer_only_for_a_missing_directory() {
+        let t = TestBuild::new();
+        let output = t.build("FROM scratch AS base\nWORKDIR /app\nFROM base\nWORKDIR /app\nWORKDIR /\n");
+        let steps = &output.metrics.steps;
+        assert_eq!(
+            steps[0].cache, "miss",
+            "the first WORKDIR /app makes the directory"
+        );
+        assert!(steps[0].layer.is_some());
+        assert_eq!(steps[1].cache, "none", "the second finds it");
+        assert_eq!(steps[2].cache, "none", "/ always exists");
+        assert_eq!(output.image.layers.len(), 1);
+        assert_eq!(step(&output, "WORKDIR /app").line, 2);
+    }
+}
