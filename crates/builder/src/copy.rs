@@ -6,6 +6,11 @@
 //! the selection out at its destination as layer entries, which needs the stage's current
 //! filesystem (does the destination exist as a directory? which parent directories exist, and
 //! with what owner and mode?).
+//!
+//! Why one long file: the two halves apply one set of docker's rules — a source's trailing
+//! slash, a directory copied as its contents, `--parents`, a wildcard's matches — that
+//! selection records and layout reads back, and the tests (a third of the file) check them
+//! together.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
