@@ -83,6 +83,7 @@ impl Builder {
         metrics.steps = solver.step_metrics();
         metrics.cache_hits = metrics.steps.iter().filter(|s| s.cache == "hit").count();
         metrics.cache_misses = metrics.steps.iter().filter(|s| s.cache == "miss").count();
+        metrics.cache_bytes_fetched = metrics.steps.iter().map(|s| s.bytes_fetched).sum();
         metrics.image = image.manifest.digest.to_string();
         metrics.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut warnings = prepared.warnings;

@@ -216,7 +216,7 @@ pub enum BuildError {
         /// The cache.
         cache: String,
         /// Why.
-        source: crate::remote_cache::format::FormatError,
+        source: CacheFormatError,
     },
     /// Writing a step's layer failed.
     #[error("writing the layer")]
@@ -305,6 +305,62 @@ pub enum BuildError {
         /// The cause.
         source: io::Error,
     },
+}
+
+/// Why a remote cache cannot be used (see [`crate::remote_cache::format`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheFormatError {
+    /// The config does not parse.
+    #[error("the cache config does not parse")]
+    Parse(#[source] serde_json::Error),
+    /// Another format version.
+    #[error("format version {found}, this rbuild reads version {supported}")]
+    Version {
+        /// The cache's.
+        found: u32,
+        /// This rbuild's.
+        supported: u32,
+    },
+    /// Another key encoding.
+    #[error("cache keys of version {found}, this rbuild makes version {supported}")]
+    KeyVersion {
+        /// The cache's.
+        found: u32,
+        /// This rbuild's.
+        supported: u32,
+    },
+    /// A record names a layer the config does not have.
+    #[error("record {record} names layer {layer}, the config has {layers}")]
+    LayerIndex {
+        /// The record's index.
+        record: usize,
+        /// The layer index it names.
+        layer: usize,
+        /// How many layers the config has.
+        layers: usize,
+    },
+    /// A document of the cache is not there.
+    #[error("its {document} is missing")]
+    Missing {
+        /// Which (`manifest`, `config`).
+        document: &'static str,
+    },
+    /// A document of the cache does not hash to its name.
+    #[error("its {document} has digest {actual}, not {expected}")]
+    Digest {
+        /// Which (`manifest`, `config`).
+        document: &'static str,
+        /// Its name.
+        expected: Digest,
+        /// What its bytes hash to.
+        actual: Digest,
+    },
+    /// An image named as a cache, without an inline cache.
+    #[error("the image has no inline cache (build it with --cache-to type=inline)")]
+    NoInlineCache,
+    /// A layer of the config is not a layer of the manifest.
+    #[error("layer {0} is not in the cache manifest")]
+    NotInManifest(Digest),
 }
 
 /// A user or a group, in [`BuildError::UnknownOwner`].

@@ -25,6 +25,8 @@ pub struct StepMetrics {
     pub cache_from: Option<String>,
     /// Bytes of source files read to hash them (0 when the stat cache answered).
     pub bytes_hashed: u64,
+    /// Bytes of layers a remote cache gave that the step needed the files of, fetched.
+    pub bytes_fetched: u64,
     /// Uncompressed bytes of the layer written.
     pub bytes_written: u64,
     /// Compressed bytes of the layer written.
@@ -55,6 +57,8 @@ pub struct BuildMetrics {
     pub cache_hits: usize,
     /// Cache misses.
     pub cache_misses: usize,
+    /// Bytes of layers fetched from remote caches, all steps.
+    pub cache_bytes_fetched: u64,
     /// The image's manifest digest.
     pub image: String,
     /// Per step.

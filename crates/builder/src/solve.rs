@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -119,6 +120,8 @@ pub(crate) struct StepContext<'a> {
     pub label: StepLabel,
     /// The finished stages this stage reads from, by index.
     pub done: &'a HashMap<usize, Arc<StageState>>,
+    /// Bytes of layers a remote cache gave that the step needed the files of.
+    pub fetched: AtomicU64,
 }
 
 impl Solver {
@@ -219,27 +222,6 @@ impl Solver {
         }
     }
 
-    /// The filesystem of an image state, layers unpacked once and viewed merged.
-    pub fn view(&self, state: &ImageState) -> Result<RootfsView> {
-        self.view_layers(&state.layers)
-    }
-
-    /// The filesystem of `layers`, fetching first those a remote cache gave and the store lacks.
-    pub fn view_layers(&self, layers: &[CachedLayer]) -> Result<RootfsView> {
-        if layers
-            .iter()
-            .any(|l| !self.store.content.contains(&l.descriptor.digest))
-        {
-            let descriptors: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
-            let fetch = self
-                .sources
-                .caches
-                .fetch_missing(&descriptors, &self.store, self.remote.as_ref());
-            tokio::runtime::Handle::current().block_on(fetch)?;
-        }
-        self.store.snapshots.view(layers, &self.store.content)
-    }
-
     /// Every step solved, each marked whether its result is in the image of `target` (the
     /// target stage's steps and those of the stages it is based on).
     pub fn step_records(&self, stages: &[Stage], target: usize) -> Vec<StepRecord> {
@@ -323,6 +305,30 @@ impl Solver {
 }
 
 impl StepContext<'_> {
+    /// The filesystem of an image state, layers unpacked once and viewed merged.
+    pub fn view(&self, state: &ImageState) -> Result<RootfsView> {
+        self.view_layers(&state.layers)
+    }
+
+    /// The filesystem of `layers`, fetching first those a remote cache gave and the store lacks.
+    pub fn view_layers(&self, layers: &[CachedLayer]) -> Result<RootfsView> {
+        let solver = self.solver;
+        if layers
+            .iter()
+            .any(|l| !solver.store.content.contains(&l.descriptor.digest))
+        {
+            let descriptors: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
+            let fetch =
+                solver
+                    .sources
+                    .caches
+                    .fetch_missing(&descriptors, &solver.store, solver.remote.as_ref());
+            let bytes = tokio::runtime::Handle::current().block_on(fetch)?;
+            self.fetched.fetch_add(bytes, Ordering::Relaxed);
+        }
+        solver.store.snapshots.view(layers, &solver.store.content)
+    }
+
     /// Records a step that only changed the config.
     pub fn config_only(&self, state: &mut StageState) -> Outcome {
         let created = self.solver.created_after(&state.image);

@@ -36,6 +36,7 @@ pub(crate) fn run(
             id: format!("{}#{}#{}", solver.dockerfile_name, stage.index, position),
             label: solver.label(stage, position),
             done,
+            fetched: Default::default(),
         };
         solver.record(run_step(&cx, &mut state)?);
     }
@@ -115,6 +116,7 @@ fn run_step(cx: &StepContext<'_>, state: &mut StageState) -> Result<StepMetrics>
     }
     let elapsed = started.elapsed();
     metrics.duration_ms = elapsed.as_secs_f64() * 1000.0;
+    metrics.bytes_fetched = cx.fetched.load(std::sync::atomic::Ordering::Relaxed);
     progress.event(Event::Finished(cx.label.clone(), elapsed));
     Ok(metrics)
 }

@@ -132,6 +132,7 @@ fn fresh_runner_builds_from(registry: &str) {
     }
     // No cached layer was downloaded: no step needed the files of another (a COPY --from hits
     // by the key of the stage it copies from), and the push found them in the registry.
+    assert_eq!(rebuilt["cache_bytes_fetched"], 0);
     let present = blobs(fresh.path());
     for step in built["steps"].as_array().unwrap() {
         if let Some(layer) = step["layer"].as_str() {
@@ -146,6 +147,14 @@ fn fresh_runner_builds_from(registry: &str) {
     // One source file changed: only the steps that read it, and those after them, run.
     let changed = context("v2");
     let (partial, _) = build(fresh.path(), changed.path(), &base, &["--cache-from", &cache]);
+    // The first step that missed needed the files below it: the layer of the COPY before it.
+    let fetched = partial["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["instruction"] == "COPY app.txt /app.txt")
+        .map(|s| s["bytes_fetched"].as_u64().unwrap());
+    assert!(fetched.is_some_and(|bytes| bytes > 0), "{partial}");
     let outcomes: Vec<(String, String)> = step_outcomes(&partial)
         .into_iter()
         .map(|(instruction, outcome, _)| (instruction, outcome))

@@ -81,51 +81,7 @@ pub struct CacheEntry {
     pub same_as: Option<Digest>,
 }
 
-/// Why a cache cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum FormatError {
-    /// The config does not parse.
-    #[error("the cache config does not parse")]
-    Parse(#[source] serde_json::Error),
-    /// Another format version.
-    #[error("format version {0}, this rbuild reads version {VERSION}")]
-    Version(u32),
-    /// Another key encoding.
-    #[error("cache keys of version {0}, this rbuild makes version {KEY_VERSION}")]
-    KeyVersion(u32),
-    /// A record names a layer the config does not have.
-    #[error("record {record} names layer {layer}, the config has {layers}")]
-    LayerIndex {
-        /// The record's index.
-        record: usize,
-        /// The layer index it names.
-        layer: usize,
-        /// How many layers the config has.
-        layers: usize,
-    },
-    /// A document of the cache is not there.
-    #[error("its {document} is missing")]
-    Missing {
-        /// Which (`manifest`, `config`).
-        document: &'static str,
-    },
-    /// A document of the cache does not hash to its name.
-    #[error("its {document} has digest {actual}, not {expected}")]
-    Digest {
-        /// Which (`manifest`, `config`).
-        document: &'static str,
-        /// Its name.
-        expected: Digest,
-        /// What its bytes hash to.
-        actual: Digest,
-    },
-    /// An image named as a cache, without an inline cache.
-    #[error("the image has no inline cache (build it with --cache-to type=inline)")]
-    NoInlineCache,
-    /// A layer of the config is not a layer of the manifest.
-    #[error("layer {0} is not in the cache manifest")]
-    NotInManifest(Digest),
-}
+pub use crate::error::CacheFormatError as FormatError;
 
 impl CacheConfig {
     /// Reads a config and checks it against its manifest: every layer a record uses is one of
@@ -133,10 +89,16 @@ impl CacheConfig {
     pub fn read(bytes: &[u8], manifest: &ImageManifest) -> Result<HashMap<Digest, CacheRecord>, FormatError> {
         let config: CacheConfig = rbuild_oci::json::from_slice(bytes).map_err(FormatError::Parse)?;
         if config.version != VERSION {
-            return Err(FormatError::Version(config.version));
+            return Err(FormatError::Version {
+                found: config.version,
+                supported: VERSION,
+            });
         }
         if config.key_version != KEY_VERSION {
-            return Err(FormatError::KeyVersion(config.key_version));
+            return Err(FormatError::KeyVersion {
+                found: config.key_version,
+                supported: KEY_VERSION,
+            });
         }
         let in_manifest: HashSet<&Digest> = manifest.layers.iter().map(|l| &l.digest).collect();
         if let Some(missing) = config.layers.iter().find(|l| !in_manifest.contains(&l.digest)) {
@@ -263,10 +225,16 @@ impl InlineCache {
     ) -> Result<HashMap<Digest, CacheRecord>, FormatError> {
         let inline: InlineCache = serde_json::from_value(value).map_err(FormatError::Parse)?;
         if inline.version != VERSION {
-            return Err(FormatError::Version(inline.version));
+            return Err(FormatError::Version {
+                found: inline.version,
+                supported: VERSION,
+            });
         }
         if inline.key_version != KEY_VERSION {
-            return Err(FormatError::KeyVersion(inline.key_version));
+            return Err(FormatError::KeyVersion {
+                found: inline.key_version,
+                supported: KEY_VERSION,
+            });
         }
         let layers = manifest.layers.len().min(config.rootfs.diff_ids.len());
         let mut hits = HashMap::new();
@@ -374,12 +342,18 @@ mod tests {
             version: 2,
             ..config.clone()
         };
-        assert!(matches!(read(&future, &manifest), FormatError::Version(2)));
+        assert!(matches!(
+            read(&future, &manifest),
+            FormatError::Version { found: 2, .. }
+        ));
         let other_keys = CacheConfig {
             key_version: KEY_VERSION + 1,
             ..config.clone()
         };
-        assert!(matches!(read(&other_keys, &manifest), FormatError::KeyVersion(_)));
+        assert!(matches!(
+            read(&other_keys, &manifest),
+            FormatError::KeyVersion { .. }
+        ));
         let mut bad_index = config.clone();
         bad_index.records[0].layer = Some(5);
         assert!(matches!(

@@ -224,14 +224,15 @@ impl RemoteCaches {
             .find_map(|cache| cache.hits.get(key).map(|hit| (hit, &cache.location)))
     }
 
-    /// Puts the `layers` that the store lacks into it, from the caches that have them. Layers
-    /// no cache has are left to whoever needs them to say so.
+    /// Puts the `layers` that the store lacks into it, from the caches that have them; returns
+    /// the bytes fetched. Layers no cache has are left to whoever needs them to say so.
     pub async fn fetch_missing(
         &self,
         layers: &[Descriptor],
         store: &LocalStore,
         remote: &dyn Remote,
-    ) -> Result<()> {
+    ) -> Result<u64> {
+        let mut fetched = 0;
         for cache in &self.imported {
             let has = |d: &Descriptor| {
                 cache
@@ -247,6 +248,7 @@ impl RemoteCaches {
             if wanted.is_empty() {
                 continue;
             }
+            fetched += wanted.iter().map(|d| d.size).sum::<u64>();
             match &cache.location {
                 CacheLocation::Registry(reference) => {
                     remote.fetch_blobs(reference, &wanted, &store.content).await?
@@ -259,7 +261,7 @@ impl RemoteCaches {
                 }
             }
         }
-        Ok(())
+        Ok(fetched)
     }
 
     /// The registries the caches read are on: an image pushed to one of them can mount the

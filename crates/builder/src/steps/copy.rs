@@ -48,7 +48,7 @@ pub(super) fn copy(
         if let Some(view) = below_view.get() {
             return Ok(Some(view));
         }
-        let view = solver.view_layers(&below_layers)?;
+        let view = cx.view_layers(&below_layers)?;
         Ok(Some(below_view.get_or_init(|| view)))
     };
     let owner = match &copy.chown {
@@ -91,14 +91,14 @@ pub(super) fn copy(
         None => Origin::Context(cx.context()?),
         Some(FromSource::Context(context, _)) => Origin::Context(context),
         Some(FromSource::Stage(stage)) => {
-            origin_view = solver.view(&stage.image)?;
+            origin_view = cx.view(&stage.image)?;
             Origin::Rootfs {
                 view: &origin_view,
                 name: "the source stage",
             }
         }
         Some(FromSource::Image(image, reference)) => {
-            origin_view = solver.view_layers(&image.layers)?;
+            origin_view = cx.view_layers(&image.layers)?;
             Origin::Rootfs {
                 view: &origin_view,
                 name: reference,

@@ -85,8 +85,8 @@ impl StepContext<'_> {
     fn layers_of(&self, from: &CopyFrom) -> Result<Vec<PathBuf>> {
         Ok(match self.read_from(from)? {
             FromSource::Context(context, _) => vec![context.root().to_owned()],
-            FromSource::Stage(stage) => self.solver.view(&stage.image)?.layers().to_vec(),
-            FromSource::Image(image, _) => self.solver.view_layers(&image.layers)?.layers().to_vec(),
+            FromSource::Stage(stage) => self.view(&stage.image)?.layers().to_vec(),
+            FromSource::Image(image, _) => self.view_layers(&image.layers)?.layers().to_vec(),
         })
     }
 

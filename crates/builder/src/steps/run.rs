@@ -41,7 +41,7 @@ pub(super) fn run(cx: &StepContext<'_>, run: &RunStep, state: &mut StageState) -
         |_| {},
         state,
         || {
-            let view = solver.view_layers(&below)?;
+            let view = cx.view_layers(&below)?;
             let (owner, groups) = crate::owner::run_user(&user, &view)?;
             let runtime = runtime(solver)?;
             let scratch = tempfile::tempdir_in(solver.scratch()?)

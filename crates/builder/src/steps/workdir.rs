@@ -13,7 +13,7 @@ use crate::solve::{Made, Outcome, StageState, StepContext};
 
 /// Solves `WORKDIR path`.
 pub(super) fn workdir(cx: &StepContext<'_>, path: &str, state: &mut StageState) -> Result<Outcome> {
-    let view = cx.solver.view(&state.image)?;
+    let view = cx.view(&state.image)?;
     let exists = view.resolve(path, true)?.is_some_and(|f| f.is_dir());
     if path == "/" || exists {
         return Ok(cx.config_only(state));
