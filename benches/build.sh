@@ -30,10 +30,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 docker=/usr/bin/docker
-for tool in "$docker" dockerd buildah runc python3 busybox mkfs.ext4; do
-    command -v "$tool" >/dev/null || { echo "benches/build.sh needs $tool" >&2; exit 2; }
-done
 source benches/common.sh
+need "$docker" dockerd buildah runc python3 busybox mkfs.ext4
 build_rbuild
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-build-bench.XXXXXX")

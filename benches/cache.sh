@@ -17,10 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 docker=/usr/bin/docker
-for tool in "$docker" dockerd runc python3 busybox curl; do
-    command -v "$tool" >/dev/null || { echo "benches/cache.sh needs $tool" >&2; exit 2; }
-done
 source benches/common.sh
+need "$docker" dockerd runc python3 busybox curl
 build_rbuild
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-cache-bench.XXXXXX")

@@ -1,5 +1,13 @@
 # Shared by the comparison scripts (sourced, not run).
 
+# Exits with status 2, naming the script and the tool, unless every tool given is on PATH.
+need() {
+    local tool
+    for tool; do
+        command -v "$tool" >/dev/null || { echo "$0 needs $tool" >&2; exit 2; }
+    done
+}
+
 # A free TCP port on loopback.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -15,9 +15,8 @@ RUNS=${RUNS:-3}
 FIGURES=${FIGURES:-all}
 want() { [[ $FIGURES == all || ,$FIGURES, == *,$1,* ]]; }
 
-for tool in docker-registry wrk ab curl openssl python3; do
-    command -v "$tool" >/dev/null || { echo "benches/registry.sh needs $tool" >&2; exit 2; }
-done
+source benches/common.sh
+need docker-registry wrk ab curl openssl python3
 # registry-load (rbuild-benches) drives the push and RSS figures only. RBUILD=<binary> measures
 # that build of rbuild instead of building this checkout's (A/B comparisons).
 if want push || want rss; then packages=(-p rbuild-benches); else packages=(); fi
@@ -35,7 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/v2/" && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 # start NAME: starts a fresh registry with an empty root; sets URL_<NAME> and PID_<NAME>.
@@ -65,8 +63,6 @@ YAML
 stop() { local pid_var="PID_$1"; kill "${!pid_var}" 2>/dev/null || true; wait "${!pid_var}" 2>/dev/null || true; }
 url() { local v="URL_$1"; echo "${!v}"; }
 
-# median of the numbers on stdin
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 results=()
 report() { # NAME UNIT RBUILD DISTRIBUTION [lower-is-better]
     local ratio

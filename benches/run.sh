@@ -12,9 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 source benches/common.sh
-for tool in /usr/bin/docker buildah runc pigz python3 busybox curl; do
-    command -v "$tool" >/dev/null || { echo "benches/run.sh needs $tool" >&2; exit 2; }
-done
+need /usr/bin/docker buildah runc pigz python3 busybox curl
 /usr/bin/docker info >/dev/null 2>&1 || { echo "no docker engine: set DOCKER_HOST" >&2; exit 2; }
 build_rbuild
 

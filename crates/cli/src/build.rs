@@ -406,7 +406,7 @@ fn job(args: &BuildArgs) -> anyhow::Result<Job> {
 }
 
 /// A `--build-context` value: `docker-image://REF`, `oci-layout://DIR[:TAG]`, or a directory.
-pub fn named_context(source: &str) -> NamedContext {
+fn named_context(source: &str) -> NamedContext {
     if let Some(image) = source.strip_prefix("docker-image://") {
         NamedContext::Image(image.to_owned())
     } else if source.starts_with("oci-layout://") {

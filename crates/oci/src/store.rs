@@ -114,6 +114,19 @@ impl ContentStore {
         })
     }
 
+    /// Stores the file at `source` as the blob `digest` (unless the store has it), checked
+    /// against that digest as it is copied: a blob of another layout, or a download.
+    pub fn import_file(&self, source: &Path, digest: &Digest) -> Result<(), StoreError> {
+        if self.contains(digest) {
+            return Ok(());
+        }
+        let mut file = File::open(source).map_err(io_error(format!("opening {}", source.display())))?;
+        let mut writer = self.writer()?;
+        io::copy(&mut file, &mut writer).map_err(io_error(format!("copying {}", source.display())))?;
+        writer.commit(Some(digest))?;
+        Ok(())
+    }
+
     /// Stores bytes held in memory and returns their digest.
     pub fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::sha256_of(bytes);
@@ -310,6 +323,20 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_imported_file_is_checked_against_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("store")).unwrap();
+        let source = dir.path().join("blob");
+        fs::write(&source, b"layer").unwrap();
+        let wrong = Digest::sha256_of(b"other");
+        assert!(store.import_file(&source, &wrong).is_err());
+        assert!(!store.contains(&wrong));
+        let right = Digest::sha256_of(b"layer");
+        store.import_file(&source, &right).unwrap();
+        assert_eq!(store.read(&right).unwrap(), b"layer");
+    }
 
     #[test]
     fn stores_blobs_and_names() {

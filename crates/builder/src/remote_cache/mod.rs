@@ -256,7 +256,8 @@ impl RemoteCaches {
                 CacheLocation::Local { dir, .. } => {
                     let layout = open_layout(dir)?;
                     for descriptor in &wanted {
-                        copy_blob(&layout, &store.content, &descriptor.digest)?;
+                        let digest = &descriptor.digest;
+                        store.content.import_file(&layout.blob_path(digest), digest)?;
                     }
                 }
             }
@@ -374,19 +375,6 @@ fn open_layout(dir: &std::path::Path) -> Result<ContentStore> {
         ));
     }
     Ok(ContentStore::open(dir)?)
-}
-
-/// Copies one blob between stores, verified against its digest.
-fn copy_blob(from: &ContentStore, to: &ContentStore, digest: &Digest) -> Result<()> {
-    if to.contains(digest) {
-        return Ok(());
-    }
-    let mut source = from.open_blob(digest)?;
-    let mut writer = to.writer()?;
-    std::io::copy(&mut source, &mut writer)
-        .map_err(|e| BuildError::io(format!("copying blob {digest}"), e))?;
-    writer.commit(Some(digest))?;
-    Ok(())
 }
 
 /// Records that the cache's layers are in its repository, so that pushing an image that uses

@@ -37,17 +37,7 @@ pub(super) fn import(store: &LocalStore, spec: &str) -> Result<(Descriptor, Imag
             tag: tag.map(str::to_owned),
         })?;
     let content = &store.content;
-    let import = |digest: &Digest| -> Result<()> {
-        if content.contains(digest) {
-            return Ok(());
-        }
-        let mut writer = content.writer()?;
-        let mut source = std::fs::File::open(blob_path(dir, digest))
-            .map_err(|e| BuildError::io(format!("reading blob {digest} of the layout"), e))?;
-        std::io::copy(&mut source, &mut writer).map_err(|e| BuildError::io("copying a layout blob", e))?;
-        writer.commit(Some(digest))?;
-        Ok(())
-    };
+    let import = |digest: &Digest| content.import_file(&blob_path(dir, digest), digest);
     import(&descriptor.digest)?;
     let manifest: ImageManifest = rbuild_oci::json::from_slice(&content.read(&descriptor.digest)?)
         .map_err(unreadable("the tagged image manifest"))?;
