@@ -44,6 +44,10 @@
 //! repositories = ["team-a/**"]
 //! groups = ["ci"]
 //! actions = ["pull", "push"]
+//!
+//! [[notifications]]        # see `crate::notify`
+//! url = "http://127.0.0.1:9000/events"
+//! actions = ["push", "delete"]
 //! ```
 
 use std::net::SocketAddr;
@@ -95,6 +99,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// Event notification endpoints (`[[notifications]]`); see [`crate::notify`].
+    pub notifications: Vec<crate::notify::EndpointConfig>,
 }
 
 impl Default for Config {
@@ -109,6 +115,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             tls: None,
             auth: AuthConfig::default(),
+            notifications: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //!   external issuer, per-repository rules) before any handler runs;
 //! - [`Registry`] dispatches to one handler per resource (`handlers/`), which speak the spec's
 //!   headers and [error codes](error::ErrorCode);
+//! - [`notify`] turns what requests did into events for the configured endpoints;
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
 //! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
 //!   and the stale-upload purge.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod http;
+pub mod notify;
 pub mod route;
 pub mod server;
 pub mod storage;
@@ -39,6 +41,7 @@ use std::path::Path;
 use auth::{Auth, AuthError};
 pub use config::Config;
 pub use error::{ErrorCode, RegistryError};
+use notify::Notifier;
 use storage::fs::{FsBlobStore, FsMetadataStore};
 use storage::{BlobStore, MetadataStore};
 
@@ -48,6 +51,7 @@ pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
     metadata: M,
     config: Config,
     auth: Auth,
+    notifier: Notifier,
 }
 
 /// Why a registry could not be opened.
@@ -77,11 +81,13 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// A registry over the given stores, with the auth `config` describes (its files read now).
     pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, AuthError> {
         let auth = Auth::from_config(&config.auth)?;
+        let notifier = Notifier::new(&config.notifications);
         Ok(Registry {
             blobs,
             metadata,
             config,
             auth,
+            notifier,
         })
     }
 
@@ -93,5 +99,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// Authentication and authorization (to reload their files).
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    /// Event notifications (to start their senders and register their metrics).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 }

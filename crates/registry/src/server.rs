@@ -45,6 +45,10 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    registry
+        .notifier()
+        .start(listener.local_addr()?)
+        .map_err(io::Error::other)?;
     let purge = tokio::spawn(purge_loop(registry.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();

@@ -185,7 +185,7 @@ pub struct Permit(PermitKind);
 enum PermitKind {
     Everything,
     Policy { who: Identity, policy: Arc<Policy> },
-    Token(Vec<AccessEntry>),
+    Token { user: String, access: Vec<AccessEntry> },
 }
 
 fn action_name(action: Action) -> &'static str {
@@ -208,12 +208,24 @@ impl Permit {
         matches!(self.0, PermitKind::Everything)
     }
 
+    /// The authenticated user, if any (none without auth or for an anonymous client).
+    pub fn user(&self) -> Option<&str> {
+        match &self.0 {
+            PermitKind::Policy {
+                who: Identity::User(user),
+                ..
+            } => Some(user),
+            PermitKind::Token { user, .. } if !user.is_empty() => Some(user),
+            _ => None,
+        }
+    }
+
     /// Whether `action` on `resource` is allowed.
     pub fn allows(&self, resource: &Resource, action: Action) -> bool {
         match &self.0 {
             PermitKind::Everything => true,
             PermitKind::Policy { who, policy } => policy.allows(who, resource, action),
-            PermitKind::Token(access) => access.iter().any(|entry| {
+            PermitKind::Token { access, .. } => access.iter().any(|entry| {
                 let (kind, name) = match resource {
                     Resource::Catalog => ("registry", "catalog"),
                     Resource::Repository(name) => ("repository", name.as_str()),
@@ -445,7 +457,10 @@ impl Auth {
                 return Err(self.challenge(asked, Some("invalid_token"), &message));
             }
         };
-        let permit = Permit(PermitKind::Token(claims.access));
+        let permit = Permit(PermitKind::Token {
+            user: claims.sub.clone(),
+            access: claims.access,
+        });
         match need {
             Need::Nothing | Need::Authenticated => Ok(permit),
             Need::Access(resource, action) if permit.allows(resource, *action) => Ok(permit),

@@ -39,7 +39,21 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         let result = match route::parse(parts.uri.path()) {
             Ok(Some(Route::Token)) => self.auth.token_endpoint(&parts, body, peer).await,
             Ok(Some(route)) => match self.auth.authorize(&route, &parts, peer).await {
-                Ok(permit) => self.dispatch(route, &parts, body, &permit).await,
+                Ok(permit) => {
+                    let result = self.dispatch(route.clone(), &parts, body, &permit).await;
+                    if let Ok(response) = &result {
+                        self.notify(
+                            &route,
+                            &parts,
+                            peer,
+                            &permit,
+                            response.status(),
+                            response.headers(),
+                        )
+                        .await;
+                    }
+                    result
+                }
                 Err(refusal) => Err(refusal),
             },
             Ok(None) => Err(RegistryError::new(ErrorCode::Unsupported, "no such endpoint")
