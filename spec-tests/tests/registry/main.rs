@@ -12,5 +12,6 @@ mod faults;
 mod interop;
 mod manifests;
 mod mounts;
+mod notifications;
 mod operation;
 mod uploads;

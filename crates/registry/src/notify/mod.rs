@@ -29,6 +29,7 @@ mod event;
 mod filter;
 mod metrics;
 mod observe;
+mod resolved;
 mod sender;
 
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ pub struct Notifier {
     instance_id: String,
     /// `host:port` of this registry, known once the listener is bound.
     source_addr: OnceLock<String>,
+    /// Tags clients resolved with `HEAD`, so the `GET` by digest that follows is not a second pull.
+    recent: resolved::RecentTags,
 }
 
 /// One endpoint's side of its queue.
@@ -94,6 +97,7 @@ impl Notifier {
             metrics,
             instance_id: uuid::Uuid::new_v4().to_string(),
             source_addr: OnceLock::new(),
+            recent: resolved::RecentTags::default(),
         }
     }
 

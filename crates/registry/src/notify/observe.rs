@@ -1,7 +1,11 @@
 //! What a finished request tells the endpoints: the events its successful response stands
 //! for, as distribution emits them.
 //!
-//! - a manifest `GET` (not `HEAD`, not a `304`): `pull`, with the tag when asked by tag;
+//! - a manifest `GET`, or `HEAD` by tag (not a `304`): `pull`, with the tag when asked by tag.
+//!   docker and containerd pull by `HEAD` by tag, then `GET` by digest, or no `GET` at all
+//!   when they hold the image already; the `HEAD` is the pull event, and the `GET` by digest
+//!   that follows from the same client is not reported again (`resolved`), so one pull is
+//!   one event with its tag;
 //! - a blob `GET` (whole or ranged): `pull`, media type `application/octet-stream`;
 //! - a manifest `PUT`: `push`, one event per tag it set (the reference and each `?tag=`);
 //! - a completed upload (the final `PUT`, or a monolithic `POST`): `push` of the blob;
@@ -50,7 +54,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             &request.host
         };
         let base = format!("{scheme}://{host}");
-        let targets = self.targets(route, parts, status, headers, &base).await;
+        let targets = self.targets(route, parts, status, headers, &request, &base).await;
         if targets.is_empty() {
             return;
         }
@@ -79,14 +83,31 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         parts: &Parts,
         status: StatusCode,
         headers: &HeaderMap,
+        request: &RequestRecord,
         base: &str,
     ) -> Vec<(EventAction, Target)> {
         let served_digest = header(headers, &DOCKER_CONTENT_DIGEST).and_then(|d| d.parse::<Digest>().ok());
         match (route, &parts.method) {
-            (Route::Manifest(name, reference), &Method::GET) if status == StatusCode::OK => {
+            (Route::Manifest(name, reference), method) if status == StatusCode::OK => {
                 let Some(digest) = served_digest else {
                     return Vec::new();
                 };
+                let (client, digest_text) = (client_of(request), digest.to_string());
+                let tag = tag_of(reference);
+                let reported = match (method, &tag) {
+                    (&Method::HEAD, Some(_)) => {
+                        self.notifier
+                            .recent
+                            .remember(&client, name.as_str(), &digest_text);
+                        true
+                    }
+                    (&Method::GET, Some(_)) => true,
+                    (&Method::GET, None) => !self.notifier.recent.take(&client, name.as_str(), &digest_text),
+                    _ => false,
+                };
+                if !reported {
+                    return Vec::new();
+                }
                 let mut target = described(
                     name,
                     &digest,
@@ -94,7 +115,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                     header(headers, &CONTENT_LENGTH).and_then(|l| l.parse().ok()),
                     manifest_url(base, name, &digest),
                 );
-                target.tag = tag_of(reference);
+                target.tag = tag;
                 vec![(EventAction::Pull, target)]
             }
             (Route::Manifest(name, reference), &Method::PUT) => {
@@ -210,6 +231,15 @@ fn described(
         url: Some(url),
         ..bare(name)
     }
+}
+
+/// The client a request came from, without its port (a client's next request may come on
+/// another connection).
+fn client_of(request: &RequestRecord) -> String {
+    request
+        .addr
+        .parse::<std::net::SocketAddr>()
+        .map_or_else(|_| request.addr.clone(), |a| a.ip().to_string())
 }
 
 fn tag_of(reference: &ManifestRef) -> Option<String> {

@@ -55,7 +55,6 @@ impl Sender {
             .with_no_client_auth();
         let client = reqwest::Client::builder()
             .user_agent(concat!("rbuild-registry/", env!("CARGO_PKG_VERSION")))
-            .default_headers(config.headers.0.clone())
             .timeout(config.timeout())
             .redirect(reqwest::redirect::Policy::none())
             .tls_backend_preconfigured(tls)
@@ -120,6 +119,8 @@ impl Sender {
         let response = self
             .client
             .post(self.config.url.as_str())
+            // Per request rather than as the client's defaults, which keep one value per name.
+            .headers(self.config.headers.0.clone())
             .header(http::header::CONTENT_TYPE, EVENTS_MEDIA_TYPE)
             .body(body)
             .send()
