@@ -43,9 +43,21 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// Listens on `addr` (`127.0.0.1:0` for any port).
-    fn start(addr: &str, behaviour: Behaviour) -> Receiver {
-        let listener = TcpListener::bind(addr).expect("bind the receiver");
+    /// Listens on a new loopback port.
+    fn start(behaviour: Behaviour) -> Receiver {
+        Receiver::serve(
+            TcpListener::bind("127.0.0.1:0").expect("bind the receiver"),
+            behaviour,
+        )
+    }
+
+    /// Listens on the port `socket` holds.
+    fn start_on(socket: socket2::Socket, behaviour: Behaviour) -> Receiver {
+        socket.listen(16).expect("listen");
+        Receiver::serve(socket.into(), behaviour)
+    }
+
+    fn serve(listener: TcpListener, behaviour: Behaviour) -> Receiver {
         let addr = listener.local_addr().expect("receiver address");
         let deliveries = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -149,10 +161,18 @@ fn answer(stream: TcpStream) -> Option<Delivery> {
     })
 }
 
-/// A loopback port nothing listens on (for a receiver that starts later).
-fn unused_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
+/// A loopback port held without listening: connections to it are refused, as by a receiver
+/// that is down, and no other process can take it before the receiver comes up on it.
+fn reserved_port() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bind");
+    let addr = socket
+        .local_addr()
+        .expect("address")
+        .as_socket()
+        .expect("an IP address");
+    (socket, addr)
 }
 
 /// What identifies an event: action, repository, digest, tag and media type.
@@ -192,7 +212,7 @@ fn event(
 #[test]
 fn docker_push_and_pull_send_one_envelope_each() {
     let Some(docker) = Docker::get() else { return };
-    let receiver = Receiver::start("127.0.0.1:0", Behaviour::Acknowledge);
+    let receiver = Receiver::start(Behaviour::Acknowledge);
     let registry = RegistryProcess::start_with_config(&format!(
         r#"
         [[notifications]]
@@ -301,7 +321,7 @@ fn docker_push_and_pull_send_one_envelope_each() {
 /// blob pull, a mount and a tag delete.
 #[test]
 fn receiver_down_events_are_retried_and_delivered_in_order() {
-    let port = unused_port();
+    let (socket, port) = reserved_port();
     let mut registry = RegistryProcess::start_with_config(&format!(
         r#"
         [[notifications]]
@@ -341,7 +361,7 @@ fn receiver_down_events_are_retried_and_delivered_in_order() {
     wait_until("two failed delivery attempts", Duration::from_secs(20), || {
         registry.log().contains("attempt 2 failed")
     });
-    let receiver = Receiver::start(&port.to_string(), Behaviour::Acknowledge);
+    let receiver = Receiver::start_on(socket, Behaviour::Acknowledge);
     let events = receiver.wait_for_events(8);
     let blob = "application/octet-stream";
     let config = config.to_string();
@@ -385,7 +405,7 @@ fn receiver_down_events_are_retried_and_delivered_in_order() {
 #[test]
 fn a_full_queue_drops_events_and_pushes_still_succeed() {
     let Some(docker) = Docker::get() else { return };
-    let receiver = Receiver::start("127.0.0.1:0", Behaviour::Hang);
+    let receiver = Receiver::start(Behaviour::Hang);
     let registry = RegistryProcess::start_with_config(&format!(
         r#"
         [[notifications]]
