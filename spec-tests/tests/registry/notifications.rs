@@ -433,3 +433,47 @@ fn a_full_queue_drops_events_and_pushes_still_succeed() {
     );
     assert!(receiver.events().is_empty());
 }
+
+/// With auth on, an event's actor is the user who made the request.
+#[test]
+fn the_actor_is_the_authenticated_user() {
+    let receiver = Receiver::start(Behaviour::Acknowledge);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let htpasswd = dir.path().join("htpasswd");
+    crate::auth::add_user(&htpasswd, "alice", "wonderland");
+    let registry = RegistryProcess::start_with_config(&format!(
+        r#"
+        [auth]
+        mode = "htpasswd"
+        htpasswd = "{}"
+        [[notifications]]
+        url = "{}"
+        "#,
+        htpasswd.display(),
+        receiver.url()
+    ));
+    let bytes = b"pushed by alice";
+    let digest = rbuild_oci::Digest::sha256_of(bytes);
+    let pushed = Api::new(&registry)
+        .request(
+            Method::POST,
+            &format!("/v2/notify/auth/blobs/uploads/?digest={digest}"),
+        )
+        .basic_auth("alice", Some("wonderland"))
+        .body(bytes.to_vec())
+        .send()
+        .expect("POST blob");
+    assert_eq!(pushed.status(), 201);
+    let events = receiver.wait_for_events(1);
+    assert_eq!(
+        summary(&events[0]),
+        event(
+            "push",
+            "notify/auth",
+            &digest.to_string(),
+            "",
+            "application/octet-stream"
+        )
+    );
+    assert_eq!(events[0]["actor"]["name"], "alice");
+}
