@@ -76,7 +76,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     }
 
     /// The event targets of a successful response (none for requests that change and serve
-    /// nothing, like `HEAD` or a tag list); `base` is `scheme://host` for their URLs.
+    /// nothing, like a blob `HEAD` or a tag list); `base` is `scheme://host` for their URLs.
     async fn targets(
         &self,
         route: &Route,
@@ -88,7 +88,9 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     ) -> Vec<(EventAction, Target)> {
         let served_digest = header(headers, &DOCKER_CONTENT_DIGEST).and_then(|d| d.parse::<Digest>().ok());
         match (route, &parts.method) {
-            (Route::Manifest(name, reference), method) if status == StatusCode::OK => {
+            (Route::Manifest(name, reference), method @ (&Method::GET | &Method::HEAD))
+                if status == StatusCode::OK =>
+            {
                 let Some(digest) = served_digest else {
                     return Vec::new();
                 };
