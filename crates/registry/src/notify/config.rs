@@ -140,6 +140,21 @@ impl EndpointUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The URL for log lines: scheme, host, port and path, without user information or a
+    /// query, either of which may hold a credential.
+    pub fn loggable(&self) -> String {
+        let Ok(uri) = self.0.parse::<Uri>() else {
+            return String::new();
+        };
+        let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+        format!(
+            "{}://{}{port}{}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.host().unwrap_or_default(),
+            uri.path()
+        )
+    }
 }
 
 impl TryFrom<String> for EndpointUrl {
@@ -287,6 +302,16 @@ mod tests {
             let err = toml::from_str::<Config>(&format!("[[notifications]]\n{toml}\n")).unwrap_err();
             assert!(err.to_string().contains(expected), "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        let url = |u: &str| EndpointUrl::try_from(u.to_owned()).unwrap().loggable();
+        assert_eq!(
+            url("https://bot:s3cr3t@hooks.example.com:8443/r?token=t"),
+            "https://hooks.example.com:8443/r"
+        );
+        assert_eq!(url("http://127.0.0.1/events"), "http://127.0.0.1/events");
     }
 
     #[test]

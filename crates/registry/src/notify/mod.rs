@@ -125,6 +125,11 @@ impl Notifier {
                 endpoint.config.clone(),
                 endpoint.counters.clone(),
             )?;
+            tracing::info!(
+                "notifications: sending events to endpoint {} ({})",
+                endpoint.name,
+                endpoint.config.url.loggable()
+            );
             tokio::spawn(sender.run(receiver));
         }
         Ok(())
@@ -160,7 +165,7 @@ impl Endpoint {
                     tracing::warn!(
                         "notification endpoint {} ({}): queue of {} events is full; dropped a {} event for {} ({dropped} dropped so far)",
                         self.name,
-                        self.config.url.as_str(),
+                        self.config.url.loggable(),
                         self.config.queue_size.max(1),
                         event.action.as_str(),
                         event.target.repository,

@@ -104,7 +104,7 @@ impl Sender {
                     tracing::warn!(
                         "notification endpoint {} ({}): {reason}; attempt {failures} failed, retrying in {}ms",
                         self.name,
-                        self.config.url.as_str(),
+                        self.config.url.loggable(),
                         delay.as_millis()
                     );
                     tokio::time::sleep(delay).await;
@@ -125,7 +125,8 @@ impl Sender {
             .body(body)
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            // The URL is in the log line already, without what may be a credential.
+            .map_err(|e| error_chain(&e.without_url()))?;
         let status = response.status();
         if status.is_success() || status.is_redirection() {
             Ok(())
