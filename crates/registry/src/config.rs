@@ -44,6 +44,9 @@
 //! repositories = ["team-a/**"]
 //! groups = ["ci"]
 //! actions = ["pull", "push"]
+//!
+//! [gc]                     # see `crate::gc::GcConfig`
+//! grace_secs = 3600
 //! ```
 
 use std::net::SocketAddr;
@@ -95,6 +98,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// Garbage collection and retention (`crate::gc`).
+    pub gc: crate::gc::GcConfig,
 }
 
 impl Default for Config {
@@ -109,6 +114,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             tls: None,
             auth: AuthConfig::default(),
+            gc: crate::gc::GcConfig::default(),
         }
     }
 }

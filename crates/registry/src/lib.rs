@@ -11,7 +11,8 @@
 //!   headers and [error codes](error::ErrorCode);
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
 //! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
-//!   and the stale-upload purge.
+//!   and the stale-upload purge;
+//! - [`gc`] collects garbage and applies retention while the server runs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +28,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod gc;
 mod handlers;
 pub mod http;
 pub mod route;
@@ -48,6 +50,7 @@ pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
     metadata: M,
     config: Config,
     auth: Auth,
+    gc_metrics: gc::GcMetrics,
 }
 
 /// Why a registry could not be opened.
@@ -82,6 +85,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             metadata,
             config,
             auth,
+            gc_metrics: gc::GcMetrics::default(),
         })
     }
 
