@@ -342,3 +342,32 @@ fn gc_in_a_loop_while_pushes_go_on() {
         let _ = docker.cmd().args(["rmi", &format!("{repo}:build")]).output();
     }
 }
+
+#[test]
+fn serve_collects_on_its_schedule() {
+    let registry = RegistryProcess::start_with_config("[gc]\ngrace_secs = 0\ninterval_secs = 1\n");
+    let api = Api::new(&registry);
+    let kept = TestImage::new("kept");
+    let garbage = TestImage::new("garbage");
+    api.push_image("sched/app", "v1", &kept);
+    api.push_image("sched/app", "old", &garbage);
+    assert_eq!(api.delete("/v2/sched/app/manifests/old").status(), 202);
+    let layer = format!("/v2/sched/app/blobs/{}", Digest::sha256_of(&garbage.layers[0]));
+    assert_eq!(api.head(&layer).status(), 200);
+    spec_tests::wait::wait_until(
+        "the scheduled collection to remove the untagged image",
+        Duration::from_secs(30),
+        || {
+            registry
+                .log()
+                .contains("garbage collection: removed 0 tags, 1 manifests")
+                && api.head(&layer).status() == 404
+        },
+    );
+    for blob in std::iter::once(&kept.config).chain(&kept.layers) {
+        let path = format!("/v2/sched/app/blobs/{}", Digest::sha256_of(blob));
+        assert_eq!(api.get(&path).bytes().unwrap().as_ref(), blob.as_slice());
+    }
+    let (ok, report) = registry.fsck();
+    assert!(ok, "{report}");
+}
