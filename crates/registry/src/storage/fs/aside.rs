@@ -133,6 +133,11 @@ pub(crate) fn restore(aside: &Path, original: &Path) -> StorageResult<()> {
 /// Puts back every file of `dir` that a collector set aside over a minute ago and never
 /// decided on (it stopped midway).
 pub(crate) fn recover(dir: &Path) -> StorageResult<()> {
+    recover_older_than(dir, ABANDONED_AFTER)
+}
+
+/// Puts back every file of `dir` set aside at least `age` ago.
+fn recover_older_than(dir: &Path, age: Duration) -> StorageResult<()> {
     use std::os::unix::fs::MetadataExt;
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -156,8 +161,8 @@ pub(crate) fn recover(dir: &Path) -> StorageResult<()> {
         };
         // A rename sets the change time, so it says when the file was set aside.
         let set_aside = entry.metadata().map(|m| m.ctime()).unwrap_or(i64::MAX);
-        let age = i64::try_from(now.as_secs()).unwrap_or(i64::MAX) - set_aside;
-        if age > ABANDONED_AFTER.as_secs() as i64 {
+        let aside_for = i64::try_from(now.as_secs()).unwrap_or(i64::MAX) - set_aside;
+        if aside_for >= i64::try_from(age.as_secs()).unwrap_or(i64::MAX) {
             restore(&entry.path(), &dir.join(original))?;
         }
     }
@@ -218,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_leaves_fresh_files_and_restoring_never_replaces_a_newer_one() {
+    fn recovery_puts_back_abandoned_files_only_and_never_over_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let fresh = dir.path().join(format!("{}fresh.0123", aside_prefix()));
         fs::write(&fresh, b"x").unwrap();
@@ -227,6 +232,9 @@ mod tests {
             fresh.exists(),
             "a file set aside just now belongs to a running collector"
         );
+        recover_older_than(dir.path(), Duration::ZERO).unwrap();
+        assert!(!fresh.exists(), "an abandoned one goes back under its name");
+        assert_eq!(fs::read(dir.path().join("fresh")).unwrap(), b"x");
 
         let newer = dir.path().join("tag");
         fs::write(&newer, b"new").unwrap();
