@@ -154,7 +154,8 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         plan: &mut Plan,
     ) -> Result<(), GcError> {
         let tags = self.metadata.list_tags(repo).await?;
-        let expired = policy.map(|p| p.expired_tags(&tags)).unwrap_or_default();
+        let mut expired = policy.map(|p| p.expired_tags(&tags)).unwrap_or_default();
+        expired.retain(|t| t.touched < cutoff);
         let tagged: HashSet<&Digest> = tags
             .iter()
             .filter(|t| !expired.iter().any(|e| e.tag == t.tag))

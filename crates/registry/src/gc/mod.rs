@@ -23,7 +23,8 @@
 //! - A manifest that was a candidate but turns out in use keeps, for this run, everything it
 //!   references, which mark did not count: an index pushed meanwhile may have just named it.
 //! - Tags move only by a push, which stores the manifest first (a touch); a tag is removed by
-//!   retention only if it still holds the digest retention saw.
+//!   retention only if it still holds the digest retention saw and was not set again since the
+//!   cutoff (a tag younger than the grace period never expires).
 //!
 //! The grace period must exceed the longest time a client takes between uploading a blob and
 //! pushing the manifest that names it (a blob nothing refers to yet is only protected by being
@@ -226,7 +227,12 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             duration: Duration::ZERO,
         };
         for (repo, tag) in plan.tags {
-            if dry_run || self.metadata.delete_tag_if(&repo, &tag.tag, &tag.digest).await? {
+            let deleted = dry_run
+                || self
+                    .metadata
+                    .delete_tag_if_idle(&repo, &tag.tag, &tag.digest, cutoff)
+                    .await?;
+            if deleted {
                 report.removed.push(Removed::Tag { repo, tag: tag.tag });
             } else {
                 report.kept_in_use += 1;

@@ -409,3 +409,35 @@ async fn a_tag_moved_during_the_sweep_is_not_removed() {
     assert!(!report.removed.iter().any(|r| matches!(r, Removed::Tag { .. })));
     f.assert_fsck_clean();
 }
+
+#[tokio::test]
+async fn a_tag_pushed_again_during_the_sweep_is_not_removed() {
+    let f = fixture(GcConfig {
+        retention: vec![RetentionPolicy {
+            repositories: "**".to_owned(),
+            tag_pattern: None,
+            keep_last_tags: Some(0),
+            delete_untagged_after_secs: None,
+        }],
+        ..no_grace()
+    });
+    let first = f.push_image("app", b"config-1", &[b"layer-1"], Some("v1")).await;
+    tick().await;
+    let now = SystemTime::now();
+    let plan = f.registry.mark(now, now).await.unwrap();
+    assert_eq!(plan.tags.len(), 1);
+
+    // The same image, pushed to the same tag again: same digest, but a new push.
+    tick().await;
+    f.push_image("app", b"config-1", &[b"layer-1"], Some("v1")).await;
+    let report = f.registry.sweep(plan, now, false).await.unwrap();
+    assert!(report.removed.is_empty(), "{:#?}", report.removed);
+    let resolved = f
+        .registry
+        .metadata
+        .resolve_tag(&name("app"), &"v1".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resolved, Some(Digest::sha256_of(&first)));
+    f.assert_fsck_clean();
+}

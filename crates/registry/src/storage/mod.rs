@@ -427,12 +427,15 @@ pub trait MetadataStore: Send + Sync + 'static {
         cutoff: SystemTime,
     ) -> impl Future<Output = StorageResult<bool>> + Send;
 
-    /// Removes a tag if it still points at `digest`; a tag moved meanwhile stays.
-    fn delete_tag_if(
+    /// Removes a tag if it still points at `digest` and was last set before `cutoff`; a tag
+    /// moved or pushed again meanwhile stays. Atomic with respect to
+    /// [`set_tag`](MetadataStore::set_tag).
+    fn delete_tag_if_idle(
         &self,
         repo: &RepositoryName,
         tag: &Tag,
         digest: &Digest,
+        cutoff: SystemTime,
     ) -> impl Future<Output = StorageResult<bool>> + Send;
 }
 

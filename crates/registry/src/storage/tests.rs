@@ -471,15 +471,26 @@ async fn metadata_gc_suite<M: MetadataStore>(meta: &M) {
     assert!(!meta.touch_manifest(&repo, &sig.digest).await.unwrap());
 
     assert!(
-        !meta.delete_tag_if(&repo, &tag("v1"), &sig.digest).await.unwrap(),
+        !meta
+            .delete_tag_if_idle(&repo, &tag("v1"), &sig.digest, cutoff)
+            .await
+            .unwrap(),
         "moved meanwhile"
+    );
+    meta.set_tag(&repo, &tag("v2"), &image.digest).await.unwrap();
+    assert!(
+        !meta
+            .delete_tag_if_idle(&repo, &tag("v2"), &image.digest, cutoff)
+            .await
+            .unwrap(),
+        "pushed again after the cutoff"
     );
     assert_eq!(
         meta.resolve_tag(&repo, &tag("v1")).await.unwrap(),
         Some(image.digest.clone())
     );
     assert!(
-        meta.delete_tag_if(&repo, &tag("v1"), &image.digest)
+        meta.delete_tag_if_idle(&repo, &tag("v1"), &image.digest, cutoff)
             .await
             .unwrap()
     );

@@ -499,19 +499,30 @@ impl MetadataStore for FsMetadataStore {
         .await
     }
 
-    async fn delete_tag_if(&self, repo: &RepositoryName, tag: &Tag, digest: &Digest) -> StorageResult<bool> {
+    async fn delete_tag_if_idle(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> StorageResult<bool> {
         let (tag, digest) = (tag.clone(), digest.clone());
         self.with_repo(repo, move |_, r| {
             let path = r.tags().join(tag.as_str());
-            if read_tag(&path)?.as_ref() != Some(&digest) {
+            let unchanged = |path: &Path| -> StorageResult<bool> {
+                let idle = modified_optional(path)?.is_some_and(|touched| touched < cutoff);
+                Ok(idle && read_tag(path)?.as_ref() == Some(&digest))
+            };
+            if !unchanged(&path)? {
                 return Ok(false);
             }
-            // Set aside, then read what was set aside: a move of the tag before the rename is
-            // seen and put back; one after it writes a new file that is not touched here.
+            // Set aside, then look at what was set aside: a push of the tag before the rename
+            // (a new file, so a new time) is seen and put back; one after it writes a new file
+            // that is not touched here.
             let Some(aside) = aside::set_aside(&path)? else {
                 return Ok(false);
             };
-            if read_tag(&aside)?.as_ref() == Some(&digest) {
+            if unchanged(&aside)? {
                 remove_optional(&aside)
             } else {
                 aside::restore(&aside, &path)?;
