@@ -379,8 +379,9 @@ async fn an_index_pushed_during_the_sweep_keeps_its_untagged_child_and_layers() 
     f.assert_fsck_clean();
 }
 
-#[tokio::test]
-async fn a_tag_moved_during_the_sweep_is_not_removed() {
+/// Pushes `app:v1` under a policy that keeps no tag, marks (v1 expires), pushes config-`n`
+/// and layer-`n` to `app:v1` again, and sweeps; returns what v1 points at after, and the report.
+async fn sweep_after_pushing_v1_again(n: u8) -> (Option<Digest>, GcReport) {
     let f = fixture(GcConfig {
         retention: vec![RetentionPolicy {
             repositories: "**".to_owned(),
@@ -397,47 +398,37 @@ async fn a_tag_moved_during_the_sweep_is_not_removed() {
     assert_eq!(plan.tags.len(), 1);
 
     tick().await;
-    let second = f.push_image("app", b"config-2", &[b"layer-2"], Some("v1")).await;
+    let (config, layer) = (format!("config-{n}"), format!("layer-{n}"));
+    f.push_image("app", config.as_bytes(), &[layer.as_bytes()], Some("v1"))
+        .await;
     let report = f.registry.sweep(plan, now, false).await.unwrap();
+    f.assert_fsck_clean();
     let resolved = f
         .registry
         .metadata
         .resolve_tag(&name("app"), &"v1".parse().unwrap())
         .await
         .unwrap();
-    assert_eq!(resolved, Some(Digest::sha256_of(&second)));
+    (resolved, report)
+}
+
+#[tokio::test]
+async fn a_tag_moved_during_the_sweep_is_not_removed() {
+    let (resolved, report) = sweep_after_pushing_v1_again(2).await;
+    assert_eq!(
+        resolved,
+        Some(Digest::sha256_of(&image(b"config-2", &[b"layer-2"])))
+    );
     assert!(!report.removed.iter().any(|r| matches!(r, Removed::Tag { .. })));
-    f.assert_fsck_clean();
 }
 
 #[tokio::test]
 async fn a_tag_pushed_again_during_the_sweep_is_not_removed() {
-    let f = fixture(GcConfig {
-        retention: vec![RetentionPolicy {
-            repositories: "**".to_owned(),
-            tag_pattern: None,
-            keep_last_tags: Some(0),
-            delete_untagged_after_secs: None,
-        }],
-        ..no_grace()
-    });
-    let first = f.push_image("app", b"config-1", &[b"layer-1"], Some("v1")).await;
-    tick().await;
-    let now = SystemTime::now();
-    let plan = f.registry.mark(now, now).await.unwrap();
-    assert_eq!(plan.tags.len(), 1);
-
-    // The same image, pushed to the same tag again: same digest, but a new push.
-    tick().await;
-    f.push_image("app", b"config-1", &[b"layer-1"], Some("v1")).await;
-    let report = f.registry.sweep(plan, now, false).await.unwrap();
+    // The same image to the same tag: the digest is unchanged, but it is a new push.
+    let (resolved, report) = sweep_after_pushing_v1_again(1).await;
+    assert_eq!(
+        resolved,
+        Some(Digest::sha256_of(&image(b"config-1", &[b"layer-1"])))
+    );
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
-    let resolved = f
-        .registry
-        .metadata
-        .resolve_tag(&name("app"), &"v1".parse().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(resolved, Some(Digest::sha256_of(&first)));
-    f.assert_fsck_clean();
 }
