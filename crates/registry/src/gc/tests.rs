@@ -432,3 +432,26 @@ async fn a_tag_pushed_again_during_the_sweep_is_not_removed() {
     );
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
 }
+
+#[tokio::test]
+async fn fsck_reports_what_a_stopped_collection_left_aside() {
+    let f = fixture(no_grace());
+    let layer = f.blob("app", b"layer").await;
+    let path = f
+        .dir
+        .path()
+        .join("blobs/sha256")
+        .join(&layer.hex()[..2])
+        .join(layer.hex());
+    let aside = path.with_file_name(format!(".tmp-gc-{}.0123abcd", layer.hex()));
+    std::fs::rename(&path, &aside).unwrap();
+    let report = fsck(f.dir.path()).unwrap();
+    assert!(
+        report.findings.iter().any(|finding| finding.path == aside
+            && finding
+                .message
+                .contains("the next `rbuild registry gc` puts it back")),
+        "{:#?}",
+        report.findings
+    );
+}

@@ -136,29 +136,43 @@ pub(crate) fn recover(dir: &Path) -> StorageResult<()> {
     recover_older_than(dir, ABANDONED_AFTER)
 }
 
-/// Puts back every file of `dir` set aside at least `age` ago.
-fn recover_older_than(dir: &Path, age: Duration) -> StorageResult<()> {
-    use std::os::unix::fs::MetadataExt;
+/// The files of `dir` set aside and not yet decided on, with the names they were set aside
+/// from; empty if `dir` does not exist.
+fn aside_entries(dir: &Path) -> StorageResult<Vec<(fs::DirEntry, String)>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_error("listing", dir, e)),
     };
     let prefix = aside_prefix();
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| io_error("listing", dir, e))?;
-        let name = entry.file_name();
-        let Some(original) = name
+        let original = entry
+            .file_name()
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
             .and_then(|n| n.rsplit_once('.'))
-            .map(|(original, _)| original.to_owned())
-        else {
-            continue;
-        };
+            .map(|(original, _)| original.to_owned());
+        if let Some(original) = original {
+            found.push((entry, original));
+        }
+    }
+    Ok(found)
+}
+
+/// The files of `dir` a collector set aside (for fsck to report).
+pub(crate) fn set_aside_files(dir: &Path) -> StorageResult<Vec<PathBuf>> {
+    Ok(aside_entries(dir)?.into_iter().map(|(e, _)| e.path()).collect())
+}
+
+/// Puts back every file of `dir` set aside at least `age` ago.
+fn recover_older_than(dir: &Path, age: Duration) -> StorageResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    for (entry, original) in aside_entries(dir)? {
         // A rename sets the change time, so it says when the file was set aside.
         let set_aside = entry.metadata().map(|m| m.ctime()).unwrap_or(i64::MAX);
         let aside_for = i64::try_from(now.as_secs()).unwrap_or(i64::MAX) - set_aside;
