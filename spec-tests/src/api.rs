@@ -159,6 +159,11 @@ impl TestImage {
             format!("layer one of {seed}").into_bytes(),
             format!("layer two of {seed}").into_bytes(),
         ];
+        TestImage::from_parts(config, layers, extra)
+    }
+
+    /// An image of the given config and layers, with extra top-level manifest fields.
+    pub fn from_parts(config: Vec<u8>, layers: Vec<Vec<u8>>, extra: serde_json::Value) -> TestImage {
         let descriptor = |media: &str, bytes: &[u8]| {
             serde_json::json!({
                 "mediaType": media,

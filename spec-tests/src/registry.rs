@@ -191,6 +191,36 @@ impl RegistryProcess {
         self.addr = addr;
     }
 
+    /// Runs `rbuild registry gc` on the root with the registry's config (and `args`, such as
+    /// `--dry-run`), failing the test unless it succeeds; returns what it printed.
+    pub fn gc(&self, args: &[&str]) -> String {
+        let mut command = Command::new(rbuild_bin());
+        command
+            .args(["registry", "gc", "--root"])
+            .arg(&self.root)
+            .args(args);
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        crate::tools::run(&mut command)
+    }
+
+    /// The bytes of the blobs stored under the root (staged uploads not counted).
+    pub fn stored_blob_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+            entries
+                .filter(|e| e.file_name() != "_uploads")
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.root.join("blobs"))
+    }
+
     /// Runs `rbuild registry fsck` on the root; returns whether it passed and what it printed.
     pub fn fsck(&self) -> (bool, String) {
         let out = Command::new(rbuild_bin())

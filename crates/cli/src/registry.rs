@@ -1,47 +1,107 @@
 //! `rbuild registry …`: maintenance of a registry's storage.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use rbuild_registry::gc::GcOptions;
 use rbuild_registry::storage::fs::fsck;
+use rbuild_registry::{Config, Registry};
+
+/// Which registry: its config file and storage root, as `rbuild serve` takes them.
+#[derive(Args)]
+pub struct Target {
+    /// Storage root of the registry [default: the config's `root`, else serve's default]
+    #[arg(long, env = "RBUILD_REGISTRY_ROOT")]
+    root: Option<PathBuf>,
+    /// The registry's TOML config file
+    #[arg(long, env = "RBUILD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    /// The configuration and the storage root, which must exist.
+    fn resolve(&self) -> anyhow::Result<(Config, PathBuf)> {
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let root = self
+            .root
+            .clone()
+            .or_else(|| config.root.clone())
+            .unwrap_or_else(crate::serve::default_root);
+        if !root.is_dir() {
+            anyhow::bail!("{} is not a directory", root.display());
+        }
+        Ok((config, root))
+    }
+}
 
 #[derive(Subcommand)]
 pub enum RegistryCommand {
     /// Re-hash every blob and check every link; exit 1 if anything is wrong.
     Fsck {
-        /// Storage root of the registry
-        #[arg(long, env = "RBUILD_REGISTRY_ROOT")]
-        root: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove what no tag keeps (and what retention policies let go), while the registry
+    /// serves; see `[gc]` in the README.
+    Gc {
+        #[command(flatten)]
+        target: Target,
+        /// Print what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
 pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
     match command {
-        RegistryCommand::Fsck { root } => {
-            if !root.is_dir() {
-                anyhow::bail!("{} is not a directory", root.display());
-            }
-            let report = fsck::fsck(&root)?;
-            for finding in &report.findings {
-                println!("{finding}");
-            }
-            println!(
-                "checked {} blobs ({} bytes), {} repositories, {} links, {} manifests, {} tags, {} uploads: {}",
-                report.blobs,
-                report.bytes,
-                report.repositories,
-                report.links,
-                report.manifests,
-                report.tags,
-                report.uploads,
-                if report.has_errors() { "ERRORS FOUND" } else { "ok" }
-            );
-            Ok(if report.has_errors() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+        RegistryCommand::Fsck { target } => {
+            let (_, root) = target.resolve()?;
+            check(&root)
+        }
+        RegistryCommand::Gc { target, dry_run } => {
+            let (config, root) = target.resolve()?;
+            collect(&root, config, dry_run)
         }
     }
+}
+
+fn check(root: &Path) -> anyhow::Result<ExitCode> {
+    let report = fsck::fsck(root)?;
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    println!(
+        "checked {} blobs ({} bytes), {} repositories, {} links, {} manifests, {} tags, {} uploads: {}",
+        report.blobs,
+        report.bytes,
+        report.repositories,
+        report.links,
+        report.manifests,
+        report.tags,
+        report.uploads,
+        if report.has_errors() { "ERRORS FOUND" } else { "ok" }
+    );
+    Ok(if report.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn collect(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let registry = Registry::open_fs(root, config)
+        .with_context(|| format!("opening the registry at {}", root.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(registry.collect_garbage(GcOptions { dry_run }))?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for removed in &report.removed {
+        println!("{verb} {removed}");
+    }
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
 }

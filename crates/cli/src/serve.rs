@@ -60,7 +60,7 @@ enum LogFormatArg {
 }
 
 /// Where a new user expects a service's data: the XDG data directory.
-fn default_root() -> PathBuf {
+pub(crate) fn default_root() -> PathBuf {
     let data_home = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));

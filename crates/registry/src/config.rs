@@ -48,6 +48,9 @@
 //! [[notifications]]        # see `crate::notify`
 //! url = "http://127.0.0.1:9000/events"
 //! actions = ["push", "delete"]
+//!
+//! [gc]                     # see `crate::gc::GcConfig`
+//! grace_secs = 3600
 //! ```
 
 use std::net::SocketAddr;
@@ -101,6 +104,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Event notification endpoints (`[[notifications]]`); see [`crate::notify`].
     pub notifications: Vec<crate::notify::EndpointConfig>,
+    /// Garbage collection and retention (`crate::gc`).
+    pub gc: crate::gc::GcConfig,
 }
 
 impl Default for Config {
@@ -116,6 +121,7 @@ impl Default for Config {
             tls: None,
             auth: AuthConfig::default(),
             notifications: Vec::new(),
+            gc: crate::gc::GcConfig::default(),
         }
     }
 }

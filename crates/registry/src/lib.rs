@@ -12,7 +12,8 @@
 //! - [`notify`] turns what requests did into events for the configured endpoints;
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
 //! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
-//!   and the stale-upload purge.
+//!   and the stale-upload purge;
+//! - [`gc`] collects garbage and applies retention while the server runs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod gc;
 mod handlers;
 pub mod http;
 pub mod notify;
@@ -52,6 +54,7 @@ pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
     config: Config,
     auth: Auth,
     notifier: Notifier,
+    gc_metrics: gc::GcMetrics,
 }
 
 /// Why a registry could not be opened.
@@ -88,6 +91,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             config,
             auth,
             notifier,
+            gc_metrics: gc::GcMetrics::default(),
         })
     }
 

@@ -50,6 +50,7 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
         .start(listener.local_addr()?)
         .map_err(io::Error::other)?;
     let purge = tokio::spawn(purge_loop(registry.clone()));
+    let gc = tokio::spawn(crate::gc::run_scheduled(registry.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -94,6 +95,7 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
     }
     drop(listener);
     purge.abort();
+    gc.abort();
     let grace = registry.config().shutdown_grace();
     tracing::info!(
         "shutting down; waiting up to {}s for in-flight requests",

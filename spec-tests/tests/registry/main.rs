@@ -9,6 +9,7 @@ mod conformance;
 mod deploy;
 mod discovery;
 mod faults;
+mod gc;
 mod interop;
 mod manifests;
 mod mounts;

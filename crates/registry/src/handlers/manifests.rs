@@ -104,7 +104,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         self.record(name, &child.digest).await
     }
 
-    async fn read_manifest_bytes(&self, record: &ManifestRecord) -> Result<Bytes> {
+    pub(crate) async fn read_manifest_bytes(&self, record: &ManifestRecord) -> Result<Bytes> {
         let chunks: Vec<Bytes> = self
             .blobs
             .read(&record.digest, 0..record.size)
@@ -171,9 +171,17 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         }
     }
 
-    /// Checks that everything a manifest references is in the repository.
-    async fn check_references(&self, name: &RepositoryName, summary: &ManifestSummary) -> Result<()> {
+    /// Checks that everything a manifest references is in the repository. Each reference is
+    /// touched before it is checked, so a garbage collection running meanwhile either sees it
+    /// in use and keeps it, or has already removed it and the check fails (`crate::gc`).
+    pub(crate) async fn check_references(
+        &self,
+        name: &RepositoryName,
+        summary: &ManifestSummary,
+    ) -> Result<()> {
         for blob in &summary.blobs {
+            self.metadata.touch_link(name, &blob.digest).await?;
+            self.blobs.touch(&blob.digest).await?;
             let unknown = || {
                 RegistryError::new(
                     ErrorCode::ManifestBlobUnknown,
@@ -202,7 +210,11 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             }
         }
         for child in &summary.manifests {
-            if self.metadata.manifest(name, &child.digest).await?.is_none() {
+            self.metadata.touch_manifest(name, &child.digest).await?;
+            self.blobs.touch(&child.digest).await?;
+            if self.metadata.manifest(name, &child.digest).await?.is_none()
+                || self.blobs.stat(&child.digest).await?.is_none()
+            {
                 return Err(RegistryError::new(
                     ErrorCode::ManifestBlobUnknown,
                     format!(

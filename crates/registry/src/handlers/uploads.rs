@@ -138,7 +138,8 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             }
             None => self.config.uploads.auto_mount && permit.is_everything(),
         };
-        if !allowed || self.blobs.stat(digest).await?.is_none() {
+        // Touched before the check, as a manifest's references are (`crate::gc`).
+        if !allowed || !self.blobs.touch(digest).await? || self.blobs.stat(digest).await?.is_none() {
             return Ok(false);
         }
         self.metadata.link_blob(name, digest).await?;

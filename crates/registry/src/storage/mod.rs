@@ -10,6 +10,7 @@
 //! one shared suite (`tests` below) that any other implementation must also pass.
 
 pub mod fs;
+mod listing;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
+
+pub use listing::{BlobInfo, LinkInfo, ManifestInfo, TagInfo};
 
 /// A stream of bytes: a request body going in, or blob content coming out.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -233,6 +236,28 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Every staged upload with the time it last grew, for purging abandoned ones.
     fn staged_uploads(&self) -> impl Future<Output = StorageResult<Vec<(UploadId, SystemTime)>>> + Send;
+
+    /// A page of the stored blobs, ordered by digest (as text), for garbage collection and
+    /// fsck. A blob stored or deleted while the listing runs may or may not appear.
+    fn blobs(&self, page: &PageRequest) -> impl Future<Output = StorageResult<Page<BlobInfo>>> + Send;
+
+    /// A stored blob's size and last-touched time, or `None`.
+    fn blob_info(&self, digest: &Digest) -> impl Future<Output = StorageResult<Option<BlobInfo>>> + Send;
+
+    /// Marks a blob as in use now, so that [`delete_if_idle`](BlobStore::delete_if_idle) with
+    /// an earlier cutoff refuses it; `false` if it is not stored. Never creates a blob. A
+    /// caller about to refer to a blob touches it first and checks that it exists after.
+    fn touch(&self, digest: &Digest) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Deletes a blob unless it was stored or touched at or after `cutoff`; returns the bytes
+    /// freed, or `None` if it was kept (or not there). Atomic with respect to
+    /// [`touch`](BlobStore::touch) and to storing the blob: either the touch comes first and
+    /// the blob stays, or the deletion comes first and a later existence check fails.
+    fn delete_if_idle(
+        &self,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
 }
 
 /// Named state: repository links, manifests, tags, referrers, and upload sessions.
@@ -351,6 +376,67 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Every upload session, for purging stale ones.
     fn uploads(&self) -> impl Future<Output = StorageResult<Vec<(RepositoryName, UploadSession)>>> + Send;
+
+    /// Every blob link of a repository, for garbage collection.
+    fn list_links(&self, repo: &RepositoryName) -> impl Future<Output = StorageResult<Vec<LinkInfo>>> + Send;
+
+    /// Every manifest a repository holds, for garbage collection.
+    fn list_manifests(
+        &self,
+        repo: &RepositoryName,
+    ) -> impl Future<Output = StorageResult<Vec<ManifestInfo>>> + Send;
+
+    /// Every tag of a repository with its target, for garbage collection and retention.
+    fn list_tags(&self, repo: &RepositoryName) -> impl Future<Output = StorageResult<Vec<TagInfo>>> + Send;
+
+    /// Marks a repository's link to a blob as in use now; `false` if there is none (never
+    /// creates one). See [`BlobStore::touch`].
+    fn touch_link(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Marks a manifest of a repository as in use now; `false` if the repository does not
+    /// hold it. [`put_manifest`](MetadataStore::put_manifest) touches too.
+    fn touch_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Removes a link unless it was made or touched at or after `cutoff`; atomic with respect
+    /// to [`touch_link`](MetadataStore::touch_link) and [`link_blob`](MetadataStore::link_blob)
+    /// as [`BlobStore::delete_if_idle`] is to its touch.
+    fn unlink_blob_if_idle(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Removes an untagged manifest (and its referrers-index entry) unless it was pushed or
+    /// touched at or after `cutoff`; atomic with respect to
+    /// [`touch_manifest`](MetadataStore::touch_manifest) and
+    /// [`put_manifest`](MetadataStore::put_manifest). Tags are left alone: a push that tags
+    /// the manifest stores it again first, which makes it busy.
+    fn delete_manifest_if_idle(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Removes a tag if it still points at `digest` and was last set before `cutoff`; a tag
+    /// moved or pushed again meanwhile stays. Atomic with respect to
+    /// [`set_tag`](MetadataStore::set_tag).
+    fn delete_tag_if_idle(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
 }
 
 #[cfg(test)]

@@ -333,3 +333,173 @@ async fn fs_names_never_leave_the_root() {
     let expected = dir.path().join("repositories/a/b/_manifests/tags/_x");
     assert!(expected.is_file());
 }
+
+/// Lets the file system's coarse clock move past the instants around it.
+async fn tick() {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// Listing, touching and idle-only deletion: what garbage collection relies on.
+async fn blob_gc_suite<B: BlobStore>(blobs: &B) {
+    let mut stored = Vec::new();
+    for i in 0..5u8 {
+        let content = Bytes::from(vec![i; 10 + usize::from(i)]);
+        let digest = Digest::sha256_of(&content);
+        blobs.put(&digest, content.clone()).await.unwrap();
+        stored.push((digest, content));
+    }
+    stored.sort_by_key(|(d, _)| d.to_string());
+    let digests: Vec<Digest> = stored.iter().map(|(d, _)| d.clone()).collect();
+    let mut listed = Vec::new();
+    let mut page = PageRequest {
+        after: None,
+        limit: 2,
+    };
+    loop {
+        let got = blobs.blobs(&page).await.unwrap();
+        assert!(got.items.len() <= 2);
+        listed.extend(got.items.iter().map(|b| b.digest.clone()));
+        page.after = got.items.last().map(|b| b.digest.to_string());
+        if !got.more {
+            break;
+        }
+    }
+    assert_eq!(listed, digests, "every blob once, in digest order, across pages");
+    let info = blobs.blob_info(&digests[0]).await.unwrap().unwrap();
+    assert_eq!(blobs.stat(&digests[0]).await.unwrap(), Some(info.size));
+    assert_eq!(
+        blobs.blob_info(&Digest::sha256_of(b"absent")).await.unwrap(),
+        None
+    );
+
+    tick().await;
+    let cutoff = SystemTime::now();
+    tick().await;
+    assert!(blobs.touch(&digests[0]).await.unwrap());
+    assert_eq!(
+        blobs.delete_if_idle(&digests[0], cutoff).await.unwrap(),
+        None,
+        "touched"
+    );
+    let size = blobs.stat(&digests[1]).await.unwrap();
+    assert_eq!(blobs.delete_if_idle(&digests[1], cutoff).await.unwrap(), size);
+    assert_eq!(blobs.stat(&digests[1]).await.unwrap(), None);
+    assert!(!blobs.touch(&digests[1]).await.unwrap(), "touch never creates");
+    assert_eq!(blobs.stat(&digests[1]).await.unwrap(), None);
+    assert_eq!(blobs.delete_if_idle(&digests[1], cutoff).await.unwrap(), None);
+    // Stored again, it is new.
+    blobs.put(&digests[1], stored[1].1.clone()).await.unwrap();
+    let again = blobs.blob_info(&digests[1]).await.unwrap().unwrap();
+    assert!(again.touched >= cutoff);
+}
+
+async fn metadata_gc_suite<M: MetadataStore>(meta: &M) {
+    let repo = name("gc/app");
+    let (kept, dropped) = (Digest::sha256_of(b"kept"), Digest::sha256_of(b"dropped"));
+    meta.link_blob(&repo, &kept).await.unwrap();
+    meta.link_blob(&repo, &dropped).await.unwrap();
+    let image = record(b"image", None, "application/vnd.oci.image.config.v1+json");
+    let sig = record(b"sig", Some(&image.digest), "application/x-sig");
+    meta.put_manifest(&repo, &image).await.unwrap();
+    meta.put_manifest(&repo, &sig).await.unwrap();
+    meta.set_tag(&repo, &tag("v1"), &image.digest).await.unwrap();
+
+    let mut links: Vec<Digest> = meta
+        .list_links(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.digest)
+        .collect();
+    links.sort_by_key(|d| d.to_string());
+    let mut expected = vec![kept.clone(), dropped.clone()];
+    expected.sort_by_key(|d| d.to_string());
+    assert_eq!(links, expected);
+    let mut manifests: Vec<ManifestRecord> = meta
+        .list_manifests(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.record)
+        .collect();
+    manifests.sort_by_key(|m| m.digest.to_string());
+    let mut expected = vec![image.clone(), sig.clone()];
+    expected.sort_by_key(|m| m.digest.to_string());
+    assert_eq!(manifests, expected);
+    let tags = meta.list_tags(&repo).await.unwrap();
+    assert_eq!(tags.len(), 1);
+    assert_eq!((&tags[0].tag, &tags[0].digest), (&tag("v1"), &image.digest));
+
+    tick().await;
+    let cutoff = SystemTime::now();
+    tick().await;
+    assert!(meta.touch_link(&repo, &kept).await.unwrap());
+    assert!(!meta.unlink_blob_if_idle(&repo, &kept, cutoff).await.unwrap());
+    assert!(meta.unlink_blob_if_idle(&repo, &dropped, cutoff).await.unwrap());
+    assert!(meta.blob_linked(&repo, &kept).await.unwrap());
+    assert!(!meta.blob_linked(&repo, &dropped).await.unwrap());
+    assert!(
+        !meta.touch_link(&repo, &dropped).await.unwrap(),
+        "touch never creates"
+    );
+    assert!(!meta.blob_linked(&repo, &dropped).await.unwrap());
+
+    assert!(meta.touch_manifest(&repo, &image.digest).await.unwrap());
+    assert!(
+        !meta
+            .delete_manifest_if_idle(&repo, &image.digest, cutoff)
+            .await
+            .unwrap()
+    );
+    assert!(
+        meta.delete_manifest_if_idle(&repo, &sig.digest, cutoff)
+            .await
+            .unwrap()
+    );
+    assert_eq!(meta.manifest(&repo, &sig.digest).await.unwrap(), None);
+    let all = PageRequest {
+        after: None,
+        limit: 10,
+    };
+    assert!(
+        meta.referrers(&repo, &image.digest, None, &all)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(!meta.touch_manifest(&repo, &sig.digest).await.unwrap());
+
+    assert!(
+        !meta
+            .delete_tag_if_idle(&repo, &tag("v1"), &sig.digest, cutoff)
+            .await
+            .unwrap(),
+        "moved meanwhile"
+    );
+    meta.set_tag(&repo, &tag("v2"), &image.digest).await.unwrap();
+    assert!(
+        !meta
+            .delete_tag_if_idle(&repo, &tag("v2"), &image.digest, cutoff)
+            .await
+            .unwrap(),
+        "pushed again after the cutoff"
+    );
+    assert_eq!(
+        meta.resolve_tag(&repo, &tag("v1")).await.unwrap(),
+        Some(image.digest.clone())
+    );
+    assert!(
+        meta.delete_tag_if_idle(&repo, &tag("v1"), &image.digest, cutoff)
+            .await
+            .unwrap()
+    );
+    assert_eq!(meta.resolve_tag(&repo, &tag("v1")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn fs_stores_pass_the_gc_suite() {
+    let (_dir, blobs, metadata) = fs_stores();
+    blob_gc_suite(&blobs).await;
+    metadata_gc_suite(&metadata).await;
+}

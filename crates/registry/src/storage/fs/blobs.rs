@@ -14,8 +14,11 @@ use futures_util::StreamExt;
 use rbuild_oci::{Algorithm, Digest, Hasher};
 use tokio::sync::mpsc;
 
+use super::aside::{self, Removal};
 use super::{BLOBS_DIR, UPLOADS_DIR, blob_path, blocking, fsync_dir, list_names};
-use crate::storage::{AppendCheck, BlobStore, ByteStream, StorageError, StorageResult, UploadId};
+use crate::storage::{
+    AppendCheck, BlobInfo, BlobStore, ByteStream, Page, PageRequest, StorageError, StorageResult, UploadId,
+};
 
 /// How much a blob read hands to the network at a time.
 const READ_CHUNK: u64 = 256 * 1024;
@@ -102,7 +105,8 @@ impl FsBlobStore {
         }
     }
 
-    /// Moves verified bytes at `staged` into place as the blob `digest`.
+    /// Moves verified bytes at `staged` into place as the blob `digest`, touched now: an upload
+    /// whose last chunk came long ago still makes a blob that garbage collection sees as new.
     fn install(&self, staged: &Path, digest: &Digest) -> StorageResult<()> {
         let target = self.path(digest);
         let context = || format!("storing blob {digest}");
@@ -110,10 +114,11 @@ impl FsBlobStore {
             .parent()
             .ok_or_else(|| StorageError::io(context(), io::Error::other("no parent")))?;
         fs::create_dir_all(dir).map_err(|e| StorageError::io(context(), e))?;
+        let file = File::open(staged).map_err(|e| StorageError::io(context(), e))?;
+        file.set_modified(SystemTime::now())
+            .map_err(|e| StorageError::io(context(), e))?;
         if self.inner.fsync {
-            File::open(staged)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| StorageError::io(context(), e))?;
+            file.sync_all().map_err(|e| StorageError::io(context(), e))?;
         }
         fs::rename(staged, &target).map_err(|e| StorageError::io(context(), e))?;
         if self.inner.fsync {
@@ -264,7 +269,9 @@ impl BlobStore for FsBlobStore {
                 actual,
             });
         }
-        if self.stat(digest).await?.is_some() {
+        // Touched, then checked: a collector deleting it meanwhile makes the check fail, and
+        // the bytes are stored again.
+        if self.touch(digest).await? && self.stat(digest).await?.is_some() {
             return Ok(());
         }
         // Staged like an upload, so a crash leaves only an orphan that the purge removes.
@@ -449,4 +456,87 @@ impl BlobStore for FsBlobStore {
         })
         .await
     }
+
+    async fn blobs(&self, page: &PageRequest) -> StorageResult<Page<BlobInfo>> {
+        let blobs = self.inner.blobs.clone();
+        let page = page.clone();
+        blocking(move || list_blobs(&blobs, &page)).await
+    }
+
+    async fn blob_info(&self, digest: &Digest) -> StorageResult<Option<BlobInfo>> {
+        let path = self.path(digest);
+        let digest = digest.clone();
+        blocking(move || stat_blob(&path, digest)).await
+    }
+
+    async fn touch(&self, digest: &Digest) -> StorageResult<bool> {
+        let path = self.path(digest);
+        blocking(move || aside::touch(&path)).await
+    }
+
+    async fn delete_if_idle(&self, digest: &Digest, cutoff: SystemTime) -> StorageResult<Option<u64>> {
+        let path = self.path(digest);
+        blocking(move || match aside::remove_if_idle(&path, cutoff)? {
+            Removal::Removed(size) => Ok(Some(size)),
+            Removal::Busy | Removal::Missing => Ok(None),
+        })
+        .await
+    }
+}
+
+/// A blob file's size and modification time; `None` if it is gone.
+fn stat_blob(path: &Path, digest: Digest) -> StorageResult<Option<BlobInfo>> {
+    match fs::metadata(path).and_then(|m| Ok((m.len(), m.modified()?))) {
+        Ok((size, touched)) => Ok(Some(BlobInfo {
+            digest,
+            size,
+            touched,
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// One page of the blobs under `blobs`, in digest order: algorithms, then fan-out directories,
+/// then names, each sorted, skipping whole directories that sort before `page.after`.
+fn list_blobs(blobs: &Path, page: &PageRequest) -> StorageResult<Page<BlobInfo>> {
+    let after = page.after.as_deref();
+    let before_start = |key: &str| after.is_some_and(|a| key < a.get(..key.len()).unwrap_or(a));
+    let mut algorithms: Vec<(String, Algorithm)> = list_names(blobs)?
+        .into_iter()
+        .filter_map(|name| Algorithm::from_name(&name).map(|a| (format!("{name}:"), a)))
+        .collect();
+    algorithms.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut items = Vec::new();
+    for (prefix, algorithm) in algorithms {
+        let dir = blobs.join(algorithm.name());
+        let mut fans = list_names(&dir)?;
+        fans.sort();
+        for fan in fans.iter().filter(|fan| !before_start(&format!("{prefix}{fan}"))) {
+            let fan_dir = dir.join(fan);
+            aside::recover(&fan_dir)?;
+            let mut names = list_names(&fan_dir)?;
+            names.sort();
+            for name in names {
+                let path = fan_dir.join(&name);
+                let Some(digest) = Digest::from_parts(algorithm, &name)
+                    .ok()
+                    .filter(|d| blob_path(blobs, d) == path)
+                else {
+                    continue;
+                };
+                if after.is_some_and(|a| digest.to_string().as_str() <= a) {
+                    continue;
+                }
+                if let Some(info) = stat_blob(&path, digest)? {
+                    items.push(info);
+                    if items.len() > page.limit {
+                        items.truncate(page.limit);
+                        return Ok(Page { items, more: true });
+                    }
+                }
+            }
+        }
+    }
+    Ok(Page { items, more: false })
 }

@@ -4,14 +4,17 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use rbuild_oci::{Digest, RepositoryName, Tag};
+use rbuild_oci::{Algorithm, Digest, RepositoryName, Tag};
 
+use super::aside::{self, Removal};
 use super::{
     REPOSITORIES_DIR, blocking, digest_path, list_names, read_optional, remove_optional, write_atomic,
 };
 use crate::storage::{
-    ManifestRecord, MetadataStore, Page, PageRequest, StorageError, StorageResult, UploadId, UploadSession,
+    LinkInfo, ManifestInfo, ManifestRecord, MetadataStore, Page, PageRequest, StorageError, StorageResult,
+    TagInfo, UploadId, UploadSession,
 };
 
 /// Repository metadata on a local filesystem.
@@ -30,10 +33,16 @@ struct Repo(PathBuf);
 
 impl Repo {
     fn layer(&self, digest: &Digest) -> PathBuf {
-        digest_path(&self.0.join("_layers"), digest)
+        digest_path(&self.layers(), digest)
     }
     fn revision(&self, digest: &Digest) -> PathBuf {
-        digest_path(&self.0.join("_manifests").join("revisions"), digest)
+        digest_path(&self.revisions(), digest)
+    }
+    fn layers(&self) -> PathBuf {
+        self.0.join("_layers")
+    }
+    fn revisions(&self) -> PathBuf {
+        self.0.join("_manifests").join("revisions")
     }
     fn tags(&self) -> PathBuf {
         self.0.join("_manifests").join("tags")
@@ -54,6 +63,55 @@ impl Repo {
 fn marker_digest(name: &str) -> Option<Digest> {
     let (algorithm, hex) = name.split_once('-')?;
     Digest::from_parts(rbuild_oci::Algorithm::from_name(algorithm)?, hex).ok()
+}
+
+/// The files of `<base>/<alg>/<hex>` with their digests and modification times, after putting
+/// back anything a stopped collector left aside there.
+fn digest_files(base: &Path) -> StorageResult<Vec<(PathBuf, Digest, SystemTime)>> {
+    let mut found = Vec::new();
+    for algorithm_name in list_names(base)? {
+        let Some(algorithm) = Algorithm::from_name(&algorithm_name) else {
+            continue;
+        };
+        let dir = base.join(&algorithm_name);
+        aside::recover(&dir)?;
+        for name in list_names(&dir)? {
+            let Ok(digest) = Digest::from_parts(algorithm, &name) else {
+                continue;
+            };
+            let path = dir.join(&name);
+            if let Some(touched) = modified_optional(&path)? {
+                found.push((path, digest, touched));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A file's modification time; `None` if it is gone.
+fn modified_optional(path: &Path) -> StorageResult<Option<SystemTime>> {
+    match fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(time) => Ok(Some(time)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// The digest a tag file holds; `None` if it does not exist.
+fn read_tag(path: &Path) -> StorageResult<Option<Digest>> {
+    let Some(bytes) = read_optional(path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e: rbuild_oci::DigestError| {
+            StorageError::io(
+                format!("reading {}", path.display()),
+                io::Error::new(io::ErrorKind::InvalidData, e),
+            )
+        })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> StorageResult<T> {
@@ -215,23 +273,8 @@ impl MetadataStore for FsMetadataStore {
 
     async fn resolve_tag(&self, repo: &RepositoryName, tag: &Tag) -> StorageResult<Option<Digest>> {
         let tag = tag.clone();
-        self.with_repo(repo, move |_, r| {
-            let path = r.tags().join(tag.as_str());
-            let Some(bytes) = read_optional(&path)? else {
-                return Ok(None);
-            };
-            let text = String::from_utf8_lossy(&bytes);
-            text.trim()
-                .parse()
-                .map(Some)
-                .map_err(|e: rbuild_oci::DigestError| {
-                    StorageError::io(
-                        format!("reading {}", path.display()),
-                        io::Error::new(io::ErrorKind::InvalidData, e),
-                    )
-                })
-        })
-        .await
+        self.with_repo(repo, move |_, r| read_tag(&r.tags().join(tag.as_str())))
+            .await
     }
 
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> StorageResult<bool> {
@@ -341,6 +384,150 @@ impl MetadataStore for FsMetadataStore {
                 }
             }
             Ok(sessions)
+        })
+        .await
+    }
+
+    async fn list_links(&self, repo: &RepositoryName) -> StorageResult<Vec<LinkInfo>> {
+        self.with_repo(repo, |_, r| {
+            let links = digest_files(&r.layers())?;
+            Ok(links
+                .into_iter()
+                .map(|(_, digest, touched)| LinkInfo { digest, touched })
+                .collect())
+        })
+        .await
+    }
+
+    async fn list_manifests(&self, repo: &RepositoryName) -> StorageResult<Vec<ManifestInfo>> {
+        self.with_repo(repo, |_, r| {
+            let mut manifests = Vec::new();
+            for (path, _, touched) in digest_files(&r.revisions())? {
+                // A record that cannot be read stops the listing: a collector that skipped it
+                // would not mark what it references.
+                if let Some(bytes) = read_optional(&path)? {
+                    let record = parse_json(&path, &bytes)?;
+                    manifests.push(ManifestInfo { record, touched });
+                }
+            }
+            Ok(manifests)
+        })
+        .await
+    }
+
+    async fn list_tags(&self, repo: &RepositoryName) -> StorageResult<Vec<TagInfo>> {
+        self.with_repo(repo, |_, r| {
+            let dir = r.tags();
+            aside::recover(&dir)?;
+            let mut tags = Vec::new();
+            for name in list_names(&dir)? {
+                let Ok(tag) = name.parse::<Tag>() else {
+                    continue;
+                };
+                let path = dir.join(&name);
+                if let (Some(touched), Some(digest)) = (modified_optional(&path)?, read_tag(&path)?) {
+                    tags.push(TagInfo { tag, digest, touched });
+                }
+            }
+            Ok(tags)
+        })
+        .await
+    }
+
+    async fn touch_link(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<bool> {
+        let digest = digest.clone();
+        self.with_repo(repo, move |_, r| aside::touch(&r.layer(&digest)))
+            .await
+    }
+
+    async fn touch_manifest(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<bool> {
+        let digest = digest.clone();
+        self.with_repo(repo, move |_, r| aside::touch(&r.revision(&digest)))
+            .await
+    }
+
+    async fn unlink_blob_if_idle(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> StorageResult<bool> {
+        let digest = digest.clone();
+        self.with_repo(repo, move |_, r| {
+            Ok(matches!(
+                aside::remove_if_idle(&r.layer(&digest), cutoff)?,
+                Removal::Removed(_)
+            ))
+        })
+        .await
+    }
+
+    async fn delete_manifest_if_idle(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> StorageResult<bool> {
+        let digest = digest.clone();
+        self.with_repo(repo, move |s, r| {
+            let path = r.revision(&digest);
+            let Some(record) = Self::read_record(&r, &digest)? else {
+                return Ok(false);
+            };
+            if modified_optional(&path)?.is_none_or(|touched| touched >= cutoff) {
+                return Ok(false);
+            }
+            // The referrers entry goes first and comes back if the manifest turns out busy: a
+            // push of the manifest meanwhile writes the entry after its record, so it is never
+            // lost to this deletion.
+            let marker = record.subject.as_ref().map(|s| r.referrer_marker(s, &digest));
+            if let Some(marker) = &marker {
+                remove_optional(marker)?;
+            }
+            match aside::remove_if_idle(&path, cutoff)? {
+                Removal::Removed(_) => Ok(true),
+                Removal::Busy | Removal::Missing => {
+                    if let Some(marker) = &marker
+                        && path.is_file()
+                    {
+                        write_atomic(marker, b"", s.fsync)?;
+                    }
+                    Ok(false)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete_tag_if_idle(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> StorageResult<bool> {
+        let (tag, digest) = (tag.clone(), digest.clone());
+        self.with_repo(repo, move |_, r| {
+            let path = r.tags().join(tag.as_str());
+            let unchanged = |path: &Path| -> StorageResult<bool> {
+                let idle = modified_optional(path)?.is_some_and(|touched| touched < cutoff);
+                Ok(idle && read_tag(path)?.as_ref() == Some(&digest))
+            };
+            if !unchanged(&path)? {
+                return Ok(false);
+            }
+            // Set aside, then look at what was set aside: a push of the tag before the rename
+            // (a new file, so a new time) is seen and put back; one after it writes a new file
+            // that is not touched here.
+            let Some(aside) = aside::set_aside(&path)? else {
+                return Ok(false);
+            };
+            if unchanged(&aside)? {
+                remove_optional(&aside)
+            } else {
+                aside::restore(&aside, &path)?;
+                Ok(false)
+            }
         })
         .await
     }

@@ -16,6 +16,7 @@
 //! old file or the new one. Blob bytes are only renamed into `blobs/` after their digest has
 //! been verified.
 
+mod aside;
 mod blobs;
 pub mod fsck;
 mod metadata;
