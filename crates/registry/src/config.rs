@@ -28,6 +28,10 @@
 //! key = "/etc/rbuild/tls.key"
 //! client_ca = "/etc/rbuild/clients-ca.crt"   # optional: require client certificates
 //!
+//! [metrics]                # see `crate::metrics`
+//! enabled = true
+//! addr = "127.0.0.1:9090"  # optional: its own listener, without auth
+//!
 //! [auth]                   # see `crate::auth`
 //! mode = "token"           # none | htpasswd | token | external
 //! htpasswd = "/etc/rbuild/htpasswd"
@@ -95,6 +99,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// Where `/metrics` is served.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Default for Config {
@@ -109,6 +115,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             tls: None,
             auth: AuthConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }

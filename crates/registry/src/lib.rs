@@ -11,7 +11,8 @@
 //!   headers and [error codes](error::ErrorCode);
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
 //! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
-//!   and the stale-upload purge.
+//!   (each request under a [`request_id`]) and the stale-upload purge;
+//! - [`metrics`] counts requests and storage calls for Prometheus (`GET /metrics`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +30,8 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod http;
+pub mod metrics;
+pub mod request_id;
 pub mod route;
 pub mod server;
 pub mod storage;
@@ -39,15 +42,18 @@ use std::path::Path;
 use auth::{Auth, AuthError};
 pub use config::Config;
 pub use error::{ErrorCode, RegistryError};
+use metrics::{Metered, Metrics};
 use storage::fs::{FsBlobStore, FsMetadataStore};
 use storage::{BlobStore, MetadataStore};
 
-/// The registry application: storage, settings and auth. Cheap to share behind an `Arc`.
+/// The registry application: storage, settings, auth and metrics. Cheap to share behind an
+/// `Arc`. Both stores are [`Metered`], so every storage call is counted where it is made.
 pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
-    blobs: B,
-    metadata: M,
+    blobs: Metered<B>,
+    metadata: Metered<M>,
     config: Config,
     auth: Auth,
+    metrics: Metrics,
 }
 
 /// Why a registry could not be opened.
@@ -77,11 +83,13 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// A registry over the given stores, with the auth `config` describes (its files read now).
     pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, AuthError> {
         let auth = Auth::from_config(&config.auth)?;
+        let metrics = Metrics::new();
         Ok(Registry {
-            blobs,
-            metadata,
+            blobs: Metered::new(blobs, metrics.storage()),
+            metadata: Metered::new(metadata, metrics.storage()),
             config,
             auth,
+            metrics,
         })
     }
 
@@ -93,5 +101,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// Authentication and authorization (to reload their files).
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    /// The metrics `/metrics` serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
