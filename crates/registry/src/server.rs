@@ -198,20 +198,21 @@ struct AccessLine {
 
 impl AccessLine {
     /// Writes the line and records the request's metrics, once `bytes` of the response body
-    /// have gone out. The field names are documented in the README: keep them stable.
+    /// have gone out. The field names (and, for the text format, their order) are documented
+    /// in the README: keep them stable, and add new fields at the end.
     fn end(self, bytes: u64, http: &HttpMetrics) {
         let elapsed = self.started.elapsed();
         tracing::info!(
             target: "rbuild::access",
-            request_id = %self.id,
             method = %self.method,
-            route = %self.route,
             path = %self.path,
             query = %self.query,
             status = self.status.as_u16(),
             bytes = bytes,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             peer = %self.peer.map(|p| p.to_string()).unwrap_or_default(),
+            request_id = %self.id,
+            route = %self.route,
             error_code = self.error.as_ref().map(|e| e.code.as_str()),
             error_message = self.error.as_ref().map(|e| e.message.as_str()),
         );

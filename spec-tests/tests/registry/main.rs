@@ -11,6 +11,7 @@ mod discovery;
 mod faults;
 mod interop;
 mod manifests;
+mod metrics;
 mod mounts;
 mod operation;
 mod uploads;
