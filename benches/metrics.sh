@@ -4,13 +4,13 @@
 # and, less noisy, the server CPU one scrape takes against the server CPU per second that the
 # manifest GETs keep busy.
 #
-#   benches/metrics.sh                        # RUNS=5 pairs of DURATION=10 s wrk runs
+#   benches/metrics.sh                        # RUNS=8 pairs of DURATION=10 s wrk runs
 #   RBUILD=/tmp/rbuild benches/metrics.sh     # another build of rbuild, not this checkout's
 #
 # Needs: wrk curl openssl python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-8}
 DURATION=${DURATION:-10}
 
 source benches/common.sh
@@ -55,16 +55,27 @@ scrape() { curl -sf -o /dev/null -H "$openmetrics" "$base/metrics"; }
 # Warm up (and fill every series the GETs touch, so scrapes are full size).
 get_rate >/dev/null
 
-echo "-- manifest GET req/s (wrk -t2 -c32, ${DURATION}s), without (A) and with (B) a scrape every second"
+# The scraper is one long-lived process on a kept-alive connection, as Prometheus is: a
+# `curl` started every second would cost the machine more than the scrape costs the server.
+scraper_start() {
+    python3 - "$port" <<'PY' &
+import http.client, sys, time
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+while True:
+    conn.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    conn.getresponse().read()
+    time.sleep(1)
+PY
+    scraper=$!
+}
+scraper_stop() { kill "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; scraper=""; }
+scraped_rate() { scraper_start; get_rate; scraper_stop; }
+
+echo "-- manifest GET req/s (wrk -t2 -c32, ${DURATION}s), without (A) and with (B) a scrape every second, A B B A ..."
 plain="" scraped="" ratios=""
 for run in $(seq "$RUNS"); do
-    a=$(get_rate)
-    (while :; do scrape; sleep 1; done) &
-    scraper=$!
-    b=$(get_rate)
-    kill "$scraper" 2>/dev/null || true
-    wait "$scraper" 2>/dev/null || true
-    scraper=""
+    # Alternate the order, so a drift in the machine's load does not favour one side.
+    if ((run % 2)); then a=$(get_rate); b=$(scraped_rate); else b=$(scraped_rate); a=$(get_rate); fi
     plain+="$a " scraped+="$b "
     ratios+="$(awk "BEGIN {printf \"%.4f\", $b / $a}") "
     echo "run $run: A $a  B $b  B/A $(awk "BEGIN {printf \"%.3f\", $b / $a}")"
