@@ -9,9 +9,11 @@ use reqwest::Method;
 use spec_tests::api::{Api, JsonBody, TestImage, header};
 use spec_tests::prometheus::{Prometheus, Scrape, free_port, promtool};
 use spec_tests::registry::RegistryProcess;
+use spec_tests::tools::{Docker, run};
 use spec_tests::wait::wait_until;
 
 use crate::auth::add_user;
+use crate::interop::push_busybox;
 
 /// A series of one of the registry's families, labels as the registry orders them.
 fn series(family: &str, labels: &str) -> String {
@@ -143,6 +145,48 @@ fn a_workload_moves_the_counters_by_exactly_what_it_did() {
         !after.text.contains("team/app") && !after.text.contains("sha256:"),
         "no repository or digest labels"
     );
+}
+
+#[test]
+fn docker_push_counts_every_pushed_byte_once() {
+    // (Pulls are counted by the raw-HTTP workload: docker, holding the shared busybox test
+    // image's layers already, would download none.)
+    let Some(docker) = Docker::get() else { return };
+    let registry = RegistryProcess::start();
+    let url = registry.url("/metrics");
+    let before = Scrape::get(&url);
+    let remote = push_busybox(&docker, &registry, "metrics/busybox:1");
+    run(docker.cmd().args(["rmi", &remote]));
+
+    // What docker pushed, as the registry holds it: the manifest and the blobs it names.
+    let manifest = Api::new(&registry)
+        .request(Method::GET, "/v2/metrics/busybox/manifests/1")
+        .header("accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layers = parsed["layers"].as_array().unwrap();
+    let blob_bytes = parsed["config"]["size"].as_u64().unwrap()
+        + layers.iter().map(|l| l["size"].as_u64().unwrap()).sum::<u64>();
+    let expected = [
+        (requests("manifest", "PUT", 201), 1.0),
+        (requests("blob_upload", "PUT", 201), (1 + layers.len()) as f64),
+        // Every pushed byte arrives once, in an upload's body (docker streams it chunked).
+        (
+            series("http_request_body_bytes_total", r#"route="blob_upload""#),
+            blob_bytes as f64,
+        ),
+        (
+            series("http_request_body_bytes_total", r#"route="manifest""#),
+            manifest.len() as f64,
+        ),
+    ];
+    let after = assert_moved(|| Scrape::get(&url), &before, &expected);
+    assert_eq!(after.value("rbuild_registry_uploads_in_flight"), 0.0);
+    assert!(!after.text.contains("rbuild_registry_storage_errors_total{"));
 }
 
 #[test]
