@@ -13,6 +13,7 @@ pub mod distribution;
 pub mod hostname;
 pub mod images;
 pub mod pki;
+pub mod prometheus;
 pub mod proxy;
 pub mod registry;
 pub mod tmux;

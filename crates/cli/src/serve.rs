@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use rbuild_registry::config::{AuthMode, LogFormat, TlsConfig};
 use rbuild_registry::tls::Tls;
-use rbuild_registry::{Config, Registry, server};
+use rbuild_registry::{Config, Registry, metrics, server};
 
 /// Flags override the config file, which overrides the defaults.
 #[derive(Args)]
@@ -204,6 +204,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!(
                 "auth is on without TLS: credentials and tokens cross the network in the clear; give --tls-cert and --tls-key"
             );
+        }
+        if let Some(addr) = config.metrics.addr.filter(|_| config.metrics.enabled) {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            tracing::info!("metrics at http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(metrics::serve(registry.clone(), listener, std::future::pending()));
         }
         tokio::spawn(reload_on_sighup(registry.clone(), tls.clone()));
         server::run_with(registry, listener, tls, shutdown_signal()).await?;

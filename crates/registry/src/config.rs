@@ -28,6 +28,10 @@
 //! key = "/etc/rbuild/tls.key"
 //! client_ca = "/etc/rbuild/clients-ca.crt"   # optional: require client certificates
 //!
+//! [metrics]                # see `crate::metrics`
+//! enabled = true
+//! addr = "127.0.0.1:9090"  # optional: its own listener, without auth
+//!
 //! [auth]                   # see `crate::auth`
 //! mode = "token"           # none | htpasswd | token | external
 //! htpasswd = "/etc/rbuild/htpasswd"
@@ -106,6 +110,8 @@ pub struct Config {
     pub notifications: Vec<crate::notify::EndpointConfig>,
     /// Garbage collection and retention (`crate::gc`).
     pub gc: crate::gc::GcConfig,
+    /// Where `/metrics` is served.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Default for Config {
@@ -122,6 +128,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             notifications: Vec::new(),
             gc: crate::gc::GcConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::storage::ByteStream;
@@ -46,8 +46,12 @@ pub fn stream(stream: ByteStream) -> Body {
     StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
 }
 
+/// Every request body, as the handlers read it: what hyper received, possibly wrapped (the
+/// server counts its bytes), boxed so the handlers need not know.
+pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
 /// A request body as a stream of data chunks (trailers are dropped).
-pub fn body_stream(body: Incoming) -> ByteStream {
+pub fn body_stream(body: RequestBody) -> ByteStream {
     Box::pin(BodyStream::new(body).filter_map(|frame| async move {
         match frame {
             Ok(frame) => frame.into_data().ok().map(Ok),
@@ -98,6 +102,15 @@ pub fn json_as(
     response(status, headers, full(bytes))
 }
 
+/// The error a response reports, kept in its extensions for the access log.
+#[derive(Clone, Debug)]
+pub struct SentError {
+    /// The spec's error code.
+    pub code: ErrorCode,
+    /// The message the client was given.
+    pub message: String,
+}
+
 /// The response for a failed request.
 pub fn error_response(error: &RegistryError) -> Response<Body> {
     let body = error.body();
@@ -105,11 +118,16 @@ pub fn error_response(error: &RegistryError) -> Response<Body> {
         (http::header::CONTENT_TYPE, "application/json".to_owned()),
         (http::header::CONTENT_LENGTH, body.len().to_string()),
     ];
-    response(
+    let mut response = response(
         error.status,
         headers.into_iter().chain(error.headers.iter().cloned()),
         full(body),
-    )
+    );
+    response.extensions_mut().insert(SentError {
+        code: error.code,
+        message: error.message.clone(),
+    });
+    response
 }
 
 /// What a `%` that does not start two hex digits becomes.

@@ -12,8 +12,10 @@
 //! - [`notify`] turns what requests did into events for the configured endpoints;
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
 //! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
-//!   and the stale-upload purge;
-//! - [`gc`] collects garbage and applies retention while the server runs.
+//!   (each request under a [`request_id`]) and the stale-upload purge;
+//! - [`gc`] collects garbage and applies retention while the server runs;
+//! - [`metrics`] counts requests, storage calls, notifications and collections for Prometheus
+//!   (`GET /metrics`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,7 +34,9 @@ pub mod error;
 pub mod gc;
 mod handlers;
 pub mod http;
+pub mod metrics;
 pub mod notify;
+pub mod request_id;
 pub mod route;
 pub mod server;
 pub mod storage;
@@ -43,18 +47,21 @@ use std::path::Path;
 use auth::{Auth, AuthError};
 pub use config::Config;
 pub use error::{ErrorCode, RegistryError};
+use metrics::{Metered, Metrics};
 use notify::Notifier;
 use storage::fs::{FsBlobStore, FsMetadataStore};
 use storage::{BlobStore, MetadataStore};
 
-/// The registry application: storage, settings and auth. Cheap to share behind an `Arc`.
+/// The registry application: storage, settings, auth and metrics. Cheap to share behind an
+/// `Arc`. Both stores are [`Metered`], so every storage call is counted where it is made.
 pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
-    blobs: B,
-    metadata: M,
+    blobs: Metered<B>,
+    metadata: Metered<M>,
     config: Config,
     auth: Auth,
     notifier: Notifier,
     gc_metrics: gc::GcMetrics,
+    metrics: Metrics,
 }
 
 /// Why a registry could not be opened.
@@ -85,13 +92,16 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, AuthError> {
         let auth = Auth::from_config(&config.auth)?;
         let notifier = Notifier::new(&config.notifications);
+        let gc_metrics = gc::GcMetrics::default();
+        let metrics = Metrics::with_parts(&[notifier.metrics(), &gc_metrics]);
         Ok(Registry {
-            blobs,
-            metadata,
+            blobs: Metered::new(blobs, metrics.storage()),
+            metadata: Metered::new(metadata, metrics.storage()),
             config,
             auth,
             notifier,
-            gc_metrics: gc::GcMetrics::default(),
+            gc_metrics,
+            metrics,
         })
     }
 
@@ -108,5 +118,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// Event notifications (to start their senders and register their metrics).
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// The metrics `/metrics` serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }

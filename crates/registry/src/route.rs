@@ -84,12 +84,41 @@ pub enum Route {
     Ready,
     /// `/token`: the built-in token service (when auth uses it).
     Token,
+    /// `/metrics`: Prometheus metrics (when served on the main listener).
+    Metrics,
 }
 
 impl Route {
     /// Whether the route is part of the `/v2/` API (and gets its headers).
     pub fn is_api(&self) -> bool {
-        !matches!(self, Route::Health | Route::Ready | Route::Token)
+        !matches!(self, Route::Health | Route::Ready | Route::Token | Route::Metrics)
+    }
+
+    /// The route's name in metrics and logs: one of a fixed set, never a repository or digest,
+    /// so a label made of it stays bounded whatever clients ask for.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Tags(_) => "tags",
+            Route::Manifest(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::UploadStart(_) | Route::Upload(..) => "blob_upload",
+            Route::Referrers(..) => "referrers",
+            Route::Health => "health",
+            Route::Ready => "ready",
+            Route::Token => "token",
+            Route::Metrics => "metrics",
+        }
+    }
+}
+
+/// The route name of a path: [`Route::name`], or `unknown` for a path that names nothing or
+/// fails to parse.
+pub fn name_of(path: &str) -> &'static str {
+    match parse(path) {
+        Ok(Some(route)) => route.name(),
+        Ok(None) | Err(_) => "unknown",
     }
 }
 
@@ -122,6 +151,7 @@ pub fn parse(path: &str) -> Result<Option<Route>> {
         "/healthz" => return Ok(Some(Route::Health)),
         "/readyz" => return Ok(Some(Route::Ready)),
         "/token" => return Ok(Some(Route::Token)),
+        "/metrics" => return Ok(Some(Route::Metrics)),
         "/v2" | "/v2/" => return Ok(Some(Route::Base)),
         "/v2/_catalog" => return Ok(Some(Route::Catalog)),
         _ => {}
@@ -193,6 +223,7 @@ mod tests {
             ("/v2/_catalog".to_owned(), Route::Catalog),
             ("/healthz".to_owned(), Route::Health),
             ("/token".to_owned(), Route::Token),
+            ("/metrics".to_owned(), Route::Metrics),
             ("/v2/a/b/tags/list".to_owned(), Route::Tags(name("a/b"))),
             (
                 "/v2/a/manifests/latest".to_owned(),
@@ -274,6 +305,33 @@ mod tests {
                 }
                 other => panic!("{reference}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn route_names_are_a_fixed_set() {
+        let id = UploadId::new();
+        let cases = [
+            ("/v2/".to_owned(), "base"),
+            ("/v2/_catalog".to_owned(), "catalog"),
+            ("/v2/a/b/tags/list".to_owned(), "tags"),
+            ("/v2/a/manifests/latest".to_owned(), "manifest"),
+            (format!("/v2/team/app/manifests/{D}"), "manifest"),
+            (format!("/v2/a/blobs/{D}"), "blob"),
+            ("/v2/a/blobs/uploads/".to_owned(), "blob_upload"),
+            (format!("/v2/a/blobs/uploads/{id}"), "blob_upload"),
+            (format!("/v2/a/referrers/{D}"), "referrers"),
+            ("/healthz".to_owned(), "health"),
+            ("/readyz".to_owned(), "ready"),
+            ("/token".to_owned(), "token"),
+            ("/metrics".to_owned(), "metrics"),
+            // Nothing a client sends turns into a label of its own.
+            ("/v2/a/unknown/x".to_owned(), "unknown"),
+            ("/v2/../x/tags/list".to_owned(), "unknown"),
+            ("/favicon.ico".to_owned(), "unknown"),
+        ];
+        for (path, name) in cases {
+            assert_eq!(name_of(&path), name, "{path}");
         }
     }
 

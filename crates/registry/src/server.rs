@@ -1,26 +1,28 @@
-//! Serving the registry over HTTP: the accept loop, graceful shutdown, access logs, and the
-//! background purge of abandoned uploads.
+//! Serving the registry over HTTP: the accept loop, graceful shutdown, request ids, access
+//! logs and request metrics, and the background purge of abandoned uploads.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::Registry;
 use crate::auth::Peer;
-use crate::http::{Body, decode_component};
+use crate::http::{Body, SentError, decode_component, header};
+use crate::metrics::{Finished, HttpMetrics, auth_failure_reason};
+use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::route;
 use crate::storage::{BlobStore, MetadataStore, StorageResult};
 use crate::tls::Tls;
 
@@ -121,7 +123,7 @@ async fn serve_connection<B, M, S>(
 {
     let service = hyper::service::service_fn(move |request| {
         let registry = registry.clone();
-        async move { Ok::<_, std::convert::Infallible>(logged(&registry, request, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(logged(registry, request, peer).await) }
     });
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -133,41 +135,100 @@ async fn serve_connection<B, M, S>(
     }
 }
 
-/// Handles a request and arranges for its access-log line once the response body is done.
+/// Handles a request: gives it an id (sent back in `X-Request-Id`, and on every log line
+/// written while answering), and arranges for its access-log line and its metrics once the
+/// response body is done. The one place every request passes, so the one place it is counted.
 async fn logged<B: BlobStore, M: MetadataStore>(
-    registry: &Registry<B, M>,
+    registry: Arc<Registry<B, M>>,
     request: Request<Incoming>,
     peer: Peer,
 ) -> Response<Body> {
     let started = Instant::now();
+    let id = RequestId::of(request.headers());
+    let route = route::name_of(request.uri().path());
+    let sent_credentials = request.headers().contains_key(AUTHORIZATION);
     let line = AccessLine {
+        id: id.clone(),
+        route,
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         query: request.uri().query().map(loggable_query).unwrap_or_default(),
         peer: peer.addr,
         status: StatusCode::OK,
-        bytes: 0,
+        error: None,
         started,
     };
-    let response = registry.handle_from(request, &peer).await;
-    let (parts, body) = response.into_parts();
+    let in_flight = registry.metrics().http().begin(route, request.method());
+    let request = request.map(|body| {
+        registry
+            .metrics()
+            .http()
+            .count_request(route, body)
+            .boxed_unsync()
+    });
+    let span = tracing::info_span!("request", request_id = %id);
+    let response = registry.handle_from(request, &peer).instrument(span).await;
+    drop(in_flight);
+    let http = registry.metrics().http();
+    let (mut parts, body) = response.into_parts();
+    let challenge = header(&parts.headers, &WWW_AUTHENTICATE);
+    if let Some(reason) = auth_failure_reason(parts.status, sent_credentials, challenge) {
+        http.auth_failure(reason);
+    }
+    parts.headers.insert(X_REQUEST_ID, id.header_value());
     let line = AccessLine {
         status: parts.status,
+        error: parts.extensions.remove::<SentError>(),
         ..line
     };
-    Response::from_parts(parts, LoggedBody { inner: body, line }.boxed_unsync())
+    let body = http.count_response(route, body);
+    let body = body.on_end(move |bytes| line.end(bytes, registry.metrics().http()));
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// What one access-log line records.
 struct AccessLine {
+    id: RequestId,
+    /// [`route::Route::name`] of the path.
+    route: &'static str,
     method: Method,
     path: String,
     /// The query as [`loggable_query`] leaves it.
     query: String,
     peer: Option<SocketAddr>,
     status: StatusCode,
-    bytes: u64,
+    /// The error the client was sent, if any.
+    error: Option<SentError>,
     started: Instant,
+}
+
+impl AccessLine {
+    /// Writes the line and records the request's metrics, once `bytes` of the response body
+    /// have gone out. The field names (and, for the text format, their order) are documented
+    /// in the README: keep them stable, and add new fields at the end.
+    fn end(self, bytes: u64, http: &HttpMetrics) {
+        let elapsed = self.started.elapsed();
+        tracing::info!(
+            target: "rbuild::access",
+            method = %self.method,
+            path = %self.path,
+            query = %self.query,
+            status = self.status.as_u16(),
+            bytes = bytes,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            peer = %self.peer.map(|p| p.to_string()).unwrap_or_default(),
+            request_id = %self.id,
+            route = %self.route,
+            error_code = self.error.as_ref().map(|e| e.code.as_str()),
+            error_message = self.error.as_ref().map(|e| e.message.as_str()),
+        );
+        http.finish(&Finished {
+            route: self.route,
+            method: self.method,
+            status: self.status,
+            elapsed,
+        });
+    }
 }
 
 /// Query parameters the access log shows as the client sent them: the ones the API and the
@@ -210,55 +271,6 @@ fn loggable_query(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// A response body that counts what it sends and writes the access-log line when it is done
-/// (or dropped, when the client goes away), so the duration covers the whole transfer.
-struct LoggedBody {
-    inner: Body,
-    line: AccessLine,
-}
-
-impl hyper::body::Body for LoggedBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.line.bytes += data.len() as u64;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        let l = &self.line;
-        tracing::info!(
-            target: "rbuild::access",
-            method = %l.method,
-            path = %l.path,
-            query = %l.query,
-            status = l.status.as_u16(),
-            bytes = l.bytes,
-            duration_ms = l.started.elapsed().as_secs_f64() * 1000.0,
-            peer = %l.peer.map(|p| p.to_string()).unwrap_or_default(),
-        );
-    }
 }
 
 /// Purges stale uploads every `purge_interval_secs`.

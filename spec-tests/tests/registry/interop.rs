@@ -9,7 +9,7 @@ use spec_tests::registry::RegistryProcess;
 use spec_tests::tools::{Ctr, Docker, output, run, skopeo};
 
 /// Pushes the busybox test image to `repo:tag` on `registry` with docker; returns the reference.
-fn push_busybox(docker: &Docker, registry: &RegistryProcess, repo_tag: &str) -> String {
+pub(crate) fn push_busybox(docker: &Docker, registry: &RegistryProcess, repo_tag: &str) -> String {
     let remote = format!("{}/{repo_tag}", registry.host());
     run(docker.cmd().args(["tag", &docker.busybox_image(), &remote]));
     run(docker.cmd().args(["push", &remote]));

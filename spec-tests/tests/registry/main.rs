@@ -12,6 +12,7 @@ mod faults;
 mod gc;
 mod interop;
 mod manifests;
+mod metrics;
 mod mounts;
 mod notifications;
 mod operation;

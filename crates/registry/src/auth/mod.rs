@@ -110,7 +110,8 @@ pub enum Resource {
 pub enum Need {
     /// Nothing: health checks and the token endpoint.
     Nothing,
-    /// Any valid identity: `/v2/`, which is how clients check their login.
+    /// Any valid identity: `/v2/`, which is how clients check their login, and `/metrics` on
+    /// the main listener (a scraper logs in like any client; a separate listener needs none).
     Authenticated,
     /// An action on a resource.
     Access(Resource, Action),
@@ -131,7 +132,7 @@ impl Need {
         };
         match route {
             Route::Health | Route::Ready | Route::Token => Need::Nothing,
-            Route::Base => Need::Authenticated,
+            Route::Base | Route::Metrics => Need::Authenticated,
             Route::Catalog => Need::Access(Resource::Catalog, Action::Pull),
             Route::UploadStart(name) | Route::Upload(name, _) => Need::Access(repo(name), Action::Push),
             Route::Tags(name)

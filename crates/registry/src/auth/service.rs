@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::header::WWW_AUTHENTICATE;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -22,7 +21,7 @@ use super::{
 };
 use crate::config::{Action, AuthMode};
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::http::{Body, json, query_pairs, query_value};
+use crate::http::{Body, RequestBody, json, query_pairs, query_value};
 
 /// The largest `POST /token` form read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -111,7 +110,7 @@ impl Auth {
     pub(crate) async fn token_endpoint(
         &self,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
         peer: &Peer,
     ) -> Result<Response<Body>> {
         if self.config.mode != AuthMode::Token {
@@ -193,7 +192,7 @@ impl Auth {
         Ok(json(StatusCode::OK, &reply, Vec::new()))
     }
 
-    async fn token_post(&self, body: Incoming, peer: &Peer) -> Response<Body> {
+    async fn token_post(&self, body: RequestBody, peer: &Peer) -> Response<Body> {
         let bytes: Bytes = match Limited::new(body, MAX_FORM_BYTES).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {

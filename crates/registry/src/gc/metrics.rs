@@ -4,6 +4,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::metrics::Part;
+
 use super::GcReport;
 
 /// Counters of collections and what they removed, and how long they took. Shared by clones.
@@ -33,48 +35,46 @@ impl Default for GcMetrics {
     }
 }
 
-impl GcMetrics {
+impl Part for GcMetrics {
     /// Adds the families to `registry`, all named `rbuild_registry_gc_…`.
-    pub fn register(&self, registry: &mut Registry) {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("gc_runs", "Garbage collections completed", self.runs.clone());
         registry.register(
-            "rbuild_registry_gc_runs",
-            "Garbage collections completed",
-            self.runs.clone(),
-        );
-        registry.register(
-            "rbuild_registry_gc_failures",
+            "gc_failures",
             "Garbage collections that stopped on an error",
             self.failures.clone(),
         );
         registry.register(
-            "rbuild_registry_gc_blobs_deleted",
+            "gc_blobs_deleted",
             "Blobs garbage collection deleted",
             self.blobs_deleted.clone(),
         );
         registry.register(
-            "rbuild_registry_gc_manifests_deleted",
+            "gc_manifests_deleted",
             "Manifests garbage collection deleted",
             self.manifests_deleted.clone(),
         );
         registry.register(
-            "rbuild_registry_gc_tags_deleted",
+            "gc_tags_deleted",
             "Tags retention policies deleted",
             self.tags_deleted.clone(),
         );
         registry.register_with_unit(
-            "rbuild_registry_gc_freed",
+            "gc_freed",
             "Bytes of blobs garbage collection deleted",
             Unit::Bytes,
             self.bytes_freed.clone(),
         );
         registry.register_with_unit(
-            "rbuild_registry_gc_duration",
+            "gc_duration",
             "How long garbage collections took",
             Unit::Seconds,
             self.duration.clone(),
         );
     }
+}
 
+impl GcMetrics {
     /// Counts a finished collection (a dry run removes nothing, so it counts as a run only).
     pub(crate) fn record(&self, report: &GcReport) {
         self.runs.inc();
@@ -138,15 +138,15 @@ mod tests {
         assert_eq!(metrics.tags_deleted.get(), 1);
         assert_eq!(metrics.bytes_freed.get(), 10);
 
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
+        let mut registry = Registry::with_prefix("rbuild_registry");
+        Part::register(&metrics, &mut registry);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
-            "rbuild_registry_gc_runs_total 2",
-            "rbuild_registry_gc_freed_bytes_total 10",
-            "rbuild_registry_gc_duration_seconds_count 2",
-            "rbuild_registry_gc_duration_seconds_bucket{le=\"0.04\"} 2",
+            "gc_runs_total 2",
+            "gc_freed_bytes_total 10",
+            "gc_duration_seconds_count 2",
+            "gc_duration_seconds_bucket{le=\"0.04\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -5,14 +5,14 @@ use futures_util::TryStreamExt;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use rbuild_oci::manifest::ImageIndex;
 use rbuild_oci::{Algorithm, Digest, ManifestSummary, RepositoryName, Tag, media_type};
 
 use crate::Registry;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{
-    Body, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, empty, header, query_pairs, response, stream,
+    Body, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, RequestBody, empty, header, query_pairs, response,
+    stream,
 };
 use crate::route::ManifestRef;
 use crate::storage::{BlobStore, ManifestRecord, MetadataStore};
@@ -146,7 +146,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     }
 
     /// Reads a manifest body, refusing more than the configured limit with 413.
-    async fn read_manifest_body(&self, parts: &http::request::Parts, body: Incoming) -> Result<Bytes> {
+    async fn read_manifest_body(&self, parts: &http::request::Parts, body: RequestBody) -> Result<Bytes> {
         let limit = self.config.limits.max_manifest_bytes;
         let too_big = |size: String| {
             RegistryError::new(
@@ -233,7 +233,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         name: &RepositoryName,
         reference: &ManifestRef,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
     ) -> Result<Response<Body>> {
         let algorithm = match reference {
             ManifestRef::Digest(d) => d.algorithm(),

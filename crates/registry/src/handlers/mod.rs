@@ -9,18 +9,17 @@ mod tags;
 mod uploads;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::Registry;
 use crate::auth::{Peer, Permit};
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::http::{API_VERSION, Body, empty, error_response};
+use crate::http::{API_VERSION, Body, RequestBody, empty, error_response};
 use crate::route::{self, Route};
 use crate::storage::{BlobStore, MetadataStore};
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// Answers one request. Never fails: every error becomes the spec's error response.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
         self.handle_from(
             request,
             &Peer {
@@ -33,11 +32,12 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
 
     /// Answers one request that came from `peer`. Authorization is decided before any
     /// handler runs, so a refused request never touches storage.
-    pub async fn handle_from(&self, request: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    pub async fn handle_from(&self, request: Request<RequestBody>, peer: &Peer) -> Response<Body> {
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
         let result = match route::parse(parts.uri.path()) {
             Ok(Some(Route::Token)) => self.auth.token_endpoint(&parts, body, peer).await,
+            Ok(Some(Route::Metrics)) if !self.config.metrics.on_main_listener() => Err(no_such_endpoint()),
             Ok(Some(route)) => match self.auth.authorize(&route, &parts, peer).await {
                 Ok(permit) => {
                     let result = self.dispatch(route.clone(), &parts, body, &permit).await;
@@ -56,8 +56,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                 }
                 Err(refusal) => Err(refusal),
             },
-            Ok(None) => Err(RegistryError::new(ErrorCode::Unsupported, "no such endpoint")
-                .with_status(StatusCode::NOT_FOUND)),
+            Ok(None) => Err(no_such_endpoint()),
             Err(e) => Err(e),
         };
         let mut response = result.unwrap_or_else(|e| error_response(&e));
@@ -77,7 +76,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         &self,
         route: Route,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
         permit: &Permit,
     ) -> Result<Response<Body>> {
         let method = &parts.method;
@@ -85,6 +84,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         match route {
             Route::Base if read => Ok(health::base()),
             Route::Health if read => Ok(health::healthz()),
+            Route::Metrics if read => Ok(self.metrics.response(&parts.headers)),
             Route::Ready if read => Ok(self.readyz().await),
             Route::Catalog if *method == Method::GET => self.catalog(parts).await,
             Route::Tags(name) if *method == Method::GET => self.tags(&name, parts).await,
@@ -127,6 +127,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             ))
         }
     }
+}
+
+fn no_such_endpoint() -> RegistryError {
+    RegistryError::new(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
 }
 
 fn method_not_allowed(method: &Method) -> RegistryError {

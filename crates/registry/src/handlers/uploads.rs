@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
 use http::{Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use rbuild_oci::{Digest, RepositoryName};
 
 use crate::Registry;
@@ -13,8 +13,8 @@ use crate::auth::{Permit, Resource};
 use crate::config::Action;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{
-    Body, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, body_stream, empty, header, parse_content_range,
-    query_pairs, query_value, response, upload_range,
+    Body, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, RequestBody, body_stream, empty, header,
+    parse_content_range, query_pairs, query_value, response, upload_range,
 };
 use crate::route::unknown_upload;
 use crate::storage::{AppendCheck, BlobStore, MetadataStore, StorageError, UploadId, UploadSession};
@@ -91,7 +91,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         &self,
         name: &RepositoryName,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
         permit: &Permit,
     ) -> Result<Response<Body>> {
         let query = query_pairs(parts.uri.query());
@@ -152,7 +152,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         name: &RepositoryName,
         digest: &Digest,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
     ) -> Result<()> {
         let id = UploadId::new();
         self.blobs.upload_create(&id).await?;
@@ -188,7 +188,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         name: &RepositoryName,
         id: &UploadId,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
     ) -> Result<Response<Body>> {
         self.session(name, id).await?;
         let size = self
@@ -203,7 +203,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         name: &RepositoryName,
         id: &UploadId,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
     ) -> Result<Response<Body>> {
         self.session(name, id).await?;
         let query = query_pairs(parts.uri.query());

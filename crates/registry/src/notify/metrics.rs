@@ -8,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::Part;
+
 /// The `endpoint` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -15,7 +17,7 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
-/// The notification metric families, registered on `/metrics` with [`NotifyMetrics::register`].
+/// The notification metric families, registered on `/metrics` with [`Part::register`].
 #[derive(Clone, Debug, Default)]
 pub struct NotifyMetrics {
     queued: Family<EndpointLabels, Counter>,
@@ -25,36 +27,38 @@ pub struct NotifyMetrics {
     pending: Family<EndpointLabels, Gauge>,
 }
 
-impl NotifyMetrics {
+impl Part for NotifyMetrics {
     /// Adds the families to `registry` (the `_total` suffixes are added by the encoder).
-    pub fn register(&self, registry: &mut Registry) {
+    fn register(&self, registry: &mut Registry) {
         registry.register(
-            "rbuild_registry_notification_events_queued",
+            "notification_events_queued",
             "Events accepted into an endpoint's delivery queue",
             self.queued.clone(),
         );
         registry.register(
-            "rbuild_registry_notification_events_delivered",
+            "notification_events_delivered",
             "Events an endpoint acknowledged with a 2xx or 3xx status",
             self.delivered.clone(),
         );
         registry.register(
-            "rbuild_registry_notification_events_dropped",
+            "notification_events_dropped",
             "Events dropped because an endpoint's queue was full",
             self.dropped.clone(),
         );
         registry.register(
-            "rbuild_registry_notification_delivery_failures",
+            "notification_delivery_failures",
             "Delivery attempts that failed (connection error, timeout or an error status) and will be retried",
             self.failures.clone(),
         );
         registry.register(
-            "rbuild_registry_notification_events_pending",
+            "notification_events_pending",
             "Events queued or being delivered to an endpoint",
             self.pending.clone(),
         );
     }
+}
 
+impl NotifyMetrics {
     /// The counters of one endpoint, created at zero so every series exists from the start.
     pub(super) fn endpoint(&self, name: &str) -> EndpointCounters {
         let labels = EndpointLabels {
@@ -132,8 +136,8 @@ mod tests {
     fn exposition_names_follow_prometheus_conventions() {
         let metrics = NotifyMetrics::default();
         metrics.endpoint("ci").on_queued();
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
+        let mut registry = Registry::with_prefix("rbuild_registry");
+        Part::register(&metrics, &mut registry);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [

@@ -189,6 +189,9 @@ impl<T> Page<T> {
 /// A blob is only ever visible whole and verified: staged data becomes a blob by
 /// [`upload_commit`](BlobStore::upload_commit), which checks the digest first.
 pub trait BlobStore: Send + Sync + 'static {
+    /// The backend's name in metrics (`backend="filesystem"`).
+    const BACKEND: &'static str;
+
     /// Whether the store can serve and accept data now (the readiness probe).
     fn health(&self) -> impl Future<Output = StorageResult<()>> + Send;
 
@@ -262,6 +265,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
 /// Named state: repository links, manifests, tags, referrers, and upload sessions.
 pub trait MetadataStore: Send + Sync + 'static {
+    /// The backend's name in metrics (`backend="filesystem"`).
+    const BACKEND: &'static str;
+
     /// Whether the store can serve and accept changes now (the readiness probe).
     fn health(&self) -> impl Future<Output = StorageResult<()>> + Send;
 

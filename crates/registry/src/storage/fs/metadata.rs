@@ -192,6 +192,8 @@ impl FsMetadataStore {
 }
 
 impl MetadataStore for FsMetadataStore {
+    const BACKEND: &'static str = "filesystem";
+
     async fn health(&self) -> StorageResult<()> {
         super::check_writable(self.inner.repositories.clone()).await
     }
