@@ -1,6 +1,6 @@
 //! `rbuild registry gc` against a serving registry: what it frees is really gone from disk,
 //! what it keeps pulls complete with docker and containerd, and collections in a loop while
-//! pushes go on never break a pushed image.
+//! pushes go on never break a pushed image; the scheduled collection shows in `/metrics`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use rbuild_oci::{Digest, media_type};
 use reqwest::blocking::Client;
 use spec_tests::api::{Api, TestImage, header};
+use spec_tests::prometheus::Scrape;
 use spec_tests::registry::RegistryProcess;
 use spec_tests::tools::{Ctr, Docker, run, which};
 
@@ -370,4 +371,15 @@ fn serve_collects_on_its_schedule() {
     }
     let (ok, report) = registry.fsck();
     assert!(ok, "{report}");
+    let scrape = Scrape::get(&registry.url("/metrics"));
+    assert!(
+        scrape.value("rbuild_registry_gc_runs_total") >= 1.0,
+        "{}",
+        scrape.text
+    );
+    assert!(
+        scrape.value("rbuild_registry_gc_freed_bytes_total") >= garbage.layers[0].len() as f64,
+        "{}",
+        scrape.text
+    );
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 use spec_tests::api::{Api, TestImage};
+use spec_tests::prometheus::Scrape;
 use spec_tests::registry::RegistryProcess;
 use spec_tests::tools::{Ctr, Docker, run};
 use spec_tests::wait::wait_until;
@@ -264,6 +265,10 @@ fn docker_push_and_pull_send_one_envelope_each() {
     );
     let deliveries = receiver.deliveries();
     assert_eq!(deliveries.len(), 4, "one envelope per event");
+    let delivered = "rbuild_registry_notification_events_delivered_total{endpoint=\"hook\"}";
+    wait_until("/metrics to count 4 deliveries", Duration::from_secs(10), || {
+        Scrape::get(&registry.url("/metrics")).value(delivered) == 4.0
+    });
     for delivery in &deliveries {
         assert_eq!(
             delivery.headers["content-type"],
