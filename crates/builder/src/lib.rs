@@ -56,6 +56,7 @@ pub mod copy;
 pub mod error;
 pub mod exec;
 pub mod export;
+mod flight;
 pub mod image;
 pub mod keys;
 pub mod metrics;
