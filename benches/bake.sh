@@ -117,17 +117,20 @@ measure() { # TOOL ROUND
         docker) time_docker ;;
     esac
 }
-# RUN steps of the shared stages (deps, assets) that bake ran, over all targets: 2 when each
-# ran once.
-shared_runs() { # STORE
+# What bake's metrics say: the RUN steps of the shared stages (deps, assets) run over all
+# targets (2 when each ran once), and the targets' build times summed (more than the wall
+# time when they overlapped).
+bake_stats() { # STORE
     python3 - "$1.metrics" <<'PY'
 import glob, json, sys
-runs = 0
+runs, summed = 0, 0.0
 for path in glob.glob(sys.argv[1] + "/*.json"):
-    for step in json.load(open(path))["steps"]:
+    metrics = json.load(open(path))
+    summed += metrics["duration_ms"] / 1000
+    for step in metrics["steps"]:
         if step["stage"] in ("deps", "assets") and step["instruction"].startswith("RUN") and step["cache"] == "miss":
             runs += 1
-print(runs)
+print(runs, f"{summed:.3f}")
 PY
 }
 
@@ -140,16 +143,21 @@ for round in $(seq "$RUNS"); do
     rm -rf "$work/rbuild/bake-$((round - 1))" "$work/rbuild/builds-$((round - 1))"
     reset_docker
     for tool in "${order[@]}"; do data[$tool]+=" $(measure "$tool" "$round")"; done
-    data[shared]+=" $(shared_runs "$work/rbuild/bake-$round")"
-    echo "round $round (${order[*]}): rbuild bake ${data[bake]##* }s (shared-stage RUNs run: ${data[shared]##* })," \
+    read -r runs summed < <(bake_stats "$work/rbuild/bake-$round")
+    # This machine is shared: ratios within a round, where all three met the same load, say
+    # more than ratios of medians taken across rounds.
+    data[docker_ratio]+=" $(awk "BEGIN {print ${data[docker]##* } / ${data[bake]##* }}")"
+    data[builds_ratio]+=" $(awk "BEGIN {print ${data[builds]##* } / ${data[bake]##* }}")"
+    echo "round $round (${order[*]}): rbuild bake ${data[bake]##* }s (shared-stage RUNs run: $runs," \
+        "targets' build times summed: ${summed}s)," \
         "rbuild 3 builds ${data[builds]##* }s, docker 3 builds ${data[docker]##* }s"
 done
 bake=$(median <<<"${data[bake]}")
 builds=$(median <<<"${data[builds]}")
 dockers=$(median <<<"${data[docker]}")
-printf '\n%-44s %10s\n' "median of $RUNS, cold, 3 images" seconds
-printf '%-44s %10.3f\n' "rbuild bake" "$bake"
-printf '%-44s %10.3f\n' "rbuild build, 3 in a row" "$builds"
-printf '%-44s %10.3f\n' "docker build, 3 in a row" "$dockers"
-printf '%-44s %9.1fx\n' "docker / rbuild bake" "$(awk "BEGIN {print $dockers / $bake}")"
-printf '%-44s %9.1fx\n' "rbuild 3 builds / rbuild bake" "$(awk "BEGIN {print $builds / $bake}")"
+printf '\n%-50s %10s\n' "median of $RUNS, cold, 3 images" seconds
+printf '%-50s %10.3f\n' "rbuild bake" "$bake"
+printf '%-50s %10.3f\n' "rbuild build, 3 in a row" "$builds"
+printf '%-50s %10.3f\n' "docker build, 3 in a row" "$dockers"
+printf '%-50s %9.1fx\n' "docker / rbuild bake, median of rounds" "$(median <<<"${data[docker_ratio]}")"
+printf '%-50s %9.1fx\n' "rbuild 3 builds / rbuild bake, median of rounds" "$(median <<<"${data[builds_ratio]}")"
