@@ -6,6 +6,7 @@
 mod targets;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -106,7 +107,11 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
                 ));
                 let (session, finished) = (&session, &finished);
                 scope.spawn(move || {
-                    let built = build_target(session, finished, target, job, progress);
+                    // A panic too must reach the targets waiting for this one.
+                    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        build_target(session, finished, target, job, progress)
+                    }))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("its build panicked")));
                     finished.finish(&target.name, built.is_ok());
                     built.with_context(|| format!("target {}", target.name))
                 })
@@ -117,7 +122,7 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
             .map(|thread| {
                 thread
                     .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a target's build panicked")))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a target's thread panicked")))
             })
             .collect()
     });

@@ -233,3 +233,44 @@ fn bake_builds_the_compose_services_at_once_and_docker_runs_them() {
         assert_eq!(docker_run(&docker, &reference), expected, "{image}");
     }
 }
+
+#[test]
+fn a_failed_target_fails_the_targets_that_read_it_and_not_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("present.txt", "here\n");
+    write("broken/Dockerfile", "FROM scratch\nCOPY missing.txt /\n");
+    write("reader/Dockerfile", "FROM scratch\nCOPY --from=broken / /\n");
+    write("fine/Dockerfile", "FROM scratch\nCOPY present.txt /\n");
+    write(
+        "compose.yaml",
+        "services:
+  broken:
+    build: {context: broken}
+  reader:
+    build: {context: reader, additional_contexts: {broken: service:broken}}
+  fine:
+    build: {context: ., dockerfile: fine/Dockerfile}
+",
+    );
+    let store = tempfile::tempdir().unwrap();
+    let out = output(
+        rbuild(store.path())
+            .current_dir(dir.path())
+            .args(["bake", "--progress", "plain"]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(digests(&stdout).keys().collect::<Vec<_>>(), ["fine"], "{stdout}");
+    assert!(stderr.contains("2 targets failed"), "{stderr}");
+    assert!(stderr.contains("target broken: "), "{stderr}");
+    assert!(
+        stderr.contains("target reader: target broken, which it reads, failed"),
+        "{stderr}"
+    );
+}
