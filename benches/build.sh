@@ -45,18 +45,6 @@ cleanup() {
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
-make_ext4() { # NAME SIZE [mkfs.ext4 options]: a new ext4 mounted at $work/NAME
-    local name=$1 size=$2 device; shift 2
-    # Direct I/O, so that `sync` means on disk and not in the backing file's page cache, and
-    # initialised in full now, so that no background zeroing of inode tables runs in a build.
-    truncate -s "$size" "$work/$name.ext4"
-    device=$(losetup --find --show --direct-io=on --sector-size 4096 "$work/$name.ext4")
-    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$@" "$device"
-    mkdir "$work/$name"
-    mount "$device" "$work/$name"
-    # Detaching a mounted device only marks it to go when it is unmounted.
-    losetup --detach "$device"
-}
 for tool in rbuild docker buildah; do make_ext4 "$tool" 8G; done
 make_ext4 shared "${SHARED_SIZE:-64G}" -O ^has_journal
 mkdir "$work/shared-docker"

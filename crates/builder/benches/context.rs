@@ -52,17 +52,17 @@ fn hashing(c: &mut Criterion) {
     group.bench_function("rbuild: walk + hash on all cores, no stat cache", |b| {
         b.iter(|| {
             let cache = StatCache::load(&dir.path().join("no-such-cache"));
-            let mut context = Context::scan(dir.path(), None).unwrap();
+            let context = Context::scan(dir.path(), None).unwrap();
             context.hash(&all(), &cache).unwrap()
         })
     });
 
     let warm = StatCache::load(&dir.path().join("warm-cache"));
-    let mut context = Context::scan(dir.path(), None).unwrap();
+    let context = Context::scan(dir.path(), None).unwrap();
     context.hash(&all(), &warm).unwrap();
     group.bench_function("rbuild: walk + stat-cache hits (unchanged context)", |b| {
         b.iter(|| {
-            let mut context = Context::scan(dir.path(), None).unwrap();
+            let context = Context::scan(dir.path(), None).unwrap();
             context.hash(&all(), &warm).unwrap()
         })
     });

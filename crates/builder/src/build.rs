@@ -11,10 +11,12 @@
 //! [`export::export`]'s job, after the build.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::context::Contexts;
 use crate::error::Result;
 use crate::export;
+use crate::flight::InFlight;
 use crate::metrics::BuildMetrics;
 use crate::prepare;
 use crate::progress::Progress;
@@ -24,10 +26,14 @@ use crate::schedule;
 use crate::solve::Solver;
 use crate::store::LocalStore;
 
-/// Builds images.
+/// Builds images. The builds one builder runs at the same time (`rbuild bake`'s targets)
+/// share its store and cache, the steps in flight — a step two of them reach at once is built
+/// by one while the other waits for its result — and, if asked, the contexts they walked.
 pub struct Builder {
     store: Arc<LocalStore>,
     remote: Arc<dyn Remote>,
+    contexts: Contexts,
+    flights: Arc<InFlight>,
 }
 
 impl Builder {
@@ -36,6 +42,17 @@ impl Builder {
         Builder {
             store: Arc::new(store),
             remote,
+            contexts: Contexts::default(),
+            flights: Arc::default(),
+        }
+    }
+
+    /// This builder with its builds sharing contexts (see [`Contexts::shared`]): for a batch of
+    /// builds over directories that do not change while it runs.
+    pub fn sharing_contexts(self) -> Builder {
+        Builder {
+            contexts: Contexts::shared(),
+            ..self
         }
     }
 
@@ -47,10 +64,20 @@ impl Builder {
     /// Builds `request`, reporting to `progress`.
     pub async fn build(&self, request: BuildRequest, progress: Arc<dyn Progress>) -> Result<BuildOutput> {
         let started = Instant::now();
-        let prepared =
-            prepare::prepare(&request, &self.store, self.remote.as_ref(), progress.as_ref()).await?;
+        let started_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let prepared = prepare::prepare(
+            &request,
+            &self.store,
+            self.remote.as_ref(),
+            progress.as_ref(),
+            &self.contexts,
+        )
+        .await?;
         let plan = prepared.plan;
         let mut metrics = BuildMetrics {
+            started_ms,
             context_bytes_hashed: prepared.context_bytes_hashed,
             context_files: prepared.context_files,
             ..BuildMetrics::default()
@@ -58,6 +85,7 @@ impl Builder {
         let solver = Arc::new(Solver::new(
             self.store.clone(),
             self.remote.clone(),
+            self.flights.clone(),
             request,
             prepared.inputs,
             &plan.stages,

@@ -2,10 +2,12 @@
 //! in parallel — but only the files some COPY or ADD actually selects are read.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use rbuild_dockerfile::dockerignore::{Matcher, ParentHits, ignore_file_candidates};
@@ -21,10 +23,7 @@ use crate::statcache::{StatCache, StatKey};
 /// [`ignore_file_candidates`]). `rbuild build` and `rbuild check` both ask here, so they
 /// exclude the same files.
 pub fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<Option<Matcher>> {
-    let Some(path) = ignore_file_candidates(dockerfile, context)
-        .into_iter()
-        .find(|p| p.is_file())
-    else {
+    let Some(path) = dockerignore_file(dockerfile, context) else {
         return Ok(None);
     };
     let text =
@@ -32,6 +31,14 @@ pub fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<Option<Mat
     Matcher::from_dockerignore(&text)
         .map(Some)
         .map_err(|source| BuildError::IgnoreFile { path, source })
+}
+
+/// The `.dockerignore` file that applies to a build of `context` with `dockerfile`, if any
+/// (see [`read_dockerignore`]).
+pub fn dockerignore_file(dockerfile: &Path, context: &Path) -> Option<PathBuf> {
+    ignore_file_candidates(dockerfile, context)
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// What a context entry is.
@@ -61,7 +68,7 @@ pub struct ContextFile {
     /// The stat-cache key.
     pub stat: StatKey,
     /// The content digest of a regular file, once [`Context::hash`] has covered it.
-    pub digest: Option<Digest>,
+    digest: OnceLock<Digest>,
     /// How many entries below it the context holds (directories; 0 for the rest): they
     /// follow it directly.
     below: usize,
@@ -76,9 +83,14 @@ impl ContextFile {
             size: meta.size(),
             mtime: meta.mtime(),
             stat: StatKey::of(meta),
-            digest: None,
+            digest: OnceLock::new(),
             below: 0,
         }
+    }
+
+    /// The content digest of a regular file, once [`Context::hash`] has covered it.
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.get()
     }
 
     /// The last component of its path.
@@ -93,10 +105,15 @@ impl ContextFile {
 /// in name order — so a directory's descendants are one slice, and a path is found by
 /// stepping through its components' siblings. An unchanged 20,000-file context is indexed
 /// without a map or a second copy of its paths.
+///
+/// File digests are filled in place ([`Context::hash`] takes `&self`), so the builds that
+/// share a walked context (see [`Contexts`]) share what each hashed.
 pub struct Context {
     root: PathBuf,
     entries: Vec<ContextFile>,
     ignore: Option<Matcher>,
+    /// Held while hashing: two builds asking for the same files read them once.
+    hashing: Mutex<()>,
 }
 
 /// Normalises a source path inside the context: `./a/../b/` → `b`. Errors if it climbs out.
@@ -236,6 +253,7 @@ impl Context {
             root,
             entries,
             ignore,
+            hashing: Mutex::new(()),
         })
     }
 
@@ -356,7 +374,11 @@ impl Context {
 
     /// Content digests of the regular files at and below `roots`, hashed in parallel on all
     /// cores and remembered in the stat cache. Returns how many bytes were actually read.
-    pub fn hash(&mut self, roots: &[String], cache: &StatCache) -> Result<u64> {
+    pub fn hash(&self, roots: &[String], cache: &StatCache) -> Result<u64> {
+        let _hashing = self
+            .hashing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut todo = vec![false; self.entries.len()];
         for root in roots {
             if let Some(i) = self.position(root) {
@@ -365,9 +387,9 @@ impl Context {
         }
         let root = &self.root;
         self.entries
-            .par_iter_mut()
+            .par_iter()
             .enumerate()
-            .filter(|(i, file)| todo[*i] && file.kind == FileKind::File && file.digest.is_none())
+            .filter(|(i, file)| todo[*i] && file.kind == FileKind::File && file.digest().is_none())
             .map(|(_, file)| {
                 let (digest, read) = match cache.get(&file.stat) {
                     Some(digest) => (digest, 0),
@@ -377,7 +399,8 @@ impl Context {
                         (digest, file.size)
                     }
                 };
-                file.digest = Some(digest);
+                // Only this thread, holding `hashing`, sets it.
+                let _ = file.digest.set(digest);
                 Ok(read)
             })
             .try_reduce(|| 0, |a, b| Ok(a + b))
@@ -394,7 +417,7 @@ impl Context {
         for file in self.descendants(dir) {
             field(file.path.as_bytes());
             field(&file.mode.to_le_bytes());
-            match (&file.kind, &file.digest) {
+            match (&file.kind, file.digest()) {
                 (FileKind::File, Some(digest)) => field(digest.hex().as_bytes()),
                 (FileKind::File, None) => field(b"file"),
                 (FileKind::Dir, _) => field(b"dir"),
@@ -410,6 +433,60 @@ impl Context {
     /// The absolute path of a context entry.
     pub fn absolute(&self, path: &str) -> PathBuf {
         self.root.join(path)
+    }
+}
+
+/// How a [`Builder`](crate::Builder) comes by its builds' contexts: each build walks its own
+/// (a directory may change between builds), or, for a batch of builds over directories that do
+/// not change meanwhile (the targets of `rbuild bake`), the first walks a context and the
+/// others take it — with the digests of the files it hashed — by directory and `.dockerignore`.
+#[derive(Default)]
+pub struct Contexts {
+    /// The contexts walked so far, when they are kept.
+    kept: Option<Mutex<HashMap<ContextKey, Arc<Walking>>>>,
+}
+
+/// A context's directory and `.dockerignore` file.
+type ContextKey = (PathBuf, Option<PathBuf>);
+
+/// A context being walked by the first build that asked for it, then walked.
+type Walking = Mutex<Option<Arc<Context>>>;
+
+impl Contexts {
+    /// Contexts shared by every build that asks for the same one (see [`Contexts`]).
+    pub fn shared() -> Contexts {
+        Contexts {
+            kept: Some(Mutex::default()),
+        }
+    }
+
+    /// The context at `root` with `ignore` (read from `ignore_file`) applied: walked now, or
+    /// when shared by an earlier build (a build asking while another walks it waits for that
+    /// walk).
+    pub fn walk(
+        &self,
+        root: &Path,
+        ignore_file: Option<PathBuf>,
+        ignore: Option<Matcher>,
+    ) -> Result<Arc<Context>> {
+        let Some(kept) = &self.kept else {
+            return Context::scan(root, ignore).map(Arc::new);
+        };
+        let key = (
+            root.canonicalize().unwrap_or_else(|_| root.to_owned()),
+            ignore_file,
+        );
+        let slot = {
+            let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            kept.entry(key).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(context) = slot.as_ref() {
+            return Ok(context.clone());
+        }
+        let context = Arc::new(Context::scan(root, ignore)?);
+        *slot = Some(context.clone());
+        Ok(context)
     }
 }
 
@@ -504,17 +581,42 @@ mod tests {
 
     #[test]
     fn hashes_in_parallel_and_uses_the_stat_cache() {
-        let (dir, mut ctx) = context(&[("a", "alpha"), ("b", "beta")], None);
+        let (dir, ctx) = context(&[("a", "alpha"), ("b", "beta")], None);
         let cache = StatCache::load(&dir.path().join(".cache"));
         let read = ctx.hash(&["a".into(), "b".into()], &cache).unwrap();
         assert_eq!(read, 9);
-        assert_eq!(ctx.get("a").unwrap().digest, Some(Digest::sha256_of(b"alpha")));
-        let mut again = Context::scan(dir.path(), None).unwrap();
+        assert_eq!(ctx.get("a").unwrap().digest(), Some(&Digest::sha256_of(b"alpha")));
+        let again = Context::scan(dir.path(), None).unwrap();
         assert_eq!(
             again.hash(&["a".into(), "b".into()], &cache).unwrap(),
             0,
             "served from the stat cache"
         );
+    }
+
+    #[test]
+    fn shared_contexts_are_walked_and_hashed_once() {
+        let (dir, _) = context(&[("a", "alpha")], None);
+        let cache = StatCache::load(&dir.path().join(".cache"));
+        let shared = Contexts::shared();
+        let first = shared.walk(dir.path(), None, None).unwrap();
+        assert_eq!(first.hash(&["a".into()], &cache).unwrap(), 5);
+        fs::write(dir.path().join("b"), "beta").unwrap();
+        let second = shared.walk(dir.path(), None, None).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "walked once");
+        assert_eq!(
+            second.get("a").unwrap().digest(),
+            Some(&Digest::sha256_of(b"alpha"))
+        );
+        let other_ignore = shared
+            .walk(dir.path(), Some(dir.path().join(".dockerignore")), None)
+            .unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &other_ignore),
+            "another .dockerignore, another walk"
+        );
+        let own = Contexts::default().walk(dir.path(), None, None).unwrap();
+        assert!(own.get("b").is_some(), "unshared: each build walks its own");
     }
 
     #[test]

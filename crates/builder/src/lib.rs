@@ -8,9 +8,10 @@
 //!   through [`remote`]); the [`context`] walked once with `.dockerignore` and the files
 //!   COPY/ADD select hashed in parallel, remembered in the [`statcache`];
 //! - `schedule`: every stage a task of its own, waiting only for the stages it reads from;
-//! - `solve` and `steps`: each step keyed ([`keys`]) and looked up in the [`cache`], and on a
-//!   miss built — COPY/ADD by [`copy`], RUN by [`exec`] in an OCI runtime, WORKDIR and the
-//!   config-only steps on the [`image`] state; [`snapshot`] and [`rootfs`] give the layers
+//! - `solve` and `steps`: each step keyed ([`keys`]) and looked up in the [`cache`] (a key
+//!   another build or stage is making is waited for, `flight`), and on a miss built —
+//!   COPY/ADD by [`copy`], RUN by [`exec`] in an OCI runtime, WORKDIR and the config-only
+//!   steps on the [`image`] state; [`snapshot`] and [`rootfs`] give the layers
 //!   unpacked once and viewed merged, for `COPY --from`, `--chown` names ([`owner`]) and RUN;
 //! - [`export`]: the image written to the local store, and sent where the caller asks (a
 //!   registry, an OCI layout directory or tar, a docker archive).
@@ -56,6 +57,7 @@ pub mod copy;
 pub mod error;
 pub mod exec;
 pub mod export;
+mod flight;
 pub mod image;
 pub mod keys;
 pub mod metrics;

@@ -47,6 +47,9 @@ pub struct StepMetrics {
 /// The whole build's numbers.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BuildMetrics {
+    /// When the build started, milliseconds since the Unix epoch: builds that ran at once
+    /// (`rbuild bake`'s targets) overlap.
+    pub started_ms: u64,
     /// Wall time, milliseconds.
     pub duration_ms: f64,
     /// Bytes read to hash the context.

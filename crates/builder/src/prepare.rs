@@ -13,7 +13,7 @@ use rbuild_dockerfile::plan::{Base, CopyFrom, Plan, Stage, StepKind};
 use rbuild_dockerfile::run_flags::MountType;
 use rbuild_dockerfile::{BaseImageInfo, Dockerfile, ImageResolver, PlanOptions};
 
-use crate::context::{self, Context};
+use crate::context::{self, Context, Contexts};
 use crate::copy;
 use crate::error::{BuildError, Result};
 use crate::progress::Progress;
@@ -49,18 +49,21 @@ pub(crate) struct Prepared {
     pub warnings: Vec<String>,
 }
 
-/// Prepares `request`: see the module documentation.
+/// Prepares `request`: see the module documentation. Its directories are walked through
+/// `contexts`, once for all the builds that share it.
 pub(crate) async fn prepare(
     request: &BuildRequest,
     store: &LocalStore,
     remote: &dyn Remote,
     progress: &dyn Progress,
+    contexts: &Contexts,
 ) -> Result<Prepared> {
     let dockerfile_name = request.dockerfile.display().to_string();
     let parsed = rbuild_dockerfile::parse(&request.dockerfile_text).map_err(|error| BuildError::Parse {
         file: dockerfile_name.clone(),
         error: Box::new(error),
     })?;
+    let ignore_file = context::dockerignore_file(&request.dockerfile, &request.context);
     let ignore = context::read_dockerignore(&request.dockerfile, &request.context)?;
     let platform = request.target_platform();
     let resolver = Resolver {
@@ -108,14 +111,14 @@ pub(crate) async fn prepare(
     );
 
     let (context, context_bytes_hashed, context_files) = if uses_context(&plan) {
-        let mut context = Context::scan(&request.context, ignore)?;
+        let context = contexts.walk(&request.context, ignore_file, ignore)?;
         let roots = context_roots(&plan, &context, &dockerfile_name)?;
         let hashed = context.hash(&roots, &store.stat_cache)?;
         let files = context.descendants("").len();
         if let Err(e) = store.stat_cache.save() {
             tracing::warn!("could not save the stat cache: {e}");
         }
-        (Some(Arc::new(context)), hashed, files)
+        (Some(context), hashed, files)
     } else {
         (None, 0, 0)
     };
@@ -123,9 +126,9 @@ pub(crate) async fn prepare(
     let mut named = HashMap::new();
     for (name, source) in &request.named_contexts {
         if let NamedContext::Dir(dir) = source {
-            let mut context = Context::scan(dir, None)?;
+            let context = contexts.walk(dir, None, None)?;
             context.hash(&[String::new()], &store.stat_cache)?;
-            named.insert(name.clone(), Arc::new(context));
+            named.insert(name.clone(), context);
         }
     }
     Ok(Prepared {

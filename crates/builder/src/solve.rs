@@ -17,6 +17,7 @@ use rbuild_oci::{Descriptor, Digest, time};
 
 use crate::cache::{CacheRecord, CachedLayer};
 use crate::error::{BuildError, Result};
+use crate::flight::{Flight, InFlight};
 use crate::image::ImageState;
 use crate::keys::{CacheKey, Inputs};
 use crate::metrics::StepMetrics;
@@ -44,6 +45,8 @@ pub(crate) struct StageState {
 pub(crate) struct Solver {
     pub store: Arc<LocalStore>,
     pub remote: Arc<dyn Remote>,
+    /// The steps being built by this build and the others of its builder.
+    flights: Arc<InFlight>,
     pub request: BuildRequest,
     /// The Dockerfile's path as messages show it.
     pub dockerfile_name: String,
@@ -129,6 +132,7 @@ impl Solver {
     pub fn new(
         store: Arc<LocalStore>,
         remote: Arc<dyn Remote>,
+        flights: Arc<InFlight>,
         request: BuildRequest,
         sources: Sources,
         stages: &[Stage],
@@ -138,6 +142,7 @@ impl Solver {
         Solver {
             store,
             remote,
+            flights,
             dockerfile_name: request.dockerfile.display().to_string(),
             platform: request.target_platform(),
             request,
@@ -423,7 +428,8 @@ impl StepContext<'_> {
 
     /// Looks the step up by `inputs`, or makes its layer with `make` and records it (under
     /// `alias` too, when the step has a second key). `details` adds to the inputs what only
-    /// explaining a miss needs (see [`Inputs::set_details`]).
+    /// explaining a miss needs (see [`Inputs::set_details`]). While it makes the layer, the
+    /// key is claimed: another build (or stage) reaching the same key waits, then hits.
     pub fn cached_layer(
         &self,
         mut inputs: Inputs,
@@ -437,13 +443,20 @@ impl StepContext<'_> {
         let key = inputs.key();
         state.fs_key = key.to_string();
         let no_cache = solver.no_cache(self.stage);
-        if let Some((record, from)) = self.find(&key) {
-            if from.is_some() {
-                store.cache.store(&self.id, &inputs, &record)?;
-            }
-            self.remember(&key, alias, &record)?;
-            return Ok(self.reuse(record, from, state));
-        }
+        // Without the cache there is nothing to wait for: each build makes its own.
+        let _claim = match no_cache {
+            true => None,
+            false => match solver.flights.find_or_claim(&key, || self.find(&key)) {
+                Flight::Found((record, from)) => {
+                    if from.is_some() {
+                        store.cache.store(&self.id, &inputs, &record)?;
+                    }
+                    self.remember(&key, alias, &record)?;
+                    return Ok(self.reuse(record, from, state));
+                }
+                Flight::Claimed(claim) => Some(claim),
+            },
+        };
         let created_by = self.step.created_by.clone();
         details(&mut inputs);
         let reason = if no_cache {

@@ -1,10 +1,16 @@
 //! `rbuild bake`: compose and bake files read into build targets (rbuild-bake), printed as
-//! `docker buildx bake --print` does, or built — in one process, one store and one cache, in
-//! dependency order, each target a [`Job`] as `rbuild build` makes one.
+//! `docker buildx bake --print` does, or built — in one process, one store and one cache, each
+//! target a [`Job`] as `rbuild build` makes one, all at once but each after the targets it
+//! reads ([`targets`]).
+
+mod targets;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -13,6 +19,8 @@ use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::Output;
 use rbuild_builder::{BuildRequest, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
+use rbuild_oci::Descriptor;
+use targets::{Finished, TargetProgress};
 
 use crate::build::{Job, Session, parse_output, source_date_epoch};
 use crate::display;
@@ -70,29 +78,95 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.metrics_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let session = Session::open(&args.store)?;
-    let mut built = Vec::new();
-    // Dependencies come first: a target's `target:` contexts name images built before it.
-    for target in &bake.targets {
-        let read_by_others = bake
+    // Every target's job first: a target that cannot be built stops the bake before any starts.
+    let jobs = bake
+        .targets
+        .iter()
+        .map(|target| {
+            let read_by_others = bake
+                .targets
+                .iter()
+                .any(|t| t.dependencies().any(|d| d == target.name));
+            job(target, read_by_others, &args).with_context(|| format!("target {}", target.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let session = Session::open(&args.store)?.sharing_contexts();
+    let display = session.display(args.progress);
+    let finished = Finished::default();
+    let numbers = Arc::new(AtomicUsize::new(1));
+    let built: Vec<anyhow::Result<Descriptor>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = bake
             .targets
             .iter()
-            .any(|t| t.dependencies().any(|d| d == target.name));
-        let job = job(target, read_by_others, &args).with_context(|| format!("target {}", target.name))?;
-        eprintln!("building target {}", target.name);
-        let manifest = session
-            .run(job, args.progress)
-            .with_context(|| format!("target {}", target.name))?;
-        session
-            .store()
-            .content
-            .set_ref(&local_name(&target.name), &manifest)?;
-        built.push((target.name.clone(), manifest.digest));
+            .zip(jobs)
+            .map(|(target, job)| {
+                let progress = Arc::new(TargetProgress::new(
+                    &target.name,
+                    numbers.clone(),
+                    display.progress(),
+                ));
+                let (session, finished) = (&session, &finished);
+                scope.spawn(move || {
+                    // A panic too must reach the targets waiting for this one.
+                    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        build_target(session, finished, target, job, progress)
+                    }))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("its build panicked")));
+                    finished.finish(&target.name, built.is_ok());
+                    built.with_context(|| format!("target {}", target.name))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a target's thread panicked")))
+            })
+            .collect()
+    });
+    display.finish();
+    let mut failed = Vec::new();
+    for (target, built) in bake.targets.iter().zip(built) {
+        match built {
+            Ok(manifest) => println!("{} {}", target.name, manifest.digest),
+            Err(e) => failed.push(e),
+        }
     }
-    for (name, digest) in built {
-        println!("{name} {digest}");
+    match failed.len() {
+        0 => Ok(ExitCode::SUCCESS),
+        1 => Err(failed.remove(0)),
+        n => {
+            for e in &failed[1..] {
+                eprintln!("error: {e:#}");
+            }
+            Err(failed.remove(0).context(format!("{n} targets failed")))
+        }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds one target once the targets it reads are built, and names its image for the targets
+/// that read it.
+fn build_target(
+    session: &Session,
+    finished: &Finished,
+    target: &Target,
+    job: Job,
+    progress: Arc<TargetProgress>,
+) -> anyhow::Result<Descriptor> {
+    for dependency in target.dependencies() {
+        if !finished.wait(dependency) {
+            bail!("target {dependency}, which it reads, failed");
+        }
+    }
+    eprintln!("building target {}", target.name);
+    let manifest = session.run_reporting(job, progress, || ())?;
+    session
+        .store()
+        .content
+        .set_ref(&local_name(&target.name), &manifest)?;
+    Ok(manifest)
 }
 
 /// The build a target describes.

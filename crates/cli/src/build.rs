@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::{self, Output, export};
+use rbuild_builder::progress::Progress;
 use rbuild_builder::remote_cache::{self, CacheLocation, CacheTo};
 use rbuild_builder::{BuildOutput, BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
@@ -215,6 +217,20 @@ impl Session {
         })
     }
 
+    /// This session with its builds sharing the contexts they walk (see
+    /// [`Builder::sharing_contexts`]).
+    pub fn sharing_contexts(self) -> Session {
+        Session {
+            builder: self.builder.sharing_contexts(),
+            ..self
+        }
+    }
+
+    /// The progress display for `mode`, started.
+    pub fn display(&self, mode: display::Mode) -> display::Display {
+        display::Display::start(mode, self.runtime.handle())
+    }
+
     /// The local store.
     pub fn store(&self) -> &rbuild_builder::store::LocalStore {
         self.builder.store()
@@ -223,15 +239,27 @@ impl Session {
     /// Builds `job`, sends the image and the caches where it says, and reports; returns the
     /// image's manifest.
     pub fn run(&self, job: Job, progress: display::Mode) -> anyhow::Result<Descriptor> {
+        let display = self.display(progress);
+        self.run_reporting(job, display.progress(), || display.finish())
+    }
+
+    /// [`run`](Session::run), the build reporting to `progress`, and `built` called when the
+    /// build returns, before anything else is printed. Several may run at once, on threads of
+    /// their own: they share the session's store, cache and steps in flight.
+    pub fn run_reporting(
+        &self,
+        job: Job,
+        progress: Arc<dyn Progress>,
+        built: impl FnOnce(),
+    ) -> anyhow::Result<Descriptor> {
         let Session {
             builder,
             client,
             runtime,
         } = self;
-        let display = display::Display::start(progress, runtime.handle());
-        let built = runtime.block_on(builder.build(job.request, display.progress()));
-        display.finish();
-        let mut output = built?;
+        let output = runtime.block_on(builder.build(job.request, progress));
+        built();
+        let mut output = output?;
         if job.cache_to.contains(&CacheTo::Inline) {
             output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
         }

@@ -1,7 +1,8 @@
 //! `rbuild bake --print` on the compose fixture (`fixtures/bake/compose`, three services:
 //! app and worker sharing a base stage, tools reading app through `service:app`) prints the
 //! targets as `docker buildx bake --print` does, and `rbuild bake --push` builds them in one
-//! process: the shared stage once, each image as building it alone gives, each run by docker.
+//! process, app and worker at the same time and tools after app: the shared stage once, each
+//! image as building it alone gives, each run by docker.
 
 use std::path::Path;
 use std::process::Command;
@@ -100,18 +101,41 @@ fn digests(stdout: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A target's `--metrics-file`, as bake wrote it under `metrics`.
+fn target_metrics(metrics: &Path, target: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(metrics.join(format!("{target}.json"))).unwrap()).unwrap()
+}
+
 /// Each step's instruction and cache outcome in a target's metrics.
 fn outcomes(metrics: &Path, target: &str) -> Vec<(String, String)> {
-    let metrics: Value =
-        serde_json::from_slice(&std::fs::read(metrics.join(format!("{target}.json"))).unwrap()).unwrap();
-    step_outcomes(&metrics)
+    step_outcomes(&target_metrics(metrics, target))
         .into_iter()
         .map(|(instruction, outcome, _)| (instruction, outcome))
         .collect()
 }
 
+/// When a target's build started and ended, milliseconds since the Unix epoch.
+fn span(metrics: &Path, target: &str) -> (f64, f64) {
+    let metrics = target_metrics(metrics, target);
+    let started = metrics["started_ms"].as_f64().unwrap();
+    (started, started + metrics["duration_ms"].as_f64().unwrap())
+}
+
+/// `rbuild build` of the compose fixture's Dockerfile `dockerfile_dir` in a store of its own,
+/// as bake builds a target there: `SOURCE_DATE_EPOCH` fixed, layers gzip-compressed for the
+/// registry; returns the image digest.
+fn build_alone(store: &Path, dockerfile_dir: &Path, base: &str, flags: &[&str]) -> String {
+    let digest = run(rbuild(store)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress", "plain", "--compression", "gzip"])
+        .args(["--build-arg", &format!("BASE={base}")])
+        .args(flags)
+        .arg(dockerfile_dir));
+    digest.trim().to_owned()
+}
+
 #[test]
-fn bake_builds_the_compose_services_in_one_process_and_docker_runs_them() {
+fn bake_builds_the_compose_services_at_once_and_docker_runs_them() {
     let Some(docker) = Docker::get() else { return };
     if !runc_available() {
         return;
@@ -139,32 +163,65 @@ fn bake_builds_the_compose_services_in_one_process_and_docker_runs_them() {
         "{stdout}"
     );
 
-    // The base stage app and worker share is built once: worker finds it in the cache.
-    let shared = "RUN echo shared > /shared".to_owned();
-    assert!(outcomes(&metrics, "app").contains(&(shared.clone(), "miss".to_owned())));
-    assert!(outcomes(&metrics, "worker").contains(&(shared, "hit".to_owned())));
+    // app and worker, which read no other target, are built at the same time; tools, which
+    // reads app's image, after app.
+    let (app, worker, tools) = (
+        span(&metrics, "app"),
+        span(&metrics, "worker"),
+        span(&metrics, "tools"),
+    );
+    assert!(
+        app.0 < worker.1 && worker.0 < app.1,
+        "app {app:?} and worker {worker:?} did not overlap"
+    );
+    assert!(
+        tools.0 >= app.1,
+        "tools {tools:?} started before app {app:?} ended"
+    );
 
-    // Each image is the one building it alone gives.
+    // The base stage they share is built once: one of them builds it while the other waits,
+    // then finds it in the cache.
+    let shared = "RUN echo shared > /shared".to_owned();
+    let mut outcomes_of_shared: Vec<String> = ["app", "worker"]
+        .iter()
+        .flat_map(|target| outcomes(&metrics, target))
+        .filter(|(instruction, _)| *instruction == shared)
+        .map(|(_, outcome)| outcome)
+        .collect();
+    outcomes_of_shared.sort();
+    assert_eq!(outcomes_of_shared, ["hit", "miss"]);
+
+    // Each image is the one building it alone gives, in a store of its own.
     let alone = tempfile::tempdir().unwrap();
-    let app_alone = run(rbuild(alone.path())
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args([
-            "build",
-            "--progress",
-            "plain",
-            "--compression",
-            "gzip",
+    let app_alone = build_alone(
+        alone.path(),
+        &dir,
+        &base,
+        &[
             "--target",
             "app",
-        ])
-        .args([
-            "--build-arg",
-            &format!("BASE={base}"),
             "--label",
             "org.example.role=app",
-        ])
-        .arg(&dir));
-    assert_eq!(app_alone.trim(), built["app"]);
+            "-t",
+            "alone/app:1",
+        ],
+    );
+    assert_eq!(app_alone, built["app"], "app");
+    let token = format!("id=token,src={}", dir.join("token.txt").display());
+    let worker_alone = build_alone(
+        alone.path(),
+        &dir,
+        &base,
+        &["--target", "worker", "--secret", &token],
+    );
+    assert_eq!(worker_alone, built["worker"], "worker");
+    let tools_alone = build_alone(
+        alone.path(),
+        &dir.join("tools"),
+        &base,
+        &["--no-cache", "--build-context", "app=docker-image://alone/app:1"],
+    );
+    assert_eq!(tools_alone, built["tools"], "tools");
 
     for (image, expected) in [
         ("app", "shared\nhello from app\n"),
@@ -175,4 +232,45 @@ fn bake_builds_the_compose_services_in_one_process_and_docker_runs_them() {
         run(docker.cmd().args(["pull", "-q", &reference]));
         assert_eq!(docker_run(&docker, &reference), expected, "{image}");
     }
+}
+
+#[test]
+fn a_failed_target_fails_the_targets_that_read_it_and_not_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("present.txt", "here\n");
+    write("broken/Dockerfile", "FROM scratch\nCOPY missing.txt /\n");
+    write("reader/Dockerfile", "FROM scratch\nCOPY --from=broken / /\n");
+    write("fine/Dockerfile", "FROM scratch\nCOPY present.txt /\n");
+    write(
+        "compose.yaml",
+        "services:
+  broken:
+    build: {context: broken}
+  reader:
+    build: {context: reader, additional_contexts: {broken: service:broken}}
+  fine:
+    build: {context: ., dockerfile: fine/Dockerfile}
+",
+    );
+    let store = tempfile::tempdir().unwrap();
+    let out = output(
+        rbuild(store.path())
+            .current_dir(dir.path())
+            .args(["bake", "--progress", "plain"]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(digests(&stdout).keys().collect::<Vec<_>>(), ["fine"], "{stdout}");
+    assert!(stderr.contains("2 targets failed"), "{stderr}");
+    assert!(stderr.contains("target broken: "), "{stderr}");
+    assert!(
+        stderr.contains("target reader: target broken, which it reads, failed"),
+        "{stderr}"
+    );
 }

@@ -94,7 +94,7 @@ mod tests {
 
     /// A scanned context holding `files`, with what `step` copies hashed.
     fn hashed_context(dir: &Path, step: &CopyStep) -> Result<Arc<Context>> {
-        let mut context = Context::scan(dir, None)?;
+        let context = Context::scan(dir, None)?;
         let roots = context_roots(step, &context)?;
         context.hash(&roots, &StatCache::load(&dir.join(".statcache")))?;
         Ok(Arc::new(context))

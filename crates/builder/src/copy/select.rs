@@ -244,8 +244,7 @@ fn context_files<'a>(
 
 /// The digest of a context file the build hashed.
 fn file_digest(file: &ContextFile) -> Result<&Digest> {
-    file.digest
-        .as_ref()
+    file.digest()
         .ok_or_else(|| BuildError::NotHashed(file.path.clone()))
 }
 
