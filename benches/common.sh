@@ -61,8 +61,13 @@ stop_dockerd() {
     done
 }
 
-# Builds the rbuild release binary and sets $bin to it.
+# Builds the rbuild release binary and sets $bin to it; `RBUILD_BIN=PATH` measures that binary
+# instead (an earlier commit's, for a before/after in the same conditions).
 build_rbuild() {
+    if [[ -n ${RBUILD_BIN:-} ]]; then
+        bin=$RBUILD_BIN
+        return
+    fi
     cargo build --release --quiet -p rbuild
     bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/rbuild
 }
