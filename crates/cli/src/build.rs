@@ -58,8 +58,9 @@ pub struct BuildArgs {
     /// order)
     #[arg(long = "cache-from")]
     cache_from: Vec<CacheLocation>,
-    /// Write build cache: type=registry,ref=REF | type=local,dest=DIR, with mode=min|max and
-    /// ignore-error=true|false; or type=inline, in the image itself (repeatable)
+    /// Write build cache: type=registry,ref=REF | type=local,dest=DIR, with mode=min|max,
+    /// compression=gzip|zstd and ignore-error=true|false; or type=inline, in the image itself
+    /// (repeatable)
     #[arg(long = "cache-to")]
     cache_to: Vec<CacheTo>,
     /// How to show progress
