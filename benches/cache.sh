@@ -7,7 +7,8 @@
 # generated bench context (~20,000 files, ~200 MB, multi-stage, RUN steps). Also the same
 # rbuild build with a warm store (the one that wrote the cache), and the cached layer bytes the
 # fresh rbuild downloaded.
-# Rounds alternate (rbuild, docker, rbuild warm) and medians are reported.
+# Rounds alternate (rbuild, docker, rbuild warm) and medians are reported, of wall time and,
+# for rbuild, of CPU time (user + system), which a shared machine's load disturbs less.
 #
 #   benches/cache.sh              # 3 rounds
 #   RUNS=1 benches/cache.sh       # 1 round
@@ -37,13 +38,13 @@ context="$work/context"
 echo "context: $(find "$context" -type f | wc -l) files, $(du -sm "$context" | cut -f1) MB"
 
 image=$registry/bench/app
-rbuild_build() { # STORE [flags]: prints the seconds
-    local store=$1 s; shift
+rbuild_build() { # STORE [flags]: prints the seconds, wall and CPU (user + system)
+    local store=$1 s cpu; shift
     s=$(now)
-    RBUILD_ROOT="$store" "$bin" build --progress plain --network none --push -t "$image:rbuild" \
-        --build-arg "BASE=$base" --metrics-file "$store.metrics.json" "$@" "$context" \
-        >"$work/rbuild.log" 2>&1 || { cat "$work/rbuild.log" >&2; exit 1; }
-    awk "BEGIN {printf \"%.3f\", $(now) - $s}"
+    cpu=$( { TIMEFORMAT='%U %S'; time RBUILD_ROOT="$store" "$bin" build --progress plain --network none \
+        --push -t "$image:rbuild" --build-arg "BASE=$base" --metrics-file "$store.metrics.json" "$@" \
+        "$context" >"$work/rbuild.log" 2>&1 || { cat "$work/rbuild.log" >&2; exit 1; }; } 2>&1 )
+    awk "BEGIN {printf \"%.3f %.3f\\n\", $(now) - $s, ${cpu% *} + ${cpu#* }}"
 }
 docker_build() { # [flags]: prints the seconds
     local s; s=$(now)
@@ -85,22 +86,30 @@ declare -A data
 for round in $(seq "$RUNS"); do
     store=$work/fresh-$round
     sync
-    data[fresh]+=" $(rbuild_build "$store" --cache-from "$image:cache")"
+    read -r wall cpu < <(rbuild_build "$store" --cache-from "$image:cache")
+    data[fresh]+=" $wall" data[fresh_cpu]+=" $cpu"
     data[bytes]+=" $(downloaded "$store")"
     docker_empty
     sync
     data[docker]+=" $(docker_build --cache-from "$image:docker")"
     sync
-    data[warm]+=" $(rbuild_build "$work/seed")"
-    echo "round $round: rbuild fresh ${data[fresh]##* }s (cached layer bytes downloaded: ${data[bytes]##* }), docker ${data[docker]##* }s, rbuild warm ${data[warm]##* }s"
+    read -r wall cpu < <(rbuild_build "$work/seed")
+    data[warm]+=" $wall" data[warm_cpu]+=" $cpu"
+    echo "round $round: rbuild fresh ${data[fresh]##* }s (CPU ${data[fresh_cpu]##* }s, cached layer bytes downloaded: ${data[bytes]##* }), docker ${data[docker]##* }s, rbuild warm ${data[warm]##* }s (CPU ${data[warm_cpu]##* }s)"
 done
 fresh=$(median <<<"${data[fresh]}")
 dockers=$(median <<<"${data[docker]}")
 warm=$(median <<<"${data[warm]}")
+fresh_cpu=$(median <<<"${data[fresh_cpu]}")
+warm_cpu=$(median <<<"${data[warm_cpu]}")
 printf '\n%-44s %10s\n' "median of $RUNS" seconds
 printf '%-44s %10.3f\n' "rbuild, empty store, --cache-from registry" "$fresh"
 printf '%-44s %10.3f\n' "docker build, emptied, --cache-from inline" "$dockers"
 printf '%-44s %10.3f\n' "rbuild, warm store" "$warm"
 printf '%-44s %9.1fx\n' "docker / rbuild fresh" "$(awk "BEGIN {print $dockers / $fresh}")"
 printf '%-44s %9.1fx\n' "rbuild fresh / rbuild warm" "$(awk "BEGIN {print $fresh / $warm}")"
+# CPU time is steadier than wall time on a shared machine: the same ratio in CPU seconds.
+printf '%-44s %10.3f\n' "rbuild fresh, CPU (user + system)" "$fresh_cpu"
+printf '%-44s %10.3f\n' "rbuild warm, CPU (user + system)" "$warm_cpu"
+printf '%-44s %9.1fx\n' "rbuild fresh / rbuild warm, CPU" "$(awk "BEGIN {print $fresh_cpu / $warm_cpu}")"
 printf '%-44s %10s\n' "cached layer bytes the fresh rbuild downloaded" "$(median <<<"${data[bytes]}")"

@@ -75,8 +75,13 @@ make_ext4() { # NAME SIZE [mkfs.ext4 options]
     losetup --detach "$device"
 }
 
-# Builds the rbuild release binary and sets $bin to it.
+# Builds the rbuild release binary and sets $bin to it; `RBUILD_BIN=PATH` measures that binary
+# instead (an earlier commit's, for a before/after in the same conditions).
 build_rbuild() {
+    if [[ -n ${RBUILD_BIN:-} ]]; then
+        bin=$RBUILD_BIN
+        return
+    fi
     cargo build --release --quiet -p rbuild
     bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/rbuild
 }

@@ -394,7 +394,7 @@ impl Context {
                 let (digest, read) = match cache.get(&file.stat) {
                     Some(digest) => (digest, 0),
                     None => {
-                        let digest = hash_file(&root.join(&file.path))?;
+                        let digest = hash_file_of(&root.join(&file.path), Some(file.size))?;
                         cache.insert(file.stat, &digest);
                         (digest, file.size)
                     }
@@ -440,10 +440,11 @@ impl Context {
 /// (a directory may change between builds), or, for a batch of builds over directories that do
 /// not change meanwhile (the targets of `rbuild bake`), the first walks a context and the
 /// others take it — with the digests of the files it hashed — by directory and `.dockerignore`.
-#[derive(Default)]
+/// Clones share what is kept, so a walk can run on another thread.
+#[derive(Clone, Default)]
 pub struct Contexts {
     /// The contexts walked so far, when they are kept.
-    kept: Option<Mutex<HashMap<ContextKey, Arc<Walking>>>>,
+    kept: Option<Arc<Mutex<HashMap<ContextKey, Arc<Walking>>>>>,
 }
 
 /// A context's directory and `.dockerignore` file.
@@ -456,7 +457,7 @@ impl Contexts {
     /// Contexts shared by every build that asks for the same one (see [`Contexts`]).
     pub fn shared() -> Contexts {
         Contexts {
-            kept: Some(Mutex::default()),
+            kept: Some(Arc::default()),
         }
     }
 
@@ -492,6 +493,13 @@ impl Contexts {
 
 /// The SHA-256 of the file at `path`.
 pub(crate) fn hash_file(path: &Path) -> Result<Digest> {
+    hash_file_of(path, None)
+}
+
+/// The SHA-256 of the file at `path`, which the walk saw `len` bytes long when given: reading
+/// stops there, sparing the read that finds the end of each of the context's files. What it
+/// hashes is what the file held at that stat, which is what the stat cache records it under.
+pub(crate) fn hash_file_of(path: &Path, len: Option<u64>) -> Result<Digest> {
     thread_local! {
         /// One read buffer per hashing thread: a fresh 1 MiB buffer per file had the allocator
         /// zero a megabyte for every small file of the context, more work than hashing it.
@@ -500,16 +508,20 @@ pub(crate) fn hash_file(path: &Path) -> Result<Digest> {
     let mut file =
         fs::File::open(path).map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
     let mut hasher = Hasher::new(Algorithm::Sha256);
+    let mut left = len.unwrap_or(u64::MAX);
     BUFFER.with_borrow_mut(|buffer| {
-        loop {
+        while left > 0 {
+            let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = file
-                .read(buffer)
+                .read(&mut buffer[..want])
                 .map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
             if n == 0 {
-                return Ok(hasher.finalize());
+                break;
             }
             hasher.update(&buffer[..n]);
+            left -= n as u64;
         }
+        Ok(hasher.finalize())
     })
 }
 

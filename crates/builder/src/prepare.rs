@@ -4,7 +4,9 @@
 //! The Dockerfile is planned twice: once to learn which base images it names, and, once they
 //! are resolved, again with their configs — so that `ENV PATH=$PATH:/x` sees the base's
 //! `PATH` and the base's ONBUILD triggers run. Images only `COPY --from` names are resolved
-//! after the second plan, which is the one that expands their names.
+//! after the second plan, which is the one that expands their names. The context is walked and
+//! hashed meanwhile, on other threads, for the files the first plan reads; the second plan's
+//! roots are hashed after (those are the same but for what a base image's ONBUILD or ENV adds).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,37 +85,64 @@ pub(crate) async fn prepare(
     };
     let (first, wanted) = first_plan(&parsed, &options, &dockerfile_name)?;
 
-    // Base images and image build contexts, fetched concurrently. One that cannot be fetched
-    // is reported at its FROM line.
-    let wanted = wanted
-        .into_iter()
-        .chain(request.named_contexts.values().filter_map(|named| match named {
-            NamedContext::Image(reference) => Some(reference.clone()),
-            NamedContext::Dir(_) => None,
-        }));
-    let mut images = resolver.all(wanted.collect()).await.map_err(|(reference, e)| {
-        match from_line(&first, &request.dockerfile_text, &reference) {
-            Some((line, text)) => e.at(&dockerfile_name, line, &text),
-            None => e,
-        }
-    })?;
-    options.dockerignore = ignore.clone();
-    let plan =
-        rbuild_dockerfile::plan(&parsed, &options, &Known(&images)).map_err(|error| BuildError::Plan {
-            file: dockerfile_name.clone(),
-            error: Box::new(error),
+    // The context is walked and the files the first plan's steps read are hashed on other
+    // threads while the images resolve and the caches load: on a runner with an empty store
+    // the hashing is most of the work, and the rest mostly waits on the network.
+    let hashing = uses_context(&first).then(|| {
+        let (dir, plan, contexts) = (request.context.clone(), first.clone(), contexts.clone());
+        let (ignore_file, ignore) = (ignore_file.clone(), ignore.clone());
+        let (stat_cache, name) = (store.stat_cache.clone(), dockerfile_name.clone());
+        tokio::task::spawn_blocking(move || -> Result<(Arc<Context>, u64)> {
+            let context = contexts.walk(&dir, ignore_file, ignore)?;
+            // The final plan says which roots count; a guess it cannot make costs nothing.
+            let roots = context_roots(&plan, &context, &name).unwrap_or_default();
+            let hashed = context.hash(&roots, &stat_cache)?;
+            Ok((context, hashed))
+        })
+    });
+    let resolving = async {
+        // Base images and image build contexts, fetched concurrently. One that cannot be
+        // fetched is reported at its FROM line.
+        let wanted = wanted
+            .into_iter()
+            .chain(request.named_contexts.values().filter_map(|named| match named {
+                NamedContext::Image(reference) => Some(reference.clone()),
+                NamedContext::Dir(_) => None,
+            }));
+        let mut images = resolver.all(wanted.collect()).await.map_err(|(reference, e)| {
+            match from_line(&first, &request.dockerfile_text, &reference) {
+                Some((line, text)) => e.at(&dockerfile_name, line, &text),
+                None => e,
+            }
         })?;
-    images.extend(
-        resolver
-            .all(copied_images(&plan.stages))
-            .await
-            .map_err(|(_, e)| e)?,
-    );
+        options.dockerignore = ignore.clone();
+        let plan = rbuild_dockerfile::plan(&parsed, &options, &Known(&images)).map_err(|error| {
+            BuildError::Plan {
+                file: dockerfile_name.clone(),
+                error: Box::new(error),
+            }
+        })?;
+        images.extend(
+            resolver
+                .all(copied_images(&plan.stages))
+                .await
+                .map_err(|(_, e)| e)?,
+        );
+        Ok::<_, BuildError>((plan, images))
+    };
+    let caches = RemoteCaches::load(&request.cache_from, remote, store);
+    let (resolved, (caches, warnings)) = futures_util::future::join(resolving, caches).await;
+    let (plan, images) = resolved?;
 
     let (context, context_bytes_hashed, context_files) = if uses_context(&plan) {
-        let context = contexts.walk(&request.context, ignore_file, ignore)?;
+        let (context, guessed) = match hashing {
+            Some(hashing) => hashing
+                .await
+                .map_err(|e| BuildError::io("hashing the context", std::io::Error::other(e.to_string())))??,
+            None => (contexts.walk(&request.context, ignore_file, ignore)?, 0),
+        };
         let roots = context_roots(&plan, &context, &dockerfile_name)?;
-        let hashed = context.hash(&roots, &store.stat_cache)?;
+        let hashed = guessed + context.hash(&roots, &store.stat_cache)?;
         let files = context.descendants("").len();
         if let Err(e) = store.stat_cache.save() {
             tracing::warn!("could not save the stat cache: {e}");
@@ -122,7 +151,6 @@ pub(crate) async fn prepare(
     } else {
         (None, 0, 0)
     };
-    let (caches, warnings) = RemoteCaches::load(&request.cache_from, remote, store).await;
     let mut named = HashMap::new();
     for (name, source) in &request.named_contexts {
         if let NamedContext::Dir(dir) = source {

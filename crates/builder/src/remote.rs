@@ -37,6 +37,13 @@ pub trait Remote: Send + Sync {
         blobs: &'a [Descriptor],
         store: &'a ContentStore,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// The `blobs` that `reference`'s repository does not have as described.
+    fn missing_blobs<'a>(
+        &'a self,
+        reference: &'a Reference,
+        blobs: &'a [Descriptor],
+    ) -> BoxFuture<'a, Result<Vec<Descriptor>>>;
 }
 
 impl Remote for Client {
@@ -89,6 +96,19 @@ impl Remote for Client {
     ) -> BoxFuture<'a, Result<()>> {
         async move {
             Client::fetch_blobs(self, reference, blobs, store)
+                .await
+                .map_err(|e| pull_error(reference, e))
+        }
+        .boxed()
+    }
+
+    fn missing_blobs<'a>(
+        &'a self,
+        reference: &'a Reference,
+        blobs: &'a [Descriptor],
+    ) -> BoxFuture<'a, Result<Vec<Descriptor>>> {
+        async move {
+            Client::missing_blobs(self, reference, blobs)
                 .await
                 .map_err(|e| pull_error(reference, e))
         }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rbuild_oci::manifest::{ImageIndex, ImageManifest};
 use rbuild_oci::{ContentStore, Descriptor, Digest, media_type};
@@ -22,8 +23,9 @@ pub struct LocalStore {
     pub cache: Cache,
     /// Unpacked layers.
     pub snapshots: Snapshots,
-    /// Context file digests by stat.
-    pub stat_cache: StatCache,
+    /// Context file digests by stat (shared with the thread that hashes the context while
+    /// the build resolves its images).
+    pub stat_cache: Arc<StatCache>,
     root: PathBuf,
 }
 
@@ -39,7 +41,7 @@ impl LocalStore {
             content: ContentStore::open(&root.join("oci"))?,
             cache: Cache::open(&root.join("cache"))?,
             snapshots: Snapshots::open(&root.join("snapshots"))?,
-            stat_cache: StatCache::load(&root.join("statcache")),
+            stat_cache: Arc::new(StatCache::load(&root.join("statcache"))),
             root: root.to_owned(),
         })
     }

@@ -53,6 +53,14 @@ impl Remote for Offline {
     ) -> BoxFuture<'a, Result<()>> {
         async move { Err(offline(reference.to_string())) }.boxed()
     }
+
+    fn missing_blobs<'a>(
+        &'a self,
+        reference: &'a Reference,
+        _: &'a [Descriptor],
+    ) -> BoxFuture<'a, Result<Vec<Descriptor>>> {
+        async move { Err(offline(reference.to_string())) }.boxed()
+    }
 }
 
 /// A store and a context directory of the test's own.

@@ -11,7 +11,7 @@ use clap::Args;
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::{self, Output, export};
 use rbuild_builder::progress::Progress;
-use rbuild_builder::remote_cache::{self, CacheLocation, CacheTo};
+use rbuild_builder::remote_cache::{self, CacheLocation, CacheTarget, CacheTo};
 use rbuild_builder::{BuildOutput, BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
@@ -60,8 +60,9 @@ pub struct BuildArgs {
     /// order)
     #[arg(long = "cache-from")]
     cache_from: Vec<CacheLocation>,
-    /// Write build cache: type=registry,ref=REF | type=local,dest=DIR, with mode=min|max and
-    /// ignore-error=true|false; or type=inline, in the image itself (repeatable)
+    /// Write build cache: type=registry,ref=REF | type=local,dest=DIR, with mode=min|max,
+    /// compression=gzip|zstd and ignore-error=true|false; or type=inline, in the image itself
+    /// (repeatable)
     #[arg(long = "cache-to")]
     cache_to: Vec<CacheTo>,
     /// How to show progress
@@ -274,20 +275,32 @@ impl Session {
             compression: job.shipped,
             ..LayerOptions::default()
         };
-        let exported = runtime.block_on(export(
-            builder.store(),
-            client,
-            &output.image.manifest,
-            &job.tags,
-            &job.outputs,
-            &layers,
-        ))?;
+        let store = builder.store();
+        let manifest = export::shipped(store, &output.image.manifest, &job.outputs, &layers)?;
+        let caches: Vec<_> = cache_targets(&job.cache_to)
+            .map(|target| {
+                (
+                    target,
+                    remote_cache::write(target, &output.steps, &manifest, store),
+                )
+            })
+            .collect();
+        // The image and the caches go at once; the client sends a blob both need once.
+        let remote_caches = &output.caches;
+        let (exported, sent) = runtime.block_on(futures_util::future::join(
+            export(store, client, &manifest, &job.tags, &job.outputs),
+            futures_util::future::join_all(caches.into_iter().map(|(target, written)| async move {
+                let sent = match written {
+                    Ok(cache) => cache.send(store, client, remote_caches).await,
+                    Err(e) => Err(e),
+                };
+                (target, sent)
+            })),
+        ));
+        let exported = exported?;
         output.metrics.image = exported.manifest.digest.to_string();
         for tag in &job.tags {
-            builder
-                .store()
-                .content
-                .set_ref(&tag.to_string(), &exported.manifest)?;
+            store.content.set_ref(&tag.to_string(), &exported.manifest)?;
         }
         for report in &exported.pushed {
             eprintln!(
@@ -297,7 +310,22 @@ impl Session {
                 report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
             );
         }
-        self.export_caches(&job.cache_to, &mut output)?;
+        for (target, result) in sent {
+            match result {
+                Ok(cache) => eprintln!(
+                    "cache written to {} ({} steps, {})",
+                    cache.location, cache.records, cache.manifest.digest
+                ),
+                Err(e) if target.ignore_error => output.warnings.push(format!(
+                    "cache export to {} failed: {:#}",
+                    target.location,
+                    anyhow::Error::from(e)
+                )),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("exporting the cache to {}", target.location));
+                }
+            }
+        }
         if let Some(path) = &job.metrics_file {
             let json = serde_json::to_vec_pretty(&output.metrics)?;
             std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -322,37 +350,14 @@ impl Session {
         );
         Ok(exported.manifest)
     }
+}
 
-    /// Writes the build's cache to each `--cache-to` of its own (inline ones are in the image).
-    fn export_caches(&self, cache_to: &[CacheTo], output: &mut BuildOutput) -> anyhow::Result<()> {
-        for target in cache_to.iter().filter_map(|to| match to {
-            CacheTo::Export(target) => Some(target),
-            CacheTo::Inline => None,
-        }) {
-            let exported = self.runtime.block_on(remote_cache::export(
-                target,
-                &output.steps,
-                self.builder.store(),
-                &self.client,
-                &output.caches,
-            ));
-            match exported {
-                Ok(cache) => eprintln!(
-                    "cache written to {} ({} steps, {})",
-                    cache.location, cache.records, cache.manifest.digest
-                ),
-                Err(e) if target.ignore_error => output.warnings.push(format!(
-                    "cache export to {} failed: {:#}",
-                    target.location,
-                    anyhow::Error::from(e)
-                )),
-                Err(e) => {
-                    return Err(e).with_context(|| format!("exporting the cache to {}", target.location));
-                }
-            }
-        }
-        Ok(())
-    }
+/// The `--cache-to` targets that write a cache of their own (inline ones are in the image).
+fn cache_targets(cache_to: &[CacheTo]) -> impl Iterator<Item = &CacheTarget> {
+    cache_to.iter().filter_map(|to| match to {
+        CacheTo::Export(target) => Some(target),
+        CacheTo::Inline => None,
+    })
 }
 
 /// The job `rbuild build`'s arguments describe.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use rbuild_builder::export::{Output, export};
+use rbuild_builder::export::{Output, export, shipped};
 use rbuild_layer::LayerOptions;
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::manifest::ImageManifest;
@@ -139,13 +139,13 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         ..LayerOptions::default()
     };
     let outputs = [Output::Registry];
+    let descriptor = shipped(&local, &descriptor, &outputs, &layers)?;
     let exported = runtime()?.block_on(export(
         &local,
         &client,
         &descriptor,
         std::slice::from_ref(&image_ref),
         &outputs,
-        &layers,
     ))?;
     for report in &exported.pushed {
         eprintln!(

@@ -41,6 +41,7 @@ pub mod challenge;
 pub mod credentials;
 pub mod download;
 pub mod error;
+mod inflight;
 mod mount;
 pub mod platform;
 pub mod progress;
@@ -341,6 +342,17 @@ impl Client {
     pub async fn fetch_artifact(&self, reference: &Reference) -> Result<Artifact, ClientError> {
         let endpoint = self.endpoint(reference.registry())?;
         artifact::fetch(&endpoint, reference).await
+    }
+
+    /// The `blobs` that `reference`'s repository does not have (or has at another size): what
+    /// a registry lost since a manifest naming them was written.
+    pub async fn missing_blobs(
+        &self,
+        reference: &Reference,
+        blobs: &[Descriptor],
+    ) -> Result<Vec<Descriptor>, ClientError> {
+        let endpoint = self.endpoint(reference.registry())?;
+        artifact::missing_blobs(&endpoint, reference, blobs).await
     }
 
     /// Stores the `blobs` of `reference`'s repository that `store` lacks, verified, and records

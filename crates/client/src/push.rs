@@ -4,7 +4,9 @@
 //! mount (`POST ?mount=&from=`) from the repositories of the same registry it is known to be in
 //! (see [`mount`](crate::mount)), asking for `pull` on each; otherwise (no candidate, or every
 //! mount refused) send the file to an upload session: one `PUT ?digest=` with the body for
-//! small blobs, a streamed `PATCH` then `PUT ?digest=` for the rest. Layers go concurrently,
+//! small blobs, a streamed `PATCH` then `PUT ?digest=` for the rest. A blob another push
+//! through the same client is sending to the registry is waited for, then mounted from where
+//! it went ([`inflight`](crate::inflight)). Layers go concurrently,
 //! then the config, then the manifest with its media type. An index's manifests are pushed by
 //! digest before the index itself. Once the push is done, the store records that its blobs are
 //! in the target repository, so a later push elsewhere on the registry mounts them.
@@ -330,9 +332,10 @@ impl<'a> Push<'a> {
             }
             Some(_) => true,
         };
+        let (turn, sent_to) = self.endpoint.in_flight().turn(&descriptor.digest).await;
         let mut attempt = 1;
         let outcome = loop {
-            match self.send_blob(descriptor, local).await {
+            match self.send_blob(descriptor, local, sent_to.as_ref()).await {
                 Ok(outcome) => break outcome,
                 Err(e) if e.is_transient() && attempt < PUSH_ATTEMPTS => {
                     tracing::warn!(
@@ -346,14 +349,20 @@ impl<'a> Push<'a> {
                 Err(e) => return Err(e),
             }
         };
+        turn.done(self.repository);
         self.settle(descriptor, outcome);
         Ok(())
     }
 
-    /// Makes sure the registry has one blob: already there, mounted, or uploaded.
     /// Sends one blob: nothing if the repository has it, a mount if another repository of the
-    /// registry does, else an upload of the `local` copy (without one, the blob is missing).
-    async fn send_blob(&self, descriptor: &Descriptor, local: bool) -> Result<BlobOutcome, ClientError> {
+    /// registry does (first `sent_to`, where another push just put it), else an upload of the
+    /// `local` copy (without one, the blob is missing).
+    async fn send_blob(
+        &self,
+        descriptor: &Descriptor,
+        local: bool,
+        sent_to: Option<&RepositoryName>,
+    ) -> Result<BlobOutcome, ClientError> {
         let blob_path = format!("/v2/{}/blobs/{}", self.repository, descriptor.digest);
         let (response, describe) = self
             .request(
@@ -387,7 +396,7 @@ impl<'a> Push<'a> {
             self.store,
             self.endpoint.registry(),
             self.repository,
-            self.mount_from,
+            sent_to.or(self.mount_from),
             &descriptor.digest,
         );
         let mut session = None;

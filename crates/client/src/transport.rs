@@ -25,6 +25,7 @@ use crate::body::read_limited;
 use crate::challenge::{self, Challenge};
 use crate::credentials::{self, Credential, DockerConfig};
 use crate::error::{Action, ClientError, Details, chain};
+use crate::inflight::InFlight;
 use crate::progress::Progress;
 
 /// The most redirects one request follows.
@@ -153,6 +154,7 @@ pub(crate) struct Endpoint {
     credential: tokio::sync::OnceCell<Option<Credential>>,
     credential_source: Option<String>,
     tokens: TokenCache,
+    in_flight: InFlight,
 }
 
 /// The host (and port) that serves a registry's API.
@@ -185,7 +187,13 @@ impl Endpoint {
             credential,
             credential_source,
             tokens: TokenCache::default(),
+            in_flight: InFlight::default(),
         }
+    }
+
+    /// The blobs pushes through this client are sending to the registry now.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// The registry's name, as in image references.

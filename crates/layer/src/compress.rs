@@ -128,11 +128,11 @@ fn read_head(reader: &mut dyn Read, n: usize) -> io::Result<Vec<u8>> {
 
 /// A reader of the decompressed stream, for any of the formats; the bytes already read to
 /// detect the format are put back in front.
-pub(crate) fn decoder(mut reader: Box<dyn Read>) -> io::Result<(Magic, Box<dyn Read>)> {
+pub(crate) fn decoder(mut reader: Box<dyn Read + Send>) -> io::Result<(Magic, Box<dyn Read + Send>)> {
     let head = read_head(&mut reader, 6)?;
     let magic = Magic::of(&head);
-    let whole: Box<dyn Read> = Box::new(Cursor::new(head).chain(reader));
-    let decoded: Box<dyn Read> = match magic {
+    let whole: Box<dyn Read + Send> = Box::new(Cursor::new(head).chain(reader));
+    let decoded: Box<dyn Read + Send> = match magic {
         Magic::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(whole))),
         Magic::Zstd => Box::new(zstd::stream::read::Decoder::new(whole)?),
         Magic::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
@@ -146,7 +146,7 @@ pub(crate) fn decoder(mut reader: Box<dyn Read>) -> io::Result<(Magic, Box<dyn R
 /// their magic bytes and decoded; anything else is passed through as a plain tar.
 ///
 /// Concatenated gzip members and zstd frames are read as one stream.
-pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>, LayerError> {
+pub fn decompressed(reader: impl Read + Send + 'static) -> Result<Box<dyn Read + Send>, LayerError> {
     decoder(Box::new(reader))
         .map(|(_, r)| r)
         .map_err(|e| LayerError::stream("reading the start of the layer", e))

@@ -1,12 +1,14 @@
 //! `--cache-to` / `--cache-from`: a CI runner that starts with an empty store builds from a
 //! cache another runner pushed, against rbuild serve and against CNCF distribution 2.8.2; the
-//! same through an OCI layout directory; `mode=min` against `mode=max`; and broken caches,
-//! which warn and build.
+//! same through an OCI layout directory; `mode=min` against `mode=max`; `compression=`; an
+//! image and its cache pushed at once, each blob uploaded once; and broken caches, which warn
+//! and build.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
+use spec_tests::api::Api;
 use spec_tests::distribution::Distribution;
 use spec_tests::registry::RegistryProcess;
 use spec_tests::tools::run;
@@ -78,6 +80,11 @@ struct Local {
 }
 
 impl Local {
+    /// Builds the context on the base in `store` with `args`; the metrics and stderr.
+    fn build(&self, store: &Path, args: &[&str]) -> (Value, String) {
+        build(store, self.ctx.path(), &self.base, args)
+    }
+
     /// `None` without runc (outside CI, which fails instead).
     fn setup() -> Option<Local> {
         if !runc_available() {
@@ -202,10 +209,8 @@ fn a_local_cache_round_trips_and_min_keeps_only_the_image_steps() {
     let min = local.dirs.path().join("min");
     let max = local.dirs.path().join("max");
     let first = tempfile::tempdir().unwrap();
-    let (built, stderr) = build(
+    let (built, stderr) = local.build(
         first.path(),
-        local.ctx.path(),
-        &local.base,
         &[
             "--cache-to",
             &format!("type=local,dest={}", min.display()),
@@ -217,10 +222,8 @@ fn a_local_cache_round_trips_and_min_keeps_only_the_image_steps() {
 
     let outcomes = |cache: &Path| {
         let fresh = tempfile::tempdir().unwrap();
-        let (rebuilt, _) = build(
+        let (rebuilt, _) = local.build(
             fresh.path(),
-            local.ctx.path(),
-            &local.base,
             &["--cache-from", &format!("type=local,src={}", cache.display())],
         );
         assert_eq!(rebuilt["image"], built["image"]);
@@ -287,19 +290,9 @@ fn a_broken_cache_warns_and_the_build_goes_on() {
     let first = tempfile::tempdir().unwrap();
     // Reproducible, compressed layers: a step built again (its cache entry unusable) gives
     // the same one.
-    let epoch = [
-        "--build-arg",
-        "SOURCE_DATE_EPOCH=1700000000",
-        "--compression",
-        "gzip",
-    ];
+    let epoch = [&REPRODUCIBLE[..], &["--compression", "gzip"]].concat();
     let cache_to = format!("type=local,dest={},mode=max", good.display());
-    let (built, _) = build(
-        first.path(),
-        local.ctx.path(),
-        &local.base,
-        &[&epoch[..], &["--cache-to", &cache_to]].concat(),
-    );
+    let (built, _) = local.build(first.path(), &[&epoch[..], &["--cache-to", &cache_to]].concat());
     let index: Value = serde_json::from_slice(&std::fs::read(good.join("index.json")).unwrap()).unwrap();
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
     let blob = |dir: &Path, digest: &str| {
@@ -340,6 +333,15 @@ fn a_broken_cache_warns_and_the_build_goes_on() {
             "layer",
         ),
         (
+            broken("truncated-layer", &|dir| {
+                let layer = config["layers"][0]["digest"].as_str().unwrap();
+                let path = blob(dir, layer);
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+            }),
+            "layer",
+        ),
+        (
             broken("no-layout", &|dir| {
                 std::fs::remove_file(dir.join("index.json")).unwrap()
             }),
@@ -349,10 +351,8 @@ fn a_broken_cache_warns_and_the_build_goes_on() {
     for (cache, detail) in cases {
         let fresh = tempfile::tempdir().unwrap();
         let cache_from = format!("type=local,src={}", cache.display());
-        let (rebuilt, stderr) = build(
+        let (rebuilt, stderr) = local.build(
             fresh.path(),
-            local.ctx.path(),
-            &local.base,
             &[&epoch[..], &["--cache-from", &cache_from]].concat(),
         );
         assert_eq!(
@@ -380,19 +380,12 @@ fn an_inline_cache_is_read_back_from_the_pushed_image() {
     let registry = local.registry.host();
     let image = format!("{registry}/app/inline:1");
     let first = tempfile::tempdir().unwrap();
-    build(
+    local.build(
         first.path(),
-        local.ctx.path(),
-        &local.base,
         &["--push", "-t", &image, "--cache-to", "type=inline"],
     );
     let fresh = tempfile::tempdir().unwrap();
-    let (rebuilt, stderr) = build(
-        fresh.path(),
-        local.ctx.path(),
-        &local.base,
-        &["--cache-from", &image],
-    );
+    let (rebuilt, stderr) = local.build(fresh.path(), &["--cache-from", &image]);
     // The image holds the records of its own stage's steps (mode=min): the stages it copies
     // from are built again, and their files let the final stage's steps hit.
     let outcomes: Vec<(String, String, Option<String>)> = step_outcomes(&rebuilt)
@@ -411,11 +404,276 @@ fn an_inline_cache_is_read_back_from_the_pushed_image() {
         }
     }
     // An image without one is a warning, not a failure.
-    let (_, stderr) = build(
-        fresh.path(),
-        local.ctx.path(),
-        &local.base,
-        &["--cache-from", &local.base],
-    );
+    let (_, stderr) = local.build(fresh.path(), &["--cache-from", &local.base]);
     assert!(stderr.contains("has no inline cache"), "{stderr}");
+}
+
+/// Reproducible, compressed layers: a step built again gives the same layer.
+const REPRODUCIBLE: [&str; 2] = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+
+/// The first line of `stderr` that starts with `prefix`.
+fn warning<'a>(stderr: &'a str, prefix: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?}:\n{stderr}"))
+}
+
+/// The metrics of the step `instruction`.
+fn step<'a>(metrics: &'a Value, instruction: &str) -> &'a Value {
+    metrics["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["instruction"] == instruction)
+        .unwrap_or_else(|| panic!("no step {instruction}: {metrics}"))
+}
+
+/// A document of the registry, parsed.
+fn registry_json(api: &Api, path: &str) -> Value {
+    let response = api
+        .request(reqwest::Method::GET, path)
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        )
+        .send()
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {path}: {}",
+        response.status()
+    );
+    serde_json::from_slice(&response.bytes().unwrap()).unwrap()
+}
+
+/// The layers (media type, digest) of a manifest.
+fn layers_of(manifest: &Value) -> Vec<(String, String)> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["mediaType"].as_str().unwrap().to_owned(),
+                l["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cache_compression_applies_to_the_layers_the_image_does_not_share() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let api = Api::new(&local.registry);
+    let registry = local.registry.host();
+    let media = |name: &str| format!("application/vnd.oci.image.layer.v1.tar+{name}");
+    // The image's layers one way, the cache's own the other; in a registry and in a directory.
+    for (image_compression, cache_compression, destination) in
+        [("gzip", "zstd", "registry"), ("zstd", "gzip", "local")]
+    {
+        let image = format!("{registry}/app/{image_compression}:1");
+        let dir = local.dirs.path().join(image_compression);
+        let cache_to = match destination {
+            "registry" => format!("type=registry,ref={registry}/app/cache:{image_compression}"),
+            _ => format!("type=local,dest={}", dir.display()),
+        };
+        let cache_to = format!("{cache_to},mode=max,compression={cache_compression}");
+        let writer = tempfile::tempdir().unwrap();
+        let flags = [&REPRODUCIBLE[..], &["--compression", image_compression]].concat();
+        let (built, stderr) = local.build(
+            writer.path(),
+            &[&flags[..], &["--push", "-t", &image, "--cache-to", &cache_to]].concat(),
+        );
+        let pushed = registry_json(&api, &format!("/v2/app/{image_compression}/manifests/1"));
+        let cache_manifest = match destination {
+            "registry" => registry_json(&api, &format!("/v2/app/cache/manifests/{image_compression}")),
+            _ => {
+                let index: Value =
+                    serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+                let digest = index["manifests"][0]["digest"].as_str().unwrap();
+                let path = dir
+                    .join("blobs/sha256")
+                    .join(digest.trim_start_matches("sha256:"));
+                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+            }
+        };
+        let image_layers = layers_of(&pushed);
+        let (shared, own): (Vec<_>, Vec<_>) = layers_of(&cache_manifest)
+            .into_iter()
+            .partition(|(_, digest)| image_layers.iter().any(|(_, d)| d == digest));
+        assert!(
+            !shared.is_empty() && !own.is_empty(),
+            "{cache_manifest}\n{stderr}"
+        );
+        for (media_type, digest) in &shared {
+            assert_eq!(
+                media_type,
+                &media(image_compression),
+                "{digest}: the image's own blob"
+            );
+        }
+        for (media_type, digest) in &own {
+            assert_eq!(
+                media_type,
+                &media(cache_compression),
+                "{digest}: compressed as asked"
+            );
+        }
+
+        // A fresh runner builds a change from the cache, unpacking a recompressed layer (the
+        // tool stage's, under COPY --from=tool): the image the writer's own store gives.
+        let changed = context("v2");
+        let cache_from = match destination {
+            "registry" => format!("{registry}/app/cache:{image_compression}"),
+            _ => format!("type=local,src={}", dir.display()),
+        };
+        let fresh = tempfile::tempdir().unwrap();
+        let (from_cache, stderr) = build(
+            fresh.path(),
+            changed.path(),
+            &local.base,
+            &[&flags[..], &["--cache-from", &cache_from]].concat(),
+        );
+        assert!(!stderr.contains("warning"), "{stderr}");
+        let (from_store, _) = build(writer.path(), changed.path(), &local.base, &flags);
+        assert_eq!(from_cache["image"], from_store["image"], "{stderr}");
+        assert_ne!(from_cache["image"], built["image"]);
+        let tool = step(&from_cache, "COPY --from=tool /tool /opt/tool");
+        assert!(tool["bytes_fetched"].as_u64() > Some(0), "{from_cache}");
+    }
+}
+
+/// How many times each blob was uploaded to `registry` (completed uploads in its access log).
+fn uploads(registry: &RegistryProcess) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in registry.log().lines() {
+        let completed = (line.contains("method=PUT") || line.contains("method=POST"))
+            && line.contains("/blobs/uploads/")
+            && line.contains(" status=201 ");
+        if let Some(digest) = line
+            .split("digest=")
+            .nth(1)
+            .filter(|_| completed)
+            .and_then(|rest| rest.split([' ', '&']).next())
+        {
+            *counts.entry(digest.replace("%3A", ":")).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn an_image_and_its_cache_pushed_at_once_upload_each_blob_once() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let registry = local.registry.host();
+    let cache = format!("{registry}/app/cache:main");
+    let store = tempfile::tempdir().unwrap();
+    let (built, stderr) = local.build(
+        store.path(),
+        &[
+            "--push",
+            "-t",
+            &format!("{registry}/app/one:1"),
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+    );
+    assert!(stderr.contains("cache written to"), "{stderr}");
+    let counts = uploads(&local.registry);
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "uploaded more than once: {twice:?}\n{}",
+        local.registry.log()
+    );
+    // Every layer of the image and the cache is in the registry, each sent once.
+    let api = Api::new(&local.registry);
+    let layers: BTreeSet<String> = layers_of(&registry_json(&api, "/v2/app/cache/manifests/main"))
+        .into_iter()
+        .chain(layers_of(&registry_json(&api, "/v2/app/one/manifests/1")))
+        .map(|(_, digest)| digest)
+        .collect();
+    for layer in &layers {
+        assert_eq!(counts.get(layer), Some(&1), "{layer}: uploaded once\n{built}");
+    }
+}
+
+#[test]
+fn a_failed_cache_export_with_ignore_error_warns_and_the_build_succeeds() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    // A registry that is not there (nothing listens on a port just freed).
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let cache_to = format!("type=registry,ref={gone}/app/cache:main,mode=max");
+    let image = format!("{}/app/one:1", local.registry.host());
+    let store = tempfile::tempdir().unwrap();
+    let (built, stderr) = local.build(
+        store.path(),
+        &[
+            "--push",
+            "-t",
+            &image,
+            "--cache-to",
+            &format!("{cache_to},ignore-error=true"),
+        ],
+    );
+    assert!(built["image"].is_string());
+    let warned = warning(&stderr, "warning: cache export to");
+    assert!(warned.contains(&gone.to_string()), "{warned}");
+    assert!(stderr.contains(&format!("pushed {image}")), "{stderr}");
+    // Without it, the build fails naming the cache.
+    let out = rbuild(store.path())
+        .args(["build", "--progress", "plain", "--build-arg"])
+        .arg(format!("BASE={}", local.base))
+        .args(["--cache-to", &cache_to])
+        .arg(local.ctx.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("exporting the cache to"), "{stderr}");
+}
+
+#[test]
+fn a_registry_cache_that_lost_a_layer_warns_and_builds_the_step() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let registry = local.registry.host();
+    let cache = format!("{registry}/app/cache:main");
+    let flags = [&REPRODUCIBLE[..], &["--compression", "gzip"]].concat();
+    let writer = tempfile::tempdir().unwrap();
+    let (built, _) = local.build(
+        writer.path(),
+        &[
+            &flags[..],
+            &["--push", "-t", &format!("{registry}/app/one:1")],
+            &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+        ]
+        .concat(),
+    );
+    // The layer of COPY --from=deps, which a build kept in the store must fetch, is deleted
+    // from the cache's repository after the cache was written.
+    let copy = step(&built, "COPY --from=deps /deps /deps");
+    let lost = copy["layer"].as_str().unwrap().to_owned();
+    let api = Api::new(&local.registry);
+    let deleted = api.delete(&format!("/v2/app/cache/blobs/{lost}"));
+    assert!(deleted.status().is_success(), "DELETE: {}", deleted.status());
+
+    let fresh = tempfile::tempdir().unwrap();
+    let (rebuilt, stderr) = local.build(fresh.path(), &[&flags[..], &["--cache-from", &cache]].concat());
+    assert_eq!(rebuilt["image"], built["image"], "a correct build\n{stderr}");
+    let warned = warning(&stderr, "warning: cache");
+    assert!(warned.contains(&cache) && warned.contains(&lost), "{warned}");
+    let copy = step(&rebuilt, "COPY --from=deps /deps /deps");
+    assert_eq!(copy["cache"], "miss", "the step is built\n{stderr}");
 }

@@ -83,34 +83,40 @@ pub fn compressed(local: &LocalStore, manifest: &Descriptor, options: &LayerOpti
         return Ok(image_of(manifest.clone(), parsed));
     }
     for layer in parsed.layers.iter_mut().filter(|l| plain(l)) {
-        *layer = match local.cache.compressed(&layer.digest, options.compression) {
-            Some(known) if content.contains(&known.digest) => known,
-            _ => compress_stored(local, layer, options)?,
-        };
+        let diff_id = layer.digest.clone();
+        *layer = recompressed(local, layer, &diff_id, options)?;
     }
     let mut descriptor = content.put_json(media_type::OCI_MANIFEST, &parsed)?;
     descriptor.platform = manifest.platform.clone();
     Ok(image_of(descriptor, parsed))
 }
 
-fn image_of(manifest: Descriptor, parsed: ImageManifest) -> Image {
-    Image {
-        manifest,
-        config: parsed.config.digest,
-        layers: parsed.layers,
+/// The layer blob `layer` (whose uncompressed tar is `diff_id`) compressed as `options` say:
+/// itself when it already is, else the form compressed before, else compressed now from its
+/// decompressed bytes (which the store must have) and remembered.
+pub fn recompressed(
+    local: &LocalStore,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    options: &LayerOptions,
+) -> Result<Descriptor> {
+    if layer.media_type == options.compression.media_type() {
+        return Ok(layer.clone());
     }
-}
-
-/// Compresses the uncompressed layer blob `layer` into the store and remembers the result.
-fn compress_stored(local: &LocalStore, layer: &Descriptor, options: &LayerOptions) -> Result<Descriptor> {
+    if let Some(known) = local.cache.compressed(diff_id, options.compression)
+        && local.content.contains(&known.digest)
+    {
+        return Ok(known);
+    }
     let failed = |source| BuildError::Compress {
         layer: layer.digest.clone(),
         source,
     };
     let blob = local.content.open_blob(&layer.digest)?;
+    let tar = rbuild_layer::decompressed(io::BufReader::new(blob)).map_err(failed)?;
     let mut writer = local.content.writer()?;
-    let info = compress_layer(io::BufReader::new(blob), options, &mut writer).map_err(failed)?;
-    if info.diff_id != layer.digest {
+    let info = compress_layer(tar, options, &mut writer).map_err(failed)?;
+    if &info.diff_id != diff_id {
         return Err(BuildError::DamagedLayer {
             layer: layer.digest.clone(),
             actual: info.diff_id,
@@ -120,8 +126,16 @@ fn compress_stored(local: &LocalStore, layer: &Descriptor, options: &LayerOption
     let compressed = Descriptor::new(info.media_type, digest, size);
     local
         .cache
-        .store_compressed(&layer.digest, options.compression, &compressed)?;
+        .store_compressed(diff_id, options.compression, &compressed)?;
     Ok(compressed)
+}
+
+fn image_of(manifest: Descriptor, parsed: ImageManifest) -> Image {
+    Image {
+        manifest,
+        config: parsed.config.digest,
+        layers: parsed.layers,
+    }
 }
 
 /// The name docker shows for a reference (`app:1`, not `docker.io/library/app:1`).
@@ -157,21 +171,30 @@ pub struct Exported {
     pub pushed: Vec<PushReport>,
 }
 
-/// Sends the image or index `manifest` names to every output, named by `tags`. An image that
-/// goes anywhere is first [`compressed`] as `layers` says (an index goes as it is); archives
-/// hold images, not indexes.
+/// The image or index `manifest` names as it leaves the store for `outputs`: an image going
+/// anywhere is [`compressed`] as `layers` says; an index, or an image staying, is as it is.
+pub fn shipped(
+    store: &LocalStore,
+    manifest: &Descriptor,
+    outputs: &[Output],
+    layers: &LayerOptions,
+) -> Result<Descriptor> {
+    match outputs.is_empty() || manifest.media_type != media_type::OCI_MANIFEST {
+        true => Ok(manifest.clone()),
+        false => Ok(compressed(store, manifest, layers)?.manifest),
+    }
+}
+
+/// Sends the image or index `manifest` names — as [`shipped`] gives it — to every output,
+/// named by `tags`; archives hold images, not indexes.
 pub async fn export(
     store: &LocalStore,
     client: &Client,
     manifest: &Descriptor,
     tags: &[Reference],
     outputs: &[Output],
-    layers: &LayerOptions,
 ) -> Result<Exported> {
-    let manifest = match outputs.is_empty() || manifest.media_type != media_type::OCI_MANIFEST {
-        true => manifest.clone(),
-        false => compressed(store, manifest, layers)?.manifest,
-    };
+    let manifest = manifest.clone();
     let names: Vec<String> = tags.iter().map(familiar_name).collect();
     let content = &store.content;
     let mut pushed = Vec::new();

@@ -16,10 +16,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use rbuild_layer::{Compression, DEFAULT_ZSTD_LEVEL};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::{ContentStore, Descriptor, Digest, Reference, media_type};
 
-pub use export::{ExportedCache, StepRecord, export, inline};
+pub use export::{ExportedCache, StepRecord, WrittenCache, inline, write};
 use format::{CacheConfig, FormatError, InlineCache};
 
 use crate::cache::CacheRecord;
@@ -91,6 +92,9 @@ pub struct CacheTarget {
     pub mode: Mode,
     /// A failed export warns instead of failing the build (`ignore-error=true`).
     pub ignore_error: bool,
+    /// How the cache's layers that are not the image's own are stored (`compression=gzip|zstd`);
+    /// `None`: as they were built. The image's layers stay the image's blobs whatever this says.
+    pub compression: Option<Compression>,
 }
 
 /// The `key=value` fields of a `--cache-from`/`--cache-to` value.
@@ -154,7 +158,7 @@ impl FromStr for CacheTarget {
     type Err = String;
 
     /// A `--cache-to`: `type=registry,ref=REF` or `type=local,dest=DIR[,tag=TAG]`, with
-    /// `mode=min|max` and `ignore-error=true|false`.
+    /// `mode=min|max`, `compression=gzip|zstd` and `ignore-error=true|false`.
     fn from_str(spec: &str) -> std::result::Result<CacheTarget, String> {
         let fields = fields(spec)?;
         let mode = match fields.get("mode").copied() {
@@ -167,10 +171,19 @@ impl FromStr for CacheTarget {
             Some("true") => true,
             Some(other) => return Err(format!("{spec:?}: ignore-error={other}: use true or false")),
         };
+        let compression = match fields.get("compression").copied() {
+            None => None,
+            Some("gzip") => Some(Compression::default()),
+            Some("zstd") => Some(Compression::Zstd {
+                level: DEFAULT_ZSTD_LEVEL,
+            }),
+            Some(other) => return Err(format!("{spec:?}: compression={other}: use gzip or zstd")),
+        };
         Ok(CacheTarget {
             location: location(spec, &fields, "dest")?,
             mode,
             ignore_error,
+            compression,
         })
     }
 }
@@ -286,27 +299,40 @@ async fn read(
     };
     let mut warnings = Vec::new();
     let hits = match location {
-        // The client verifies what it fetches against the digests, and a registry keeps the
-        // blobs of a manifest it holds.
-        // An image is read for its inline cache.
+        // The client verifies what it fetches against the digests. An image is read for its
+        // inline cache.
         CacheLocation::Registry(reference) => {
             let artifact = remote.fetch_artifact(reference).await?;
             let config_type = artifact.manifest.config.media_type.as_str();
-            if config_type == media_type::OCI_CONFIG || config_type == media_type::DOCKER_CONFIG {
-                let config: ImageConfig =
-                    rbuild_oci::json::from_slice(&artifact.config).map_err(|source| {
-                        BuildError::Document {
-                            image: location.to_string(),
-                            document: "image config",
-                            source,
-                        }
-                    })?;
-                InlineCache::read(&config, &artifact.manifest)
-                    .unwrap_or(Err(FormatError::NoInlineCache))
-                    .map_err(invalid)?
-            } else {
-                CacheConfig::read(&artifact.config, &artifact.manifest).map_err(invalid)?
+            let mut hits =
+                if config_type == media_type::OCI_CONFIG || config_type == media_type::DOCKER_CONFIG {
+                    let config: ImageConfig =
+                        rbuild_oci::json::from_slice(&artifact.config).map_err(|source| {
+                            BuildError::Document {
+                                image: location.to_string(),
+                                document: "image config",
+                                source,
+                            }
+                        })?;
+                    InlineCache::read(&config, &artifact.manifest)
+                        .unwrap_or(Err(FormatError::NoInlineCache))
+                        .map_err(invalid)?
+                } else {
+                    CacheConfig::read(&artifact.config, &artifact.manifest).map_err(invalid)?
+                };
+            // A registry may lose a blob after the manifest naming it was written (deleted,
+            // garbage-collected): the records using it are dropped before anything hits them.
+            let mut layers: Vec<Descriptor> = Vec::new();
+            for layer in hits.values().filter_map(|h| h.layer.as_ref()) {
+                if !layers.contains(&layer.descriptor) {
+                    layers.push(layer.descriptor.clone());
+                }
             }
+            let missing = remote.missing_blobs(reference, &layers).await?;
+            drop_missing(&mut hits, location, &mut warnings, |d| {
+                missing.iter().any(|m| m.digest == d.digest)
+            });
+            hits
         }
         CacheLocation::Local { dir, tag } => {
             let layout = open_layout(dir)?;
@@ -325,21 +351,33 @@ async fn read(
                 })?;
             let config = verified(&layout, &manifest_config(&manifest), "config").map_err(invalid)?;
             let mut hits = CacheConfig::read(&config, &manifest).map_err(invalid)?;
-            // A record whose layer the directory lost is dropped: its step is built.
-            hits.retain(|key, record| match &record.layer {
-                Some(layer) if !layout.contains(&layer.descriptor.digest) => {
-                    warnings.push(format!(
-                        "cache {location}: layer {} of step {key} is missing; the step is built",
-                        layer.descriptor.digest
-                    ));
-                    false
-                }
-                _ => true,
+            drop_missing(&mut hits, location, &mut warnings, |d| {
+                layout.size(&d.digest) != Some(d.size)
             });
             hits
         }
     };
     Ok((hits, warnings))
+}
+
+/// Drops the records whose layer the cache lost or holds at another size (`missing` says
+/// which), each with a warning naming the cache, the layer and the step: those steps are built.
+fn drop_missing(
+    hits: &mut HashMap<Digest, CacheRecord>,
+    location: &CacheLocation,
+    warnings: &mut Vec<String>,
+    missing: impl Fn(&Descriptor) -> bool,
+) {
+    hits.retain(|key, record| match &record.layer {
+        Some(layer) if missing(&layer.descriptor) => {
+            warnings.push(format!(
+                "cache {location}: layer {} of step {key} is missing or damaged; the step is built",
+                layer.descriptor.digest
+            ));
+            false
+        }
+        _ => true,
+    });
 }
 
 /// A blob of a layout directory, checked against its digest.
@@ -418,13 +456,27 @@ mod tests {
         assert!(to.ignore_error);
         assert_eq!(to.location.to_string(), "/tmp/c:v1");
         let min: CacheTarget = "type=registry,ref=r.test/a:c".parse().unwrap();
-        assert_eq!((min.mode, min.ignore_error), (Mode::Min, false));
+        assert_eq!(
+            (min.mode, min.ignore_error, min.compression),
+            (Mode::Min, false, None)
+        );
+        let zstd: CacheTarget = "type=registry,ref=r.test/a:c,compression=zstd".parse().unwrap();
+        assert_eq!(
+            zstd.compression.map(Compression::media_type),
+            Some(media_type::OCI_LAYER_ZSTD)
+        );
+        let gzip: CacheTarget = "type=local,dest=/tmp/c,compression=gzip".parse().unwrap();
+        assert_eq!(
+            gzip.compression.map(Compression::media_type),
+            Some(media_type::OCI_LAYER_GZIP)
+        );
         for bad in [
             "type=gha",
             "type=registry",
             "type=local",
             "type=registry,ref=r.test/a,mode=all",
             "type=registry,ref=r.test/a,ignore-error=maybe",
+            "type=registry,ref=r.test/a,compression=lz4",
             "type=registry,oops",
         ] {
             assert!(bad.parse::<CacheTarget>().is_err(), "{bad}");
