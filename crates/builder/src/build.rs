@@ -13,6 +13,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use rbuild_oci::Descriptor;
+
 use crate::context::Contexts;
 use crate::error::Result;
 use crate::export;
@@ -82,16 +84,42 @@ impl Builder {
             context_files: prepared.context_files,
             ..BuildMetrics::default()
         };
-        let solver = Arc::new(Solver::new(
-            self.store.clone(),
-            self.remote.clone(),
-            self.flights.clone(),
-            request,
-            prepared.inputs,
-            &plan.stages,
-            progress,
-        ));
-        let target = schedule::run(&solver, &plan).await?;
+        let mut warnings = prepared.warnings;
+        let (solver, target) = loop {
+            let solver = Arc::new(Solver::new(
+                self.store.clone(),
+                self.remote.clone(),
+                self.flights.clone(),
+                request.clone(),
+                prepared.inputs.clone(),
+                &plan.stages,
+                progress.clone(),
+            ));
+            let caches = &solver.sources.caches;
+            let lost = caches.lost().len();
+            let solved = match schedule::run(&solver, &plan).await {
+                Ok(target) if solver.request.complete_image => {
+                    let layers: Vec<Descriptor> =
+                        target.image.layers.iter().map(|l| l.descriptor.clone()).collect();
+                    let fetch = caches.fetch_missing(&layers, &self.store, self.remote.as_ref());
+                    fetch.await.map(|_| target)
+                }
+                solved => solved,
+            };
+            match solved {
+                Ok(target) => break (solver, target),
+                // A layer a remote cache gave turned out unusable when a step (or the image
+                // kept whole) needed its files: start again, the steps it came from now missing (those built
+                // meanwhile are in the store), so a broken cache never fails a build. Each
+                // round loses at least one more of the cache's layers, so this ends.
+                Err(_) if caches.lost().len() > lost => {
+                    for layer in &caches.lost()[lost..] {
+                        warnings.push(format!("{layer}; building the steps it came from"));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let target_index = plan.target_stage().map_or(0, |s| s.index);
 
         let mut state = target.image.clone();
@@ -114,7 +142,6 @@ impl Builder {
         metrics.cache_bytes_fetched = metrics.steps.iter().map(|s| s.bytes_fetched).sum();
         metrics.image = image.manifest.digest.to_string();
         metrics.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut warnings = prepared.warnings;
         if !plan.unused_build_args.is_empty() {
             warnings.push(format!(
                 "one or more build args were not consumed: [{}]",

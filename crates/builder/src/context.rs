@@ -444,7 +444,7 @@ impl Context {
 #[derive(Clone, Default)]
 pub struct Contexts {
     /// The contexts walked so far, when they are kept.
-    kept: Option<Arc<Mutex<HashMap<ContextKey, Arc<Walking>>>>>,
+    kept: Option<Arc<Kept>>,
 }
 
 /// A context's directory and `.dockerignore` file.
@@ -452,6 +452,9 @@ type ContextKey = (PathBuf, Option<PathBuf>);
 
 /// A context being walked by the first build that asked for it, then walked.
 type Walking = Mutex<Option<Arc<Context>>>;
+
+/// The contexts a shared [`Contexts`] walked, by directory and ignore file.
+type Kept = Mutex<HashMap<ContextKey, Arc<Walking>>>;
 
 impl Contexts {
     /// Contexts shared by every build that asks for the same one (see [`Contexts`]).

@@ -218,6 +218,17 @@ pub enum BuildError {
         /// Why.
         source: CacheFormatError,
     },
+    /// A layer a remote cache gave could not be fetched from it (gone since the cache was
+    /// read, or its bytes do not match its digest): the build starts again without it.
+    #[error("cache {cache}: layer {layer} could not be fetched")]
+    CacheLayerLost {
+        /// The cache.
+        cache: String,
+        /// The layer.
+        layer: rbuild_oci::Digest,
+        /// Why.
+        source: Box<BuildError>,
+    },
     /// Writing a step's layer failed.
     #[error("writing the layer")]
     WriteLayer(#[source] LayerError),

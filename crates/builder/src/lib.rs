@@ -42,6 +42,7 @@
 //!     runtime: None,
 //!     snapshotter: None,
 //!     cache_from: Vec::new(),
+//!     complete_image: false,
 //! };
 //! let output = builder.build(request, std::sync::Arc::new(rbuild_builder::progress::Silent)).await?;
 //! println!("{}", output.image.manifest.digest);

@@ -26,6 +26,7 @@ use crate::resolve::{BaseImage, Resolver};
 use crate::store::LocalStore;
 
 /// What a build reads besides its steps: the contexts and the images, resolved.
+#[derive(Clone)]
 pub(crate) struct Sources {
     /// The main context, when a step reads from it.
     pub context: Option<Arc<Context>>,

@@ -23,7 +23,8 @@ pub enum NamedContext {
     Image(String),
 }
 
-/// What to build.
+/// What to build. Cloned when a build starts again (see [`RemoteCaches::lost`](crate::remote_cache::RemoteCaches::lost)).
+#[derive(Clone)]
 pub struct BuildRequest {
     /// The Dockerfile's path (for messages and the per-Dockerfile .dockerignore).
     pub dockerfile: PathBuf,
@@ -62,6 +63,10 @@ pub struct BuildRequest {
     pub snapshotter: Option<rbuild_runtime::Snapshotter>,
     /// `--cache-from`: remote caches to read, in order.
     pub cache_from: Vec<CacheLocation>,
+    /// Whether every layer of the image must be in the store when the build ends (it is kept
+    /// there, written to a file, or pushed where the caches' layers cannot be mounted from);
+    /// else layers a remote cache gave may stay where they are.
+    pub complete_image: bool,
 }
 
 impl BuildRequest {

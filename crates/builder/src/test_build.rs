@@ -123,6 +123,7 @@ impl TestBuild {
             runtime: None,
             snapshotter: None,
             cache_from: Vec::new(),
+            complete_image: false,
         };
         edit(&mut request);
         self.runtime

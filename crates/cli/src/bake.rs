@@ -250,6 +250,7 @@ fn job(target: &Target, read_by_others: bool, args: &BakeArgs) -> anyhow::Result
             runtime: None,
             snapshotter: None,
             cache_from: parse_all(&target.cache_from)?,
+            complete_image: false,
         },
         tags: target
             .tags

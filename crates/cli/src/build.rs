@@ -12,7 +12,7 @@ use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::{self, Output, export};
 use rbuild_builder::progress::Progress;
 use rbuild_builder::remote_cache::{self, CacheLocation, CacheTarget, CacheTo};
-use rbuild_builder::{BuildOutput, BuildRequest, Builder, NamedContext};
+use rbuild_builder::{BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
 use crate::args::{CompressionArgs, parse_key_value};
@@ -258,17 +258,14 @@ impl Session {
             client,
             runtime,
         } = self;
-        let output = runtime.block_on(builder.build(job.request, progress));
+        let mut request = job.request;
+        request.complete_image =
+            job.keep_whole || needs_layer_bytes(&job.outputs, &job.tags, &request.cache_from);
+        let output = runtime.block_on(builder.build(request, progress));
         built();
         let mut output = output?;
         if job.cache_to.contains(&CacheTo::Inline) {
             output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
-        }
-        if job.keep_whole || needs_layer_bytes(&job.outputs, &job.tags, &output) {
-            let fetch = output
-                .caches
-                .fetch_missing(&output.image.layers, builder.store(), client);
-            runtime.block_on(fetch)?;
         }
         // Cache hits may bring layers an earlier build kept uncompressed: export compresses them.
         let layers = LayerOptions {
@@ -425,6 +422,7 @@ fn job(args: &BuildArgs) -> anyhow::Result<Job> {
             runtime: args.runtime.clone(),
             snapshotter: args.snapshotter,
             cache_from: args.cache_from.clone(),
+            complete_image: false,
         },
         tags,
         outputs,
@@ -459,13 +457,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
 /// Whether layers a remote cache gave must be brought into the store: they need not when every
 /// output is a push to a registry that holds the cache (the layers are mounted there), and
 /// must for an image kept in the store or written to a file.
-fn needs_layer_bytes(outputs: &[Output], tags: &[rbuild_oci::Reference], output: &BuildOutput) -> bool {
+fn needs_layer_bytes(outputs: &[Output], tags: &[rbuild_oci::Reference], caches: &[CacheLocation]) -> bool {
     let pushed_only = !outputs.is_empty() && outputs.iter().all(|o| matches!(o, Output::Registry));
     let mountable = tags.iter().all(|tag| {
-        output
-            .caches
-            .registries()
-            .any(|registry| registry == tag.registry())
+        caches.iter().any(|cache| match cache {
+            CacheLocation::Registry(reference) => reference.registry() == tag.registry(),
+            CacheLocation::Local { .. } => false,
+        })
     });
     !(pushed_only && mountable)
 }

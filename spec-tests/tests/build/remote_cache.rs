@@ -282,6 +282,70 @@ fn readdress(dir: &Path, config: &[u8]) {
 }
 
 #[test]
+fn a_cache_layer_with_the_wrong_bytes_warns_and_the_build_goes_on() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let epoch = [&REPRODUCIBLE[..], &["--compression", "gzip"]].concat();
+    let cache = local.dirs.path().join("cache");
+    let cache_to = format!("type=local,dest={},mode=max", cache.display());
+    let first = tempfile::tempdir().unwrap();
+    let (built, _) = local.build(first.path(), &[&epoch[..], &["--cache-to", &cache_to]].concat());
+    // Every layer keeps its size and loses a byte: the cache reads fine, and only fetching a
+    // layer, when a step that missed needs the files below it, finds the digests wrong.
+    let index: Value = serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        cache
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let path = blob(layer["digest"].as_str().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+    }
+
+    // app.txt changed: its RUN misses and needs the layer COPY --from=deps hit.
+    let changed = context("v2");
+    let cache_from = format!("type=local,src={}", cache.display());
+    let fresh = tempfile::tempdir().unwrap();
+    let (rebuilt, stderr) = build(
+        fresh.path(),
+        changed.path(),
+        &local.base,
+        &[&epoch[..], &["--cache-from", &cache_from]].concat(),
+    );
+    let alone = tempfile::tempdir().unwrap();
+    let (reference, _) = build(alone.path(), changed.path(), &local.base, &epoch);
+    assert_eq!(rebuilt["image"], reference["image"], "a correct build:\n{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.starts_with("warning: cache") && l.contains("could not be fetched"))
+        .unwrap_or_else(|| panic!("no warning:\n{stderr}"));
+    assert!(warning.contains(&cache.display().to_string()), "{warning}");
+
+    // Nothing changed: every step hits, and the image kept in the store needs its layers.
+    let fresh = tempfile::tempdir().unwrap();
+    let (again, stderr) = local.build(
+        fresh.path(),
+        &[&epoch[..], &["--cache-from", &cache_from]].concat(),
+    );
+    assert_eq!(again["image"], built["image"], "a correct build:\n{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("warning: cache") && l.contains("could not be fetched")),
+        "no warning:\n{stderr}"
+    );
+}
+
+#[test]
 fn a_broken_cache_warns_and_the_build_goes_on() {
     let Some(local) = Local::setup() else {
         return;

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use rbuild_layer::{Compression, DEFAULT_ZSTD_LEVEL};
 use rbuild_oci::config::ImageConfig;
@@ -198,6 +199,27 @@ struct Imported {
 #[derive(Default)]
 pub struct RemoteCaches {
     imported: Vec<Imported>,
+    /// Layers that could not be fetched when a step needed their files: the records naming
+    /// them no longer answer, so the build started again builds those steps.
+    lost: Mutex<Vec<LostLayer>>,
+}
+
+/// A layer a cache listed and could not give.
+#[derive(Clone, Debug)]
+pub struct LostLayer {
+    /// The cache.
+    pub cache: String,
+    /// The layer.
+    pub layer: Digest,
+    /// Why it could not be fetched.
+    pub why: String,
+}
+
+impl fmt::Display for LostLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let LostLayer { cache, layer, why } = self;
+        write!(f, "cache {cache}: layer {layer} could not be fetched ({why})")
+    }
 }
 
 impl RemoteCaches {
@@ -227,18 +249,40 @@ impl RemoteCaches {
                 Err(e) => warnings.push(format!("cache {location} is not used: {}", chain(&e))),
             }
         }
-        (RemoteCaches { imported }, warnings)
+        let caches = RemoteCaches {
+            imported,
+            lost: Mutex::default(),
+        };
+        (caches, warnings)
     }
 
-    /// The result a cache has for `key`, and which cache.
+    /// The result a cache has for `key`, and which cache; none whose layer was lost.
     pub fn lookup(&self, key: &Digest) -> Option<(&CacheRecord, &CacheLocation)> {
-        self.imported
-            .iter()
-            .find_map(|cache| cache.hits.get(key).map(|hit| (hit, &cache.location)))
+        let lost = self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let usable = |hit: &&CacheRecord| {
+            hit.layer
+                .as_ref()
+                .is_none_or(|l| lost.iter().all(|lost| lost.layer != l.descriptor.digest))
+        };
+        self.imported.iter().find_map(|cache| {
+            let hit = cache.hits.get(key).filter(usable)?;
+            Some((hit, &cache.location))
+        })
+    }
+
+    /// The layers lost so far, in the order they were: a build that failed while this grew
+    /// can start again and build what they held.
+    pub fn lost(&self) -> Vec<LostLayer> {
+        self.lost
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Puts the `layers` that the store lacks into it, from the caches that have them; returns
-    /// the bytes fetched. Layers no cache has are left to whoever needs them to say so.
+    /// the bytes fetched. Layers no cache has are left to whoever needs them to say so. A
+    /// layer that cannot be fetched is lost (see [`RemoteCaches::lost`]) and the error says
+    /// which ([`BuildError::CacheLayerLost`]).
     pub async fn fetch_missing(
         &self,
         layers: &[Descriptor],
@@ -262,17 +306,24 @@ impl RemoteCaches {
                 continue;
             }
             fetched += wanted.iter().map(|d| d.size).sum::<u64>();
-            match &cache.location {
-                CacheLocation::Registry(reference) => {
-                    remote.fetch_blobs(reference, &wanted, &store.content).await?
-                }
-                CacheLocation::Local { dir, .. } => {
-                    let layout = open_layout(dir)?;
-                    for descriptor in &wanted {
-                        let digest = &descriptor.digest;
-                        store.content.import_file(&layout.blob_path(digest), digest)?;
-                    }
-                }
+            if let Err(source) = fetch(&cache.location, &wanted, store, remote).await {
+                let gone = wanted.into_iter().map(|d| d.digest);
+                let gone: Vec<Digest> = gone.filter(|d| !store.content.contains(d)).collect();
+                let Some(layer) = gone.first().cloned() else {
+                    return Err(source);
+                };
+                let why = chain(&source);
+                let mut lost = self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                lost.extend(gone.into_iter().map(|layer| LostLayer {
+                    cache: cache.location.to_string(),
+                    layer,
+                    why: why.clone(),
+                }));
+                return Err(BuildError::CacheLayerLost {
+                    cache: cache.location.to_string(),
+                    layer,
+                    source: Box::new(source),
+                });
             }
         }
         Ok(fetched)
@@ -285,6 +336,26 @@ impl RemoteCaches {
             CacheLocation::Registry(reference) => Some(reference.registry()),
             CacheLocation::Local { .. } => None,
         })
+    }
+}
+
+/// Copies `wanted` from the cache at `location` into the store, each checked against its digest.
+async fn fetch(
+    location: &CacheLocation,
+    wanted: &[Descriptor],
+    store: &LocalStore,
+    remote: &dyn Remote,
+) -> Result<()> {
+    match location {
+        CacheLocation::Registry(reference) => remote.fetch_blobs(reference, wanted, &store.content).await,
+        CacheLocation::Local { dir, .. } => {
+            let layout = open_layout(dir)?;
+            for descriptor in wanted {
+                let digest = &descriptor.digest;
+                store.content.import_file(&layout.blob_path(digest), digest)?;
+            }
+            Ok(())
+        }
     }
 }
 
