@@ -44,6 +44,9 @@
 //! repositories = ["team-a/**"]
 //! groups = ["ci"]
 //! actions = ["pull", "push"]
+//!
+//! [[proxy]]                # a pull-through cache: see `crate::proxy`
+//! url = "https://registry-1.docker.io"
 //! ```
 
 use std::net::SocketAddr;
@@ -51,6 +54,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::proxy::ProxyConfig;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +100,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// Upstream registries this one is a pull-through cache of (`[[proxy]]`).
+    pub proxy: Vec<ProxyConfig>,
 }
 
 impl Default for Config {
@@ -109,6 +116,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             tls: None,
             auth: AuthConfig::default(),
+            proxy: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`Registry`] dispatches to one handler per resource (`handlers/`), which speak the spec's
 //!   headers and [error codes](error::ErrorCode);
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
+//! - [`proxy`] fills proxied repositories from upstream registries on first pull;
 //! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
 //!   and the stale-upload purge.
 //!
@@ -29,6 +30,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod http;
+pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod storage;
@@ -48,6 +50,7 @@ pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
     metadata: M,
     config: Config,
     auth: Auth,
+    proxies: proxy::Proxies,
 }
 
 /// Why a registry could not be opened.
@@ -59,29 +62,35 @@ pub enum OpenError {
     /// The auth configuration is not usable.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A `[[proxy]]` table is not usable.
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
 }
 
 impl Registry<FsBlobStore, FsMetadataStore> {
     /// A registry keeping everything under `root` on the local filesystem.
     pub fn open_fs(root: &Path, config: Config) -> Result<Self, OpenError> {
         let fsync = config.storage.fsync;
-        Ok(Registry::new(
+        Registry::new(
             FsBlobStore::open(root, fsync)?,
             FsMetadataStore::open(root, fsync)?,
             config,
-        )?)
+        )
     }
 }
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
-    /// A registry over the given stores, with the auth `config` describes (its files read now).
-    pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, AuthError> {
+    /// A registry over the given stores, with the auth and upstreams `config` describes (their
+    /// files read now).
+    pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, OpenError> {
         let auth = Auth::from_config(&config.auth)?;
+        let proxies = proxy::Proxies::open(&config.proxy)?;
         Ok(Registry {
             blobs,
             metadata,
             config,
             auth,
+            proxies,
         })
     }
 
