@@ -13,4 +13,5 @@ mod interop;
 mod manifests;
 mod mounts;
 mod operation;
+mod proxy;
 mod uploads;
