@@ -21,16 +21,7 @@ source benches/common.sh
 need docker-registry curl openssl python3
 if [[ -n ${RBUILD:-} ]]; then bin=$RBUILD; else build_rbuild; fi
 
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-bench-proxy.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/v2/" && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+make_workdir rbuild-bench-proxy
 
 # start NAME KIND: a fresh registry on an empty root; KIND is upstream, rbuild (a cache of the
 # upstream) or distribution (the same); sets URL_<NAME> and PID_<NAME>.
@@ -63,8 +54,6 @@ YAML
     printf -v "URL_$name" %s "http://127.0.0.1:$port"
     wait_up "http://127.0.0.1:$port"
 }
-stop() { local pid_var="PID_$1"; kill "${!pid_var}" 2>/dev/null || true; wait "${!pid_var}" 2>/dev/null || true; }
-url() { local v="URL_$1"; echo "${!v}"; }
 
 # The image, pushed to the upstream as bench/image:1.
 start upstream upstream
