@@ -196,3 +196,53 @@ fn failure(e: &StorageError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (RepositoryName, Digest) {
+        ("lib/app".parse().unwrap(), Digest::sha256_of(b"blob"))
+    }
+
+    #[tokio::test]
+    async fn one_leader_and_followers_that_learn_its_outcome() {
+        let flights = Arc::new(Flights::default());
+        let (name, digest) = key();
+        let Role::Leader(landing) = flights.join(&name, &digest) else {
+            panic!("the first request leads")
+        };
+        let followers: Vec<_> = (0..3)
+            .map(|_| match flights.join(&name, &digest) {
+                Role::Follower(waiting) => tokio::spawn(wait(waiting)),
+                Role::Leader(_) => panic!("a second leader"),
+            })
+            .collect();
+        let other: RepositoryName = "lib/other".parse().unwrap();
+        assert!(
+            matches!(flights.join(&other, &digest), Role::Leader(_)),
+            "flights are per repository"
+        );
+        landing.finish(Err("cut short".to_owned()));
+        for follower in followers {
+            assert_eq!(follower.await.unwrap(), Some(Err("cut short".to_owned())));
+        }
+        assert!(
+            matches!(flights.join(&name, &digest), Role::Leader(_)),
+            "a finished flight is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_flight_lets_followers_retry() {
+        let flights = Arc::new(Flights::default());
+        let (name, digest) = key();
+        let landing = flights.join(&name, &digest);
+        let Role::Follower(waiting) = flights.join(&name, &digest) else {
+            panic!("the second request follows")
+        };
+        drop(landing);
+        assert_eq!(wait(waiting).await, None);
+        assert!(matches!(flights.join(&name, &digest), Role::Leader(_)));
+    }
+}

@@ -202,7 +202,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             }
             let landing = match self.proxies.flights.join(name, digest) {
                 Role::Follower(waiting) => match flight::wait(waiting).await {
-                    Some(Ok(())) => continue,
+                    Some(Ok(())) => {
+                        metrics.hits.inc();
+                        return Ok(None);
+                    }
                     Some(Err(reason)) => return Err(failed(reason)),
                     // The request that started it went away before the upstream answered.
                     None => continue,
@@ -245,8 +248,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             }
             let waiting = landing.subscribe();
             download.spawn(landing, blob, false);
-            if let Some(Err(reason)) = flight::wait(waiting).await {
-                return Err(failed(reason));
+            match flight::wait(waiting).await {
+                Some(Ok(())) => return Ok(None),
+                Some(Err(reason)) => return Err(failed(reason)),
+                None => continue,
             }
         }
     }
