@@ -117,6 +117,38 @@ impl Upstream {
         })
     }
 
+    /// `HEAD /v2/<repository>/blobs/<digest>`: whether the upstream's repository holds the blob.
+    pub async fn has_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool, ClientError> {
+        let scopes = Upstream::scopes(repository);
+        let url = self
+            .endpoint
+            .url(&format!("/v2/{repository}/blobs/{digest}"))
+            .await?;
+        let request = Request {
+            method: Method::HEAD,
+            url,
+            headers: Vec::new(),
+            body: Body::Empty,
+            scopes: &scopes,
+        };
+        let response = self.endpoint.send(&request).await?;
+        let checked = self
+            .endpoint
+            .check(
+                response,
+                &request.describe(),
+                repository,
+                Action::Pull,
+                Target::Blob(digest),
+            )
+            .await;
+        match checked {
+            Ok(_) => Ok(true),
+            Err(ClientError::BlobUnknown { .. } | ClientError::RepositoryUnknown { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /v2/<repository>/blobs/<digest>`, redirects followed: the body, which the caller
     /// streams and must verify.
     pub async fn blob(

@@ -322,6 +322,15 @@ fn a_truncated_upstream_answer_is_never_stored() {
     wait_until("the blob to be stored", Duration::from_secs(5), || {
         tree(cache.root()).iter().any(|p| p.ends_with(digest.hex()))
     });
+
+    // The same blob in another upstream repository: a HEAD confirms it, nothing is downloaded.
+    Api::new(&upstream).push_blob("cut/other", &blob);
+    let response = api.get(&format!("/v2/cut/other/blobs/{digest}"));
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.bytes().unwrap()[..], &blob[..]);
+    let other = format!("path=/v2/cut/other/blobs/{digest}");
+    assert_eq!(upstream_requests(&upstream, &format!("method=HEAD {other}")), 1);
+    assert_eq!(upstream_requests(&upstream, &format!("method=GET {other}")), 0);
     let (ok, report) = cache.fsck();
     assert!(ok, "{report}");
 }

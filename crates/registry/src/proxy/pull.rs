@@ -174,7 +174,8 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// For a blob a proxied repository lacks: fetches it, once however many ask. The request
     /// that starts the download gets the upstream's bytes as they arrive (the response,
     /// returned); the others wait and are served from storage (`None`), as is everyone when
-    /// the blob is already here.
+    /// the blob is already here. A blob stored for another repository is linked once a `HEAD`
+    /// upstream confirms this repository has it, without downloading it again.
     pub(crate) async fn proxy_blob(
         &self,
         name: &RepositoryName,
@@ -196,7 +197,16 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             .with_status(StatusCode::BAD_GATEWAY)
         };
         loop {
-            if self.metadata.blob_linked(name, digest).await? && self.blobs.stat(digest).await?.is_some() {
+            let linked = self.metadata.blob_linked(name, digest).await?;
+            let stored = self.blobs.stat(digest).await?.is_some();
+            // Stored for another repository (a shared base layer): the upstream only needs to
+            // confirm this repository has it too.
+            let confirmed =
+                stored && !linked && proxy.upstream.has_blob(&remote, digest).await.unwrap_or(false);
+            if confirmed {
+                self.metadata.link_blob(name, digest).await?;
+            }
+            if stored && (linked || confirmed) {
                 metrics.hits.inc();
                 return Ok(None);
             }
