@@ -63,6 +63,30 @@ impl Upstream {
         [repository_scope(repository, false)].into()
     }
 
+    /// `HEAD /v2/<repository>/<path>`, authenticated: the successful response, or the error
+    /// its status means for `target`.
+    async fn head(
+        &self,
+        repository: &RepositoryName,
+        path: &str,
+        headers: Vec<(reqwest::header::HeaderName, String)>,
+        target: Target<'_>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let scopes = Upstream::scopes(repository);
+        let url = self.endpoint.url(&format!("/v2/{repository}/{path}")).await?;
+        let request = Request {
+            method: Method::HEAD,
+            url,
+            headers,
+            body: Body::Empty,
+            scopes: &scopes,
+        };
+        let response = self.endpoint.send(&request).await?;
+        self.endpoint
+            .check(response, &request.describe(), repository, Action::Pull, target)
+            .await
+    }
+
     /// `HEAD /v2/<repository>/manifests/<reference>`: the digest the upstream announces for
     /// it (`None` when it sends no `Docker-Content-Digest`).
     pub async fn manifest_digest(
@@ -70,28 +94,10 @@ impl Upstream {
         repository: &RepositoryName,
         reference: &str,
     ) -> Result<Option<Digest>, ClientError> {
-        let scopes = Upstream::scopes(repository);
-        let url = self
-            .endpoint
-            .url(&format!("/v2/{repository}/manifests/{reference}"))
-            .await?;
-        let request = Request {
-            method: Method::HEAD,
-            url,
-            headers: vec![(ACCEPT, MANIFEST_ACCEPT.to_owned())],
-            body: Body::Empty,
-            scopes: &scopes,
-        };
-        let response = self.endpoint.send(&request).await?;
+        let accept = vec![(ACCEPT, MANIFEST_ACCEPT.to_owned())];
+        let target = Target::Manifest(reference.to_owned());
         let response = self
-            .endpoint
-            .check(
-                response,
-                &request.describe(),
-                repository,
-                Action::Pull,
-                Target::Manifest(reference.to_owned()),
-            )
+            .head(repository, &format!("manifests/{reference}"), accept, target)
             .await?;
         Ok(header_digest(&response))
     }
@@ -119,26 +125,11 @@ impl Upstream {
 
     /// `HEAD /v2/<repository>/blobs/<digest>`: whether the upstream's repository holds the blob.
     pub async fn has_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool, ClientError> {
-        let scopes = Upstream::scopes(repository);
-        let url = self
-            .endpoint
-            .url(&format!("/v2/{repository}/blobs/{digest}"))
-            .await?;
-        let request = Request {
-            method: Method::HEAD,
-            url,
-            headers: Vec::new(),
-            body: Body::Empty,
-            scopes: &scopes,
-        };
-        let response = self.endpoint.send(&request).await?;
         let checked = self
-            .endpoint
-            .check(
-                response,
-                &request.describe(),
+            .head(
                 repository,
-                Action::Pull,
+                &format!("blobs/{digest}"),
+                Vec::new(),
                 Target::Blob(digest),
             )
             .await;
