@@ -100,10 +100,11 @@ pub(crate) struct Download<B, M> {
 
 impl<B: BlobStore, M: MetadataStore> Download<B, M> {
     /// Stores the upstream's `blob` in a task of its own, which finishes `landing`.
-    /// With `to_client`, also returns the body for the client that asked: the same bytes as
-    /// they arrive, except that the last chunk is held back until the digest checks out (so a
-    /// client never receives a complete wrong blob); on any failure the body ends in an error.
-    /// The task goes on if that client goes away.
+    /// With `to_client`, also returns the body for the client that asked: the bytes as they
+    /// arrive, ending when the upstream's answer ends (not when the blob is stored: the client
+    /// does not wait for the digest check and the fsync) and ending in an error if it breaks
+    /// off. Content with the wrong digest reaches that client whole, which rejects it as
+    /// clients do; it is never stored. The task goes on if the client goes away.
     pub(crate) fn spawn(self, landing: Landing, blob: UpstreamBlob, to_client: bool) -> Option<ByteStream> {
         let (client, body) = if to_client {
             let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CLIENT_QUEUE);
@@ -123,27 +124,33 @@ impl<B: BlobStore, M: MetadataStore> Download<B, M> {
 
     async fn land(self, blob: UpstreamBlob, client: Option<mpsc::Sender<io::Result<Bytes>>>) -> Outcome {
         let length = blob.length;
-        let held: Arc<Mutex<Option<Bytes>>> = Arc::default();
+        // Taken (so dropped) when the upstream's answer ends or fails: that ends the client's.
+        let client = Arc::new(Mutex::new(client));
         let tee = {
-            let (held, client, metrics) = (held.clone(), client.clone(), self.metrics.clone());
-            blob.body.then(move |item| {
-                let (held, client, metrics) = (held.clone(), client.clone(), metrics.clone());
-                async move {
-                    if let Ok(chunk) = &item {
-                        metrics.fetched_bytes.inc_by(chunk.len() as u64);
-                        let previous = held
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .replace(chunk.clone());
-                        if let (Some(client), Some(previous)) = (client, previous) {
-                            // A client that went away no longer gets chunks; the blob is
-                            // still stored for the next one.
-                            let _ = client.send(Ok(previous)).await;
+            let (chunks, end, metrics) = (client.clone(), client.clone(), self.metrics.clone());
+            blob.body
+                .then(move |item| {
+                    let (client, metrics) = (chunks.clone(), metrics.clone());
+                    async move {
+                        match &item {
+                            Ok(chunk) => {
+                                metrics.fetched_bytes.inc_by(chunk.len() as u64);
+                                // A client that went away no longer gets chunks; the blob is
+                                // still stored for the next one.
+                                let sender = lock(&client).clone();
+                                if let Some(sender) = sender {
+                                    let _ = sender.send(Ok(chunk.clone())).await;
+                                }
+                            }
+                            Err(e) => fail_client(&client, e.to_string()).await,
                         }
+                        item
                     }
-                    item
-                }
-            })
+                })
+                .chain(futures_util::stream::poll_fn(move |_| {
+                    lock(&end).take();
+                    std::task::Poll::Ready(None)
+                }))
         };
         let id = UploadId::new();
         let stored = async {
@@ -157,29 +164,34 @@ impl<B: BlobStore, M: MetadataStore> Download<B, M> {
             self.metadata.link_blob(&self.name, &self.digest).await
         }
         .await;
-        let last = held.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match stored {
-            Ok(()) => {
-                if let (Some(client), Some(last)) = (client, last) {
-                    let _ = client.send(Ok(last)).await;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.blobs.upload_cancel(&id).await;
-                let reason = failure(&e);
-                self.metrics.upstream_errors.inc();
-                tracing::warn!(
-                    "pull-through of {} into {}: {reason}; nothing was stored",
-                    self.digest,
-                    self.name
-                );
-                if let Some(client) = client {
-                    let _ = client.send(Err(io::Error::other(reason.clone()))).await;
-                }
-                Err(reason)
-            }
+        if let Err(e) = stored {
+            let _ = self.blobs.upload_cancel(&id).await;
+            let reason = failure(&e);
+            self.metrics.upstream_errors.inc();
+            tracing::warn!(
+                "pull-through of {} into {}: {reason}; nothing was stored",
+                self.digest,
+                self.name
+            );
+            fail_client(&client, reason.clone()).await;
+            return Err(reason);
         }
+        Ok(())
+    }
+}
+
+type ClientSender = Arc<Mutex<Option<mpsc::Sender<io::Result<Bytes>>>>>;
+
+fn lock(client: &ClientSender) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<io::Result<Bytes>>>> {
+    client.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends the client's body (if it has not ended) with an error, so its connection is cut
+/// rather than closed as if the blob were whole.
+async fn fail_client(client: &ClientSender, reason: String) {
+    let sender = lock(client).take();
+    if let Some(sender) = sender {
+        let _ = sender.send(Err(io::Error::other(reason))).await;
     }
 }
 

@@ -197,16 +197,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             .with_status(StatusCode::BAD_GATEWAY)
         };
         loop {
-            let linked = self.metadata.blob_linked(name, digest).await?;
-            let stored = self.blobs.stat(digest).await?.is_some();
-            // Stored for another repository (a shared base layer): the upstream only needs to
-            // confirm this repository has it too.
-            let confirmed =
-                stored && !linked && proxy.upstream.has_blob(&remote, digest).await.unwrap_or(false);
-            if confirmed {
-                self.metadata.link_blob(name, digest).await?;
-            }
-            if stored && (linked || confirmed) {
+            if self.metadata.blob_linked(name, digest).await? && self.blobs.stat(digest).await?.is_some() {
                 metrics.hits.inc();
                 return Ok(None);
             }
@@ -222,6 +213,18 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                 },
                 Role::Leader(landing) => landing,
             };
+            // Leading now: a download that just ended may have linked it; and a blob stored
+            // for another repository (a shared base layer) only needs the upstream to confirm
+            // this repository has it too.
+            if self.blobs.stat(digest).await?.is_some()
+                && (self.metadata.blob_linked(name, digest).await?
+                    || proxy.upstream.has_blob(&remote, digest).await.unwrap_or(false))
+            {
+                self.metadata.link_blob(name, digest).await?;
+                landing.finish(Ok(()));
+                metrics.hits.inc();
+                return Ok(None);
+            }
             let blob = match proxy.upstream.blob(&remote, digest).await {
                 Ok(blob) => blob,
                 Err(e) => {
