@@ -5,10 +5,15 @@
 #
 #   benches/proxy.sh                      # RUNS=5 of an image of three layers, 96+64+32 MiB
 #   RUNS=3 LAYERS_MIB="32 16" benches/proxy.sh
+#   LINK_MBPS=0 benches/proxy.sh          # the upstream on bare loopback instead
 #   RBUILD=/tmp/rbuild-before benches/proxy.sh   # another build of rbuild, not this one's
 #
+# The upstream is reached over a link of LINK_MBPS MB/s (default 100, shared by every connection:
+# benches/throttle.py), as a real upstream is far away; the direct pull and both caches use the
+# same link. With LINK_MBPS=0 the link is bare loopback, where a cold pull, which must hash and
+# write what it relays, cannot keep up with an upstream serving its page cache.
 # A pull is what docker does short of unpacking: the manifest by tag, then its blobs three at a
-# time (docker's default), with curl, bodies to /dev/null. Cold: a cache started on an empty
+# time (docker's default) over kept-alive connections, with curl, bodies to /dev/null. Cold: a cache started on an empty
 # root just before; warm: the same cache pulled again at once. Both caches keep their defaults
 # (rbuild fsyncs what it stores, distribution does not).
 # Needs: docker-registry curl openssl python3.
@@ -16,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 LAYERS_MIB=${LAYERS_MIB:-96 64 32}
+LINK_MBPS=${LINK_MBPS:-100}
 
 source benches/common.sh
 need docker-registry curl openssl python3
@@ -32,14 +38,14 @@ start() {
     mkdir -p "$work/$name"
     case $kind in
     upstream) printf 'root = "%s"\n' "$work/$name/root" >"$work/$name/config.toml" ;;
-    rbuild) printf 'root = "%s"\n[[proxy]]\nurl = "%s"\n' "$work/$name/root" "$URL_upstream" >"$work/$name/config.toml" ;;
+    rbuild) printf 'root = "%s"\n[[proxy]]\nurl = "%s"\n' "$work/$name/root" "$URL_link" >"$work/$name/config.toml" ;;
     distribution)
         cat >"$work/$name/config.yml" <<YAML
 version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $work/$name/root}, delete: {enabled: true}}
 http: {addr: 127.0.0.1:$port, secret: bench}
-proxy: {remoteurl: $URL_upstream}
+proxy: {remoteurl: $URL_link}
 YAML
         ;;
     esac
@@ -81,20 +87,32 @@ printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+js
 curl -sf -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
     --data-binary "@$work/manifest.json" "$URL_upstream/v2/bench/image/manifests/1"
 
+# The link to the upstream.
+URL_link=$URL_upstream
+if [[ $LINK_MBPS != 0 ]]; then
+    link_port=$(free_port)
+    python3 benches/throttle.py "$link_port" "${URL_upstream##*:}" "$LINK_MBPS" &
+    pids+=("$!")
+    URL_link=http://127.0.0.1:$link_port
+    wait_up "$URL_link"
+fi
+
 # pull BASE: one pull of bench/image:1 from BASE; prints its seconds.
 pull() {
     local base=$1 start end
     start=$(now)
     curl -sf -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$base/v2/bench/image/manifests/1"
-    printf '%s\n' "${blobs[@]}" | xargs -P3 -I{} curl -sf -o /dev/null "$base/v2/bench/image/blobs/{}"
+    local args=() blob
+    for blob in "${blobs[@]}"; do args+=(-o /dev/null "$base/v2/bench/image/blobs/$blob"); done
+    curl -sf --no-progress-meter --parallel --parallel-max 3 "${args[@]}"
     end=$(now)
     awk "BEGIN {printf \"%.3f\", $end - $start}"
 }
 
 direct=() rbuild_cold=() rbuild_warm=() dist_cold=() dist_warm=()
-pull "$URL_upstream" >/dev/null # the upstream's files into the page cache, as for every run after
+pull "$URL_link" >/dev/null # the upstream's files into the page cache, as for every run after
 for run in $(seq "$RUNS"); do
-    direct+=("$(pull "$URL_upstream")")
+    direct+=("$(pull "$URL_link")")
     for kind in rbuild distribution; do
         start cache "$kind"
         cold=$(pull "$URL_cache")
@@ -109,7 +127,9 @@ m() { echo "$@" | median; }
 d=$(m "${direct[@]}") rc=$(m "${rbuild_cold[@]}") rw=$(m "${rbuild_warm[@]}") dc=$(m "${dist_cold[@]}") dw=$(m "${dist_warm[@]}")
 mb() { awk "BEGIN {printf \"%.0f\", $total / 1e6 / $1}"; }
 echo
-echo "image: $((total / 1024 / 1024)) MiB in ${#blobs[@]} blobs; medians of $RUNS; MB/s"
+link="$LINK_MBPS MB/s"
+[[ $LINK_MBPS != 0 ]] || link="bare loopback"
+echo "image: $((total / 1024 / 1024)) MiB in ${#blobs[@]} blobs; link to the upstream: $link; medians of $RUNS"
 printf '%-34s %8s %8s\n' "pull" "s" "MB/s"
 printf '%-34s %8s %8s\n' "direct from the upstream" "$d" "$(mb "$d")"
 printf '%-34s %8s %8s\n' "rbuild cache, cold" "$rc" "$(mb "$rc")"
