@@ -14,7 +14,7 @@ use spec_tests::registry::RegistryProcess;
 use spec_tests::tools::{Ctr, Docker, installed, run};
 use spec_tests::wait::wait_until;
 
-use crate::auth::add_user;
+use crate::auth::{SERVICE, Secure, add_user, https_client};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "upstream-secret";
@@ -339,4 +339,56 @@ fn a_truncated_upstream_answer_is_never_stored() {
     assert_eq!(upstream_requests(&upstream, &format!("method=GET {other}")), 0);
     let (ok, report) = cache.fsck();
     assert!(ok, "{report}");
+}
+
+#[test]
+fn a_token_upstream_over_tls_is_read_with_its_ca() {
+    let Some(secure) = Secure::start("token", "proxy-token", &[]) else {
+        return;
+    };
+    let http = https_client(&secure.ca.cert(), None);
+    let token_url = secure.url(&format!(
+        "/token?service={SERVICE}&scope=repository:team/app:pull,push"
+    ));
+    let reply: serde_json::Value = http
+        .get(&token_url)
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let bearer = format!("Bearer {}", reply["token"].as_str().unwrap());
+    let image = TestImage::new("proxy-token");
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        let digest = Digest::sha256_of(blob);
+        let response = http
+            .post(secure.url(&format!("/v2/team/app/blobs/uploads/?digest={digest}")))
+            .header("authorization", &bearer)
+            .body(blob.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let response = http
+        .put(secure.url("/v2/team/app/manifests/1"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(image.manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    // The cache gets its own tokens from the upstream's token service, over TLS it trusts
+    // through `ca` only.
+    let login = "username = \"alice\"\npassword = \"alice-pw\"";
+    let upstream = format!("https://{}", secure.host());
+    let cache = cache_of(
+        &upstream,
+        &format!("{login}\nca = \"{}\"", secure.ca.cert().display()),
+    );
+    pull(&Api::new(&cache), "team/app", "1", &image);
+    let untrusting = cache_of(&upstream, login);
+    let refused = Api::new(&untrusting).get("/v2/team/app/manifests/1");
+    assert_eq!(refused.status(), 502);
+    assert!(refused.text().unwrap().contains("certificate"));
 }
