@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rbuild_oci::Digest;
+use rbuild_oci::{Digest, media_type};
 use spec_tests::api::{Api, TestImage, error_code, header, tree};
 use spec_tests::distribution::Distribution;
 use spec_tests::proxy::CountingProxy;
@@ -209,6 +209,34 @@ fn distribution_upstream_revalidates_tags_after_their_ttl_and_serves_stale_when_
     }
     std::thread::sleep(ttl.saturating_sub(fetched.elapsed()) + Duration::from_millis(500));
     pull(&api, "dist/lib/app", "1", &b);
+
+    // A client that cannot read an index gets its linux/amd64 manifest, fetched on demand.
+    let c = TestImage::new("proxy-ttl-c");
+    upstream.push_image("lib/app", &c.digest().to_string(), &c);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [{
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": c.digest().to_string(),
+            "size": c.manifest.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let response = upstream.put_manifest(
+        "lib/app",
+        "multi",
+        media_type::OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    assert_eq!(response.status(), 201);
+    let response = api
+        .request(reqwest::Method::GET, "/v2/dist/lib/app/manifests/multi")
+        .header("accept", media_type::OCI_MANIFEST)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "docker-content-digest"), c.digest().to_string());
 
     // Upstream gone: past the TTL the cached tag is served anyway, and digests never ask.
     drop(distribution);

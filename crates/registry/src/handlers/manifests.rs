@@ -101,6 +101,8 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                     && accepted.contains(&d.media_type)
             })
             .ok_or_else(not_acceptable)?;
+        self.proxy_manifest(name, &ManifestRef::Digest(child.digest.clone()))
+            .await?;
         self.record(name, &child.digest).await
     }
 
