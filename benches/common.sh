@@ -97,3 +97,24 @@ unmount_under() {
         umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || true
     done
 }
+
+# Makes $work, a scratch directory named after $1 under $TMPDIR, and arranges that on exit the
+# processes whose PIDs the script adds to $pids are stopped and $work is removed.
+make_workdir() {
+    work=$(mktemp -d "${TMPDIR:-/var/tmp}/$1.XXXXXX")
+    pids=()
+    trap cleanup_workdir EXIT
+}
+cleanup_workdir() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+
+# Waits for the registry at URL $1 to answer /v2/.
+wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/v2/" && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
+# For servers a script's start() recorded as PID_<NAME> and URL_<NAME>: stop one by PID, or
+# print its URL.
+stop() { local pid_var="PID_$1"; kill "${!pid_var}" 2>/dev/null || true; wait "${!pid_var}" 2>/dev/null || true; }
+url() { local v="URL_$1"; echo "${!v}"; }

@@ -25,16 +25,7 @@ if want push || want rss; then packages=(-p rbuild-benches); else packages=(); f
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 rbuild=${RBUILD:-$bin/rbuild}
 
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/rbuild-bench.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/v2/" && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+make_workdir rbuild-bench
 
 # start NAME: starts a fresh registry with an empty root; sets URL_<NAME> and PID_<NAME>.
 start() {
@@ -60,8 +51,6 @@ YAML
     printf -v "URL_$name" %s "http://127.0.0.1:$port"
     wait_up "http://127.0.0.1:$port"
 }
-stop() { local pid_var="PID_$1"; kill "${!pid_var}" 2>/dev/null || true; wait "${!pid_var}" 2>/dev/null || true; }
-url() { local v="URL_$1"; echo "${!v}"; }
 
 results=()
 report() { # NAME UNIT RBUILD DISTRIBUTION [lower-is-better]

@@ -14,23 +14,49 @@ use crate::registry::RegistryProcess;
 pub struct Api {
     base: String,
     client: Client,
+    login: Option<(String, String)>,
+    sessions: bool,
 }
 
 impl Api {
     /// A client for `registry`.
     pub fn new(registry: &RegistryProcess) -> Api {
+        Api::at(&registry.url(""))
+    }
+
+    /// A client for the registry at `base` (`http://host:port`), another implementation's.
+    pub fn at(base: &str) -> Api {
         Api {
-            base: registry.url(""),
+            base: base.to_owned(),
             client: Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("http client"),
+            login: None,
+            sessions: false,
         }
+    }
+
+    /// The same client pushing blobs through an upload session (POST, then PUT with the
+    /// bytes) instead of one monolithic POST, which distribution 2.8 does not take.
+    pub fn with_upload_sessions(mut self) -> Api {
+        self.sessions = true;
+        self
+    }
+
+    /// The same client sending Basic credentials with every request.
+    pub fn with_login(mut self, user: &str, password: &str) -> Api {
+        self.login = Some((user.to_owned(), password.to_owned()));
+        self
     }
 
     /// A request to `path` (which starts with `/`).
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.base))
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.login {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
     }
 
     /// `GET path`.
@@ -48,17 +74,23 @@ impl Api {
         self.request(Method::DELETE, path).send().expect("DELETE")
     }
 
-    /// Pushes a blob with a single monolithic POST and returns its digest.
+    /// Pushes a blob with a single monolithic POST (or a session, see
+    /// [`with_upload_sessions`](Api::with_upload_sessions)) and returns its digest.
     pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
         let digest = Digest::sha256_of(bytes);
-        let response = self
-            .request(
+        let request = if self.sessions {
+            let location = self.start_upload(repo);
+            let separator = if location.contains('?') { '&' } else { '?' };
+            let url = format!("{location}{separator}digest={digest}");
+            // distribution answers with an absolute URL, rbuild with a path.
+            self.request(Method::PUT, url.strip_prefix(self.base.as_str()).unwrap_or(&url))
+        } else {
+            self.request(
                 Method::POST,
                 &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
             )
-            .body(bytes.to_vec())
-            .send()
-            .expect("POST blob");
+        };
+        let response = request.body(bytes.to_vec()).send().expect("push blob");
         assert_eq!(
             response.status(),
             201,

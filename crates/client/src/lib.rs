@@ -49,6 +49,7 @@ mod pull;
 mod push;
 mod tls;
 mod transport;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -212,7 +213,7 @@ impl Client {
     fn make_endpoint_with(
         &self,
         registry: &str,
-        credential: Option<(Credential, String)>,
+        credential: Option<(Option<Credential>, String)>,
     ) -> Result<Endpoint, ClientError> {
         let options = &self.inner.options;
         let insecure = self.is_insecure(registry);
@@ -257,7 +258,7 @@ impl Client {
     /// asks for none. Nothing is stored: see [`DockerConfig::store`].
     pub async fn login(&self, registry: &str, credential: &Credential) -> Result<(), ClientError> {
         let source = "the credentials given".to_owned();
-        let endpoint = self.make_endpoint_with(registry, Some((credential.clone(), source.clone())))?;
+        let endpoint = self.make_endpoint_with(registry, Some((Some(credential.clone()), source.clone())))?;
         let url = endpoint.url("/v2/").await?;
         let scopes = auth::Scopes::new();
         let request = transport::Request {

@@ -128,7 +128,7 @@ fn kind(reference: &Reference, media_type: &str, bytes: &[u8]) -> Result<(Kind, 
     }
 }
 
-fn header_digest(response: &Response) -> Option<Digest> {
+pub(crate) fn header_digest(response: &Response) -> Option<Digest> {
     response
         .headers()
         .get(HeaderName::from_static(DOCKER_CONTENT_DIGEST))?
@@ -357,7 +357,7 @@ fn size_mismatch(
 
 /// `GET /v2/<name>/blobs/<digest>`, redirects followed; returns the successful response and the
 /// request's description.
-async fn get_blob(
+pub(crate) async fn get_blob(
     endpoint: &Endpoint,
     repository: &RepositoryName,
     digest: &Digest,

@@ -136,9 +136,9 @@ pub(crate) struct EndpointSettings {
     pub insecure: bool,
     pub http: reqwest::Client,
     pub docker_config: DockerConfig,
-    /// Credentials to use instead of the docker config's, and how to name them in errors
-    /// (`rbuild login` checks what it was given before storing it).
-    pub credential: Option<(Credential, String)>,
+    /// Credentials to use instead of the docker config's (`None` inside: anonymous), and how
+    /// to name them in errors (`rbuild login` checks what it was given before storing it).
+    pub credential: Option<(Option<Credential>, String)>,
 }
 
 /// One registry, shared by every request to it from one [`Client`](crate::Client).
@@ -169,10 +169,7 @@ pub(crate) fn api_authority(registry: &str) -> &str {
 impl Endpoint {
     pub fn new(settings: EndpointSettings) -> Endpoint {
         let (credential, credential_source) = match settings.credential {
-            Some((credential, source)) => (
-                tokio::sync::OnceCell::new_with(Some(Some(credential))),
-                Some(source),
-            ),
+            Some((credential, source)) => (tokio::sync::OnceCell::new_with(Some(credential)), Some(source)),
             None => (tokio::sync::OnceCell::new(), None),
         };
         Endpoint {

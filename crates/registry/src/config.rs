@@ -55,6 +55,9 @@
 //!
 //! [gc]                     # see `crate::gc::GcConfig`
 //! grace_secs = 3600
+//!
+//! [[proxy]]                # a pull-through cache: see `crate::proxy`
+//! url = "https://registry-1.docker.io"
 //! ```
 
 use std::net::SocketAddr;
@@ -62,6 +65,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::proxy::ProxyConfig;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +117,8 @@ pub struct Config {
     pub gc: crate::gc::GcConfig,
     /// Where `/metrics` is served.
     pub metrics: crate::metrics::MetricsConfig,
+    /// Upstream registries this one is a pull-through cache of (`[[proxy]]`).
+    pub proxy: Vec<ProxyConfig>,
 }
 
 impl Default for Config {
@@ -129,6 +136,7 @@ impl Default for Config {
             notifications: Vec::new(),
             gc: crate::gc::GcConfig::default(),
             metrics: crate::metrics::MetricsConfig::default(),
+            proxy: Vec::new(),
         }
     }
 }

@@ -11,11 +11,12 @@
 //!   headers and [error codes](error::ErrorCode);
 //! - [`notify`] turns what requests did into events for the configured endpoints;
 //! - [`storage`] keeps content behind two traits, with the filesystem as the default;
+//! - [`proxy`] fills proxied repositories from upstream registries on first pull;
 //! - [`server`] runs hyper (over [`tls`] when configured) with graceful shutdown, access logs
 //!   (each request under a [`request_id`]) and the stale-upload purge;
 //! - [`gc`] collects garbage and applies retention while the server runs;
-//! - [`metrics`] counts requests, storage calls, notifications and collections for Prometheus
-//!   (`GET /metrics`).
+//! - [`metrics`] counts requests, storage calls, notifications, collections and the
+//!   pull-through cache for Prometheus (`GET /metrics`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +37,7 @@ mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod proxy;
 pub mod request_id;
 pub mod route;
 pub mod server;
@@ -62,6 +64,7 @@ pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
     notifier: Notifier,
     gc_metrics: gc::GcMetrics,
     metrics: Metrics,
+    proxies: proxy::Proxies,
 }
 
 /// Why a registry could not be opened.
@@ -73,27 +76,32 @@ pub enum OpenError {
     /// The auth configuration is not usable.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A `[[proxy]]` table is not usable.
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
 }
 
 impl Registry<FsBlobStore, FsMetadataStore> {
     /// A registry keeping everything under `root` on the local filesystem.
     pub fn open_fs(root: &Path, config: Config) -> Result<Self, OpenError> {
         let fsync = config.storage.fsync;
-        Ok(Registry::new(
+        Registry::new(
             FsBlobStore::open(root, fsync)?,
             FsMetadataStore::open(root, fsync)?,
             config,
-        )?)
+        )
     }
 }
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
-    /// A registry over the given stores, with the auth `config` describes (its files read now).
-    pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, AuthError> {
+    /// A registry over the given stores, with the auth and upstreams `config` describes (their
+    /// files read now).
+    pub fn new(blobs: B, metadata: M, config: Config) -> Result<Self, OpenError> {
         let auth = Auth::from_config(&config.auth)?;
         let notifier = Notifier::new(&config.notifications);
         let gc_metrics = gc::GcMetrics::default();
-        let metrics = Metrics::with_parts(&[notifier.metrics(), &gc_metrics]);
+        let proxies = proxy::Proxies::open(&config.proxy)?;
+        let metrics = Metrics::with_parts(&[notifier.metrics(), &gc_metrics, &proxies.metrics]);
         Ok(Registry {
             blobs: Metered::new(blobs, metrics.storage()),
             metadata: Metered::new(metadata, metrics.storage()),
@@ -102,6 +110,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             notifier,
             gc_metrics,
             metrics,
+            proxies,
         })
     }
 

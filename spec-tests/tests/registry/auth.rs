@@ -24,7 +24,7 @@ use spec_tests::pki::{Issued, TestCa};
 use spec_tests::registry::{RegistryProcess, ServeOptions, rbuild_bin};
 use spec_tests::tools::{Ctr, Docker, output, run, skopeo, which};
 
-const SERVICE: &str = "rbuild-test";
+pub(crate) const SERVICE: &str = "rbuild-test";
 
 /// The test users: alice pushes to team/**, bob and deployer (a pull secret's user) only pull.
 const USERS: [(&str, &str); 3] = [
@@ -34,9 +34,9 @@ const USERS: [(&str, &str); 3] = [
 ];
 
 /// A registry over TLS at a name for `::1`, with the test users.
-struct Secure {
+pub(crate) struct Secure {
     registry: RegistryProcess,
-    ca: TestCa,
+    pub(crate) ca: TestCa,
     tls: Issued,
     token_key: PathBuf,
     name: LoopbackName,
@@ -44,7 +44,7 @@ struct Secure {
 
 impl Secure {
     /// Starts `rbuild serve` in auth `mode` (`htpasswd` or `token`) over TLS, plus `args`.
-    fn start(mode: &str, tag: &str, args: &[&str]) -> Option<Secure> {
+    pub(crate) fn start(mode: &str, tag: &str, args: &[&str]) -> Option<Secure> {
         let name = LoopbackName::add(tag)?;
         let ca = TestCa::new(&format!("{tag} test CA"))?;
         let tls = ca.server("server", name.name());
@@ -98,7 +98,7 @@ impl Secure {
     }
 
     /// `<name>:<port>`, the registry as image references name it.
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("{}:{}", self.name.name(), self.registry.addr().port())
     }
 
@@ -110,7 +110,7 @@ impl Secure {
         dir.display().to_string()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.host())
     }
 }

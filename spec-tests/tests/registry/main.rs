@@ -16,4 +16,5 @@ mod metrics;
 mod mounts;
 mod notifications;
 mod operation;
+mod proxy;
 mod uploads;

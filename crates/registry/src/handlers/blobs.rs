@@ -32,6 +32,9 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         digest: &Digest,
         parts: &http::request::Parts,
     ) -> Result<Response<Body>> {
+        if let Some(response) = self.proxy_blob(name, digest, parts).await? {
+            return Ok(response);
+        }
         let size = self.linked_blob_size(name, digest).await?;
         let range = match header(&parts.headers, &RANGE) {
             Some(value) => Some(parse_range(value, size).ok_or_else(|| {

@@ -101,6 +101,8 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                     && accepted.contains(&d.media_type)
             })
             .ok_or_else(not_acceptable)?;
+        self.proxy_manifest(name, &ManifestRef::Digest(child.digest.clone()))
+            .await?;
         self.record(name, &child.digest).await
     }
 
@@ -121,6 +123,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         reference: &ManifestRef,
         parts: &http::request::Parts,
     ) -> Result<Response<Body>> {
+        self.proxy_manifest(name, reference).await?;
         let digest = self.resolve(name, reference).await?;
         let record = self.record(name, &digest).await?;
         let record = self
@@ -228,6 +231,33 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         Ok(())
     }
 
+    /// Stores a manifest whose digest and references are checked: bytes, then the record,
+    /// then tags, so a crash between steps never leaves a tag that points at a manifest the
+    /// repository does not hold.
+    pub(crate) async fn store_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        bytes: Bytes,
+        summary: ManifestSummary,
+        tags: &[&Tag],
+    ) -> Result<ManifestRecord> {
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: summary.media_type,
+            size: bytes.len() as u64,
+            subject: summary.subject.as_ref().map(|s| s.digest.clone()),
+            artifact_type: summary.artifact_type,
+            annotations: summary.annotations,
+        };
+        self.blobs.put(digest, bytes).await?;
+        self.metadata.put_manifest(name, &record).await?;
+        for tag in tags {
+            self.metadata.set_tag(name, tag, digest).await?;
+        }
+        Ok(record)
+    }
+
     pub(super) async fn put_manifest(
         &self,
         name: &RepositoryName,
@@ -235,6 +265,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         parts: &http::request::Parts,
         body: RequestBody,
     ) -> Result<Response<Body>> {
+        self.proxies.check_push(name)?;
         let algorithm = match reference {
             ManifestRef::Digest(d) => d.algorithm(),
             ManifestRef::Tag(_) => Algorithm::Sha256,
@@ -267,26 +298,11 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             ));
         }
         self.check_references(name, &summary).await?;
-
-        // Bytes, then the record, then tags: a crash between steps never leaves a tag that
-        // points at a manifest the repository does not hold.
-        let record = ManifestRecord {
-            digest: digest.clone(),
-            media_type: summary.media_type,
-            size: bytes.len() as u64,
-            subject: summary.subject.as_ref().map(|s| s.digest.clone()),
-            artifact_type: summary.artifact_type,
-            annotations: summary.annotations,
-        };
-        self.blobs.put(&digest, bytes).await?;
-        self.metadata.put_manifest(name, &record).await?;
         let mut tags: Vec<&Tag> = extra_tags.iter().collect();
         if let ManifestRef::Tag(tag) = reference {
             tags.push(tag);
         }
-        for tag in &tags {
-            self.metadata.set_tag(name, tag, &digest).await?;
-        }
+        let record = self.store_manifest(name, &digest, bytes, summary, &tags).await?;
 
         let mut headers = vec![
             (LOCATION, format!("/v2/{name}/manifests/{digest}")),

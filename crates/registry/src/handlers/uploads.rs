@@ -94,6 +94,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         body: RequestBody,
         permit: &Permit,
     ) -> Result<Response<Body>> {
+        self.proxies.check_push(name)?;
         let query = query_pairs(parts.uri.query());
         if let Some(digest) = digest_param(&query, "mount")? {
             if self

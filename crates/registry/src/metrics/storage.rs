@@ -68,7 +68,9 @@ impl StorageMetrics {
 
 /// A store whose every call is counted, timed and, if the backend fails, counted as an error.
 /// Answers about content (unknown blob, digest mismatch, a client's body ending early) are
-/// not errors of the backend and are not counted as such.
+/// not errors of the backend and are not counted as such. A clone counts into the same
+/// families.
+#[derive(Clone)]
 pub struct Metered<S> {
     inner: S,
     metrics: StorageMetrics,

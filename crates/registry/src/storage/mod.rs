@@ -188,7 +188,10 @@ impl<T> Page<T> {
 ///
 /// A blob is only ever visible whole and verified: staged data becomes a blob by
 /// [`upload_commit`](BlobStore::upload_commit), which checks the digest first.
-pub trait BlobStore: Send + Sync + 'static {
+///
+/// A clone is another handle to the same store (work that outlives a request, such as a
+/// pull-through download, holds one).
+pub trait BlobStore: Clone + Send + Sync + 'static {
     /// The backend's name in metrics (`backend="filesystem"`).
     const BACKEND: &'static str;
 
@@ -264,7 +267,9 @@ pub trait BlobStore: Send + Sync + 'static {
 }
 
 /// Named state: repository links, manifests, tags, referrers, and upload sessions.
-pub trait MetadataStore: Send + Sync + 'static {
+///
+/// A clone is another handle to the same store, as for [`BlobStore`].
+pub trait MetadataStore: Clone + Send + Sync + 'static {
     /// The backend's name in metrics (`backend="filesystem"`).
     const BACKEND: &'static str;
 

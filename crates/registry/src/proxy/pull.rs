@@ -1,0 +1,271 @@
+//! The hooks the manifest and blob handlers call before serving from storage: they bring
+//! what a proxied repository lacks (or a tag whose TTL ran out) from the upstream.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RANGE};
+use http::{Method, Response, StatusCode};
+use rbuild_client::ClientError;
+use rbuild_client::upstream::UpstreamManifest;
+use rbuild_oci::{Digest, ManifestSummary, RepositoryName, Tag};
+
+use super::flight::{self, Download, Role};
+use super::{Proxy, ProxyMetrics};
+use crate::Registry;
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::http::{Body, DOCKER_CONTENT_DIGEST, response, stream};
+use crate::route::ManifestRef;
+use crate::storage::{BlobStore, MetadataStore};
+
+/// Whether the upstream answered that it does not have what was asked for.
+fn is_not_found(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::ManifestUnknown { .. }
+            | ClientError::BlobUnknown { .. }
+            | ClientError::RepositoryUnknown { .. }
+    )
+}
+
+/// The error a client sees when the upstream could not give what the cache lacks: the
+/// upstream's 404 as this registry's `code`, its 429 as 429, anything else as 502.
+fn upstream_error(proxy: &Proxy, code: ErrorCode, what: &str, e: &ClientError) -> RegistryError {
+    let message = format!(
+        "{what} is not cached and the upstream {} could not give it: {e}",
+        proxy.config.url
+    );
+    match e {
+        _ if is_not_found(e) => RegistryError::new(code, message),
+        ClientError::TooManyRequests { .. } => RegistryError::new(ErrorCode::TooManyRequests, message),
+        _ => RegistryError::new(code, message).with_status(StatusCode::BAD_GATEWAY),
+    }
+}
+
+impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
+    /// The pull-through cache's counters, to expose on `/metrics`.
+    pub fn proxy_metrics(&self) -> &ProxyMetrics {
+        &self.proxies.metrics
+    }
+
+    /// Makes sure a proxied repository holds the manifest `reference` names, fetching it (or,
+    /// for a tag past its TTL, checking it) upstream. Not proxied: nothing to do.
+    pub(crate) async fn proxy_manifest(&self, name: &RepositoryName, reference: &ManifestRef) -> Result<()> {
+        let Some((proxy, remote)) = self.proxies.route(name) else {
+            return Ok(());
+        };
+        let metrics = &self.proxies.metrics;
+        match reference {
+            ManifestRef::Digest(digest) => {
+                if self.metadata.manifest(name, digest).await?.is_some() {
+                    metrics.hits.inc();
+                    return Ok(());
+                }
+                let fetched = self.fetch_manifest(proxy, &remote, &digest.to_string()).await?;
+                self.store_fetched(name, fetched, None).await
+            }
+            ManifestRef::Tag(tag) => self.proxy_tag(proxy, name, &remote, tag).await,
+            ManifestRef::Invalid { .. } => Ok(()),
+        }
+    }
+
+    async fn proxy_tag(
+        &self,
+        proxy: &Proxy,
+        name: &RepositoryName,
+        remote: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<()> {
+        let metrics = &self.proxies.metrics;
+        let Some(cached) = self.metadata.resolve_tag(name, tag).await? else {
+            let fetched = self.fetch_manifest(proxy, remote, tag.as_str()).await?;
+            self.store_fetched(name, fetched, Some(tag)).await?;
+            proxy.confirm(name, tag);
+            return Ok(());
+        };
+        if proxy.is_fresh(name, tag) {
+            metrics.hits.inc();
+            return Ok(());
+        }
+        let stale = |e: &ClientError| {
+            metrics.upstream_errors.inc();
+            metrics.stale_served.inc();
+            tracing::warn!(
+                "serving {name}:{tag} from the cache unchecked (its TTL ran out): the upstream {} could not confirm it: {e}",
+                proxy.config.url
+            );
+        };
+        match proxy.upstream.manifest_digest(remote, tag.as_str()).await {
+            Ok(Some(digest)) if digest == cached => {
+                proxy.confirm(name, tag);
+                metrics.hits.inc();
+                return Ok(());
+            }
+            // Moved (or the upstream sent no digest): fetch it below.
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                // Gone upstream: so gone here, as the upstream would answer.
+                self.metadata.delete_tag(name, tag).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                stale(&e);
+                return Ok(());
+            }
+        }
+        match proxy.upstream.manifest(remote, tag.as_str()).await {
+            Ok(fetched) => {
+                self.store_fetched(name, fetched, Some(tag)).await?;
+                proxy.confirm(name, tag);
+                Ok(())
+            }
+            Err(e) if !is_not_found(&e) => {
+                stale(&e);
+                Ok(())
+            }
+            Err(e) => Err(upstream_error(
+                proxy,
+                ErrorCode::ManifestUnknown,
+                &format!("{name}:{tag}"),
+                &e,
+            )),
+        }
+    }
+
+    async fn fetch_manifest(
+        &self,
+        proxy: &Proxy,
+        remote: &RepositoryName,
+        reference: &str,
+    ) -> Result<UpstreamManifest> {
+        proxy.upstream.manifest(remote, reference).await.map_err(|e| {
+            if !is_not_found(&e) {
+                self.proxies.metrics.upstream_errors.inc();
+            }
+            upstream_error(
+                proxy,
+                ErrorCode::ManifestUnknown,
+                &format!("manifest {reference}"),
+                &e,
+            )
+        })
+    }
+
+    /// Stores a manifest the upstream sent (verified by the client against its digest).
+    async fn store_fetched(
+        &self,
+        name: &RepositoryName,
+        fetched: UpstreamManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let summary = ManifestSummary::parse(&fetched.bytes, Some(&fetched.media_type)).map_err(|e| {
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("the upstream's manifest: {e}"),
+            )
+        })?;
+        let metrics = &self.proxies.metrics;
+        metrics.misses.inc();
+        metrics.fetched_bytes.inc_by(fetched.bytes.len() as u64);
+        let tags: Vec<&Tag> = tag.into_iter().collect();
+        self.store_manifest(name, &fetched.digest, Bytes::from(fetched.bytes), summary, &tags)
+            .await?;
+        Ok(())
+    }
+
+    /// For a blob a proxied repository lacks: fetches it, once however many ask. The request
+    /// that starts the download gets the upstream's bytes as they arrive (the response,
+    /// returned); the others wait and are served from storage (`None`), as is everyone when
+    /// the blob is already here. A blob stored for another repository is linked once a `HEAD`
+    /// upstream confirms this repository has it, without downloading it again.
+    pub(crate) async fn proxy_blob(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        parts: &http::request::Parts,
+    ) -> Result<Option<Response<Body>>> {
+        let Some((proxy, remote)) = self.proxies.route(name) else {
+            return Ok(None);
+        };
+        let metrics = &self.proxies.metrics;
+        let failed = |reason: String| {
+            RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!(
+                    "blob {digest} is not cached and fetching it from {} failed: {reason}",
+                    proxy.config.url
+                ),
+            )
+            .with_status(StatusCode::BAD_GATEWAY)
+        };
+        loop {
+            if self.metadata.blob_linked(name, digest).await? && self.blobs.stat(digest).await?.is_some() {
+                metrics.hits.inc();
+                return Ok(None);
+            }
+            let landing = match self.proxies.flights.join(name, digest) {
+                Role::Follower(waiting) => match flight::wait(waiting).await {
+                    Some(Ok(())) => {
+                        metrics.hits.inc();
+                        return Ok(None);
+                    }
+                    Some(Err(reason)) => return Err(failed(reason)),
+                    // The request that started it went away before the upstream answered.
+                    None => continue,
+                },
+                Role::Leader(landing) => landing,
+            };
+            // Leading now: a download that just ended may have linked it; and a blob stored
+            // for another repository (a shared base layer) only needs the upstream to confirm
+            // this repository has it too.
+            if self.blobs.stat(digest).await?.is_some()
+                && (self.metadata.blob_linked(name, digest).await?
+                    || proxy.upstream.has_blob(&remote, digest).await.unwrap_or(false))
+            {
+                self.metadata.link_blob(name, digest).await?;
+                landing.finish(Ok(()));
+                metrics.hits.inc();
+                return Ok(None);
+            }
+            let blob = match proxy.upstream.blob(&remote, digest).await {
+                Ok(blob) => blob,
+                Err(e) => {
+                    if !is_not_found(&e) {
+                        metrics.upstream_errors.inc();
+                    }
+                    landing.finish(Err(e.to_string()));
+                    return Err(upstream_error(
+                        proxy,
+                        ErrorCode::BlobUnknown,
+                        &format!("blob {digest}"),
+                        &e,
+                    ));
+                }
+            };
+            metrics.misses.inc();
+            let length = blob.length;
+            let download = Download {
+                blobs: self.blobs.clone(),
+                metadata: self.metadata.clone(),
+                name: name.clone(),
+                digest: digest.clone(),
+                metrics: metrics.clone(),
+            };
+            // A plain GET streams; HEAD and ranges wait for the stored blob.
+            if parts.method == Method::GET && !parts.headers.contains_key(RANGE) {
+                let body = download.spawn(landing, blob, true);
+                let mut headers = vec![
+                    (CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (DOCKER_CONTENT_DIGEST, digest.to_string()),
+                ];
+                headers.extend(length.map(|l| (CONTENT_LENGTH, l.to_string())));
+                return Ok(body.map(|body| response(StatusCode::OK, headers, stream(body))));
+            }
+            let waiting = landing.subscribe();
+            download.spawn(landing, blob, false);
+            match flight::wait(waiting).await {
+                Some(Ok(())) => return Ok(None),
+                Some(Err(reason)) => return Err(failed(reason)),
+                None => continue,
+            }
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The pull-through cache (`[[proxy]]`): an `rbuild serve` in front of an upstream — another
+//! `rbuild serve` with htpasswd auth, or CNCF distribution 2.8.2 — pulled through by docker,
+//! containerd (as a `hosts.toml` mirror) and the API directly.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rbuild_oci::{Digest, media_type};
+use spec_tests::api::{Api, TestImage, error_code, header, tree};
+use spec_tests::distribution::Distribution;
+use spec_tests::prometheus::Scrape;
+use spec_tests::proxy::CountingProxy;
+use spec_tests::registry::RegistryProcess;
+use spec_tests::tools::{Ctr, Docker, installed, run};
+use spec_tests::wait::wait_until;
+
+use crate::auth::{SERVICE, Secure, add_user, https_client};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "upstream-secret";
+
+/// An upstream `rbuild serve` that wants Basic auth from `alice`, and an API client logged in.
+fn authenticated_upstream() -> (RegistryProcess, Api, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    add_user(&htpasswd, USER, PASSWORD);
+    let upstream = RegistryProcess::start_with_config(&format!(
+        "[auth]\nmode = \"htpasswd\"\nhtpasswd = \"{}\"\n",
+        htpasswd.display()
+    ));
+    let api = Api::new(&upstream).with_login(USER, PASSWORD);
+    (upstream, api, dir)
+}
+
+/// A cache of the upstream at `url`, with more `[[proxy]]` keys in `extra`.
+fn cache_of(url: &str, extra: &str) -> RegistryProcess {
+    RegistryProcess::start_with_config(&format!("[[proxy]]\nurl = \"{url}\"\n{extra}\n"))
+}
+
+/// How many API requests (the `/v2/` ping aside) the upstream's access log shows for paths
+/// containing `part`, once the log has caught up.
+fn upstream_requests(upstream: &RegistryProcess, part: &str) -> usize {
+    let count = || {
+        upstream
+            .log()
+            .lines()
+            .filter(|l| l.contains("rbuild::access") && !l.contains("path=/v2/ ") && l.contains(part))
+            .count()
+    };
+    // Access lines are written when a response ends and read from a pipe: let them settle.
+    let mut last = count();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Pulls `image` as `repo:reference` through `api` the way a client does: the manifest, then
+/// every blob, each checked against its digest.
+fn pull(api: &Api, repo: &str, reference: &str, image: &TestImage) {
+    let manifest = api.get(&format!("/v2/{repo}/manifests/{reference}"));
+    assert_eq!(manifest.status(), 200, "manifest {repo}:{reference}");
+    assert_eq!(
+        header(&manifest, "docker-content-digest"),
+        image.digest().to_string()
+    );
+    assert_eq!(manifest.bytes().unwrap(), image.manifest);
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        let digest = Digest::sha256_of(blob);
+        let response = api.get(&format!("/v2/{repo}/blobs/{digest}"));
+        assert_eq!(response.status(), 200, "blob {digest}");
+        assert_eq!(&response.bytes().unwrap()[..], &blob[..], "blob {digest}");
+    }
+}
+
+/// The digest a tag has through `api`.
+fn tag_digest(api: &Api, repo: &str, tag: &str) -> String {
+    let response = api.head(&format!("/v2/{repo}/manifests/{tag}"));
+    assert_eq!(response.status(), 200, "{repo}:{tag}");
+    header(&response, "docker-content-digest")
+}
+
+#[test]
+fn docker_and_containerd_pull_through_an_authenticated_upstream() {
+    let (Some(docker), Some(ctr)) = (Docker::get(), Ctr::get()) else {
+        return;
+    };
+    let (mut upstream, _, _users) = authenticated_upstream();
+    let login = tempfile::tempdir().unwrap();
+    let docker_as_alice = || {
+        let mut command = docker.cmd();
+        command.arg("--config").arg(login.path());
+        command
+    };
+    run(docker_as_alice().args(["login", "-u", USER, "-p", PASSWORD, &upstream.host()]));
+    let pushed = format!("{}/team/busybox:1", upstream.host());
+    run(docker.cmd().args(["tag", &docker.busybox_image(), &pushed]));
+    run(docker_as_alice().args(["push", &pushed]));
+    run(docker.cmd().args(["rmi", &pushed]));
+
+    // The cache logs in to the upstream itself; its clients need no credentials.
+    let cache = cache_of(
+        &upstream.url(""),
+        &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\""),
+    );
+    let through = format!("{}/team/busybox:1", cache.host());
+    run(docker.cmd().args(["pull", &through]));
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--network=none",
+        &through,
+        "echo",
+        "pulled through",
+    ]));
+    assert_eq!(out.trim(), "pulled through");
+    assert!(
+        upstream_requests(&upstream, "/v2/team/busybox/") > 0,
+        "the first pull went upstream"
+    );
+
+    // containerd pulls the upstream's name with the cache as its hosts.toml mirror (what a
+    // Kubernetes node does); the upstream wants credentials containerd lacks, so only the
+    // mirror can answer.
+    let hosts = tempfile::tempdir().unwrap();
+    let host_dir = hosts.path().join(upstream.host());
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"{}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.url(""),
+            cache.url("")
+        ),
+    )
+    .unwrap();
+    let hosts_dir = hosts.path().to_str().unwrap();
+    let ctr_pull = || {
+        run(ctr
+            .cmd()
+            .args(["images", "pull", "--hosts-dir", hosts_dir, &pushed]))
+    };
+    ctr_pull();
+    run(ctr.cmd().args(["images", "rm", &pushed]));
+    let first = upstream_requests(&upstream, "/v2/team/busybox/");
+
+    // Second pulls ask for nothing the first ones did not: the cache answers them all.
+    run(docker.cmd().args(["rmi", &through]));
+    run(docker.cmd().args(["pull", &through]));
+    run(docker.cmd().args(["rmi", &through]));
+    ctr_pull();
+    run(ctr.cmd().args(["images", "rm", &pushed]));
+    assert_eq!(
+        upstream_requests(&upstream, "/v2/team/busybox/"),
+        first,
+        "second pulls sent no upstream request"
+    );
+
+    // Upstream gone: the cached tag still pulls, through both.
+    upstream.kill();
+    ctr_pull();
+    run(ctr.cmd().args(["images", "rm", &pushed]));
+    run(docker.cmd().args(["pull", &through]));
+    run(docker.cmd().args(["rmi", &through]));
+}
+
+#[test]
+fn distribution_upstream_revalidates_tags_after_their_ttl_and_serves_stale_when_down() {
+    let Some(distribution) = Distribution::start() else {
+        return;
+    };
+    let upstream = Api::at(&format!("http://{}", distribution.host())).with_upload_sessions();
+    let forwarder = CountingProxy::start(distribution.host().parse().unwrap());
+    let (a, b) = (TestImage::new("proxy-ttl-a"), TestImage::new("proxy-ttl-b"));
+    upstream.push_image("lib/app", "1", &a);
+    let ttl = Duration::from_secs(4);
+    let cache = cache_of(
+        &format!("http://{}", forwarder.host()),
+        &format!("prefix = \"dist\"\ntag_ttl_secs = {}", ttl.as_secs()),
+    );
+    let api = Api::new(&cache);
+
+    let fetched = Instant::now();
+    pull(&api, "dist/lib/app", "1", &a);
+    assert!(forwarder.take_received() > 0, "the first pull went upstream");
+    pull(&api, "dist/lib/app", "1", &a);
+    assert_eq!(
+        forwarder.take_received(),
+        0,
+        "the second pull sent no upstream request"
+    );
+
+    // The tag moves upstream: the cache keeps its answer for the TTL, then sees the move.
+    upstream.push_image("lib/app", "1", &b);
+    forwarder.take_received();
+    let digest = tag_digest(&api, "dist/lib/app", "1");
+    // (On a machine so loaded that the TTL ran out already, only the move can be checked.)
+    if fetched.elapsed() < ttl {
+        assert_eq!(digest, a.digest().to_string());
+        assert_eq!(
+            forwarder.take_received(),
+            0,
+            "within the TTL the tag is not checked"
+        );
+    }
+    std::thread::sleep(ttl.saturating_sub(fetched.elapsed()) + Duration::from_millis(500));
+    pull(&api, "dist/lib/app", "1", &b);
+
+    // A client that cannot read an index gets its linux/amd64 manifest, fetched on demand.
+    let c = TestImage::new("proxy-ttl-c");
+    upstream.push_image("lib/app", &c.digest().to_string(), &c);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [{
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": c.digest().to_string(),
+            "size": c.manifest.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let response = upstream.put_manifest(
+        "lib/app",
+        "multi",
+        media_type::OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    assert_eq!(response.status(), 201);
+    let response = api
+        .request(reqwest::Method::GET, "/v2/dist/lib/app/manifests/multi")
+        .header("accept", media_type::OCI_MANIFEST)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "docker-content-digest"), c.digest().to_string());
+
+    // Upstream gone: past the TTL the cached tag is served anyway, and digests never ask.
+    drop(distribution);
+    std::thread::sleep(ttl + Duration::from_millis(500));
+    pull(&api, "dist/lib/app", "1", &b);
+    pull(&api, "dist/lib/app", &a.digest().to_string(), &a);
+    wait_until("the stale-if-error warning", Duration::from_secs(5), || {
+        cache
+            .log()
+            .contains("serving dist/lib/app:1 from the cache unchecked")
+    });
+    // /metrics tells the same story: hits, misses, bytes fetched, the stale answer, the errors.
+    let scrape = Scrape::get(&cache.url("/metrics"));
+    for family in [
+        "hits",
+        "misses",
+        "fetched_bytes",
+        "stale_served",
+        "upstream_errors",
+    ] {
+        let series = format!("rbuild_registry_proxy_{family}_total");
+        assert!(
+            scrape.value(&series) > 0.0,
+            "{series} did not move:\n{}",
+            scrape.text
+        );
+    }
+    // What was never cached fails with the upstream's failure named.
+    let missing = api.get("/v2/dist/lib/app/manifests/2");
+    assert_eq!(missing.status(), 502);
+    assert!(missing.text().unwrap().contains(&forwarder.host()));
+
+    // A proxied prefix takes no pushes; other repositories do.
+    let refused = api
+        .request(reqwest::Method::POST, "/v2/dist/lib/app/blobs/uploads/")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 405);
+    assert_eq!(error_code(refused), "UNSUPPORTED");
+    api.start_upload("mine/app");
+}
+
+/// The SHA-256 of everything `reader` yields, computed by `openssl` (SHA-NI: a debug build's
+/// hashing would take most of the test's time).
+fn openssl_sha256(reader: &mut impl Read) -> Digest {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    std::io::copy(reader, &mut child.stdin.take().unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hex = String::from_utf8_lossy(&out.stdout);
+    format!("sha256:{}", hex.split_whitespace().next().unwrap_or_default())
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn ten_concurrent_pulls_of_a_100_mb_blob_download_it_once() {
+    if installed("openssl").is_none() {
+        return;
+    }
+    let (upstream, upstream_api, _users) = authenticated_upstream();
+    let mut blob = vec![0u8; 100 * 1024 * 1024];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for chunk in blob.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let digest = upstream_api.push_blob("big/blob", &blob);
+    drop(blob);
+    let cache = cache_of(
+        &upstream.url(""),
+        &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\""),
+    );
+    let url = cache.url(&format!("/v2/big/blob/blobs/{digest}"));
+    let pulls: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(None)
+                    .build()
+                    .unwrap();
+                let mut response = client.get(&url).send().unwrap();
+                assert_eq!(response.status(), 200);
+                openssl_sha256(&mut response)
+            })
+        })
+        .collect();
+    for pull in pulls {
+        assert_eq!(pull.join().unwrap(), digest);
+    }
+    assert_eq!(
+        upstream_requests(&upstream, &format!("method=GET path=/v2/big/blob/blobs/{digest}")),
+        1,
+        "one upstream download for ten pulls"
+    );
+}
+
+#[test]
+fn a_truncated_upstream_answer_is_never_stored() {
+    let upstream = RegistryProcess::start();
+    let blob: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = Api::new(&upstream).push_blob("cut/blob", &blob);
+    let forwarder = CountingProxy::start(upstream.addr());
+    forwarder.cut_answers_after(Some(1024 * 1024));
+    let cache = cache_of(&format!("http://{}", forwarder.host()), "");
+    let api = Api::new(&cache);
+    let path = format!("/v2/cut/blob/blobs/{digest}");
+
+    let response = api.get(&path);
+    // Either the connection is aborted mid-body (what happens) or what arrives is not whole.
+    if let Ok(body) = response.bytes() {
+        assert_ne!(&body[..], &blob[..], "a cut answer cannot arrive whole");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stored: Vec<String> = tree(cache.root())
+        .into_iter()
+        .filter(|p| p.contains(digest.hex()))
+        .collect();
+    assert!(stored.is_empty(), "the cut blob was stored: {stored:?}");
+
+    // The network heals: the next pull fetches it whole, and it is stored.
+    forwarder.cut_answers_after(None);
+    let response = api.get(&path);
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.bytes().unwrap()[..], &blob[..]);
+    wait_until("the blob to be stored", Duration::from_secs(5), || {
+        tree(cache.root()).iter().any(|p| p.ends_with(digest.hex()))
+    });
+
+    // The same blob in another upstream repository: a HEAD confirms it, nothing is downloaded.
+    Api::new(&upstream).push_blob("cut/other", &blob);
+    let response = api.get(&format!("/v2/cut/other/blobs/{digest}"));
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.bytes().unwrap()[..], &blob[..]);
+    let other = format!("path=/v2/cut/other/blobs/{digest}");
+    assert_eq!(upstream_requests(&upstream, &format!("method=HEAD {other}")), 1);
+    assert_eq!(upstream_requests(&upstream, &format!("method=GET {other}")), 0);
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_token_upstream_over_tls_is_read_with_its_ca() {
+    let Some(secure) = Secure::start("token", "proxy-token", &[]) else {
+        return;
+    };
+    let http = https_client(&secure.ca.cert(), None);
+    let token_url = secure.url(&format!(
+        "/token?service={SERVICE}&scope=repository:team/app:pull,push"
+    ));
+    let reply: serde_json::Value = http
+        .get(&token_url)
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let bearer = format!("Bearer {}", reply["token"].as_str().unwrap());
+    let image = TestImage::new("proxy-token");
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        let digest = Digest::sha256_of(blob);
+        let response = http
+            .post(secure.url(&format!("/v2/team/app/blobs/uploads/?digest={digest}")))
+            .header("authorization", &bearer)
+            .body(blob.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let response = http
+        .put(secure.url("/v2/team/app/manifests/1"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(image.manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    // The cache gets its own tokens from the upstream's token service, over TLS it trusts
+    // through `ca` only.
+    let login = "username = \"alice\"\npassword = \"alice-pw\"";
+    let upstream = format!("https://{}", secure.host());
+    let cache = cache_of(
+        &upstream,
+        &format!("{login}\nca = \"{}\"", secure.ca.cert().display()),
+    );
+    pull(&Api::new(&cache), "team/app", "1", &image);
+    let untrusting = cache_of(&upstream, login);
+    let refused = Api::new(&untrusting).get("/v2/team/app/manifests/1");
+    assert_eq!(refused.status(), 502);
+    assert!(refused.text().unwrap().contains("certificate"));
+}
