@@ -69,6 +69,8 @@ fn a_workload_moves_the_counters_by_exactly_what_it_did() {
         let pulled = api.get("/v2/team/app/manifests/v1");
         assert_eq!(pulled.status(), 200);
         assert!(!header(&pulled, "x-request-id").is_empty());
+        // Read whole: a client that hangs up first may not be sent (or counted) the body.
+        assert_eq!(pulled.bytes().unwrap(), image.manifest.as_slice());
     }
     let missing = api.get("/v2/team/app/manifests/missing");
     assert_eq!(missing.status(), 404);
