@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use rbuild_dockerfile::plan::Plan;
 use rbuild_oci::Descriptor;
 
 use crate::context::Contexts;
@@ -20,12 +21,12 @@ use crate::error::Result;
 use crate::export;
 use crate::flight::InFlight;
 use crate::metrics::BuildMetrics;
-use crate::prepare;
+use crate::prepare::{self, Sources};
 use crate::progress::Progress;
 use crate::remote::Remote;
 use crate::request::{BuildOutput, BuildRequest};
 use crate::schedule;
-use crate::solve::Solver;
+use crate::solve::{Solver, StageState};
 use crate::store::LocalStore;
 
 /// Builds images. The builds one builder runs at the same time (`rbuild bake`'s targets)
@@ -85,41 +86,9 @@ impl Builder {
             ..BuildMetrics::default()
         };
         let mut warnings = prepared.warnings;
-        let (solver, target) = loop {
-            let solver = Arc::new(Solver::new(
-                self.store.clone(),
-                self.remote.clone(),
-                self.flights.clone(),
-                request.clone(),
-                prepared.inputs.clone(),
-                &plan.stages,
-                progress.clone(),
-            ));
-            let caches = &solver.sources.caches;
-            let lost = caches.lost().len();
-            let solved = match schedule::run(&solver, &plan).await {
-                Ok(target) if solver.request.complete_image => {
-                    let layers: Vec<Descriptor> =
-                        target.image.layers.iter().map(|l| l.descriptor.clone()).collect();
-                    let fetch = caches.fetch_missing(&layers, &self.store, self.remote.as_ref());
-                    fetch.await.map(|_| target)
-                }
-                solved => solved,
-            };
-            match solved {
-                Ok(target) => break (solver, target),
-                // A layer a remote cache gave turned out unusable when a step (or the image
-                // kept whole) needed its files: start again, the steps it came from now missing (those built
-                // meanwhile are in the store), so a broken cache never fails a build. Each
-                // round loses at least one more of the cache's layers, so this ends.
-                Err(_) if caches.lost().len() > lost => {
-                    for layer in &caches.lost()[lost..] {
-                        warnings.push(format!("{layer}; building the steps it came from"));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (solver, target) = self
+            .solve(&request, &prepared.inputs, &plan, progress, &mut warnings)
+            .await?;
         let target_index = plan.target_stage().map_or(0, |s| s.index);
 
         let mut state = target.image.clone();
@@ -155,5 +124,52 @@ impl Builder {
             steps: solver.step_records(&plan.stages, target_index),
             caches: solver.sources.caches.clone(),
         })
+    }
+
+    /// Runs the stages of `plan` to the target's state (with every layer in the store when
+    /// the request asks for the image whole). A layer a remote cache gave that turns out
+    /// unusable when a step or the image needs its files is a warning, and the stages run
+    /// again: the steps it came from now miss, those built meanwhile hit the store, so a
+    /// broken cache never fails a build. Each round loses at least one more of the caches'
+    /// layers, so this ends.
+    async fn solve(
+        &self,
+        request: &BuildRequest,
+        inputs: &Sources,
+        plan: &Plan,
+        progress: Arc<dyn Progress>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Arc<Solver>, Arc<StageState>)> {
+        loop {
+            let solver = Arc::new(Solver::new(
+                self.store.clone(),
+                self.remote.clone(),
+                self.flights.clone(),
+                request.clone(),
+                inputs.clone(),
+                &plan.stages,
+                progress.clone(),
+            ));
+            let caches = &solver.sources.caches;
+            let lost = caches.lost().len();
+            let solved = match schedule::run(&solver, plan).await {
+                Ok(target) if request.complete_image => {
+                    let layers: Vec<Descriptor> =
+                        target.image.layers.iter().map(|l| l.descriptor.clone()).collect();
+                    let fetch = caches.fetch_missing(&layers, &self.store, self.remote.as_ref());
+                    fetch.await.map(|_| target)
+                }
+                solved => solved,
+            };
+            match solved {
+                Ok(target) => return Ok((solver, target)),
+                Err(_) if caches.lost().len() > lost => {
+                    for layer in &caches.lost()[lost..] {
+                        warnings.push(format!("{layer}; building the steps it came from"));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
