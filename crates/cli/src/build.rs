@@ -460,10 +460,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
 fn needs_layer_bytes(outputs: &[Output], tags: &[rbuild_oci::Reference], caches: &[CacheLocation]) -> bool {
     let pushed_only = !outputs.is_empty() && outputs.iter().all(|o| matches!(o, Output::Registry));
     let mountable = tags.iter().all(|tag| {
-        caches.iter().any(|cache| match cache {
-            CacheLocation::Registry(reference) => reference.registry() == tag.registry(),
-            CacheLocation::Local { .. } => false,
-        })
+        caches
+            .iter()
+            .any(|cache| cache.registry() == Some(tag.registry()))
     });
     !(pushed_only && mountable)
 }

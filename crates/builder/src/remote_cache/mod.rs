@@ -45,6 +45,17 @@ pub enum CacheLocation {
     },
 }
 
+impl CacheLocation {
+    /// The registry a cache is on: an image pushed there can mount the layers the cache gave
+    /// instead of needing their bytes.
+    pub fn registry(&self) -> Option<&str> {
+        match self {
+            CacheLocation::Registry(reference) => Some(reference.registry()),
+            CacheLocation::Local { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for CacheLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -327,15 +338,6 @@ impl RemoteCaches {
             }
         }
         Ok(fetched)
-    }
-
-    /// The registries the caches read are on: an image pushed to one of them can mount the
-    /// layers found there instead of needing their bytes.
-    pub fn registries(&self) -> impl Iterator<Item = &str> {
-        self.imported.iter().filter_map(|cache| match &cache.location {
-            CacheLocation::Registry(reference) => Some(reference.registry()),
-            CacheLocation::Local { .. } => None,
-        })
     }
 }
 

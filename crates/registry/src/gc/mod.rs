@@ -183,7 +183,7 @@ pub struct GcOptions {
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// Runs one collection with the configured grace period and policies, and counts it in
-    /// [`gc_metrics`](Registry::gc_metrics).
+    /// the collection metrics `/metrics` serves.
     pub async fn collect_garbage(&self, options: GcOptions) -> Result<GcReport, GcError> {
         let started = Instant::now();
         let now = SystemTime::now();
@@ -205,11 +205,6 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                 Err(e)
             }
         }
-    }
-
-    /// Counters of the collections this registry ran.
-    pub fn gc_metrics(&self) -> &GcMetrics {
-        &self.gc_metrics
     }
 
     /// Deletes what `plan` lists unless it was used after `cutoff` (or, dry, only lists it).

@@ -9,7 +9,7 @@ use rbuild_client::upstream::UpstreamManifest;
 use rbuild_oci::{Digest, ManifestSummary, RepositoryName, Tag};
 
 use super::flight::{self, Download, Role};
-use super::{Proxy, ProxyMetrics};
+use super::Proxy;
 use crate::Registry;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{Body, DOCKER_CONTENT_DIGEST, response, stream};
@@ -41,11 +41,6 @@ fn upstream_error(proxy: &Proxy, code: ErrorCode, what: &str, e: &ClientError) -
 }
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
-    /// The pull-through cache's counters, to expose on `/metrics`.
-    pub fn proxy_metrics(&self) -> &ProxyMetrics {
-        &self.proxies.metrics
-    }
-
     /// Makes sure a proxied repository holds the manifest `reference` names, fetching it (or,
     /// for a tag past its TTL, checking it) upstream. Not proxied: nothing to do.
     pub(crate) async fn proxy_manifest(&self, name: &RepositoryName, reference: &ManifestRef) -> Result<()> {
