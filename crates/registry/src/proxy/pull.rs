@@ -8,8 +8,8 @@ use rbuild_client::ClientError;
 use rbuild_client::upstream::UpstreamManifest;
 use rbuild_oci::{Digest, ManifestSummary, RepositoryName, Tag};
 
-use super::flight::{self, Download, Role};
 use super::Proxy;
+use super::flight::{self, Download, Role};
 use crate::Registry;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{Body, DOCKER_CONTENT_DIGEST, response, stream};
