@@ -94,10 +94,13 @@ fn check(root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn collect(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let registry = Registry::open_fs(root, config)
-        .with_context(|| format!("opening the registry at {}", root.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(registry.collect_garbage(GcOptions { dry_run }))?;
+    let report = runtime.block_on(async {
+        let registry = Registry::open(root, config)
+            .await
+            .with_context(|| format!("opening the registry at {}", root.display()))?;
+        anyhow::Ok(registry.collect_garbage(GcOptions { dry_run }).await?)
+    })?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for removed in &report.removed {
         println!("{verb} {removed}");

@@ -181,12 +181,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|settings| Tls::load(settings).map(Arc::new))
         .transpose()
         .context("loading the TLS certificate")?;
-    let registry = Arc::new(
-        Registry::open_fs(&root, config.clone())
-            .with_context(|| format!("opening the registry at {}", root.display()))?,
-    );
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
+        let registry = Arc::new(
+            Registry::open(&root, config.clone())
+                .await
+                .with_context(|| format!("opening the registry at {}", root.display()))?,
+        );
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("listening on {}", config.addr))?;

@@ -11,8 +11,12 @@
 //! format = "json"          # or "text"
 //!
 //! [storage]
+//! driver = "filesystem"    # where blobs live: see `crate::storage::select`
 //! fsync = true             # flush blobs and metadata to disk before acknowledging
 //! delete_enabled = true    # false: DELETE answers 405 UNSUPPORTED
+//!
+//! [metadata]
+//! driver = "filesystem"    # where repositories, manifests and tags live
 //!
 //! [limits]
 //! max_manifest_bytes = 4194304
@@ -99,8 +103,10 @@ pub struct Config {
     pub root: Option<PathBuf>,
     /// Logging.
     pub log: LogConfig,
-    /// Storage behaviour.
+    /// Storage behaviour, and where blobs live.
     pub storage: StorageConfig,
+    /// Where named state lives.
+    pub metadata: MetadataConfig,
     /// Request limits.
     pub limits: Limits,
     /// Upload behaviour.
@@ -128,6 +134,7 @@ impl Default for Config {
             root: None,
             log: LogConfig::default(),
             storage: StorageConfig::default(),
+            metadata: MetadataConfig::default(),
             limits: Limits::default(),
             uploads: UploadConfig::default(),
             shutdown_grace_secs: 30,
@@ -183,6 +190,8 @@ pub struct LogConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Where blobs live (`driver = "filesystem"`, under the root, unless told otherwise).
+    pub driver: BlobDriver,
     /// Flush data to disk before acknowledging it (survives power loss, not just crashes).
     pub fsync: bool,
     /// Whether DELETE of manifests, tags and blobs is allowed.
@@ -192,10 +201,37 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> StorageConfig {
         StorageConfig {
+            driver: BlobDriver::Filesystem,
             fsync: true,
             delete_enabled: true,
         }
     }
+}
+
+/// The backend that holds blobs and uploads in progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobDriver {
+    /// Files under the storage root: the embedded default.
+    #[default]
+    Filesystem,
+}
+
+/// Where named state (repositories, manifests, tags, upload sessions) lives: `[metadata]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// The backend (`driver = "filesystem"`, under the root, unless told otherwise).
+    pub driver: MetadataDriver,
+}
+
+/// The backend that holds named state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataDriver {
+    /// Files under the storage root: the embedded default.
+    #[default]
+    Filesystem,
 }
 
 /// Request limits.

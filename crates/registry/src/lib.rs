@@ -22,7 +22,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use rbuild_registry::{Config, Registry, server};
 //!
-//! let registry = Registry::open_fs(std::path::Path::new("/tmp/registry"), Config::default())?;
+//! let registry = Registry::open(std::path::Path::new("/tmp/registry"), Config::default()).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
 //! server::run(registry.into(), listener, std::future::pending()).await?;
 //! # Ok(()) }
@@ -52,11 +52,13 @@ pub use error::{ErrorCode, RegistryError};
 use metrics::{Metered, Metrics};
 use notify::Notifier;
 use storage::fs::{FsBlobStore, FsMetadataStore};
+use storage::select::{self, Blobs, Metadata};
 use storage::{BlobStore, MetadataStore};
 
 /// The registry application: storage, settings, auth and metrics. Cheap to share behind an
 /// `Arc`. Both stores are [`Metered`], so every storage call is counted where it is made.
-pub struct Registry<B = FsBlobStore, M = FsMetadataStore> {
+/// By default the stores are those the configuration names ([`Registry::open`]).
+pub struct Registry<B = Blobs, M = Metadata> {
     blobs: Metered<B>,
     metadata: Metered<M>,
     config: Config,
@@ -73,12 +75,24 @@ pub enum OpenError {
     /// The storage root is not usable.
     #[error(transparent)]
     Storage(#[from] std::io::Error),
+    /// A configured store could not be opened.
+    #[error(transparent)]
+    Select(#[from] select::SelectError),
     /// The auth configuration is not usable.
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// A `[[proxy]]` table is not usable.
     #[error(transparent)]
     Proxy(#[from] proxy::ProxyError),
+}
+
+impl Registry {
+    /// A registry over the stores `config` names (`[storage]` and `[metadata]`); `root` is
+    /// where the filesystem ones keep their files.
+    pub async fn open(root: &Path, config: Config) -> Result<Self, OpenError> {
+        let (blobs, metadata) = select::open(&config, root).await?;
+        Registry::new(blobs, metadata, config)
+    }
 }
 
 impl Registry<FsBlobStore, FsMetadataStore> {

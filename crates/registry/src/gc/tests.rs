@@ -9,12 +9,13 @@ use rbuild_oci::{Digest, ManifestSummary, RepositoryName, Tag, media_type};
 
 use super::*;
 use crate::storage::fs::fsck::fsck;
+use crate::storage::fs::{FsBlobStore, FsMetadataStore};
 use crate::storage::{ManifestRecord, PageRequest};
 use crate::{Config, Registry, RegistryError};
 
 struct Fixture {
     dir: tempfile::TempDir,
-    registry: Registry,
+    registry: Registry<FsBlobStore, FsMetadataStore>,
 }
 
 fn fixture(gc: GcConfig) -> Fixture {

@@ -111,50 +111,58 @@ impl<S> Metered<S> {
     }
 }
 
-/// The `backend` and `store` labels of a blob store's calls.
-const fn blobs<S: BlobStore>() -> (&'static str, &'static str) {
-    (S::BACKEND, "blobs")
+impl<S: BlobStore> Metered<S> {
+    /// The `backend` and `store` labels of a blob store's calls.
+    fn blob_labels(&self) -> (&'static str, &'static str) {
+        (self.inner.backend(), "blobs")
+    }
 }
 
-/// The `backend` and `store` labels of a metadata store's calls.
-const fn metadata<S: MetadataStore>() -> (&'static str, &'static str) {
-    (S::BACKEND, "metadata")
+impl<S: MetadataStore> Metered<S> {
+    /// The `backend` and `store` labels of a metadata store's calls.
+    fn metadata_labels(&self) -> (&'static str, &'static str) {
+        (self.inner.backend(), "metadata")
+    }
 }
 
 impl<S: BlobStore> BlobStore for Metered<S> {
-    const BACKEND: &'static str = S::BACKEND;
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
 
     async fn health(&self) -> StorageResult<()> {
-        self.observe(blobs::<S>(), "health", self.inner.health()).await
+        self.observe(self.blob_labels(), "health", self.inner.health())
+            .await
     }
 
     async fn stat(&self, digest: &Digest) -> StorageResult<Option<u64>> {
-        self.observe(blobs::<S>(), "stat", self.inner.stat(digest)).await
+        self.observe(self.blob_labels(), "stat", self.inner.stat(digest))
+            .await
     }
 
     async fn read(&self, digest: &Digest, range: Range<u64>) -> StorageResult<ByteStream> {
-        self.observe(blobs::<S>(), "read", self.inner.read(digest, range))
+        self.observe(self.blob_labels(), "read", self.inner.read(digest, range))
             .await
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StorageResult<()> {
-        self.observe(blobs::<S>(), "put", self.inner.put(digest, bytes))
+        self.observe(self.blob_labels(), "put", self.inner.put(digest, bytes))
             .await
     }
 
     async fn delete(&self, digest: &Digest) -> StorageResult<bool> {
-        self.observe(blobs::<S>(), "delete", self.inner.delete(digest))
+        self.observe(self.blob_labels(), "delete", self.inner.delete(digest))
             .await
     }
 
     async fn upload_create(&self, id: &UploadId) -> StorageResult<()> {
-        self.observe(blobs::<S>(), "upload_create", self.inner.upload_create(id))
+        self.observe(self.blob_labels(), "upload_create", self.inner.upload_create(id))
             .await
     }
 
     async fn upload_append(&self, id: &UploadId, body: ByteStream, check: AppendCheck) -> StorageResult<u64> {
         self.observe(
-            blobs::<S>(),
+            self.blob_labels(),
             "upload_append",
             self.inner.upload_append(id, body, check),
         )
@@ -162,13 +170,13 @@ impl<S: BlobStore> BlobStore for Metered<S> {
     }
 
     async fn upload_size(&self, id: &UploadId) -> StorageResult<u64> {
-        self.observe(blobs::<S>(), "upload_size", self.inner.upload_size(id))
+        self.observe(self.blob_labels(), "upload_size", self.inner.upload_size(id))
             .await
     }
 
     async fn upload_commit(&self, id: &UploadId, digest: &Digest) -> StorageResult<u64> {
         self.observe(
-            blobs::<S>(),
+            self.blob_labels(),
             "upload_commit",
             self.inner.upload_commit(id, digest),
         )
@@ -176,32 +184,33 @@ impl<S: BlobStore> BlobStore for Metered<S> {
     }
 
     async fn upload_cancel(&self, id: &UploadId) -> StorageResult<()> {
-        self.observe(blobs::<S>(), "upload_cancel", self.inner.upload_cancel(id))
+        self.observe(self.blob_labels(), "upload_cancel", self.inner.upload_cancel(id))
             .await
     }
 
     async fn staged_uploads(&self) -> StorageResult<Vec<(UploadId, SystemTime)>> {
-        self.observe(blobs::<S>(), "staged_uploads", self.inner.staged_uploads())
+        self.observe(self.blob_labels(), "staged_uploads", self.inner.staged_uploads())
             .await
     }
 
     async fn blobs(&self, page: &PageRequest) -> StorageResult<Page<BlobInfo>> {
-        self.observe(blobs::<S>(), "blobs", self.inner.blobs(page)).await
+        self.observe(self.blob_labels(), "blobs", self.inner.blobs(page))
+            .await
     }
 
     async fn blob_info(&self, digest: &Digest) -> StorageResult<Option<BlobInfo>> {
-        self.observe(blobs::<S>(), "blob_info", self.inner.blob_info(digest))
+        self.observe(self.blob_labels(), "blob_info", self.inner.blob_info(digest))
             .await
     }
 
     async fn touch(&self, digest: &Digest) -> StorageResult<bool> {
-        self.observe(blobs::<S>(), "touch", self.inner.touch(digest))
+        self.observe(self.blob_labels(), "touch", self.inner.touch(digest))
             .await
     }
 
     async fn delete_if_idle(&self, digest: &Digest, cutoff: SystemTime) -> StorageResult<Option<u64>> {
         self.observe(
-            blobs::<S>(),
+            self.blob_labels(),
             "delete_if_idle",
             self.inner.delete_if_idle(digest, cutoff),
         )
@@ -210,20 +219,27 @@ impl<S: BlobStore> BlobStore for Metered<S> {
 }
 
 impl<S: MetadataStore> MetadataStore for Metered<S> {
-    const BACKEND: &'static str = S::BACKEND;
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
 
     async fn health(&self) -> StorageResult<()> {
-        self.observe(metadata::<S>(), "health", self.inner.health()).await
+        self.observe(self.metadata_labels(), "health", self.inner.health())
+            .await
     }
 
     async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<()> {
-        self.observe(metadata::<S>(), "link_blob", self.inner.link_blob(repo, digest))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "link_blob",
+            self.inner.link_blob(repo, digest),
+        )
+        .await
     }
 
     async fn blob_linked(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<bool> {
         self.observe(
-            metadata::<S>(),
+            self.metadata_labels(),
             "blob_linked",
             self.inner.blob_linked(repo, digest),
         )
@@ -232,7 +248,7 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
 
     async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<bool> {
         self.observe(
-            metadata::<S>(),
+            self.metadata_labels(),
             "unlink_blob",
             self.inner.unlink_blob(repo, digest),
         )
@@ -241,7 +257,7 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
 
     async fn put_manifest(&self, repo: &RepositoryName, record: &ManifestRecord) -> StorageResult<()> {
         self.observe(
-            metadata::<S>(),
+            self.metadata_labels(),
             "put_manifest",
             self.inner.put_manifest(repo, record),
         )
@@ -253,13 +269,17 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
         repo: &RepositoryName,
         digest: &Digest,
     ) -> StorageResult<Option<ManifestRecord>> {
-        self.observe(metadata::<S>(), "manifest", self.inner.manifest(repo, digest))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "manifest",
+            self.inner.manifest(repo, digest),
+        )
+        .await
     }
 
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<bool> {
         self.observe(
-            metadata::<S>(),
+            self.metadata_labels(),
             "delete_manifest",
             self.inner.delete_manifest(repo, digest),
         )
@@ -267,22 +287,34 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
     }
 
     async fn set_tag(&self, repo: &RepositoryName, tag: &Tag, digest: &Digest) -> StorageResult<()> {
-        self.observe(metadata::<S>(), "set_tag", self.inner.set_tag(repo, tag, digest))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "set_tag",
+            self.inner.set_tag(repo, tag, digest),
+        )
+        .await
     }
 
     async fn resolve_tag(&self, repo: &RepositoryName, tag: &Tag) -> StorageResult<Option<Digest>> {
-        self.observe(metadata::<S>(), "resolve_tag", self.inner.resolve_tag(repo, tag))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "resolve_tag",
+            self.inner.resolve_tag(repo, tag),
+        )
+        .await
     }
 
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> StorageResult<bool> {
-        self.observe(metadata::<S>(), "delete_tag", self.inner.delete_tag(repo, tag))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "delete_tag",
+            self.inner.delete_tag(repo, tag),
+        )
+        .await
     }
 
     async fn tags(&self, repo: &RepositoryName, page: &PageRequest) -> StorageResult<Option<Page<Tag>>> {
-        self.observe(metadata::<S>(), "tags", self.inner.tags(repo, page))
+        self.observe(self.metadata_labels(), "tags", self.inner.tags(repo, page))
             .await
     }
 
@@ -294,17 +326,21 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
         page: &PageRequest,
     ) -> StorageResult<Page<ManifestRecord>> {
         let call = self.inner.referrers(repo, subject, artifact_type, page);
-        self.observe(metadata::<S>(), "referrers", call).await
+        self.observe(self.metadata_labels(), "referrers", call).await
     }
 
     async fn repositories(&self, page: &PageRequest) -> StorageResult<Page<RepositoryName>> {
-        self.observe(metadata::<S>(), "repositories", self.inner.repositories(page))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "repositories",
+            self.inner.repositories(page),
+        )
+        .await
     }
 
     async fn create_upload(&self, repo: &RepositoryName, session: &UploadSession) -> StorageResult<()> {
         self.observe(
-            metadata::<S>(),
+            self.metadata_labels(),
             "create_upload",
             self.inner.create_upload(repo, session),
         )
@@ -312,13 +348,13 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
     }
 
     async fn upload(&self, repo: &RepositoryName, id: &UploadId) -> StorageResult<Option<UploadSession>> {
-        self.observe(metadata::<S>(), "upload", self.inner.upload(repo, id))
+        self.observe(self.metadata_labels(), "upload", self.inner.upload(repo, id))
             .await
     }
 
     async fn delete_upload(&self, repo: &RepositoryName, id: &UploadId) -> StorageResult<()> {
         self.observe(
-            metadata::<S>(),
+            self.metadata_labels(),
             "delete_upload",
             self.inner.delete_upload(repo, id),
         )
@@ -326,33 +362,41 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
     }
 
     async fn uploads(&self) -> StorageResult<Vec<(RepositoryName, UploadSession)>> {
-        self.observe(metadata::<S>(), "uploads", self.inner.uploads())
+        self.observe(self.metadata_labels(), "uploads", self.inner.uploads())
             .await
     }
 
     async fn list_links(&self, repo: &RepositoryName) -> StorageResult<Vec<LinkInfo>> {
-        self.observe(metadata::<S>(), "list_links", self.inner.list_links(repo))
+        self.observe(self.metadata_labels(), "list_links", self.inner.list_links(repo))
             .await
     }
 
     async fn list_manifests(&self, repo: &RepositoryName) -> StorageResult<Vec<ManifestInfo>> {
-        self.observe(metadata::<S>(), "list_manifests", self.inner.list_manifests(repo))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "list_manifests",
+            self.inner.list_manifests(repo),
+        )
+        .await
     }
 
     async fn list_tags(&self, repo: &RepositoryName) -> StorageResult<Vec<TagInfo>> {
-        self.observe(metadata::<S>(), "list_tags", self.inner.list_tags(repo))
+        self.observe(self.metadata_labels(), "list_tags", self.inner.list_tags(repo))
             .await
     }
 
     async fn touch_link(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<bool> {
-        self.observe(metadata::<S>(), "touch_link", self.inner.touch_link(repo, digest))
-            .await
+        self.observe(
+            self.metadata_labels(),
+            "touch_link",
+            self.inner.touch_link(repo, digest),
+        )
+        .await
     }
 
     async fn touch_manifest(&self, repo: &RepositoryName, digest: &Digest) -> StorageResult<bool> {
         let call = self.inner.touch_manifest(repo, digest);
-        self.observe(metadata::<S>(), "touch_manifest", call).await
+        self.observe(self.metadata_labels(), "touch_manifest", call).await
     }
 
     async fn unlink_blob_if_idle(
@@ -362,7 +406,8 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
         cutoff: SystemTime,
     ) -> StorageResult<bool> {
         let call = self.inner.unlink_blob_if_idle(repo, digest, cutoff);
-        self.observe(metadata::<S>(), "unlink_blob_if_idle", call).await
+        self.observe(self.metadata_labels(), "unlink_blob_if_idle", call)
+            .await
     }
 
     async fn delete_manifest_if_idle(
@@ -372,7 +417,7 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
         cutoff: SystemTime,
     ) -> StorageResult<bool> {
         let call = self.inner.delete_manifest_if_idle(repo, digest, cutoff);
-        self.observe(metadata::<S>(), "delete_manifest_if_idle", call)
+        self.observe(self.metadata_labels(), "delete_manifest_if_idle", call)
             .await
     }
 
@@ -384,6 +429,7 @@ impl<S: MetadataStore> MetadataStore for Metered<S> {
         cutoff: SystemTime,
     ) -> StorageResult<bool> {
         let call = self.inner.delete_tag_if_idle(repo, tag, digest, cutoff);
-        self.observe(metadata::<S>(), "delete_tag_if_idle", call).await
+        self.observe(self.metadata_labels(), "delete_tag_if_idle", call)
+            .await
     }
 }

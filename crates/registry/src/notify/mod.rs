@@ -18,7 +18,7 @@
 //! let config: Config = toml::from_str(
 //!     "[[notifications]]\nurl = \"http://127.0.0.1:9000/events\"\nactions = [\"push\"]\n",
 //! )?;
-//! let registry = Registry::open_fs(std::path::Path::new("/tmp/registry"), config)?;
+//! let registry = Registry::open(std::path::Path::new("/tmp/registry"), config).await?;
 //! // `server::run` starts the senders; anything else serving the registry calls this.
 //! registry.notifier().start("127.0.0.1:5000".parse()?)?;
 //! # Ok(()) }

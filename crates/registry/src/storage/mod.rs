@@ -7,10 +7,12 @@
 //! storage, metadata to a shared database, and the handlers do not change.
 //!
 //! The filesystem implementations in [`fs`] are the embedded default. Both traits are tested by
-//! one shared suite (`tests` below) that any other implementation must also pass.
+//! one shared suite, [`conformance`], that every implementation must pass.
 
+pub mod conformance;
 pub mod fs;
 mod listing;
+pub mod select;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -193,7 +195,7 @@ impl<T> Page<T> {
 /// pull-through download, holds one).
 pub trait BlobStore: Clone + Send + Sync + 'static {
     /// The backend's name in metrics (`backend="filesystem"`).
-    const BACKEND: &'static str;
+    fn backend(&self) -> &'static str;
 
     /// Whether the store can serve and accept data now (the readiness probe).
     fn health(&self) -> impl Future<Output = StorageResult<()>> + Send;
@@ -271,7 +273,7 @@ pub trait BlobStore: Clone + Send + Sync + 'static {
 /// A clone is another handle to the same store, as for [`BlobStore`].
 pub trait MetadataStore: Clone + Send + Sync + 'static {
     /// The backend's name in metrics (`backend="filesystem"`).
-    const BACKEND: &'static str;
+    fn backend(&self) -> &'static str;
 
     /// Whether the store can serve and accept changes now (the readiness probe).
     fn health(&self) -> impl Future<Output = StorageResult<()>> + Send;

@@ -237,7 +237,9 @@ fn hash_chunks(mut sha256: Hasher, mut rx: mpsc::Receiver<Bytes>) -> Hasher {
 }
 
 impl BlobStore for FsBlobStore {
-    const BACKEND: &'static str = "filesystem";
+    fn backend(&self) -> &'static str {
+        "filesystem"
+    }
 
     async fn health(&self) -> StorageResult<()> {
         super::check_writable(self.inner.blobs.join(UPLOADS_DIR)).await

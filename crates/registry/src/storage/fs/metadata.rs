@@ -192,7 +192,9 @@ impl FsMetadataStore {
 }
 
 impl MetadataStore for FsMetadataStore {
-    const BACKEND: &'static str = "filesystem";
+    fn backend(&self) -> &'static str {
+        "filesystem"
+    }
 
     async fn health(&self) -> StorageResult<()> {
         super::check_writable(self.inner.repositories.clone()).await
