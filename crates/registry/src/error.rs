@@ -145,6 +145,21 @@ impl RegistryError {
         }
     }
 
+    /// A backend that cannot be reached now: the client gets a 503 with `Retry-After`, so
+    /// docker and containerd retry instead of giving up on the image.
+    pub fn unavailable(backend: &str, reason: &str) -> RegistryError {
+        tracing::error!("{backend} unavailable: {reason}");
+        RegistryError {
+            code: ErrorCode::Unsupported,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "storage backend {backend} is unavailable ({reason}); nothing was stored, retry shortly"
+            ),
+            detail: None,
+            headers: vec![(http::header::RETRY_AFTER, "1".to_owned())],
+        }
+    }
+
     /// The JSON body the spec prescribes.
     pub fn body(&self) -> Vec<u8> {
         #[derive(Serialize)]

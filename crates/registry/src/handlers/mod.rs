@@ -165,6 +165,7 @@ impl From<crate::storage::StorageError> for RegistryError {
                 ErrorCode::BlobUploadInvalid,
                 format!("request body failed before it ended ({e}); nothing was stored, retry the chunk"),
             ),
+            S::Unavailable { backend, reason } => RegistryError::unavailable(backend, &reason),
             S::Io { context, source } => RegistryError::internal(&context, source),
         }
     }

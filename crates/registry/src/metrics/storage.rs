@@ -104,7 +104,7 @@ impl<S> Metered<S> {
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
         m.operations.get_or_create(&labels).inc();
-        if let Err(StorageError::Io { .. }) = &result {
+        if let Err(StorageError::Io { .. } | StorageError::Unavailable { .. }) = &result {
             m.errors.get_or_create(&labels).inc();
         }
         result

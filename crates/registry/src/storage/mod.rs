@@ -91,6 +91,15 @@ pub enum StorageError {
     /// The client's body failed mid-stream (disconnect, framing error).
     #[error("request body ended early: {0}")]
     Body(io::Error),
+    /// A backend the registry depends on (the database, the object store) cannot be reached
+    /// now; the request may succeed when retried, and nothing of it was stored.
+    #[error("{backend} unavailable: {reason}")]
+    Unavailable {
+        /// Which backend (`postgres`, `s3`).
+        backend: &'static str,
+        /// What failed, for the log and the client.
+        reason: String,
+    },
     /// The storage medium failed.
     #[error("{context}: {source}")]
     Io {
