@@ -1,6 +1,7 @@
 //! A `rbuild serve` process started for one test, on a free port with its own storage root,
 //! on the storage backend of the test run ([`Backend`]).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -205,15 +206,15 @@ impl RegistryProcess {
         child.wait().expect("wait for server")
     }
 
-    /// The bytes of upload data staged in the storage root so far.
+    /// The bytes of upload data staged so far: in the files under the root. Filesystem only:
+    /// S3 holds a chunk until its request ends or a part fills, so there is no such figure
+    /// mid-request (tests watching it are marked [`filesystem_only`]).
     pub fn staged_upload_bytes(&self) -> u64 {
-        std::fs::read_dir(self.root.join("blobs/_uploads"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
+        assert!(
+            self.cluster.is_none(),
+            "staged_upload_bytes reads the filesystem root: mark the test filesystem_only"
+        );
+        files_under(&self.root.join("blobs/_uploads"), &|_| true)
     }
 
     /// Sends SIGHUP (reload certificates and auth files) and waits until the server has
@@ -259,20 +260,38 @@ impl RegistryProcess {
         crate::tools::run(&mut command)
     }
 
-    /// The bytes of the blobs stored under the root (staged uploads not counted).
+    /// The bytes of the blobs stored (staged uploads not counted): under the root, or on the
+    /// cluster backend under the prefix's `blobs/` in the bucket.
     pub fn stored_blob_bytes(&self) -> u64 {
-        fn walk(dir: &Path) -> u64 {
-            let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
-            entries
-                .filter(|e| e.file_name() != "_uploads")
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
+        match &self.cluster {
+            Some(cluster) => cluster
+                .prefix
+                .objects()
+                .iter()
+                .filter(|o| o.key[cluster.prefix.prefix().len()..].starts_with("blobs/"))
+                .map(|o| o.size)
+                .sum(),
+            None => files_under(&self.root.join("blobs"), &|name| name != "_uploads"),
         }
-        walk(&self.root.join("blobs"))
+    }
+
+    /// Everything the registry has stored, to compare before and after requests that must
+    /// store nothing: each file and directory under the root (`None` for a directory), and
+    /// on the cluster backend each object under the prefix (`s3:<key>`) and each row of the
+    /// database (`postgres:<INSERT …>`, `None`).
+    pub fn stored(&self) -> BTreeMap<String, Option<u64>> {
+        let mut stored = BTreeMap::new();
+        tree(&self.root, &self.root, &mut stored);
+        if let Some(cluster) = &self.cluster {
+            let prefix = cluster.prefix.prefix().len();
+            for object in cluster.prefix.objects() {
+                stored.insert(format!("s3:{}", &object.key[prefix..]), Some(object.size));
+            }
+            for row in cluster.database.rows() {
+                stored.insert(format!("postgres:{row}"), None);
+            }
+        }
+        stored
     }
 
     /// Runs `rbuild registry fsck` on the root with the registry's config; returns whether it
@@ -294,6 +313,38 @@ impl Drop for RegistryProcess {
         self.kill();
         if std::thread::panicking() {
             eprintln!("--- rbuild serve log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The total size of the files under `dir`, in the subdirectories whose names `descend`
+/// accepts.
+fn files_under(dir: &Path, descend: &dyn Fn(&std::ffi::OsStr) -> bool) -> u64 {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    entries
+        .filter(|e| descend(&e.file_name()))
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => files_under(&e.path(), descend),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Each file (with its size) and directory (`None`) under `dir`, by its path from `root`.
+fn tree(dir: &Path, root: &Path, out: &mut BTreeMap<String, Option<u64>>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => {
+                out.insert(relative, None);
+                tree(&path, root, out);
+            }
+            Ok(m) => {
+                out.insert(relative, Some(m.len()));
+            }
+            Err(_) => {}
         }
     }
 }
