@@ -22,6 +22,10 @@ pub enum Backend {
     /// Blobs in S3 (the shared Garage), metadata in PostgreSQL (the shared server), each
     /// registry on a prefix and a database of its own (`cluster`).
     Cluster,
+    /// Blobs in S3, metadata in files (`s3`): to tell which half a cluster failure is in.
+    S3,
+    /// Blobs in files, metadata in PostgreSQL (`postgres`): the same, for the other half.
+    Postgres,
 }
 
 impl Backend {
@@ -30,8 +34,29 @@ impl Backend {
         match std::env::var("RBUILD_TEST_REGISTRY_BACKEND").as_deref() {
             Err(_) | Ok("filesystem") => Backend::Filesystem,
             Ok("cluster") => Backend::Cluster,
-            Ok(other) => panic!("RBUILD_TEST_REGISTRY_BACKEND={other}: expected filesystem or cluster"),
+            Ok("s3") => Backend::S3,
+            Ok("postgres") => Backend::Postgres,
+            Ok(other) => {
+                panic!("RBUILD_TEST_REGISTRY_BACKEND={other}: expected filesystem, cluster, s3 or postgres")
+            }
         }
+    }
+
+    /// The shared engines' storage for one registry on this backend; `None` on the filesystem.
+    fn storage(self) -> Option<ClusterStorage> {
+        let (s3, postgres) = match self {
+            Backend::Filesystem => return None,
+            Backend::Cluster => (true, true),
+            Backend::S3 => (true, false),
+            Backend::Postgres => (false, true),
+        };
+        let storage = ClusterStorage::shared_parts(s3, postgres).unwrap_or_else(|| {
+            panic!(
+                "the {self:?} backend needs the engines' RBUILD_TEST_* variables \
+                 (scripts/test sets them; by hand: source scripts/engines.sh; engines_start DIR)"
+            )
+        });
+        Some(storage)
     }
 }
 
@@ -109,14 +134,11 @@ impl RegistryProcess {
     pub fn start_with(options: ServeOptions) -> RegistryProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
-        let cluster = (Backend::of_run() == Backend::Cluster
-            && !ClusterStorage::names_backend(&options.config))
-        .then(|| {
-            ClusterStorage::shared().expect(
-                "RBUILD_TEST_REGISTRY_BACKEND=cluster needs the engines' RBUILD_TEST_* variables \
-                     (scripts/test sets them; by hand: source scripts/engines.sh; engines_start DIR)",
-            )
-        });
+        let cluster = if ClusterStorage::names_backend(&options.config) {
+            None
+        } else {
+            Backend::of_run().storage()
+        };
         let toml = match &cluster {
             Some(cluster) => cluster.config(&options.config),
             None => options.config.clone(),
@@ -159,6 +181,11 @@ impl RegistryProcess {
     /// The prefix and database of a registry on the cluster backend.
     pub fn cluster(&self) -> Option<&ClusterStorage> {
         self.cluster.as_ref()
+    }
+
+    /// The bucket prefix of a registry whose blobs are in S3.
+    fn prefix(&self) -> Option<&crate::engines::Prefix> {
+        self.cluster.as_ref().and_then(|c| c.prefix.as_ref())
     }
 
     /// The storage root (which holds the blobs and metadata on the filesystem backend only).
@@ -211,7 +238,7 @@ impl RegistryProcess {
     /// mid-request (tests watching it are marked [`filesystem_only`]).
     pub fn staged_upload_bytes(&self) -> u64 {
         assert!(
-            self.cluster.is_none(),
+            self.prefix().is_none(),
             "staged_upload_bytes reads the filesystem root: mark the test filesystem_only"
         );
         files_under(&self.root.join("blobs/_uploads"), &|_| true)
@@ -263,12 +290,11 @@ impl RegistryProcess {
     /// The bytes of the blobs stored (staged uploads not counted): under the root, or on the
     /// cluster backend under the prefix's `blobs/` in the bucket.
     pub fn stored_blob_bytes(&self) -> u64 {
-        match &self.cluster {
-            Some(cluster) => cluster
-                .prefix
+        match self.prefix() {
+            Some(prefix) => prefix
                 .objects()
                 .iter()
-                .filter(|o| o.key[cluster.prefix.prefix().len()..].starts_with("blobs/"))
+                .filter(|o| o.key[prefix.prefix().len()..].starts_with("blobs/"))
                 .map(|o| o.size)
                 .sum(),
             None => files_under(&self.root.join("blobs"), &|name| name != "_uploads"),
@@ -282,12 +308,14 @@ impl RegistryProcess {
     pub fn stored(&self) -> BTreeMap<String, Option<u64>> {
         let mut stored = BTreeMap::new();
         tree(&self.root, &self.root, &mut stored);
-        if let Some(cluster) = &self.cluster {
-            let prefix = cluster.prefix.prefix().len();
-            for object in cluster.prefix.objects() {
-                stored.insert(format!("s3:{}", &object.key[prefix..]), Some(object.size));
+        if let Some(prefix) = self.prefix() {
+            for object in prefix.objects() {
+                let key = &object.key[prefix.prefix().len()..];
+                stored.insert(format!("s3:{key}"), Some(object.size));
             }
-            for row in cluster.database.rows() {
+        }
+        if let Some(database) = self.cluster.as_ref().and_then(|c| c.database.as_ref()) {
+            for row in database.rows() {
                 stored.insert(format!("postgres:{row}"), None);
             }
         }
