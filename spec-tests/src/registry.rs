@@ -42,6 +42,14 @@ impl Backend {
         }
     }
 
+    /// The blob store's name in the registry's metrics (their `backend` label).
+    pub fn blob_store(self) -> &'static str {
+        match self {
+            Backend::Filesystem | Backend::Postgres => "filesystem",
+            Backend::S3 | Backend::Cluster => "s3",
+        }
+    }
+
     /// The shared engines' storage for one registry on this backend; `None` on the filesystem.
     fn storage(self) -> Option<ClusterStorage> {
         let (s3, postgres) = match self {

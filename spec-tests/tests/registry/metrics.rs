@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use spec_tests::api::{Api, JsonBody, TestImage, header};
 use spec_tests::prometheus::{Prometheus, Scrape, free_port, promtool};
-use spec_tests::registry::{RegistryProcess, filesystem_only};
+use spec_tests::registry::{Backend, RegistryProcess, filesystem_only};
 use spec_tests::tools::{Docker, run};
 use spec_tests::wait::wait_until;
 
@@ -30,7 +30,10 @@ fn requests(route: &str, method: &str, status: u16) -> String {
 fn storage(operation: &str) -> String {
     series(
         "storage_operations_total",
-        &format!(r#"backend="filesystem",store="blobs",operation="{operation}""#),
+        &format!(
+            r#"backend="{}",store="blobs",operation="{operation}""#,
+            Backend::of_run().blob_store()
+        ),
     )
 }
 
