@@ -12,6 +12,7 @@
 pub mod conformance;
 pub mod fs;
 mod listing;
+pub mod postgres;
 pub mod select;
 
 use std::collections::BTreeMap;
