@@ -215,6 +215,8 @@ pub enum BlobDriver {
     /// Files under the storage root: the embedded default.
     #[default]
     Filesystem,
+    /// In this process's memory, gone when it exits: for tests and benchmarks.
+    Memory,
 }
 
 /// Where named state (repositories, manifests, tags, upload sessions) lives: `[metadata]`.
@@ -232,6 +234,8 @@ pub enum MetadataDriver {
     /// Files under the storage root: the embedded default.
     #[default]
     Filesystem,
+    /// In this process's memory, gone when it exits: for tests and benchmarks.
+    Memory,
 }
 
 /// Request limits.

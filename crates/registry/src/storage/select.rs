@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 
 use super::fs::{FsBlobStore, FsMetadataStore};
+use super::memory::{MemoryBlobStore, MemoryMetadataStore};
 use super::{
     AppendCheck, BlobInfo, BlobStore, ByteStream, LinkInfo, ManifestInfo, ManifestRecord, MetadataStore,
     Page, PageRequest, StorageResult, TagInfo, UploadId, UploadSession,
@@ -38,6 +39,8 @@ pub enum SelectError {
 pub enum Blobs {
     /// Files under the storage root.
     Filesystem(FsBlobStore),
+    /// This process's memory.
+    Memory(MemoryBlobStore),
 }
 
 /// The metadata store the configuration names.
@@ -45,6 +48,8 @@ pub enum Blobs {
 pub enum Metadata {
     /// Files under the storage root.
     Filesystem(FsMetadataStore),
+    /// This process's memory.
+    Memory(MemoryMetadataStore),
 }
 
 /// Opens the stores `config` names; `root` is where the filesystem ones keep their files.
@@ -56,11 +61,13 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
     };
     let blobs = match config.storage.driver {
         BlobDriver::Filesystem => Blobs::Filesystem(FsBlobStore::open(root, fsync).map_err(filesystem)?),
+        BlobDriver::Memory => Blobs::Memory(MemoryBlobStore::new()),
     };
     let metadata = match config.metadata.driver {
         MetadataDriver::Filesystem => {
             Metadata::Filesystem(FsMetadataStore::open(root, fsync).map_err(filesystem)?)
         }
+        MetadataDriver::Memory => Metadata::Memory(MemoryMetadataStore::new()),
     };
     Ok((blobs, metadata))
 }
@@ -70,6 +77,7 @@ macro_rules! blobs {
     ($self:expr, $store:ident => $call:expr) => {
         match $self {
             Blobs::Filesystem($store) => $call,
+            Blobs::Memory($store) => $call,
         }
     };
 }
@@ -79,6 +87,7 @@ macro_rules! metadata {
     ($self:expr, $store:ident => $call:expr) => {
         match $self {
             Metadata::Filesystem($store) => $call,
+            Metadata::Memory($store) => $call,
         }
     };
 }
@@ -294,6 +303,18 @@ mod tests {
         let (blobs, metadata) = open(&Config::default(), dir.path()).await.unwrap();
         assert_eq!(blobs.backend(), "filesystem");
         assert_eq!(metadata.backend(), "filesystem");
+        conformance::blob_store(&blobs).await;
+        conformance::metadata_store(&metadata).await;
+    }
+
+    #[tokio::test]
+    async fn driver_memory_opens_the_memory_stores() {
+        let config: Config =
+            toml::from_str("[storage]\ndriver = \"memory\"\n[metadata]\ndriver = \"memory\"\n").unwrap();
+        let root = std::path::Path::new("/nonexistent/rbuild-memory-root");
+        let (blobs, metadata) = open(&config, root).await.unwrap();
+        assert_eq!((blobs.backend(), metadata.backend()), ("memory", "memory"));
+        assert!(!root.exists(), "nothing is kept under the root");
         conformance::blob_store(&blobs).await;
         conformance::metadata_store(&metadata).await;
     }

@@ -1,11 +1,12 @@
-//! The filesystem stores against the [conformance suite](super::conformance), and what only
-//! the filesystem layout promises.
+//! The filesystem and in-memory stores against the [conformance suite](super::conformance),
+//! and what only the filesystem layout promises.
 
 use rbuild_oci::{Digest, RepositoryName, Tag};
 
 use super::MetadataStore;
 use super::conformance;
 use super::fs::{FsBlobStore, FsMetadataStore};
+use super::memory::{MemoryBlobStore, MemoryMetadataStore};
 
 fn name(s: &str) -> RepositoryName {
     s.parse().unwrap()
@@ -39,6 +40,22 @@ async fn fs_uploads_resume_after_a_restart() {
     let (dir, blobs, _) = fs_stores();
     let reopened = FsBlobStore::open(dir.path(), true).unwrap();
     conformance::upload_moves_between_handles(&blobs, &reopened).await;
+}
+
+#[tokio::test]
+async fn memory_blob_store_passes_the_suite() {
+    conformance::blob_store(&MemoryBlobStore::new()).await;
+}
+
+#[tokio::test]
+async fn memory_metadata_store_passes_the_suite() {
+    conformance::metadata_store(&MemoryMetadataStore::new()).await;
+}
+
+#[tokio::test]
+async fn memory_uploads_move_between_clones() {
+    let blobs = MemoryBlobStore::new();
+    conformance::upload_moves_between_handles(&blobs, &blobs.clone()).await;
 }
 
 #[tokio::test]
