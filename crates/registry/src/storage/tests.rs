@@ -8,6 +8,9 @@ use super::conformance;
 use super::fs::{FsBlobStore, FsMetadataStore};
 use super::memory::{MemoryBlobStore, MemoryMetadataStore};
 
+// The suites run on a multi-thread runtime so that their concurrent writers really run in
+// parallel with the calls they race.
+
 fn name(s: &str) -> RepositoryName {
     s.parse().unwrap()
 }
@@ -23,13 +26,13 @@ fn fs_stores() -> (tempfile::TempDir, FsBlobStore, FsMetadataStore) {
     (dir, blobs, metadata)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_blob_store_passes_the_suite() {
     let (_dir, blobs, _) = fs_stores();
     conformance::blob_store(&blobs).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_metadata_store_passes_the_suite() {
     let (_dir, _, metadata) = fs_stores();
     conformance::metadata_store(&metadata).await;
@@ -42,12 +45,12 @@ async fn fs_uploads_resume_after_a_restart() {
     conformance::upload_moves_between_handles(&blobs, &reopened).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_blob_store_passes_the_suite() {
     conformance::blob_store(&MemoryBlobStore::new()).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_metadata_store_passes_the_suite() {
     conformance::metadata_store(&MemoryMetadataStore::new()).await;
 }
