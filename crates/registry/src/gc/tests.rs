@@ -8,7 +8,8 @@ use bytes::Bytes;
 use rbuild_oci::{Digest, ManifestSummary, RepositoryName, Tag, media_type};
 
 use super::*;
-use crate::storage::fs::fsck::fsck;
+use crate::storage::check::check;
+use crate::storage::fs::fsck;
 use crate::storage::fs::{FsBlobStore, FsMetadataStore};
 use crate::storage::{ManifestRecord, PageRequest};
 use crate::{Config, Registry, RegistryError};
@@ -136,8 +137,11 @@ impl Fixture {
             .is_some()
     }
 
-    fn assert_fsck_clean(&self) {
-        let report = fsck(self.dir.path()).unwrap();
+    async fn assert_fsck_clean(&self) {
+        let mut report = check(&self.registry.blobs, &self.registry.metadata)
+            .await
+            .unwrap();
+        report.findings.extend(fsck::files(self.dir.path()).unwrap());
         assert!(!report.has_errors(), "{:#?}", report.findings);
     }
 
@@ -218,7 +222,7 @@ async fn sweeps_what_nothing_keeps_and_frees_its_bytes() {
     ] {
         assert!(f.stored(bytes).await, "kept content stays");
     }
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 
     let again = f.collect(false).await;
     assert!(again.removed.is_empty(), "{:#?}", again.removed);
@@ -261,7 +265,7 @@ async fn an_index_keeps_its_children() {
     tick().await;
     let report = f.collect(false).await;
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 #[tokio::test]
@@ -330,7 +334,7 @@ async fn retention_keeps_the_last_tags_matching_its_pattern() {
         .unwrap();
     let left: Vec<&str> = left.items.iter().map(Tag::as_str).collect();
     assert_eq!(left, ["latest", "pr-3", "pr-4"]);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 #[tokio::test]
@@ -348,7 +352,7 @@ async fn a_blob_referenced_during_the_sweep_survives() {
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
     assert!(report.kept_in_use >= 2);
     assert!(f.stored(b"config").await && f.stored(b"layer").await);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 #[tokio::test]
@@ -360,7 +364,7 @@ async fn a_push_after_the_sweep_removed_its_blob_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(refused.code, crate::ErrorCode::ManifestBlobUnknown);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 #[tokio::test]
@@ -377,7 +381,7 @@ async fn an_index_pushed_during_the_sweep_keeps_its_untagged_child_and_layers() 
     let report = f.registry.sweep(plan, now, false).await.unwrap();
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
     assert!(f.stored(&child).await && f.stored(b"layer").await && f.stored(b"config").await);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 /// Pushes `app:v1` under a policy that keeps no tag, marks (v1 expires), pushes config-`n`
@@ -403,7 +407,7 @@ async fn sweep_after_pushing_v1_again(n: u8) -> (Option<Digest>, GcReport) {
     f.push_image("app", config.as_bytes(), &[layer.as_bytes()], Some("v1"))
         .await;
     let report = f.registry.sweep(plan, now, false).await.unwrap();
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
     let resolved = f
         .registry
         .metadata
@@ -446,13 +450,14 @@ async fn fsck_reports_what_a_stopped_collection_left_aside() {
         .join(layer.hex());
     let aside = path.with_file_name(format!(".tmp-gc-{}.0123abcd", layer.hex()));
     std::fs::rename(&path, &aside).unwrap();
-    let report = fsck(f.dir.path()).unwrap();
+    let findings = fsck::files(f.dir.path()).unwrap();
     assert!(
-        report.findings.iter().any(|finding| finding.path == aside
-            && finding
-                .message
-                .contains("the next `rbuild registry gc` puts it back")),
-        "{:#?}",
-        report.findings
+        findings
+            .iter()
+            .any(|finding| finding.subject == aside.display().to_string()
+                && finding
+                    .message
+                    .contains("the next `rbuild registry gc` puts it back")),
+        "{findings:#?}"
     );
 }

@@ -109,6 +109,14 @@ impl MemoryBlobStore {
         self.state().blobs.insert(digest.to_string(), blob);
     }
 
+    /// Replaces a stored blob's bytes without checking them: how tests break a store.
+    #[cfg(test)]
+    pub(crate) fn corrupt(&self, digest: &Digest, bytes: Bytes) {
+        if let Some(blob) = self.state().blobs.get_mut(&digest.to_string()) {
+            blob.bytes = bytes;
+        }
+    }
+
     fn staged(&self, id: &UploadId) -> StorageResult<StagedUpload> {
         self.state()
             .uploads

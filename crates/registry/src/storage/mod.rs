@@ -10,6 +10,7 @@
 //! everything in the process, for tests and benchmarks. Both traits are tested by
 //! one shared suite, [`conformance`], that every implementation must pass.
 
+pub mod check;
 pub mod conformance;
 pub mod fs;
 mod listing;

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 
+use super::check::Finding;
 use super::fs::{FsBlobStore, FsMetadataStore};
 use super::memory::{MemoryBlobStore, MemoryMetadataStore};
 use super::{
@@ -70,6 +71,22 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
         MetadataDriver::Memory => Metadata::Memory(MemoryMetadataStore::new()),
     };
     Ok((blobs, metadata))
+}
+
+/// Whether `config` keeps anything under the storage root (a filesystem store), so that the
+/// root must exist.
+pub fn uses_root(config: &Config) -> bool {
+    config.storage.driver == BlobDriver::Filesystem || config.metadata.driver == MetadataDriver::Filesystem
+}
+
+/// What only the files of the configured filesystem stores under `root` show (fsck's
+/// [`fs::fsck`](super::fs::fsck)); nothing when no store is on the filesystem.
+pub async fn file_findings(config: &Config, root: &Path) -> StorageResult<Vec<Finding>> {
+    if !uses_root(config) {
+        return Ok(Vec::new());
+    }
+    let root = root.to_owned();
+    super::fs::blocking(move || super::fs::fsck::files(&root)).await
 }
 
 /// Runs `$call` on the backend inside a [`Blobs`], bound to `$store`.
