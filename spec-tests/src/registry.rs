@@ -221,13 +221,15 @@ impl RegistryProcess {
         walk(&self.root.join("blobs"))
     }
 
-    /// Runs `rbuild registry fsck` on the root; returns whether it passed and what it printed.
+    /// Runs `rbuild registry fsck` on the root with the registry's config (so on whichever
+    /// storage it names); returns whether it passed and what it printed.
     pub fn fsck(&self) -> (bool, String) {
-        let out = Command::new(rbuild_bin())
-            .args(["registry", "fsck", "--root"])
-            .arg(&self.root)
-            .output()
-            .expect("run fsck");
+        let mut command = Command::new(rbuild_bin());
+        command.args(["registry", "fsck", "--root"]).arg(&self.root);
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let out = command.output().expect("run fsck");
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     }
