@@ -138,9 +138,8 @@ impl Fixture {
     }
 
     async fn assert_fsck_clean(&self) {
-        let mut report = check(&self.registry.blobs, &self.registry.metadata)
-            .await
-            .unwrap();
+        let (blobs, metadata) = (&self.registry.blobs, &self.registry.metadata);
+        let mut report = check(blobs, metadata, Duration::MAX).await.unwrap();
         report.findings.extend(fsck::files(self.dir.path()).unwrap());
         assert!(!report.has_errors(), "{:#?}", report.findings);
     }

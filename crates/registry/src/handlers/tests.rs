@@ -138,7 +138,7 @@ async fn an_upload_moves_between_replicas_and_a_tag_moved_on_one_is_seen_on_the_
         }
     }
 
-    let report = check(&blobs, &metadata).await.unwrap();
+    let report = check(&blobs, &metadata, std::time::Duration::MAX).await.unwrap();
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
     assert_eq!((report.blobs, report.manifests, report.tags), (4, 2, 1));
 }

@@ -16,13 +16,16 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use rbuild_oci::{Digest, Hasher, ManifestSummary, RepositoryName};
 use tokio::task::JoinSet;
 
 use super::select::{self, SelectError};
-use super::{BlobInfo, BlobStore, ManifestRecord, MetadataStore, PageRequest, StorageError, StorageResult};
+use super::{
+    BlobInfo, BlobStore, ByteStream, ManifestRecord, MetadataStore, PageRequest, StorageError, StorageResult,
+};
 use crate::Config;
 
 /// How many entries one listing call asks for.
@@ -147,13 +150,19 @@ pub enum FsckError {
 /// only the files of a filesystem store show.
 pub async fn fsck(config: &Config, root: &Path) -> Result<Report, FsckError> {
     let (blobs, metadata) = select::open(config, root).await?;
-    let mut report = check(&blobs, &metadata).await?;
+    let stale_after = Duration::from_secs(config.uploads.purge_after_secs);
+    let mut report = check(&blobs, &metadata, stale_after).await?;
     report.findings.extend(select::file_findings(config, root).await?);
     Ok(report)
 }
 
-/// Checks the content of `blobs` and `metadata` against each other.
-pub async fn check<B: BlobStore, M: MetadataStore>(blobs: &B, metadata: &M) -> StorageResult<Report> {
+/// Checks the content of `blobs` and `metadata` against each other; uploads idle for longer
+/// than `stale_after` (`[uploads] purge_after_secs`) are reported as stale.
+pub async fn check<B: BlobStore, M: MetadataStore>(
+    blobs: &B,
+    metadata: &M,
+    stale_after: Duration,
+) -> StorageResult<Report> {
     let mut report = Report::default();
     let stored = rehash_blobs(blobs, &mut report).await?;
     let mut page = PageRequest {
@@ -178,7 +187,7 @@ pub async fn check<B: BlobStore, M: MetadataStore>(blobs: &B, metadata: &M) -> S
         }
         page.after = repositories.items.last().map(|r| r.as_str().to_owned());
     }
-    check_uploads(blobs, metadata, &mut report).await?;
+    check_uploads(blobs, metadata, stale_after, &mut report).await?;
     Ok(report)
 }
 
@@ -218,7 +227,7 @@ async fn rehash_blobs<B: BlobStore>(blobs: &B, report: &mut Report) -> StorageRe
 
 /// What re-hashing one blob found: its size, `None` if it was deleted since it was listed, or
 /// what is wrong with it.
-type Rehashed = (BlobInfo, Result<Option<u64>, String>);
+type Rehashed = (BlobInfo, StorageResult<Result<Option<u64>, String>>);
 
 fn record_rehash(
     joined: Option<Result<Rehashed, tokio::task::JoinError>>,
@@ -230,7 +239,7 @@ fn record_rehash(
     };
     let (info, outcome) =
         joined.map_err(|e| StorageError::io("re-hashing a blob", std::io::Error::other(e)))?;
-    match outcome {
+    match outcome? {
         Ok(Some(bytes)) => {
             report.blobs += 1;
             report.bytes += bytes;
@@ -246,12 +255,19 @@ fn record_rehash(
     Ok(())
 }
 
-async fn rehash<B: BlobStore>(blobs: &B, info: &BlobInfo) -> Result<Option<u64>, String> {
-    let mut stream = match blobs.read(&info.digest, 0..info.size).await {
+/// Reads a blob back and hashes it; an unreachable backend stops the check instead of
+/// failing every blob.
+async fn rehash<B: BlobStore>(blobs: &B, info: &BlobInfo) -> StorageResult<Result<Option<u64>, String>> {
+    let stream = match blobs.read(&info.digest, 0..info.size).await {
         Ok(stream) => stream,
-        Err(StorageError::BlobUnknown) => return Ok(None),
-        Err(e) => return Err(format!("cannot read: {e}")),
+        Err(StorageError::BlobUnknown) => return Ok(Ok(None)),
+        Err(e @ StorageError::Unavailable { .. }) => return Err(e),
+        Err(e) => return Ok(Err(format!("cannot read: {e}"))),
     };
+    Ok(hash_stream(stream, info).await)
+}
+
+async fn hash_stream(mut stream: ByteStream, info: &BlobInfo) -> Result<Option<u64>, String> {
     let mut hasher = Hasher::new(info.digest.algorithm());
     let mut bytes = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -427,24 +443,35 @@ impl<B: BlobStore, M: MetadataStore> RepositoryCheck<'_, B, M> {
     }
 }
 
-/// Upload sessions without staged data, and staged data without a session: both leftovers the
-/// purge removes once stale.
+/// Upload sessions without staged data, staged data without a session, and uploads idle past
+/// `stale_after`: leftovers the purge removes.
 async fn check_uploads<B: BlobStore, M: MetadataStore>(
     blobs: &B,
     metadata: &M,
+    stale_after: Duration,
     report: &mut Report,
 ) -> StorageResult<()> {
+    let cutoff = SystemTime::now()
+        .checked_sub(stale_after)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let sessions = metadata.uploads().await?;
     let staged = blobs.staged_uploads().await?;
     report.uploads = staged.len();
-    let session_ids: HashSet<_> = sessions.iter().map(|(_, s)| s.id.clone()).collect();
     let staged_ids: HashSet<_> = staged.iter().map(|(id, _)| id.clone()).collect();
-    for (id, _) in &staged {
-        if !session_ids.contains(id) {
-            report.warning(
+    for (id, modified) in &staged {
+        match sessions.iter().find(|(_, s)| &s.id == id) {
+            None => report.warning(
                 format!("upload {id}"),
                 "staged upload data with no session (a monolithic upload in flight, or left by a crash; purged when stale)",
-            );
+            ),
+            Some((repo, session)) if *modified < cutoff && session.started < cutoff => report.warning(
+                format!("{repo} upload {id}"),
+                format!(
+                    "stale upload, idle for over {} s ([uploads] purge_after_secs); the purge removes it",
+                    stale_after.as_secs()
+                ),
+            ),
+            Some(_) => {}
         }
     }
     for (repo, session) in &sessions {
@@ -466,6 +493,7 @@ mod tests {
     use super::*;
     use crate::storage::fs::{FsBlobStore, FsMetadataStore};
     use crate::storage::memory::{MemoryBlobStore, MemoryMetadataStore};
+    use crate::storage::{UploadId, UploadSession};
 
     fn name(s: &str) -> RepositoryName {
         s.parse().unwrap()
@@ -531,7 +559,7 @@ mod tests {
         meta.put_manifest(&repo, &record).await.unwrap();
         meta.set_tag(&repo, &tag("v1"), &manifest_digest).await.unwrap();
 
-        let clean = check(blobs, meta).await.unwrap();
+        let clean = check(blobs, meta, Duration::MAX).await.unwrap();
         assert!(!clean.has_errors(), "{:#?}", clean.findings);
         let counts = (
             clean.blobs,
@@ -548,7 +576,7 @@ mod tests {
         meta.set_tag(&repo, &tag("dangling"), &missing).await.unwrap();
         assert!(blobs.delete(&layer_digest).await.unwrap());
 
-        let broken = check(blobs, meta).await.unwrap();
+        let broken = check(blobs, meta, Duration::MAX).await.unwrap();
         assert!(broken.has_errors());
         let corrupted = errors(&broken, &format!("blob {config_digest}"));
         assert!(
@@ -596,6 +624,42 @@ mod tests {
     async fn a_broken_memory_store_is_reported() {
         let (blobs, meta) = (MemoryBlobStore::new(), MemoryMetadataStore::new());
         broken_store_is_reported(&blobs, &meta, |digest, bytes| blobs.corrupt(digest, bytes)).await;
+    }
+
+    #[tokio::test]
+    async fn upload_leftovers_and_stale_uploads_are_warnings() {
+        let (blobs, meta) = (MemoryBlobStore::new(), MemoryMetadataStore::new());
+        let repo = name("uploads/app");
+        let (live, orphan, lost) = (UploadId::new(), UploadId::new(), UploadId::new());
+        for id in [&live, &orphan] {
+            blobs.upload_create(id).await.unwrap();
+        }
+        for id in [&live, &lost] {
+            let session = UploadSession {
+                id: id.clone(),
+                started: SystemTime::now(),
+            };
+            meta.create_upload(&repo, &session).await.unwrap();
+        }
+        let warnings = |report: &Report| -> Vec<String> {
+            assert!(!report.has_errors(), "{:#?}", report.findings);
+            let mut subjects: Vec<String> = report.findings.iter().map(|f| f.subject.clone()).collect();
+            subjects.sort();
+            subjects
+        };
+        let mut expected = vec![format!("upload {orphan}"), format!("uploads/app upload {lost}")];
+        expected.sort();
+        let report = check(&blobs, &meta, Duration::MAX).await.unwrap();
+        assert_eq!(warnings(&report), expected);
+        expected.push(format!("uploads/app upload {live}"));
+        expected.sort();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let report = check(&blobs, &meta, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            warnings(&report),
+            expected,
+            "idle past the purge age, the live one is stale"
+        );
     }
 
     #[tokio::test]
