@@ -1,5 +1,6 @@
-//! Collections over a filesystem store in a temporary directory, with content pushed through
-//! the same storage calls (and the same reference check) as the manifest handler's.
+//! Collections over a filesystem store in a temporary directory (and, for the races between a
+//! sweep and pushes, over the memory store too), with content pushed through the same storage
+//! calls (and the same reference check) as the manifest handler's.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -11,24 +12,76 @@ use super::*;
 use crate::storage::check::check;
 use crate::storage::fs::fsck;
 use crate::storage::fs::{FsBlobStore, FsMetadataStore};
+use crate::storage::memory::{MemoryBlobStore, MemoryMetadataStore};
+use crate::storage::select::{Blobs, Metadata};
 use crate::storage::{ManifestRecord, PageRequest};
 use crate::{Config, Registry, RegistryError};
 
+/// Which stores a fixture's registry runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Filesystem,
+    Memory,
+}
+
 struct Fixture {
+    /// The filesystem stores' root (empty for the memory stores).
     dir: tempfile::TempDir,
-    registry: Registry<FsBlobStore, FsMetadataStore>,
+    registry: Registry,
 }
 
 fn fixture(gc: GcConfig) -> Fixture {
+    fixture_on(Backend::Filesystem, gc)
+}
+
+fn fixture_on(backend: Backend, gc: GcConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
+    let config = Config {
         gc,
         ..Config::default()
     };
-    config.storage.fsync = false;
-    let registry = Registry::open_fs(dir.path(), config).unwrap();
+    let (blobs, metadata) = match backend {
+        Backend::Filesystem => (
+            Blobs::Filesystem(FsBlobStore::open(dir.path(), false).unwrap()),
+            Metadata::Filesystem(FsMetadataStore::open(dir.path(), false).unwrap()),
+        ),
+        Backend::Memory => (
+            Blobs::Memory(MemoryBlobStore::new()),
+            Metadata::Memory(MemoryMetadataStore::new()),
+        ),
+    };
+    let registry = Registry::new(blobs, metadata, config).unwrap();
     Fixture { dir, registry }
 }
+
+/// Runs each named test, an `async fn(Backend)`, on the filesystem and on the memory stores.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod every_backend {
+            $(
+                mod $test {
+                    use super::super::{Backend, $test};
+
+                    #[tokio::test]
+                    async fn filesystem() {
+                        $test(Backend::Filesystem).await
+                    }
+
+                    #[tokio::test]
+                    async fn memory() {
+                        $test(Backend::Memory).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    sweeps_what_nothing_keeps_and_frees_its_bytes,
+    a_blob_referenced_during_the_sweep_survives,
+    a_push_after_the_sweep_removed_its_blob_is_refused,
+);
 
 fn no_grace() -> GcConfig {
     GcConfig {
@@ -153,8 +206,8 @@ impl Fixture {
 }
 
 /// A store holding a config and a layer in `app` that no manifest names yet, past the grace.
-async fn orphans() -> Fixture {
-    let f = fixture(no_grace());
+async fn orphans(backend: Backend) -> Fixture {
+    let f = fixture_on(backend, no_grace());
     f.blob("app", b"config").await;
     f.blob("app", b"layer").await;
     tick().await;
@@ -172,9 +225,8 @@ fn removed_blobs(report: &GcReport) -> HashSet<Digest> {
         .collect()
 }
 
-#[tokio::test]
-async fn sweeps_what_nothing_keeps_and_frees_its_bytes() {
-    let f = fixture(no_grace());
+async fn sweeps_what_nothing_keeps_and_frees_its_bytes(backend: Backend) {
+    let f = fixture_on(backend, no_grace());
     let shared = b"shared layer".as_slice();
     let kept = f
         .push_image("app", b"config-1", &[b"layer-1", shared], Some("v1"))
@@ -336,9 +388,8 @@ async fn retention_keeps_the_last_tags_matching_its_pattern() {
     f.assert_fsck_clean().await;
 }
 
-#[tokio::test]
-async fn a_blob_referenced_during_the_sweep_survives() {
-    let f = orphans().await;
+async fn a_blob_referenced_during_the_sweep_survives(backend: Backend) {
+    let f = orphans(backend).await;
     let now = SystemTime::now();
     let plan = f.registry.mark(now, now).await.unwrap();
     assert_eq!(plan.blobs.len(), 2, "both blobs are candidates at the mark");
@@ -354,9 +405,8 @@ async fn a_blob_referenced_during_the_sweep_survives() {
     f.assert_fsck_clean().await;
 }
 
-#[tokio::test]
-async fn a_push_after_the_sweep_removed_its_blob_is_refused() {
-    let f = orphans().await;
+async fn a_push_after_the_sweep_removed_its_blob_is_refused(backend: Backend) {
+    let f = orphans(backend).await;
     f.collect(false).await;
     let refused = f
         .try_manifest("app", &image(b"config", &[b"layer"]), Some("v1"))
