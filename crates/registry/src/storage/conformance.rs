@@ -17,7 +17,8 @@
 //! - deletion of blobs, of manifests (with their tags and referrers entries, in one repository
 //!   only) and of tags.
 //!
-//! The concurrent checks spawn Tokio tasks on clones of the store, so they run on either
+//! [`same_digest_through_two_handles`] runs the concurrent writers through two handles, as
+//! [`upload_moves_between_handles`] moves an upload. The concurrent checks spawn Tokio tasks on clones of the store, so they run on either
 //! runtime flavour; on a multi-thread runtime the writers really run in parallel.
 
 use std::io;
@@ -35,7 +36,7 @@ use super::*;
 pub async fn blob_store<B: BlobStore>(blobs: &B) {
     blob_suite(blobs).await;
     blob_gc_suite(blobs).await;
-    concurrent_writers_of_one_digest(blobs).await;
+    concurrent_writers_of_one_digest(blobs, blobs).await;
     failed_and_cancelled_uploads(blobs).await;
     blob_listing_under_writes(blobs).await;
     blob_deletion(blobs).await;
@@ -626,17 +627,26 @@ where
     result
 }
 
+/// Writers of one digest racing through `first` and `second`, two handles on the same storage
+/// (two replicas, or two processes), as [`blob_store`] races them through one: every write
+/// succeeds and one blob with the right bytes results. The store may hold blobs already.
+pub async fn same_digest_through_two_handles<B: BlobStore>(first: &B, second: &B) {
+    concurrent_writers_of_one_digest(first, second).await;
+}
+
 /// Many tasks store the same content at once, half by `put` and half by committing a chunked
-/// upload: every one succeeds, one blob with the right bytes results, and no staged data is
-/// left behind.
-async fn concurrent_writers_of_one_digest<B: BlobStore>(blobs: &B) {
+/// upload, alternating between the two handles: every one succeeds, one blob with the right
+/// bytes results, and no staged data is left behind.
+async fn concurrent_writers_of_one_digest<B: BlobStore>(first: &B, second: &B) {
+    let blobs = first;
     const WRITERS: usize = 8;
     let content = noise(1, 300_000);
     let digest = Digest::sha256_of(&content);
     let staged_before = staged(blobs).await;
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..WRITERS {
-        let (blobs, content, digest) = (blobs.clone(), content.clone(), digest.clone());
+        let handle = if writer % 4 < 2 { first } else { second };
+        let (blobs, content, digest) = (handle.clone(), content.clone(), digest.clone());
         writers.spawn(async move {
             if writer % 2 == 0 {
                 return blobs.put(&digest, content).await;

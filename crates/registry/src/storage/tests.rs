@@ -38,11 +38,12 @@ async fn fs_metadata_store_passes_the_suite() {
     conformance::metadata_store(&metadata).await;
 }
 
-#[tokio::test]
-async fn fs_uploads_resume_after_a_restart() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_handles_on_one_root_share_uploads_and_race_writers() {
     let (dir, blobs, _) = fs_stores();
     let reopened = FsBlobStore::open(dir.path(), true).unwrap();
     conformance::upload_moves_between_handles(&blobs, &reopened).await;
+    conformance::same_digest_through_two_handles(&blobs, &reopened).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,10 +56,11 @@ async fn memory_metadata_store_passes_the_suite() {
     conformance::metadata_store(&MemoryMetadataStore::new()).await;
 }
 
-#[tokio::test]
-async fn memory_uploads_move_between_clones() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_clones_share_uploads_and_race_writers() {
     let blobs = MemoryBlobStore::new();
     conformance::upload_moves_between_handles(&blobs, &blobs.clone()).await;
+    conformance::same_digest_through_two_handles(&blobs, &blobs.clone()).await;
 }
 
 #[tokio::test]
