@@ -24,10 +24,7 @@ impl Target {
     /// The configuration and the storage root, which must exist when a store keeps its files
     /// there (a filesystem driver).
     fn resolve(&self) -> anyhow::Result<(Config, PathBuf)> {
-        let config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
+        let config = load_config(self.config.as_deref())?;
         let root = self
             .root
             .clone()
@@ -38,6 +35,14 @@ impl Target {
         }
         Ok((config, root))
     }
+}
+
+/// The config file, or the defaults without one.
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
 }
 
 #[derive(Subcommand)]
@@ -57,6 +62,13 @@ pub enum RegistryCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Bring the metadata database's schema up to date (`[metadata] driver = "postgres"`);
+    /// every replica also does this when it starts.
+    Migrate {
+        /// The registry's TOML config file
+        #[arg(long, env = "RBUILD_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
@@ -69,7 +81,19 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
             let (config, root) = target.resolve()?;
             collect(&root, config, dry_run)
         }
+        RegistryCommand::Migrate { config } => migrate(&load_config(config.as_deref())?),
     }
+}
+
+fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    match runtime()?.block_on(select::migrate(config))? {
+        Some(migrated) => println!("{migrated}"),
+        None => println!(
+            "the {:?} metadata store has no schema to migrate",
+            config.metadata.driver
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fsck(root: &Path, config: &Config) -> anyhow::Result<ExitCode> {

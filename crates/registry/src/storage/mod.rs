@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod fs;
 mod listing;
 pub mod memory;
+pub mod postgres;
 pub mod select;
 
 use std::collections::BTreeMap;

@@ -16,6 +16,7 @@ use rbuild_oci::{Digest, RepositoryName, Tag};
 use super::check::Finding;
 use super::fs::{FsBlobStore, FsMetadataStore};
 use super::memory::{MemoryBlobStore, MemoryMetadataStore};
+use super::postgres::{Migrated, PgMetadataStore, PostgresError};
 use super::{
     AppendCheck, BlobInfo, BlobStore, ByteStream, LinkInfo, ManifestInfo, ManifestRecord, MetadataStore,
     Page, PageRequest, StorageResult, TagInfo, UploadId, UploadSession,
@@ -33,6 +34,9 @@ pub enum SelectError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The PostgreSQL metadata store could not be opened.
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
 }
 
 /// The blob store the configuration names.
@@ -51,6 +55,8 @@ pub enum Metadata {
     Filesystem(FsMetadataStore),
     /// This process's memory.
     Memory(MemoryMetadataStore),
+    /// Tables in a PostgreSQL database.
+    Postgres(PgMetadataStore),
 }
 
 /// Opens the stores `config` names; `root` is where the filesystem ones keep their files.
@@ -69,6 +75,9 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
             Metadata::Filesystem(FsMetadataStore::open(root, fsync).map_err(filesystem)?)
         }
         MetadataDriver::Memory => Metadata::Memory(MemoryMetadataStore::new()),
+        MetadataDriver::Postgres => {
+            Metadata::Postgres(PgMetadataStore::open(&config.metadata.postgres).await?)
+        }
     };
     Ok((blobs, metadata))
 }
@@ -89,6 +98,19 @@ pub async fn file_findings(config: &Config, root: &Path) -> StorageResult<Vec<Fi
     super::fs::blocking(move || super::fs::fsck::files(&root)).await
 }
 
+/// Brings the configured metadata store's schema up to date (`rbuild registry migrate`);
+/// `None` when the backend has no schema to migrate.
+pub async fn migrate(config: &Config) -> Result<Option<Migrated>, SelectError> {
+    match config.metadata.driver {
+        MetadataDriver::Filesystem | MetadataDriver::Memory => Ok(None),
+        MetadataDriver::Postgres => {
+            let store = PgMetadataStore::connect(&config.metadata.postgres)?;
+            let migrated = store.migrate().await.map_err(PostgresError::Migrate)?;
+            Ok(Some(migrated))
+        }
+    }
+}
+
 /// Runs `$call` on the backend inside a [`Blobs`], bound to `$store`.
 macro_rules! blobs {
     ($self:expr, $store:ident => $call:expr) => {
@@ -105,6 +127,7 @@ macro_rules! metadata {
         match $self {
             Metadata::Filesystem($store) => $call,
             Metadata::Memory($store) => $call,
+            Metadata::Postgres($store) => $call,
         }
     };
 }
