@@ -4,11 +4,10 @@
 //! half-written, and heal without restarting a replica.
 //!
 //! Each test has a database and a bucket prefix of its own on the engines `scripts/test`
-//! starts (`RBUILD_TEST_POSTGRES_URL`, `RBUILD_TEST_S3_*`); the fault tests start a private
-//! PostgreSQL or Garage through `scripts/engines.sh`, since they stop it.
+//! starts ([`spec_tests::engines`]); the fault tests start a private PostgreSQL or Garage,
+//! since they stop it.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -18,8 +17,9 @@ use rbuild_oci::{Digest, media_type};
 use reqwest::Method;
 use reqwest::blocking::{Client, Response};
 use spec_tests::api::{Api, JsonBody, TestImage, header};
-use spec_tests::registry::{RegistryProcess, rbuild_bin};
-use spec_tests::tools::{Ctr, Docker, require, run};
+use spec_tests::engines::{ClusterStorage, Garage, Postgres};
+use spec_tests::registry::{Backend, RegistryProcess, rbuild_bin};
+use spec_tests::tools::{Ctr, Docker, run};
 use spec_tests::wait::wait_until;
 
 use crate::gc::{figure, http_pusher, noise};
@@ -32,317 +32,33 @@ const BIG_LAYER: usize = 6 * 1024 * 1024 + 4321;
 /// acknowledged chunk somewhere shared before it can send it as a part.
 const CHUNK: usize = 2 * 1024 * 1024;
 
-/// A name no other test (or run) uses, for database names and bucket prefixes.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// An environment variable the engines contract names, if set and not empty.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// `scripts/engines.sh` in this checkout: the one way the suite starts and stops engines.
-fn engines_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/engines.sh")
-}
-
-/// Runs `engines_<function> DIR` from `scripts/engines.sh`, failing the test unless it
-/// succeeds; returns what it printed.
-fn engines(function: &str, dir: &Path) -> String {
-    let mut command = Command::new("bash");
-    command
-        .arg("-c")
-        .arg(format!("source \"$1\" && engines_{function} \"$2\""))
-        .arg("engines")
-        .arg(engines_script())
-        .arg(dir);
-    if let Some(garage) = env("RBUILD_TEST_GARAGE") {
-        command.env("RBUILD_GARAGE", garage);
-    }
-    run(&mut command).trim().to_owned()
-}
-
-/// A bucket (and a key prefix of the test's own in it) on an S3 server.
-#[derive(Clone, Debug)]
-struct Bucket {
-    endpoint: String,
-    region: String,
-    bucket: String,
-    key_id: String,
-    secret: String,
-    prefix: String,
-}
-
-impl Bucket {
-    /// The bucket `scripts/test` made, under a fresh prefix.
-    fn shared() -> Option<Bucket> {
-        Some(Bucket {
-            endpoint: env("RBUILD_TEST_S3_ENDPOINT")?,
-            region: env("RBUILD_TEST_S3_REGION").unwrap_or_else(|| "garage".to_owned()),
-            bucket: env("RBUILD_TEST_S3_BUCKET")?,
-            key_id: env("RBUILD_TEST_S3_ACCESS_KEY_ID")?,
-            secret: env("RBUILD_TEST_S3_SECRET_ACCESS_KEY")?,
-            prefix: format!("{}/", unique("cluster")),
-        })
-    }
-
-    /// `[storage]` for the replicas.
-    fn toml(&self) -> String {
-        format!(
-            "[storage]\ndriver = \"s3\"\n[storage.s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\n\
-             prefix = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            self.endpoint, self.region, self.bucket, self.prefix, self.key_id, self.secret
-        )
-    }
-
-    /// Every object under the prefix, with its size, through the S3 API (ListObjectsV2,
-    /// signed by curl), so the test sees what the bucket holds and not what rbuild reports.
-    fn objects(&self) -> BTreeMap<String, u64> {
-        let mut objects = BTreeMap::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut command = Command::new("curl");
-            command
-                .args(["-fsS", "--get", "--aws-sigv4"])
-                .arg(format!("aws:amz:{}:s3", self.region))
-                .arg("--user")
-                .arg(format!("{}:{}", self.key_id, self.secret))
-                .args(["--data-urlencode", "list-type=2"])
-                .arg("--data-urlencode")
-                .arg(format!("prefix={}", self.prefix));
-            if let Some(token) = &token {
-                command
-                    .arg("--data-urlencode")
-                    .arg(format!("continuation-token={token}"));
-            }
-            let listing = run(command.arg(format!("{}/{}", self.endpoint, self.bucket)));
-            for contents in listing.split("<Contents>").skip(1) {
-                let key = xml_field(contents, "Key").unwrap_or_default();
-                let size = xml_field(contents, "Size").and_then(|s| s.parse().ok());
-                objects.insert(key, size.unwrap_or(0));
-            }
-            token = xml_field(&listing, "NextContinuationToken");
-            if token.is_none() {
-                return objects;
-            }
-        }
-    }
-}
-
-/// The text of the first `<name>` element in `xml`.
-fn xml_field(xml: &str, name: &str) -> Option<String> {
-    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(xml[start..end].replace("&amp;", "&"))
-}
-
-/// A database of the test's own on a PostgreSQL server; dropped with the test.
-struct Database {
-    server: String,
-    name: String,
-}
-
-impl Database {
-    /// Creates a fresh database on the server at `server` (a URL naming its `postgres`
-    /// database, as `RBUILD_TEST_POSTGRES_URL` does).
-    fn create(server: &str) -> Database {
-        let database = Database {
-            server: server.to_owned(),
-            name: unique("t_cluster"),
-        };
-        database.sql(&format!("CREATE DATABASE {}", database.name));
-        database
-    }
-
-    /// The URL the replicas connect to.
-    fn url(&self) -> String {
-        let base = self
-            .server
-            .rsplit_once('/')
-            .map_or(&*self.server, |(base, _)| base);
-        format!("{base}/{}", self.name)
-    }
-
-    /// Runs one statement on the server's `postgres` database with `psql`.
-    fn sql(&self, statement: &str) -> String {
-        let psql = env("RBUILD_TEST_PG_BIN")
-            .map_or_else(|| PathBuf::from("psql"), |bin| Path::new(&bin).join("psql"));
-        run(Command::new(psql)
-            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-d"])
-            .arg(&self.server)
-            .arg("-c")
-            .arg(statement))
-    }
-
-    /// `[metadata]` for the replicas.
-    fn toml(&self) -> String {
-        format!(
-            "[metadata]\ndriver = \"postgres\"\n[metadata.postgres]\nurl = \"{}\"\n",
-            self.url()
-        )
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let psql = env("RBUILD_TEST_PG_BIN")
-            .map_or_else(|| PathBuf::from("psql"), |bin| Path::new(&bin).join("psql"));
-        // Best effort: a private server may already be gone with its directory.
-        let _ = Command::new(psql)
-            .args(["-qAt", "-d"])
-            .arg(&self.server)
-            .arg("-c")
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .output();
-    }
-}
-
-/// Which engine a fault test runs privately, to stop and start it.
-#[derive(Clone, Copy, PartialEq)]
-enum Engine {
-    Postgres,
-    Garage,
-}
-
-/// A PostgreSQL server or a Garage node of the test's own, started through
-/// `scripts/engines.sh` in a temporary directory; stopped (by PID) when dropped.
-struct PrivateEngine {
-    engine: Engine,
-    dir: tempfile::TempDir,
-}
-
-impl PrivateEngine {
-    /// Starts `engine` in a new directory.
-    fn start(engine: Engine) -> PrivateEngine {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // The postgres user must reach the directory.
-        let searchable = std::os::unix::fs::PermissionsExt::from_mode(0o711);
-        std::fs::set_permissions(dir.path(), searchable).expect("chmod the engine directory");
-        let private = PrivateEngine { engine, dir };
-        match engine {
-            Engine::Postgres => {
-                engines("pg_init", private.dir.path());
-                engines("pg_start", private.dir.path());
-            }
-            Engine::Garage => {
-                engines("garage_init", private.dir.path());
-                engines("garage_start", private.dir.path());
-                let mut command = Command::new("bash");
-                command
-                    .arg("-c")
-                    .arg("source \"$1\" && engines_garage_setup \"$2\" registry")
-                    .arg("engines")
-                    .arg(engines_script())
-                    .arg(private.dir.path());
-                if let Some(garage) = env("RBUILD_TEST_GARAGE") {
-                    command.env("RBUILD_GARAGE", garage);
-                }
-                run(&mut command);
-            }
-        }
-        private
-    }
-
-    /// Stops the engine (PostgreSQL's fast shutdown, Garage's SIGTERM) and waits for it.
-    fn stop(&self) {
-        match self.engine {
-            Engine::Postgres => engines("pg_stop", self.dir.path()),
-            Engine::Garage => engines("garage_stop", self.dir.path()),
-        };
-    }
-
-    /// Starts the stopped engine again, on the same port with the same data.
-    fn restart(&self) {
-        match self.engine {
-            Engine::Postgres => engines("pg_start", self.dir.path()),
-            Engine::Garage => engines("garage_start", self.dir.path()),
-        };
-    }
-
-    /// The server's URL (PostgreSQL).
-    fn postgres_url(&self) -> String {
-        engines("pg_url", self.dir.path())
-    }
-
-    /// The node's bucket (Garage), under a fresh prefix.
-    fn bucket(&self) -> Bucket {
-        let file = |name: &str| {
-            std::fs::read_to_string(self.dir.path().join(name))
-                .unwrap_or_else(|e| panic!("{name} of the private Garage: {e}"))
-                .trim()
-                .to_owned()
-        };
-        Bucket {
-            endpoint: format!("http://127.0.0.1:{}", file("s3_port")),
-            region: "garage".to_owned(),
-            bucket: "registry".to_owned(),
-            key_id: file("key_id"),
-            secret: file("secret_key"),
-            prefix: format!("{}/", unique("cluster")),
-        }
-    }
-}
-
-impl Drop for PrivateEngine {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Whether the shared engines are there; in CI their absence fails the test. The second
-/// pass of the registry tests on S3 + PostgreSQL (`RBUILD_TEST_REGISTRY_BACKEND=cluster`)
-/// skips these: they choose their backends themselves and ran in the first pass.
-fn shared_engines() -> Option<(Bucket, String)> {
-    if env("RBUILD_TEST_REGISTRY_BACKEND").is_some_and(|b| b == "cluster") {
+/// The shared engines `scripts/test` started, under [`ClusterStorage::shared`]'s rule (in CI
+/// their absence fails the test). The second pass of the registry tests on S3 + PostgreSQL
+/// (`RBUILD_TEST_REGISTRY_BACKEND=cluster`) skips these: they choose their backends
+/// themselves and ran in the first pass, on the same engines.
+fn first_pass() -> bool {
+    let second = Backend::of_run() == Backend::Cluster;
+    if second {
         eprintln!("SKIPPED: the cluster tests ran in the first pass, on the same engines");
-        return None;
     }
-    let bucket = Bucket::shared();
-    let postgres = env("RBUILD_TEST_POSTGRES_URL");
-    let hint = "scripts/test starts them (scripts/engines.sh) and sets RBUILD_TEST_POSTGRES_URL and RBUILD_TEST_S3_*";
-    let found = bucket.zip(postgres);
-    if require("PostgreSQL and Garage", found.is_some(), hint) {
-        found
-    } else {
-        None
-    }
+    !second
 }
 
-/// Whether private engines can be started: the same contract, plus the binaries.
-fn private_engines_possible() -> bool {
-    let garage = env("RBUILD_TEST_GARAGE").is_some_and(|g| Path::new(&g).is_file());
-    let postgres = env("RBUILD_TEST_PG_BIN").is_some_and(|b| Path::new(&b).join("initdb").is_file());
-    let hint = "scripts/test sets RBUILD_TEST_GARAGE and RBUILD_TEST_PG_BIN";
-    require("Garage and PostgreSQL binaries", garage && postgres, hint)
-}
-
-/// Replicas of one registry: the same bucket, the same database, each its own process.
+/// Replicas of one registry: the same bucket prefix, the same database, each its own process.
 struct Cluster {
     replicas: Vec<RegistryProcess>,
-    bucket: Bucket,
     config: PathBuf,
-    _database: Database,
+    storage: ClusterStorage,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    /// Starts `count` replicas on `bucket` and a new database on the PostgreSQL server at
-    /// `postgres`; `extra` is more configuration (`[gc]`).
-    fn start(count: usize, bucket: Bucket, postgres: &str, extra: &str) -> Cluster {
-        let database = Database::create(postgres);
+    /// Starts `count` replicas on `storage`; `extra` is more configuration (`[gc]`).
+    fn start(count: usize, storage: ClusterStorage, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         std::fs::create_dir(&root).expect("root for the maintenance commands");
-        let toml = format!("{}{}{extra}", bucket.toml(), database.toml());
+        let toml = storage.config(extra);
         let config = dir.path().join("config.toml");
         std::fs::write(&config, format!("root = \"{}\"\n{toml}", root.display())).expect("write config");
         let replicas = (0..count)
@@ -350,9 +66,8 @@ impl Cluster {
             .collect();
         Cluster {
             replicas,
-            bucket,
             config,
-            _database: database,
+            storage,
             _dir: dir,
         }
     }
@@ -481,11 +196,14 @@ fn upload_offset(client: &Client, base: &str, location: &str) -> Option<usize> {
 
 #[test]
 fn three_replicas_serve_one_registry() {
-    let (Some(docker), Some(ctr), Some((bucket, postgres))) = (Docker::get(), Ctr::get(), shared_engines())
+    if !first_pass() {
+        return;
+    }
+    let (Some(docker), Some(ctr), Some(storage)) = (Docker::get(), Ctr::get(), ClusterStorage::shared())
     else {
         return;
     };
-    let cluster = Cluster::start(3, bucket, &postgres, "");
+    let cluster = Cluster::start(3, storage, "");
     let [b, c] = [1, 2].map(|i| cluster.replicas[i].host());
 
     // docker push to A, docker pull from B and run it, ctr pull from C and run it.
@@ -558,10 +276,10 @@ fn three_replicas_serve_one_registry() {
 
 #[test]
 fn concurrent_pushes_of_one_image_to_every_replica_agree() {
-    let Some((bucket, postgres)) = shared_engines() else {
+    let Some(storage) = first_pass().then(ClusterStorage::shared).flatten() else {
         return;
     };
-    let cluster = Cluster::start(3, bucket, &postgres, "");
+    let cluster = Cluster::start(3, storage, "");
     let image = image_with_big_layer(21, BIG_LAYER);
     let bases = cluster.bases();
     let start = Barrier::new(6);
@@ -690,10 +408,10 @@ impl FailoverPusher {
 
 #[test]
 fn sigkill_of_a_replica_during_eight_pushes() {
-    let Some((bucket, postgres)) = shared_engines() else {
+    let Some(storage) = first_pass().then(ClusterStorage::shared).flatten() else {
         return;
     };
-    let mut cluster = Cluster::start(3, bucket, &postgres, "");
+    let mut cluster = Cluster::start(3, storage, "");
     let images: Vec<TestImage> = (0..8).map(|i| image_with_big_layer(100 + i, BIG_LAYER)).collect();
     let acked_by_first = Arc::new(AtomicUsize::new(0));
     let bases = cluster.bases();
@@ -814,14 +532,13 @@ fn push_until(base: &str, replica: usize, repo: &str, stop: &AtomicBool, outcome
 
 #[test]
 fn postgres_stopped_for_five_seconds_during_pushes() {
-    let Some((bucket, _)) = shared_engines() else {
+    let Some((postgres, garage)) = first_pass()
+        .then(|| Postgres::private().zip(Garage::shared()))
+        .flatten()
+    else {
         return;
     };
-    if !private_engines_possible() {
-        return;
-    }
-    let postgres = PrivateEngine::start(Engine::Postgres);
-    let cluster = Cluster::start(3, bucket, &postgres.postgres_url(), "");
+    let cluster = Cluster::start(3, ClusterStorage::on(&postgres, &garage), "");
     let stop = AtomicBool::new(false);
     let outcomes = Mutex::new(Outcomes::default());
     let acknowledged = |replica: usize| {
@@ -851,7 +568,7 @@ fn postgres_stopped_for_five_seconds_during_pushes() {
         );
         // The outage lasts five seconds, whatever the clients do meanwhile.
         std::thread::sleep(Duration::from_secs(5));
-        postgres.restart();
+        postgres.start();
         wait_until(
             "every replica to take pushes again",
             Duration::from_secs(60),
@@ -895,14 +612,13 @@ fn postgres_stopped_for_five_seconds_during_pushes() {
 
 #[test]
 fn s3_stopped_mid_upload() {
-    let Some((_, postgres)) = shared_engines() else {
+    let Some((postgres, garage)) = first_pass()
+        .then(|| Postgres::shared().zip(Garage::private()))
+        .flatten()
+    else {
         return;
     };
-    if !private_engines_possible() {
-        return;
-    }
-    let garage = PrivateEngine::start(Engine::Garage);
-    let cluster = Cluster::start(3, garage.bucket(), &postgres, "");
+    let cluster = Cluster::start(3, ClusterStorage::on(&postgres, &garage), "");
     let kept = TestImage::new("before the outage");
     cluster.api(0).push_image("cluster/s3", "kept", &kept);
 
@@ -947,7 +663,7 @@ fn s3_stopped_mid_upload() {
         manifest.text().unwrap_or_default()
     );
 
-    garage.restart();
+    garage.start();
     wait_until(
         "the bucket to answer through the replicas",
         Duration::from_secs(60),
@@ -988,11 +704,11 @@ fn s3_stopped_mid_upload() {
 
 #[test]
 fn gc_in_a_loop_while_every_replica_takes_pushes() {
-    let Some((bucket, postgres)) = shared_engines() else {
+    let Some(storage) = first_pass().then(ClusterStorage::shared).flatten() else {
         return;
     };
     // Every replica also collects on its own schedule, as each pod of a deployment would.
-    let cluster = Cluster::start(3, bucket, &postgres, "[gc]\ngrace_secs = 2\ninterval_secs = 1\n");
+    let cluster = Cluster::start(3, storage, "[gc]\ngrace_secs = 2\ninterval_secs = 1\n");
     let stop = Arc::new(AtomicBool::new(false));
     let (runs, pushed) = std::thread::scope(|scope| {
         let pushers: Vec<_> = cluster
@@ -1030,12 +746,12 @@ fn gc_in_a_loop_while_every_replica_takes_pushes() {
     // Bytes of a deleted image leave the bucket.
     let doomed = image_with_big_layer(41, BIG_LAYER);
     cluster.api(0).push_image("cluster/doomed", "v1", &doomed);
-    let stored = cluster.bucket.objects();
+    let stored = cluster.storage.prefix.objects();
     let layer_hex = Digest::sha256_of(&doomed.layers[0]).hex().to_owned();
     assert!(
         stored
             .iter()
-            .any(|(key, size)| key.contains(&layer_hex) && *size == BIG_LAYER as u64),
+            .any(|o| o.key.contains(&layer_hex) && o.size == BIG_LAYER as u64),
         "the layer is an object of its size in the bucket"
     );
     let digest = doomed.digest();
@@ -1049,13 +765,13 @@ fn gc_in_a_loop_while_every_replica_takes_pushes() {
     // Past the grace period (the client's pace, not a wait for the server).
     std::thread::sleep(Duration::from_secs(3));
     let report = cluster.gc();
-    let after = cluster.bucket.objects();
+    let after = cluster.storage.prefix.objects();
     assert!(
-        !after.keys().any(|key| key.contains(&layer_hex)),
+        !after.iter().any(|o| o.key.contains(&layer_hex)),
         "the deleted image's layer is gone from the bucket:\n{report}"
     );
-    let before_bytes: u64 = stored.values().sum();
-    let after_bytes: u64 = after.values().sum();
+    let before_bytes: u64 = stored.iter().map(|o| o.size).sum();
+    let after_bytes: u64 = after.iter().map(|o| o.size).sum();
     assert!(
         before_bytes >= after_bytes + BIG_LAYER as u64,
         "the bucket shrank by the layer at least: {before_bytes} -> {after_bytes}\n{report}"
