@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use rbuild_registry::config::{BlobDriver, MetadataDriver};
 use rbuild_registry::gc::GcOptions;
 use rbuild_registry::storage::fs::fsck;
+use rbuild_registry::storage::select;
 use rbuild_registry::{Config, Registry};
 
 /// Which registry: its config file and storage root, as `rbuild serve` takes them.
@@ -24,10 +25,7 @@ pub struct Target {
 impl Target {
     /// The configuration and the storage root, which must exist.
     fn resolve(&self) -> anyhow::Result<(Config, PathBuf)> {
-        let config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
+        let config = load_config(self.config.as_deref())?;
         let root = self
             .root
             .clone()
@@ -38,6 +36,14 @@ impl Target {
         }
         Ok((config, root))
     }
+}
+
+/// The config file, or the defaults without one.
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
 }
 
 #[derive(Subcommand)]
@@ -56,6 +62,13 @@ pub enum RegistryCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Bring the metadata database's schema up to date (`[metadata] driver = "postgres"`);
+    /// every replica also does this when it starts.
+    Migrate {
+        /// The registry's TOML config file
+        #[arg(long, env = "RBUILD_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
@@ -68,7 +81,20 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
             let (config, root) = target.resolve()?;
             collect(&root, config, dry_run)
         }
+        RegistryCommand::Migrate { config } => migrate(&load_config(config.as_deref())?),
     }
+}
+
+fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match runtime.block_on(select::migrate(config))? {
+        Some(migrated) => println!("{migrated}"),
+        None => println!(
+            "the {:?} metadata store has no schema to migrate",
+            config.metadata.driver
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The filesystem pair is checked file by file (which also finds files the stores never

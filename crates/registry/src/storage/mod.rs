@@ -12,6 +12,7 @@
 pub mod conformance;
 pub mod fs;
 mod listing;
+pub mod postgres;
 pub mod s3;
 pub mod select;
 
