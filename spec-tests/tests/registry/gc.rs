@@ -138,7 +138,13 @@ fn gc_frees_deleted_and_moved_images_and_the_rest_pull_complete() {
 /// Pushes `image` to `repo:tag` as docker does: blobs the registry has are not sent again.
 /// Returns whether the manifest was accepted; `false` means a collection removed a blob
 /// between the check and the manifest (the client's cue to upload it again).
-fn push_skipping_present(client: &Client, base: &str, repo: &str, tag: &str, image: &TestImage) -> bool {
+pub(crate) fn push_skipping_present(
+    client: &Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    image: &TestImage,
+) -> bool {
     for blob in std::iter::once(&image.config).chain(&image.layers) {
         let digest = Digest::sha256_of(blob);
         let head = client
