@@ -458,6 +458,7 @@ fn sigkill_of_a_replica_during_eight_pushes() {
             .map(|p| p.join().expect("pusher"))
             .sum::<usize>()
     });
+    eprintln!("after the kill, pushers moved to another replica {switches} times");
     assert!(switches > 0, "some pushers were on A when it died and moved on");
     for i in 1..3 {
         let api = cluster.api(i);
@@ -598,6 +599,11 @@ fn postgres_stopped_for_five_seconds_during_pushes() {
         outcomes.unexpected.is_empty(),
         "only 503 while the database is down: {:?}",
         outcomes.unexpected
+    );
+    eprintln!(
+        "{} pushes acknowledged, {} requests answered 503 during the outage",
+        outcomes.acknowledged.len(),
+        outcomes.unavailable.len()
     );
     assert!(!outcomes.unavailable.is_empty(), "pushes met the outage");
     for body in &outcomes.unavailable {
@@ -741,6 +747,12 @@ fn gc_in_a_loop_while_every_replica_takes_pushes() {
         (runs, pushed)
     });
     assert!(runs >= 2, "collections ran while pushes went on");
+    for replica in &cluster.replicas {
+        assert!(
+            replica.log().contains("garbage collection: removed"),
+            "every replica collected on its schedule too"
+        );
+    }
     let check = || {
         for (worker, (tagged, _)) in pushed.iter().enumerate() {
             // Each worker pushed to its own replica; read through the next one.
