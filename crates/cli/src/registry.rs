@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use rbuild_registry::config::{BlobDriver, MetadataDriver};
 use rbuild_registry::gc::GcOptions;
 use rbuild_registry::storage::fs::fsck;
 use rbuild_registry::storage::select;
@@ -74,8 +73,8 @@ pub enum RegistryCommand {
 pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
     match command {
         RegistryCommand::Fsck { target } => {
-            let (config, root) = target.resolve()?;
-            check(&root, config)
+            let (_, root) = target.resolve()?;
+            check(&root)
         }
         RegistryCommand::Gc { target, dry_run } => {
             let (config, root) = target.resolve()?;
@@ -97,22 +96,8 @@ fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The filesystem pair is checked file by file (which also finds files the stores never
-/// list); any other store through the storage traits.
-fn check(root: &Path, config: Config) -> anyhow::Result<ExitCode> {
-    let on_files = config.storage.driver == BlobDriver::Filesystem
-        && config.metadata.driver == MetadataDriver::Filesystem;
-    let report = if on_files {
-        fsck::fsck(root)?
-    } else {
-        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-        runtime.block_on(async {
-            let registry = Registry::open(root, config)
-                .await
-                .with_context(|| format!("opening the registry at {}", root.display()))?;
-            anyhow::Ok(registry.fsck().await?)
-        })?
-    };
+fn check(root: &Path) -> anyhow::Result<ExitCode> {
+    let report = fsck::fsck(root)?;
     for finding in &report.findings {
         println!("{finding}");
     }

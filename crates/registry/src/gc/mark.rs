@@ -9,9 +9,7 @@ use rbuild_oci::{Digest, ManifestSummary, RepositoryName};
 use super::GcError;
 use super::retention::{self, Policy};
 use crate::Registry;
-use crate::storage::{
-    BlobInfo, BlobStore, ManifestInfo, MetadataStore, PageRequest, TagInfo, all_repositories,
-};
+use crate::storage::{BlobInfo, BlobStore, ManifestInfo, MetadataStore, PageRequest, TagInfo};
 
 /// How many entries one listing request asks for.
 const PAGE: usize = 1000;
@@ -116,12 +114,20 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             after: None,
             limit: PAGE,
         };
-        for repo in &all_repositories(&self.metadata).await? {
-            let policy = retention::policy_for(&policies, repo);
-            let untagged = untagged_cutoff(policy, gc.delete_untagged, now, cutoff);
-            self.mark_repository(repo, policy, untagged, cutoff, &mut marked, &mut plan)
-                .await?;
+        loop {
+            let repos = self.metadata.repositories(&page).await?;
+            for repo in &repos.items {
+                let policy = retention::policy_for(&policies, repo);
+                let untagged = untagged_cutoff(policy, gc.delete_untagged, now, cutoff);
+                self.mark_repository(repo, policy, untagged, cutoff, &mut marked, &mut plan)
+                    .await?;
+            }
+            match repos.items.last() {
+                Some(last) if repos.more => page.after = Some(last.to_string()),
+                _ => break,
+            }
         }
+        page.after = None;
         loop {
             let blobs = self.blobs.blobs(&page).await?;
             page.after = blobs.items.last().map(|b| b.digest.to_string());

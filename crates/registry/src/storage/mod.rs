@@ -29,7 +29,6 @@ use futures_util::Stream;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use listing::all_repositories;
 pub use listing::{BlobInfo, LinkInfo, ManifestInfo, TagInfo};
 
 /// A stream of bytes: a request body going in, or blob content coming out.
