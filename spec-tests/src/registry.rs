@@ -275,8 +275,8 @@ impl RegistryProcess {
         walk(&self.root.join("blobs"))
     }
 
-    /// Runs `rbuild registry fsck` on the root with the registry's config; returns whether it
-    /// passed and what it printed.
+    /// Runs `rbuild registry fsck` on the root with the registry's config (so on whichever
+    /// storage it names); returns whether it passed and what it printed.
     pub fn fsck(&self) -> (bool, String) {
         let mut command = Command::new(rbuild_bin());
         command.args(["registry", "fsck", "--root"]).arg(&self.root);

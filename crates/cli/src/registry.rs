@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use rbuild_registry::gc::GcOptions;
-use rbuild_registry::storage::fs::fsck;
-use rbuild_registry::storage::select;
+use rbuild_registry::storage::{check, select};
 use rbuild_registry::{Config, Registry};
 
 /// Which registry: its config file and storage root, as `rbuild serve` takes them.
@@ -22,7 +21,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// The configuration and the storage root, which must exist.
+    /// The configuration and the storage root, which must exist when a store keeps its files
+    /// there (a filesystem driver).
     fn resolve(&self) -> anyhow::Result<(Config, PathBuf)> {
         let config = load_config(self.config.as_deref())?;
         let root = self
@@ -30,7 +30,7 @@ impl Target {
             .clone()
             .or_else(|| config.root.clone())
             .unwrap_or_else(crate::serve::default_root);
-        if !root.is_dir() {
+        if select::uses_root(&config) && !root.is_dir() {
             anyhow::bail!("{} is not a directory", root.display());
         }
         Ok((config, root))
@@ -47,7 +47,8 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 #[derive(Subcommand)]
 pub enum RegistryCommand {
-    /// Re-hash every blob and check every link; exit 1 if anything is wrong.
+    /// Re-hash every blob and check every link, manifest and tag, on whichever storage the
+    /// config names; exit 1 if anything is wrong.
     Fsck {
         #[command(flatten)]
         target: Target,
@@ -73,8 +74,8 @@ pub enum RegistryCommand {
 pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
     match command {
         RegistryCommand::Fsck { target } => {
-            let (_, root) = target.resolve()?;
-            check(&root)
+            let (config, root) = target.resolve()?;
+            fsck(&root, &config)
         }
         RegistryCommand::Gc { target, dry_run } => {
             let (config, root) = target.resolve()?;
@@ -85,8 +86,7 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    match runtime.block_on(select::migrate(config))? {
+    match runtime()?.block_on(select::migrate(config))? {
         Some(migrated) => println!("{migrated}"),
         None => println!(
             "the {:?} metadata store has no schema to migrate",
@@ -96,22 +96,14 @@ fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(root: &Path) -> anyhow::Result<ExitCode> {
-    let report = fsck::fsck(root)?;
+fn fsck(root: &Path, config: &Config) -> anyhow::Result<ExitCode> {
+    let report = runtime()?
+        .block_on(check::fsck(config, root))
+        .context("checking the registry's storage")?;
     for finding in &report.findings {
         println!("{finding}");
     }
-    println!(
-        "checked {} blobs ({} bytes), {} repositories, {} links, {} manifests, {} tags, {} uploads: {}",
-        report.blobs,
-        report.bytes,
-        report.repositories,
-        report.links,
-        report.manifests,
-        report.tags,
-        report.uploads,
-        if report.has_errors() { "ERRORS FOUND" } else { "ok" }
-    );
+    println!("{report}");
     Ok(if report.has_errors() {
         ExitCode::FAILURE
     } else {
@@ -120,8 +112,7 @@ fn check(root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn collect(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(async {
+    let report = runtime()?.block_on(async {
         let registry = Registry::open(root, config)
             .await
             .with_context(|| format!("opening the registry at {}", root.display()))?;
@@ -133,4 +124,8 @@ fn collect(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<ExitCod
     }
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
 }

@@ -229,6 +229,8 @@ pub enum BlobDriver {
     Filesystem,
     /// An S3-compatible bucket, configured by `[storage.s3]`.
     S3,
+    /// In this process's memory, gone when it exits: for tests and benchmarks.
+    Memory,
 }
 
 /// Where named state (repositories, manifests, tags, upload sessions) lives: `[metadata]`.
@@ -250,6 +252,8 @@ pub enum MetadataDriver {
     Filesystem,
     /// A PostgreSQL database every replica shares (`[metadata.postgres]`).
     Postgres,
+    /// In this process's memory, gone when it exits: for tests and benchmarks.
+    Memory,
 }
 
 /// Request limits.

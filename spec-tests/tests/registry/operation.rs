@@ -138,3 +138,41 @@ fn access_log_shows_the_query_without_credentials() {
     assert_eq!(pushed["fields"]["query"], format!("digest={digest}"));
     assert!(!registry.log().contains("sekrit"), "{}", registry.log());
 }
+
+#[test]
+fn memory_storage_serves_and_fsck_and_gc_need_no_root_without_a_filesystem_store() {
+    let config = "[storage]\ndriver = \"memory\"\n[metadata]\ndriver = \"memory\"\n";
+    let registry = RegistryProcess::start_with_config(config);
+    let api = Api::new(&registry);
+    let image = TestImage::new("memory");
+    let digest = api.push_image("mem/app", "v1", &image);
+    let pulled = api.get("/v2/mem/app/manifests/v1");
+    assert_eq!(pulled.status(), 200);
+    assert_eq!(header(&pulled, "docker-content-digest"), digest.to_string());
+    assert!(
+        !registry.root().join("blobs").exists(),
+        "nothing is kept under the root"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("memory.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let missing = dir.path().join("no-such-root");
+    let maintain = |command: &str, config: Option<&std::path::Path>| {
+        let mut run = std::process::Command::new(spec_tests::registry::rbuild_bin());
+        run.args(["registry", command, "--root"]).arg(&missing);
+        if let Some(config) = config {
+            run.arg("--config").arg(config);
+        }
+        let out = run.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, report) = maintain("fsck", Some(&config_file));
+    assert!(ok && report.ends_with(": ok\n"), "{report}");
+    let (ok, report) = maintain("gc", Some(&config_file));
+    assert!(ok, "{report}");
+    let (ok, report) = maintain("fsck", None);
+    assert!(!ok && report.contains("is not a directory"), "{report}");
+    assert!(!missing.exists());
+}

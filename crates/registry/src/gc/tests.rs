@@ -1,5 +1,6 @@
-//! Collections over a filesystem store in a temporary directory, with content pushed through
-//! the same storage calls (and the same reference check) as the manifest handler's.
+//! Collections over a filesystem store in a temporary directory (and, for the races between a
+//! sweep and pushes, over the memory store too), with content pushed through the same storage
+//! calls (and the same reference check) as the manifest handler's.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -8,26 +9,79 @@ use bytes::Bytes;
 use rbuild_oci::{Digest, ManifestSummary, RepositoryName, Tag, media_type};
 
 use super::*;
-use crate::storage::fs::fsck::fsck;
+use crate::storage::check::check;
+use crate::storage::fs::fsck;
 use crate::storage::fs::{FsBlobStore, FsMetadataStore};
+use crate::storage::memory::{MemoryBlobStore, MemoryMetadataStore};
+use crate::storage::select::{Blobs, Metadata};
 use crate::storage::{ManifestRecord, PageRequest};
 use crate::{Config, Registry, RegistryError};
 
+/// Which stores a fixture's registry runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Filesystem,
+    Memory,
+}
+
 struct Fixture {
+    /// The filesystem stores' root (empty for the memory stores).
     dir: tempfile::TempDir,
-    registry: Registry<FsBlobStore, FsMetadataStore>,
+    registry: Registry,
 }
 
 fn fixture(gc: GcConfig) -> Fixture {
+    fixture_on(Backend::Filesystem, gc)
+}
+
+fn fixture_on(backend: Backend, gc: GcConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
+    let config = Config {
         gc,
         ..Config::default()
     };
-    config.storage.fsync = false;
-    let registry = Registry::open_fs(dir.path(), config).unwrap();
+    let (blobs, metadata) = match backend {
+        Backend::Filesystem => (
+            Blobs::Filesystem(FsBlobStore::open(dir.path(), false).unwrap()),
+            Metadata::Filesystem(FsMetadataStore::open(dir.path(), false).unwrap()),
+        ),
+        Backend::Memory => (
+            Blobs::Memory(MemoryBlobStore::new()),
+            Metadata::Memory(MemoryMetadataStore::new()),
+        ),
+    };
+    let registry = Registry::new(blobs, metadata, config).unwrap();
     Fixture { dir, registry }
 }
+
+/// Runs each named test, an `async fn(Backend)`, on the filesystem and on the memory stores.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod every_backend {
+            $(
+                mod $test {
+                    use super::super::{Backend, $test};
+
+                    #[tokio::test]
+                    async fn filesystem() {
+                        $test(Backend::Filesystem).await
+                    }
+
+                    #[tokio::test]
+                    async fn memory() {
+                        $test(Backend::Memory).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    sweeps_what_nothing_keeps_and_frees_its_bytes,
+    a_blob_referenced_during_the_sweep_survives,
+    a_push_after_the_sweep_removed_its_blob_is_refused,
+);
 
 fn no_grace() -> GcConfig {
     GcConfig {
@@ -136,8 +190,10 @@ impl Fixture {
             .is_some()
     }
 
-    fn assert_fsck_clean(&self) {
-        let report = fsck(self.dir.path()).unwrap();
+    async fn assert_fsck_clean(&self) {
+        let (blobs, metadata) = (&self.registry.blobs, &self.registry.metadata);
+        let mut report = check(blobs, metadata, Duration::MAX).await.unwrap();
+        report.findings.extend(fsck::files(self.dir.path()).unwrap());
         assert!(!report.has_errors(), "{:#?}", report.findings);
     }
 
@@ -150,8 +206,8 @@ impl Fixture {
 }
 
 /// A store holding a config and a layer in `app` that no manifest names yet, past the grace.
-async fn orphans() -> Fixture {
-    let f = fixture(no_grace());
+async fn orphans(backend: Backend) -> Fixture {
+    let f = fixture_on(backend, no_grace());
     f.blob("app", b"config").await;
     f.blob("app", b"layer").await;
     tick().await;
@@ -169,9 +225,8 @@ fn removed_blobs(report: &GcReport) -> HashSet<Digest> {
         .collect()
 }
 
-#[tokio::test]
-async fn sweeps_what_nothing_keeps_and_frees_its_bytes() {
-    let f = fixture(no_grace());
+async fn sweeps_what_nothing_keeps_and_frees_its_bytes(backend: Backend) {
+    let f = fixture_on(backend, no_grace());
     let shared = b"shared layer".as_slice();
     let kept = f
         .push_image("app", b"config-1", &[b"layer-1", shared], Some("v1"))
@@ -218,7 +273,7 @@ async fn sweeps_what_nothing_keeps_and_frees_its_bytes() {
     ] {
         assert!(f.stored(bytes).await, "kept content stays");
     }
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 
     let again = f.collect(false).await;
     assert!(again.removed.is_empty(), "{:#?}", again.removed);
@@ -261,7 +316,7 @@ async fn an_index_keeps_its_children() {
     tick().await;
     let report = f.collect(false).await;
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 #[tokio::test]
@@ -330,12 +385,11 @@ async fn retention_keeps_the_last_tags_matching_its_pattern() {
         .unwrap();
     let left: Vec<&str> = left.items.iter().map(Tag::as_str).collect();
     assert_eq!(left, ["latest", "pr-3", "pr-4"]);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
-#[tokio::test]
-async fn a_blob_referenced_during_the_sweep_survives() {
-    let f = orphans().await;
+async fn a_blob_referenced_during_the_sweep_survives(backend: Backend) {
+    let f = orphans(backend).await;
     let now = SystemTime::now();
     let plan = f.registry.mark(now, now).await.unwrap();
     assert_eq!(plan.blobs.len(), 2, "both blobs are candidates at the mark");
@@ -348,19 +402,18 @@ async fn a_blob_referenced_during_the_sweep_survives() {
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
     assert!(report.kept_in_use >= 2);
     assert!(f.stored(b"config").await && f.stored(b"layer").await);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
-#[tokio::test]
-async fn a_push_after_the_sweep_removed_its_blob_is_refused() {
-    let f = orphans().await;
+async fn a_push_after_the_sweep_removed_its_blob_is_refused(backend: Backend) {
+    let f = orphans(backend).await;
     f.collect(false).await;
     let refused = f
         .try_manifest("app", &image(b"config", &[b"layer"]), Some("v1"))
         .await
         .unwrap_err();
     assert_eq!(refused.code, crate::ErrorCode::ManifestBlobUnknown);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 #[tokio::test]
@@ -377,7 +430,7 @@ async fn an_index_pushed_during_the_sweep_keeps_its_untagged_child_and_layers() 
     let report = f.registry.sweep(plan, now, false).await.unwrap();
     assert!(report.removed.is_empty(), "{:#?}", report.removed);
     assert!(f.stored(&child).await && f.stored(b"layer").await && f.stored(b"config").await);
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
 }
 
 /// Pushes `app:v1` under a policy that keeps no tag, marks (v1 expires), pushes config-`n`
@@ -403,7 +456,7 @@ async fn sweep_after_pushing_v1_again(n: u8) -> (Option<Digest>, GcReport) {
     f.push_image("app", config.as_bytes(), &[layer.as_bytes()], Some("v1"))
         .await;
     let report = f.registry.sweep(plan, now, false).await.unwrap();
-    f.assert_fsck_clean();
+    f.assert_fsck_clean().await;
     let resolved = f
         .registry
         .metadata
@@ -446,13 +499,14 @@ async fn fsck_reports_what_a_stopped_collection_left_aside() {
         .join(layer.hex());
     let aside = path.with_file_name(format!(".tmp-gc-{}.0123abcd", layer.hex()));
     std::fs::rename(&path, &aside).unwrap();
-    let report = fsck(f.dir.path()).unwrap();
+    let findings = fsck::files(f.dir.path()).unwrap();
     assert!(
-        report.findings.iter().any(|finding| finding.path == aside
-            && finding
-                .message
-                .contains("the next `rbuild registry gc` puts it back")),
-        "{:#?}",
-        report.findings
+        findings
+            .iter()
+            .any(|finding| finding.subject == aside.display().to_string()
+                && finding
+                    .message
+                    .contains("the next `rbuild registry gc` puts it back")),
+        "{findings:#?}"
     );
 }

@@ -6,6 +6,8 @@ mod health;
 mod manifests;
 mod referrers;
 mod tags;
+#[cfg(test)]
+mod tests;
 mod uploads;
 
 use http::{Method, Request, Response, StatusCode};

@@ -6,12 +6,15 @@
 //! index and upload sessions. The split follows how a deployment grows: blobs move to object
 //! storage, metadata to a shared database, and the handlers do not change.
 //!
-//! The filesystem implementations in [`fs`] are the embedded default. Both traits are tested by
+//! The filesystem implementations in [`fs`] are the embedded default; [`memory`] keeps
+//! everything in the process, for tests and benchmarks. Both traits are tested by
 //! one shared suite, [`conformance`], that every implementation must pass.
 
+pub mod check;
 pub mod conformance;
 pub mod fs;
 mod listing;
+pub mod memory;
 pub mod postgres;
 pub mod s3;
 pub mod select;
@@ -124,6 +127,19 @@ impl StorageError {
 
 /// Shorthand for storage results.
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// `Ok` if content hashed to `actual` may be stored as `expected`; else the mismatch a store
+/// reports (and stores nothing).
+pub fn check_digest(expected: &Digest, actual: Digest) -> StorageResult<()> {
+    if &actual == expected {
+        Ok(())
+    } else {
+        Err(StorageError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
+    }
+}
 
 /// What an append must satisfy, taken from the chunk's `Content-Range` and `Content-Length`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -13,7 +13,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 
+use super::check::Finding;
 use super::fs::{FsBlobStore, FsMetadataStore};
+use super::memory::{MemoryBlobStore, MemoryMetadataStore};
 use super::postgres::{Migrated, PgMetadataStore, PostgresError};
 use super::s3::S3BlobStore;
 use super::{
@@ -48,6 +50,8 @@ pub enum Blobs {
     Filesystem(FsBlobStore),
     /// An S3-compatible bucket.
     S3(S3BlobStore),
+    /// This process's memory.
+    Memory(MemoryBlobStore),
 }
 
 /// The metadata store the configuration names.
@@ -57,6 +61,8 @@ pub enum Metadata {
     Filesystem(FsMetadataStore),
     /// Tables in a PostgreSQL database.
     Postgres(PgMetadataStore),
+    /// This process's memory.
+    Memory(MemoryMetadataStore),
 }
 
 /// Opens the stores `config` names; `root` is where the filesystem ones keep their files.
@@ -76,6 +82,7 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
                 .ok_or_else(|| SelectError::S3("missing".to_owned()))?;
             Blobs::S3(S3BlobStore::open(s3).map_err(SelectError::S3)?)
         }
+        BlobDriver::Memory => Blobs::Memory(MemoryBlobStore::new()),
     };
     let metadata = match config.metadata.driver {
         MetadataDriver::Filesystem => {
@@ -84,6 +91,7 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
         MetadataDriver::Postgres => {
             Metadata::Postgres(PgMetadataStore::open(&config.metadata.postgres).await?)
         }
+        MetadataDriver::Memory => Metadata::Memory(MemoryMetadataStore::new()),
     };
     Ok((blobs, metadata))
 }
@@ -92,7 +100,7 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
 /// `None` when the backend has no schema to migrate.
 pub async fn migrate(config: &Config) -> Result<Option<Migrated>, SelectError> {
     match config.metadata.driver {
-        MetadataDriver::Filesystem => Ok(None),
+        MetadataDriver::Filesystem | MetadataDriver::Memory => Ok(None),
         MetadataDriver::Postgres => {
             let store = PgMetadataStore::connect(&config.metadata.postgres)?;
             let migrated = store.migrate().await.map_err(PostgresError::Migrate)?;
@@ -101,12 +109,29 @@ pub async fn migrate(config: &Config) -> Result<Option<Migrated>, SelectError> {
     }
 }
 
+/// Whether `config` keeps anything under the storage root (a filesystem store), so that the
+/// root must exist.
+pub fn uses_root(config: &Config) -> bool {
+    config.storage.driver == BlobDriver::Filesystem || config.metadata.driver == MetadataDriver::Filesystem
+}
+
+/// What only the files of the configured filesystem stores under `root` show (fsck's
+/// [`fs::fsck`](super::fs::fsck)); nothing when no store is on the filesystem.
+pub async fn file_findings(config: &Config, root: &Path) -> StorageResult<Vec<Finding>> {
+    if !uses_root(config) {
+        return Ok(Vec::new());
+    }
+    let root = root.to_owned();
+    super::fs::blocking(move || super::fs::fsck::files(&root)).await
+}
+
 /// Runs `$call` on the backend inside a [`Blobs`], bound to `$store`.
 macro_rules! blobs {
     ($self:expr, $store:ident => $call:expr) => {
         match $self {
             Blobs::Filesystem($store) => $call,
             Blobs::S3($store) => $call,
+            Blobs::Memory($store) => $call,
         }
     };
 }
@@ -117,6 +142,7 @@ macro_rules! metadata {
         match $self {
             Metadata::Filesystem($store) => $call,
             Metadata::Postgres($store) => $call,
+            Metadata::Memory($store) => $call,
         }
     };
 }
@@ -336,6 +362,18 @@ mod tests {
         let (blobs, metadata) = open(&Config::default(), dir.path()).await.unwrap();
         assert_eq!(blobs.backend(), "filesystem");
         assert_eq!(metadata.backend(), "filesystem");
+        conformance::blob_store(&blobs).await;
+        conformance::metadata_store(&metadata).await;
+    }
+
+    #[tokio::test]
+    async fn driver_memory_opens_the_memory_stores() {
+        let config: Config =
+            toml::from_str("[storage]\ndriver = \"memory\"\n[metadata]\ndriver = \"memory\"\n").unwrap();
+        let root = std::path::Path::new("/nonexistent/rbuild-memory-root");
+        let (blobs, metadata) = open(&config, root).await.unwrap();
+        assert_eq!((blobs.backend(), metadata.backend()), ("memory", "memory"));
+        assert!(!root.exists(), "nothing is kept under the root");
         conformance::blob_store(&blobs).await;
         conformance::metadata_store(&metadata).await;
     }

@@ -18,6 +18,7 @@ use super::aside::{self, Removal};
 use super::{BLOBS_DIR, UPLOADS_DIR, blob_path, blocking, fsync_dir, list_names};
 use crate::storage::{
     AppendCheck, BlobInfo, BlobStore, ByteStream, Page, PageRequest, StorageError, StorageResult, UploadId,
+    check_digest,
 };
 
 /// How much a blob read hands to the network at a time.
@@ -266,13 +267,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StorageResult<()> {
-        let actual = Digest::of(digest.algorithm(), &bytes);
-        if &actual != digest {
-            return Err(StorageError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
+        check_digest(digest, Digest::of(digest.algorithm(), &bytes))?;
         // Touched, then checked: a collector deleting it meanwhile makes the check fail, and
         // the bytes are stored again.
         if self.touch(digest).await? && self.stat(digest).await?.is_some() {
@@ -418,12 +413,7 @@ impl BlobStore for FsBlobStore {
         };
         let size = cursor.size;
         *slot = Some(cursor);
-        if &actual != digest {
-            return Err(StorageError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
+        check_digest(digest, actual)?;
         let store = self.clone();
         let target = digest.clone();
         blocking(move || store.install(&path, &target)).await?;
