@@ -215,11 +215,23 @@ engines_garage_stop() {
     engines_kill_pidfile "$1/pid" TERM
 }
 
+# Lets the postgres user reach $1: as root, adds search permission (o+x, not read) to $1 and
+# each parent it cannot pass (a mktemp -d directory is 0700).
+engines_searchable() {
+    local dir
+    dir=$(realpath "$1") || return 1
+    [[ $(id -u) -eq 0 ]] || return 0
+    while [[ $dir != / ]]; do
+        runuser -u postgres -- test -x "$dir" || chmod o+x "$dir" || return 1
+        dir=$(dirname "$dir")
+    done
+}
+
 # Starts PostgreSQL in $1/postgres and Garage in $1/garage, and exports the RBUILD_TEST_*
-# variables. Makes $1 searchable by others, as the postgres user must reach its directory.
+# variables. Makes $1 and its parents searchable by the postgres user (engines_searchable).
 engines_start() {
     local dir=$1 started=$SECONDS
-    mkdir -p "$dir" && chmod a+x "$dir" || return 1
+    mkdir -p "$dir" && engines_searchable "$dir" || return 1
     ENGINES_DIR=$dir
     engines_pg_init "$dir/postgres" && engines_pg_start "$dir/postgres" || return 1
     engines_garage_init "$dir/garage" && engines_garage_start "$dir/garage" &&

@@ -572,28 +572,43 @@ impl Drop for Prefix {
     }
 }
 
-/// What a registry on the cluster backends keeps its state in: a key prefix in a bucket and
-/// a database. Replicas given the same one share their state.
+/// What a registry on the cluster backends keeps its state in: a key prefix in a bucket
+/// (blobs) and a database (metadata), or one of the two with the filesystem for the other.
+/// Replicas given the same one share their state.
 pub struct ClusterStorage {
-    /// The database (`[metadata.postgres] url`).
-    pub database: Database,
-    /// The prefix (`[storage.s3]`).
-    pub prefix: Prefix,
+    /// The database (`[metadata.postgres] url`), if metadata are in PostgreSQL.
+    pub database: Option<Database>,
+    /// The prefix (`[storage.s3]`), if blobs are in S3.
+    pub prefix: Option<Prefix>,
 }
 
 impl ClusterStorage {
     /// A new database and prefix on the shared engines (skipped or failed per [`require`]
     /// when `scripts/test` did not start them).
     pub fn shared() -> Option<ClusterStorage> {
-        let (postgres, garage) = (Postgres::shared()?, Garage::shared()?);
-        Some(ClusterStorage::on(&postgres, &garage))
+        ClusterStorage::shared_parts(true, true)
+    }
+
+    /// A new prefix (if `s3`) and database (if `postgres`) on the shared engines.
+    pub fn shared_parts(s3: bool, postgres: bool) -> Option<ClusterStorage> {
+        let prefix = if s3 {
+            Some(Garage::shared()?.prefix())
+        } else {
+            None
+        };
+        let database = if postgres {
+            Some(Postgres::shared()?.database())
+        } else {
+            None
+        };
+        Some(ClusterStorage { database, prefix })
     }
 
     /// A new database and prefix on the given engines (private ones, for fault tests).
     pub fn on(postgres: &Postgres, garage: &Garage) -> ClusterStorage {
         ClusterStorage {
-            database: postgres.database(),
-            prefix: garage.prefix(),
+            database: Some(postgres.database()),
+            prefix: Some(garage.prefix()),
         }
     }
 
@@ -602,12 +617,16 @@ impl ClusterStorage {
     /// `toml` sets itself in those tables stays.
     pub fn config(&self, toml: &str) -> String {
         let mut config: toml::Table = toml.parse().expect("the test's registry config is TOML");
-        let mut postgres = toml::Table::new();
-        postgres.insert("url".to_owned(), self.database.url().into());
-        for (section, driver, table) in [
-            ("storage", "s3", self.prefix.config()),
-            ("metadata", "postgres", postgres),
-        ] {
+        let postgres = self.database.as_ref().map(|database| {
+            let mut table = toml::Table::new();
+            table.insert("url".to_owned(), database.url().into());
+            ("metadata", "postgres", table)
+        });
+        let s3 = self
+            .prefix
+            .as_ref()
+            .map(|prefix| ("storage", "s3", prefix.config()));
+        for (section, driver, table) in s3.into_iter().chain(postgres) {
             let section = config
                 .entry(section)
                 .or_insert_with(|| toml::Table::new().into())

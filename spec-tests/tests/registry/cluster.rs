@@ -17,7 +17,7 @@ use rbuild_oci::{Digest, media_type};
 use reqwest::Method;
 use reqwest::blocking::{Client, Response};
 use spec_tests::api::{Api, JsonBody, TestImage, header};
-use spec_tests::engines::{ClusterStorage, Garage, Postgres};
+use spec_tests::engines::{ClusterStorage, Garage, Object, Postgres};
 use spec_tests::registry::{Backend, RegistryProcess, rbuild_bin};
 use spec_tests::tools::{Ctr, Docker, run};
 use spec_tests::wait::wait_until;
@@ -77,6 +77,12 @@ impl Cluster {
             storage,
             _dir: dir,
         }
+    }
+
+    /// The objects under the replicas' prefix, as the S3 API lists them.
+    fn objects(&self) -> Vec<Object> {
+        let prefix = self.storage.prefix.as_ref();
+        prefix.expect("the replicas keep their blobs in S3").objects()
     }
 
     /// A client for replica `i`.
@@ -773,7 +779,7 @@ fn gc_in_a_loop_while_every_replica_takes_pushes() {
     let base = cluster.replicas[0].url("");
     let pushed = (0..5).any(|_| push_skipping_present(&client, &base, "cluster/doomed", "v1", &doomed));
     assert!(pushed, "the push kept losing its blobs to collections");
-    let stored = cluster.storage.prefix.objects();
+    let stored = cluster.objects();
     let layer_hex = Digest::sha256_of(&doomed.layers[0]).hex().to_owned();
     assert!(
         stored
@@ -792,7 +798,7 @@ fn gc_in_a_loop_while_every_replica_takes_pushes() {
     // Past the grace period (the client's pace, not a wait for the server).
     std::thread::sleep(Duration::from_secs(3));
     let report = cluster.gc();
-    let after = cluster.storage.prefix.objects();
+    let after = cluster.objects();
     assert!(
         !after.iter().any(|o| o.key.contains(&layer_hex)),
         "the deleted image's layer is gone from the bucket:\n{report}"

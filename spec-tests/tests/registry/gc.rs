@@ -356,7 +356,9 @@ fn gc_in_a_loop_while_pushes_go_on() {
 
 #[test]
 fn serve_collects_on_its_schedule() {
-    let registry = RegistryProcess::start_with_config("[gc]\ngrace_secs = 0\ninterval_secs = 1\n");
+    // A grace period longer than a push: with none, a scheduled run between a blob's upload
+    // and its manifest (or between the delete and the HEAD below) takes it, as it should.
+    let registry = RegistryProcess::start_with_config("[gc]\ngrace_secs = 4\ninterval_secs = 1\n");
     let api = Api::new(&registry);
     let kept = TestImage::new("kept");
     let garbage = TestImage::new("garbage");

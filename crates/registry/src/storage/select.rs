@@ -35,12 +35,12 @@ pub enum SelectError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The PostgreSQL metadata store could not be opened.
-    #[error(transparent)]
-    Postgres(#[from] PostgresError),
     /// `[storage.s3]` is missing or unusable.
     #[error("[storage.s3]: {0}")]
     S3(String),
+    /// The PostgreSQL metadata store could not be opened.
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
 }
 
 /// The blob store the configuration names.
