@@ -279,3 +279,34 @@ async fn config_keys_open_the_store_through_select() {
     assert_eq!(blobs.backend(), "s3");
     blobs.health().await.unwrap();
 }
+
+/// An object over CopyObject's limit is copied into place in UploadPartCopy pieces; here with
+/// 5 MiB pieces (S3's minimum part size) of a 12 MiB object.
+#[tokio::test]
+async fn copy_in_pieces_copies_every_byte() {
+    let Some(config) = test_config() else { return };
+    let store = S3BlobStore::open(&config).unwrap();
+    let data = content(12 * 1024 * 1024 + 7);
+    let (source, dest) = (format!("{}source", store.prefix), format!("{}dest", store.prefix));
+    store
+        .client
+        .put(&source, Bytes::from(data.clone()), (AT, millis_now()))
+        .await
+        .unwrap();
+    store
+        .copy_in_pieces(&source, &dest, data.len() as u64, 5 * 1024 * 1024)
+        .await
+        .unwrap();
+    let copied = store
+        .client
+        .get(&dest, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(copied == data, "the copy has every byte in order");
+    let head = store.client.head(&dest, AT).await.unwrap().unwrap();
+    assert!(head.meta.is_some(), "the copy carries its store time");
+}
