@@ -282,7 +282,7 @@ impl BlobStore for S3BlobStore {
                     .await?;
             } else {
                 let data = self.assemble(id, &state, tail).await?;
-                self.store_settled(digest, || self.client.copy(&data, &key, (AT, millis_now())))
+                self.store_settled(digest, || self.place(&data, &key, state.size))
                     .await?;
             }
         }
