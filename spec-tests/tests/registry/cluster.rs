@@ -39,16 +39,17 @@ const CHUNK: usize = PART / 2;
 /// several requests and the kill lands between them.
 const FAILOVER_CHUNK: usize = 1024 * 1024;
 
-/// The shared engines `scripts/test` started, under [`ClusterStorage::shared`]'s rule (in CI
-/// their absence fails the test). The second pass of the registry tests on S3 + PostgreSQL
-/// (`RBUILD_TEST_REGISTRY_BACKEND=cluster`) skips these: they choose their backends
-/// themselves and ran in the first pass, on the same engines.
+/// Whether this is the run of the registry tests on their default backend. The runs on other
+/// backends (`RBUILD_TEST_REGISTRY_BACKEND=cluster`, `s3`, `postgres`) skip these tests: they
+/// choose their backends themselves, and ran already on the same engines.
 fn first_pass() -> bool {
-    let second = Backend::of_run() == Backend::Cluster;
-    if second {
-        eprintln!("SKIPPED: the cluster tests ran in the first pass, on the same engines");
+    let backend = Backend::of_run();
+    if backend != Backend::Filesystem {
+        eprintln!(
+            "SKIPPED on the {backend:?} run: the cluster tests pick their backends and ran in the default run"
+        );
     }
-    !second
+    backend == Backend::Filesystem
 }
 
 /// Replicas of one registry: the same bucket prefix, the same database, each its own process.
