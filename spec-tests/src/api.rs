@@ -2,7 +2,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 
 use rbuild_oci::{Digest, media_type};
 use reqwest::Method;
@@ -252,24 +251,4 @@ pub fn raw_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) 
         .unwrap_or(0);
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (status, body)
-}
-
-/// Every path under `root`, sorted, for checking that a refused request created nothing.
-pub fn tree(root: &Path) -> Vec<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            out.push(path.strip_prefix(root).unwrap_or(&path).display().to_string());
-            if path.is_dir() {
-                walk(&path, root, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
 }

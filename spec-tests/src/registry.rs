@@ -1,5 +1,7 @@
-//! A `rbuild serve` process started for one test, on a free port with its own storage root.
+//! A `rbuild serve` process started for one test, on a free port with its own storage root,
+//! on the storage backend of the test run ([`Backend`]).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,73 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::engines::ClusterStorage;
 use crate::wait::wait_until;
+
+/// Where the registries of a test run keep their blobs and metadata, from
+/// `RBUILD_TEST_REGISTRY_BACKEND`: `scripts/test` runs the registry spec tests once with each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: files under the storage root (`filesystem`, or the variable unset).
+    Filesystem,
+    /// Blobs in S3 (the shared Garage), metadata in PostgreSQL (the shared server), each
+    /// registry on a prefix and a database of its own (`cluster`).
+    Cluster,
+    /// Blobs in S3, metadata in files (`s3`): to tell which half a cluster failure is in.
+    S3,
+    /// Blobs in files, metadata in PostgreSQL (`postgres`): the same, for the other half.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of this test run; an unknown name fails the test.
+    pub fn of_run() -> Backend {
+        match std::env::var("RBUILD_TEST_REGISTRY_BACKEND").as_deref() {
+            Err(_) | Ok("filesystem") => Backend::Filesystem,
+            Ok("cluster") => Backend::Cluster,
+            Ok("s3") => Backend::S3,
+            Ok("postgres") => Backend::Postgres,
+            Ok(other) => {
+                panic!("RBUILD_TEST_REGISTRY_BACKEND={other}: expected filesystem, cluster, s3 or postgres")
+            }
+        }
+    }
+
+    /// The blob store's name in the registry's metrics (their `backend` label).
+    pub fn blob_store(self) -> &'static str {
+        match self {
+            Backend::Filesystem | Backend::Postgres => "filesystem",
+            Backend::S3 | Backend::Cluster => "s3",
+        }
+    }
+
+    /// The shared engines' storage for one registry on this backend; `None` on the filesystem.
+    fn storage(self) -> Option<ClusterStorage> {
+        let (s3, postgres) = match self {
+            Backend::Filesystem => return None,
+            Backend::Cluster => (true, true),
+            Backend::S3 => (true, false),
+            Backend::Postgres => (false, true),
+        };
+        let storage = ClusterStorage::shared_parts(s3, postgres).unwrap_or_else(|| {
+            panic!(
+                "the {self:?} backend needs the engines' RBUILD_TEST_* variables \
+                 (scripts/test sets them; by hand: source scripts/engines.sh; engines_start DIR)"
+            )
+        });
+        Some(storage)
+    }
+}
+
+/// For a test that inspects the files under a filesystem registry's root: whether it runs in
+/// this test run. Under another backend it is skipped, and says so and why.
+pub fn filesystem_only(why: &str) -> bool {
+    let backend = Backend::of_run();
+    if backend != Backend::Filesystem {
+        eprintln!("SKIPPED on the {backend:?} backend: filesystem only, as it {why}");
+    }
+    backend == Backend::Filesystem
+}
 
 /// The `rbuild` binary under test: `$RBUILD_BIN`, else the one beside the test executable
 /// (`target/<profile>/rbuild`, which `scripts/test` builds before the suite runs).
@@ -42,7 +110,7 @@ pub struct ServeOptions {
 }
 
 /// A running registry. Killed (SIGKILL, by PID) when dropped; its log is printed if the test
-/// is failing.
+/// is failing. On the cluster backend its database and prefix are removed after it.
 pub struct RegistryProcess {
     child: Option<Child>,
     addr: SocketAddr,
@@ -51,6 +119,7 @@ pub struct RegistryProcess {
     config: Option<PathBuf>,
     options: ServeOptions,
     log: Arc<Mutex<String>>,
+    cluster: Option<ClusterStorage>,
     _dir: tempfile::TempDir,
 }
 
@@ -68,13 +137,23 @@ impl RegistryProcess {
         })
     }
 
-    /// Starts a registry with a configuration, extra arguments and an address.
+    /// Starts a registry with a configuration, extra arguments and an address, on the
+    /// backend of the test run unless the configuration names one.
     pub fn start_with(options: ServeOptions) -> RegistryProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
-        let config = (!options.config.is_empty()).then(|| {
+        let cluster = if ClusterStorage::names_backend(&options.config) {
+            None
+        } else {
+            Backend::of_run().storage()
+        };
+        let toml = match &cluster {
+            Some(cluster) => cluster.config(&options.config),
+            None => options.config.clone(),
+        };
+        let config = (!toml.is_empty()).then(|| {
             let path = dir.path().join("config.toml");
-            std::fs::write(&path, &options.config).expect("write config");
+            std::fs::write(&path, &toml).expect("write config");
             path
         });
         let log = Arc::new(Mutex::new(String::new()));
@@ -87,6 +166,7 @@ impl RegistryProcess {
             config,
             options,
             log,
+            cluster,
             _dir: dir,
         }
     }
@@ -106,7 +186,17 @@ impl RegistryProcess {
         format!("{}://{}{path}", self.scheme, self.addr)
     }
 
-    /// The storage root.
+    /// The prefix and database of a registry on the cluster backend.
+    pub fn cluster(&self) -> Option<&ClusterStorage> {
+        self.cluster.as_ref()
+    }
+
+    /// The bucket prefix of a registry whose blobs are in S3.
+    fn prefix(&self) -> Option<&crate::engines::Prefix> {
+        self.cluster.as_ref().and_then(|c| c.prefix.as_ref())
+    }
+
+    /// The storage root (which holds the blobs and metadata on the filesystem backend only).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -151,15 +241,15 @@ impl RegistryProcess {
         child.wait().expect("wait for server")
     }
 
-    /// The bytes of upload data staged in the storage root so far.
+    /// The bytes of upload data staged so far: in the files under the root. Filesystem only:
+    /// S3 holds a chunk until its request ends or a part fills, so there is no such figure
+    /// mid-request (tests watching it are marked [`filesystem_only`]).
     pub fn staged_upload_bytes(&self) -> u64 {
-        std::fs::read_dir(self.root.join("blobs/_uploads"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
+        assert!(
+            self.prefix().is_none(),
+            "staged_upload_bytes reads the filesystem root: mark the test filesystem_only"
+        );
+        files_under(&self.root.join("blobs/_uploads"), &|_| true)
     }
 
     /// Sends SIGHUP (reload certificates and auth files) and waits until the server has
@@ -205,20 +295,39 @@ impl RegistryProcess {
         crate::tools::run(&mut command)
     }
 
-    /// The bytes of the blobs stored under the root (staged uploads not counted).
+    /// The bytes of the blobs stored (staged uploads not counted): under the root, or on the
+    /// cluster backend under the prefix's `blobs/` in the bucket.
     pub fn stored_blob_bytes(&self) -> u64 {
-        fn walk(dir: &Path) -> u64 {
-            let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
-            entries
-                .filter(|e| e.file_name() != "_uploads")
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
+        match self.prefix() {
+            Some(prefix) => prefix
+                .objects()
+                .iter()
+                .filter(|o| o.key[prefix.prefix().len()..].starts_with("blobs/"))
+                .map(|o| o.size)
+                .sum(),
+            None => files_under(&self.root.join("blobs"), &|name| name != "_uploads"),
         }
-        walk(&self.root.join("blobs"))
+    }
+
+    /// Everything the registry has stored, to compare before and after requests that must
+    /// store nothing: each file and directory under the root (`None` for a directory), and
+    /// on the cluster backend each object under the prefix (`s3:<key>`) and each row of the
+    /// database (`postgres:<INSERT …>`, `None`).
+    pub fn stored(&self) -> BTreeMap<String, Option<u64>> {
+        let mut stored = BTreeMap::new();
+        tree(&self.root, &self.root, &mut stored);
+        if let Some(prefix) = self.prefix() {
+            for object in prefix.objects() {
+                let key = &object.key[prefix.prefix().len()..];
+                stored.insert(format!("s3:{key}"), Some(object.size));
+            }
+        }
+        if let Some(database) = self.cluster.as_ref().and_then(|c| c.database.as_ref()) {
+            for row in database.rows() {
+                stored.insert(format!("postgres:{row}"), None);
+            }
+        }
+        stored
     }
 
     /// Runs `rbuild registry fsck` on the root with the registry's config (so on whichever
@@ -240,6 +349,38 @@ impl Drop for RegistryProcess {
         self.kill();
         if std::thread::panicking() {
             eprintln!("--- rbuild serve log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The total size of the files under `dir`, in the subdirectories whose names `descend`
+/// accepts.
+fn files_under(dir: &Path, descend: &dyn Fn(&std::ffi::OsStr) -> bool) -> u64 {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    entries
+        .filter(|e| descend(&e.file_name()))
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => files_under(&e.path(), descend),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Each file (with its size) and directory (`None`) under `dir`, by its path from `root`.
+fn tree(dir: &Path, root: &Path, out: &mut BTreeMap<String, Option<u64>>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => {
+                out.insert(relative, None);
+                tree(&path, root, out);
+            }
+            Ok(m) => {
+                out.insert(relative, Some(m.len()));
+            }
+            Err(_) => {}
         }
     }
 }

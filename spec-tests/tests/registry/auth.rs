@@ -7,7 +7,6 @@
 //! that each client really trusts the CA through its own configuration (certs.d, `--cert-dir`,
 //! `hosts.toml`, `--tls-ca`) — each test first shows the client refusing without it.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -153,30 +152,6 @@ impl Drop for DockerCerts {
     }
 }
 
-/// Every file and directory under `root`, with file sizes: what a refused request must leave
-/// exactly as it was.
-fn storage_tree(root: &Path) -> BTreeMap<PathBuf, Option<u64>> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Option<u64>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let relative = path.strip_prefix(root).unwrap().to_owned();
-            let meta = entry.metadata().unwrap();
-            if meta.is_dir() {
-                out.insert(relative, None);
-                walk(&path, root, out);
-            } else {
-                out.insert(relative, Some(meta.len()));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 /// Runs `command` with `input` on stdin; returns (success, stdout + stderr).
 fn with_stdin(command: &mut Command, input: &str) -> (bool, String) {
     let mut child = command
@@ -261,17 +236,13 @@ fn docker_round_trip(mode: &str) -> Option<serde_json::Value> {
     let (ok, text) = login(&bob, "bob", "bob-pw");
     assert!(ok, "{text}");
     run(&mut bob(&["pull", &remote]));
-    let before = storage_tree(secure.registry.root());
+    let before = secure.registry.stored();
     let theirs = format!("{host}/team/bob:1");
     run(&mut bob(&["tag", &remote, &theirs]));
     let out = output(&mut bob(&["push", &theirs]));
     let text = combined(&out);
     assert!(!out.status.success() && text.contains("denied"), "{text}");
-    assert_eq!(
-        storage_tree(secure.registry.root()),
-        before,
-        "a refused push wrote something"
-    );
+    assert_eq!(secure.registry.stored(), before, "a refused push wrote something");
     run(&mut alice(&["rmi", &remote, &theirs]));
 
     run(&mut alice(&["logout", &host]));
@@ -362,7 +333,7 @@ fn skopeo_copies_with_credentials_and_a_cert_dir() {
         &target,
     ]));
 
-    let before = storage_tree(secure.registry.root());
+    let before = secure.registry.stored();
     for (creds, why) in [("bob:bob-pw", "denied"), ("alice:wrong", "unauthorized")] {
         let out = output(Command::new(&skopeo).args([
             "copy",
@@ -376,11 +347,7 @@ fn skopeo_copies_with_credentials_and_a_cert_dir() {
         let text = combined(&out).to_lowercase();
         assert!(!out.status.success() && text.contains(why), "{creds}: {text}");
     }
-    assert_eq!(
-        storage_tree(secure.registry.root()),
-        before,
-        "a refused copy wrote something"
-    );
+    assert_eq!(secure.registry.stored(), before, "a refused copy wrote something");
 
     let layout = format!("oci:{}:copied", work.path().join("layout").display());
     run(Command::new(&skopeo).args([
@@ -586,7 +553,7 @@ fn rbuild_round_trip(mode: &str) {
         &bob_config,
         &["pull", "--root", &fresh, "--tls-ca", &ca, &app],
     ));
-    let before = storage_tree(secure.registry.root());
+    let before = secure.registry.stored();
     let bobs = format!("{host}/team/bob:1");
     let context = app_context.display().to_string();
     let args = [
@@ -595,11 +562,7 @@ fn rbuild_round_trip(mode: &str) {
     let out = output(&mut rbuild(&bob_config, &args));
     let text = combined(&out);
     assert!(!out.status.success() && text.contains("denied"), "{text}");
-    assert_eq!(
-        storage_tree(secure.registry.root()),
-        before,
-        "a refused push wrote something"
-    );
+    assert_eq!(secure.registry.stored(), before, "a refused push wrote something");
 
     // Logged out, the private image is out of reach.
     let out = run(&mut rbuild(&config, &["logout", &host]));
@@ -696,7 +659,7 @@ fn refusals_are_the_right_401_or_403_and_write_nothing() {
         request.send().unwrap()
     };
     let bearer = |token: &str| Some(format!("Bearer {token}"));
-    let before = storage_tree(secure.registry.root());
+    let before = secure.registry.stored();
 
     // No credentials: 401 with the challenge clients follow.
     let response = http.get(secure.url("/v2/")).send().unwrap();
@@ -797,7 +760,7 @@ fn refusals_are_the_right_401_or_403_and_write_nothing() {
         );
     }
     assert_eq!(
-        storage_tree(secure.registry.root()),
+        secure.registry.stored(),
         before,
         "a refused request wrote something"
     );
@@ -813,7 +776,7 @@ fn htpasswd_refusals_are_401_or_403_and_write_nothing() {
         return;
     };
     let http = https_client(&secure.ca.cert(), None);
-    let before = storage_tree(secure.registry.root());
+    let before = secure.registry.stored();
     let upload = secure.url("/v2/team/app/blobs/uploads/");
     let response = http.post(&upload).send().unwrap();
     assert_eq!(response.status(), 401);
@@ -830,7 +793,7 @@ fn htpasswd_refusals_are_401_or_403_and_write_nothing() {
         200
     );
     assert_eq!(
-        storage_tree(secure.registry.root()),
+        secure.registry.stored(),
         before,
         "a refused request wrote something"
     );

@@ -160,12 +160,10 @@ fn the_deployment_starts_rbuild_serve_and_its_probes_answer() {
     let Some(ca) = TestCa::new("deploy") else { return };
     let all = manifests();
     let work = tempfile::tempdir().unwrap();
-    // The files the pod mounts, made real.
-    let config = work.path().join("config.toml");
+    // The files the pod mounts, made real (the harness writes the config, on the run's backend).
     let toml = get(&all, "ConfigMap/rbuild-config")["data"]["config.toml"]
         .as_str()
         .unwrap();
-    std::fs::write(&config, toml).unwrap();
     let tls = ca.server("server", "localhost");
     let htpasswd = work.path().join("htpasswd");
     let mut add = Command::new(rbuild_bin());
@@ -182,9 +180,8 @@ fn the_deployment_starts_rbuild_serve_and_its_probes_answer() {
         let arg = arg.as_str().unwrap();
         let flag = arg.split_once('=').map_or(arg, |(flag, _)| flag);
         let value = match flag {
-            // The harness chooses the address and the storage root.
-            "--addr" | "--root" => continue,
-            "--config" => config.display().to_string(),
+            // The harness chooses the address and the storage root, and passes the config.
+            "--addr" | "--root" | "--config" => continue,
             "--tls-cert" => tls.cert.display().to_string(),
             "--tls-key" => tls.key.display().to_string(),
             "--htpasswd" => htpasswd.display().to_string(),
@@ -194,6 +191,7 @@ fn the_deployment_starts_rbuild_serve_and_its_probes_answer() {
     }
     assert_eq!(container["args"][0], "serve");
     let registry = RegistryProcess::start_with(ServeOptions {
+        config: toml.to_owned(),
         args,
         ..ServeOptions::default()
     });

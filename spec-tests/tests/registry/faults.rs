@@ -8,12 +8,18 @@ use std::time::Duration;
 use rbuild_oci::{Digest, media_type};
 use reqwest::Method;
 use spec_tests::api::{Api, JsonBody, TestImage, header};
-use spec_tests::registry::RegistryProcess;
+use spec_tests::registry::{RegistryProcess, filesystem_only};
 use spec_tests::wait::wait_until;
 
 /// The size of the one staged upload under `root`.
 #[test]
 fn upload_resumes_after_kill_9() {
+    if !filesystem_only(
+        "kills the server once part of a request body is in the upload file; S3 keeps a chunk \
+         until its request ends or an 8 MiB part fills (cluster.rs kills replicas mid-upload)",
+    ) {
+        return;
+    }
     let mut registry = RegistryProcess::start();
     let content: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i * 7 % 256) as u8).collect();
     let digest = Digest::sha256_of(&content);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use spec_tests::api::{Api, TestImage, error_code, header};
-use spec_tests::registry::RegistryProcess;
+use spec_tests::registry::{RegistryProcess, filesystem_only};
 use spec_tests::wait::wait_until;
 
 #[test]
@@ -37,6 +37,12 @@ fn deletion_can_be_disabled() {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
+    if !filesystem_only(
+        "knows the request is in flight by its first bytes in the upload file; S3 keeps a chunk \
+         until its request ends",
+    ) {
+        return;
+    }
     let mut registry = RegistryProcess::start();
     let api = Api::new(&registry);
     let location = api.start_upload("graceful");

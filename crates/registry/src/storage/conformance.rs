@@ -116,7 +116,8 @@ fn noise(seed: u64, len: usize) -> Bytes {
     bytes.into()
 }
 
-async fn read_all<B: BlobStore>(blobs: &B, digest: &Digest, range: std::ops::Range<u64>) -> Vec<u8> {
+/// The bytes of `range` of a stored blob, collected.
+pub async fn read_all<B: BlobStore>(blobs: &B, digest: &Digest, range: std::ops::Range<u64>) -> Vec<u8> {
     let chunks: Vec<Bytes> = blobs
         .read(digest, range)
         .await

@@ -17,6 +17,7 @@ use super::check::Finding;
 use super::fs::{FsBlobStore, FsMetadataStore};
 use super::memory::{MemoryBlobStore, MemoryMetadataStore};
 use super::postgres::{Migrated, PgMetadataStore, PostgresError};
+use super::s3::S3BlobStore;
 use super::{
     AppendCheck, BlobInfo, BlobStore, ByteStream, LinkInfo, ManifestInfo, ManifestRecord, MetadataStore,
     Page, PageRequest, StorageResult, TagInfo, UploadId, UploadSession,
@@ -34,6 +35,9 @@ pub enum SelectError {
         /// The cause.
         source: std::io::Error,
     },
+    /// `[storage.s3]` is missing or unusable.
+    #[error("[storage.s3]: {0}")]
+    S3(String),
     /// The PostgreSQL metadata store could not be opened.
     #[error(transparent)]
     Postgres(#[from] PostgresError),
@@ -44,6 +48,8 @@ pub enum SelectError {
 pub enum Blobs {
     /// Files under the storage root.
     Filesystem(FsBlobStore),
+    /// An S3-compatible bucket.
+    S3(S3BlobStore),
     /// This process's memory.
     Memory(MemoryBlobStore),
 }
@@ -68,6 +74,14 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
     };
     let blobs = match config.storage.driver {
         BlobDriver::Filesystem => Blobs::Filesystem(FsBlobStore::open(root, fsync).map_err(filesystem)?),
+        BlobDriver::S3 => {
+            let s3 = config
+                .storage
+                .s3
+                .as_ref()
+                .ok_or_else(|| SelectError::S3("missing".to_owned()))?;
+            Blobs::S3(S3BlobStore::open(s3).map_err(SelectError::S3)?)
+        }
         BlobDriver::Memory => Blobs::Memory(MemoryBlobStore::new()),
     };
     let metadata = match config.metadata.driver {
@@ -116,6 +130,7 @@ macro_rules! blobs {
     ($self:expr, $store:ident => $call:expr) => {
         match $self {
             Blobs::Filesystem($store) => $call,
+            Blobs::S3($store) => $call,
             Blobs::Memory($store) => $call,
         }
     };
@@ -195,6 +210,10 @@ impl BlobStore for Blobs {
 
     async fn delete_if_idle(&self, digest: &Digest, cutoff: SystemTime) -> StorageResult<Option<u64>> {
         blobs!(self, s => s.delete_if_idle(digest, cutoff).await)
+    }
+
+    async fn redirect(&self, digest: &Digest) -> StorageResult<Option<String>> {
+        blobs!(self, s => s.redirect(digest).await)
     }
 }
 
