@@ -314,7 +314,9 @@ impl BlobStore for S3BlobStore {
                     .await?;
             }
         }
-        self.discard(id, None).await?;
+        // Aborting a completed multipart upload is a no-op; one left open when the blob was
+        // already stored would keep its parts (and their bytes) in the bucket.
+        self.discard(id, state.multipart.as_deref()).await?;
         Ok(state.size)
     }
 
