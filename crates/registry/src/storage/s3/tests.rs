@@ -64,6 +64,23 @@ fn content(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How many multipart uploads are open under the store's prefix (ListMultipartUploads).
+async fn open_multipart_uploads(store: &S3BlobStore) -> usize {
+    let query = [("uploads", ""), ("prefix", store.prefix.as_str())];
+    let response = store
+        .client
+        .send(reqwest::Method::GET, "", &query, &[], None)
+        .await
+        .unwrap();
+    let body = client::ok("ListMultipartUploads", response)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    xml::elements(&body, "Upload").len()
+}
+
 /// Every key under the store's prefix.
 async fn keys(store: &S3BlobStore) -> Vec<String> {
     let listing = store
@@ -161,12 +178,30 @@ async fn wrong_digest_stores_nothing_and_cancel_leaves_nothing() {
     assert!(listed.items.is_empty());
     let digest = Digest::sha256_of(&data);
     assert_eq!(b.upload_commit(&id, &digest).await.unwrap(), data.len() as u64);
+    // The same content again: the stored blob is touched and the second upload's parts go.
+    let again = UploadId::new();
+    a.upload_create(&again).await.unwrap();
+    append(&a, &again, 0, &data).await;
+    let (state, _) = a.load_state(&again).await.unwrap();
+    assert!(state.multipart.is_some(), "a part was sent");
+    assert_eq!(open_multipart_uploads(&a).await, 1);
+    assert_eq!(b.upload_commit(&again, &digest).await.unwrap(), data.len() as u64);
+    assert_eq!(
+        open_multipart_uploads(&a).await,
+        0,
+        "no multipart upload left open"
+    );
 
     let id = UploadId::new();
     b.upload_create(&id).await.unwrap();
     append(&b, &id, 0, &data).await;
     a.upload_cancel(&id).await.unwrap();
-    assert_eq!(keys(&a).await, [a.blob_key(&digest)]);
+    assert_eq!(keys(&a).await, [a.blob_key(&digest), a.touched_key(&digest)]);
+    assert_eq!(
+        open_multipart_uploads(&a).await,
+        0,
+        "no multipart upload left open"
+    );
     assert!(matches!(
         b.upload_size(&id).await,
         Err(StorageError::UploadUnknown)

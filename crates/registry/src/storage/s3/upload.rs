@@ -13,6 +13,14 @@
 //! `uploads/<id>/data`; a commit completes it there and copies it to the blob's key (S3 fixes
 //! a multipart upload's key when it starts, before the digest is known). On Garage a copy
 //! shares the stored blocks, so it costs no data transfer.
+//!
+//! No replica caches anything between requests, so moving to another replica costs nothing
+//! over staying: every append, wherever it runs, GETs the state object and PUTs it back. The
+//! SHA-256 resumes from its saved state (`sha256`), about 100 bytes: nothing is re-hashed or
+//! re-read. `benches/src/bin/s3-throughput.rs` measured 16 appends of 1 MiB at 42 to 109 ms
+//! each through one handle and 47 to 88 ms alternating two (same run, noisy machine). What
+//! small chunks do pay is the tail: each rewrites up to a part's worth of bytes; clients that
+//! send chunks of a part or more (or one PATCH, as docker and containerd do) pay nothing.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
