@@ -250,10 +250,10 @@ pub enum MetadataDriver {
     /// Files under the storage root: the embedded default.
     #[default]
     Filesystem,
-    /// A PostgreSQL database every replica shares (`[metadata.postgres]`).
-    Postgres,
     /// In this process's memory, gone when it exits: for tests and benchmarks.
     Memory,
+    /// A PostgreSQL database every replica shares (`[metadata.postgres]`).
+    Postgres,
 }
 
 /// Request limits.

@@ -19,7 +19,7 @@ use spec_tests::tools::{Ctr, Docker, run, which};
 const LAYER_BYTES: usize = 1024 * 1024;
 
 /// `len` bytes no compressor shrinks, derived from `seed`.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
@@ -52,7 +52,7 @@ fn build_image(docker: &Docker, dir: &Path, tag: &str, seed: u64) -> String {
 }
 
 /// The number after `word` in gc's summary line (`freed 123 bytes`).
-fn figure(output: &str, word: &str) -> u64 {
+pub(crate) fn figure(output: &str, word: &str) -> u64 {
     output
         .split(word)
         .nth(1)
@@ -138,7 +138,13 @@ fn gc_frees_deleted_and_moved_images_and_the_rest_pull_complete() {
 /// Pushes `image` to `repo:tag` as docker does: blobs the registry has are not sent again.
 /// Returns whether the manifest was accepted; `false` means a collection removed a blob
 /// between the check and the manifest (the client's cue to upload it again).
-fn push_skipping_present(client: &Client, base: &str, repo: &str, tag: &str, image: &TestImage) -> bool {
+pub(crate) fn push_skipping_present(
+    client: &Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    image: &TestImage,
+) -> bool {
     for blob in std::iter::once(&image.config).chain(&image.layers) {
         let digest = Digest::sha256_of(blob);
         let head = client
@@ -178,7 +184,11 @@ fn push_skipping_present(client: &Client, base: &str, repo: &str, tag: &str, ima
 /// A worker's images: each has a layer of its own and one of an image pushed earlier (so a
 /// layer may be garbage past the grace period when it is named again), and moves one of two
 /// tags, leaving the image before it untagged.
-fn http_pusher(base: String, worker: usize, stop: Arc<AtomicBool>) -> (BTreeMap<String, TestImage>, usize) {
+pub(crate) fn http_pusher(
+    base: String,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+) -> (BTreeMap<String, TestImage>, usize) {
     let client = Client::new();
     let repo = format!("load/w{worker}");
     let mut own_layers: Vec<Vec<u8>> = Vec::new();

@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod blobs;
+mod cluster;
 mod conformance;
 mod deploy;
 mod discovery;
@@ -17,4 +18,5 @@ mod mounts;
 mod notifications;
 mod operation;
 mod proxy;
+mod s3;
 mod uploads;

@@ -59,10 +59,10 @@ pub enum Blobs {
 pub enum Metadata {
     /// Files under the storage root.
     Filesystem(FsMetadataStore),
-    /// Tables in a PostgreSQL database.
-    Postgres(PgMetadataStore),
     /// This process's memory.
     Memory(MemoryMetadataStore),
+    /// Tables in a PostgreSQL database.
+    Postgres(PgMetadataStore),
 }
 
 /// Opens the stores `config` names; `root` is where the filesystem ones keep their files.
@@ -88,25 +88,12 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
         MetadataDriver::Filesystem => {
             Metadata::Filesystem(FsMetadataStore::open(root, fsync).map_err(filesystem)?)
         }
+        MetadataDriver::Memory => Metadata::Memory(MemoryMetadataStore::new()),
         MetadataDriver::Postgres => {
             Metadata::Postgres(PgMetadataStore::open(&config.metadata.postgres).await?)
         }
-        MetadataDriver::Memory => Metadata::Memory(MemoryMetadataStore::new()),
     };
     Ok((blobs, metadata))
-}
-
-/// Brings the configured metadata store's schema up to date (`rbuild registry migrate`);
-/// `None` when the backend has no schema to migrate.
-pub async fn migrate(config: &Config) -> Result<Option<Migrated>, SelectError> {
-    match config.metadata.driver {
-        MetadataDriver::Filesystem | MetadataDriver::Memory => Ok(None),
-        MetadataDriver::Postgres => {
-            let store = PgMetadataStore::connect(&config.metadata.postgres)?;
-            let migrated = store.migrate().await.map_err(PostgresError::Migrate)?;
-            Ok(Some(migrated))
-        }
-    }
 }
 
 /// Whether `config` keeps anything under the storage root (a filesystem store), so that the
@@ -125,6 +112,19 @@ pub async fn file_findings(config: &Config, root: &Path) -> StorageResult<Vec<Fi
     super::fs::blocking(move || super::fs::fsck::files(&root)).await
 }
 
+/// Brings the configured metadata store's schema up to date (`rbuild registry migrate`);
+/// `None` when the backend has no schema to migrate.
+pub async fn migrate(config: &Config) -> Result<Option<Migrated>, SelectError> {
+    match config.metadata.driver {
+        MetadataDriver::Filesystem | MetadataDriver::Memory => Ok(None),
+        MetadataDriver::Postgres => {
+            let store = PgMetadataStore::connect(&config.metadata.postgres)?;
+            let migrated = store.migrate().await.map_err(PostgresError::Migrate)?;
+            Ok(Some(migrated))
+        }
+    }
+}
+
 /// Runs `$call` on the backend inside a [`Blobs`], bound to `$store`.
 macro_rules! blobs {
     ($self:expr, $store:ident => $call:expr) => {
@@ -141,8 +141,8 @@ macro_rules! metadata {
     ($self:expr, $store:ident => $call:expr) => {
         match $self {
             Metadata::Filesystem($store) => $call,
-            Metadata::Postgres($store) => $call,
             Metadata::Memory($store) => $call,
+            Metadata::Postgres($store) => $call,
         }
     };
 }

@@ -1,5 +1,6 @@
 //! The few S3 calls the blob store makes, signed with SigV4 and sent through reqwest.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -262,10 +263,7 @@ impl Client {
     /// Copies `source` to `dest` inside the bucket, replacing the metadata with `meta`.
     pub async fn copy(&self, source: &str, dest: &str, meta: (&str, String)) -> StorageResult<()> {
         let headers = [
-            (
-                "x-amz-copy-source",
-                format!("/{}/{}", self.inner.bucket, sigv4::encode(source, true)),
-            ),
+            ("x-amz-copy-source", self.copy_source(source)),
             ("x-amz-metadata-directive", "REPLACE".to_owned()),
             (&*format!("x-amz-meta-{}", meta.0), meta.1),
         ];
@@ -313,15 +311,50 @@ impl Client {
         Ok(Listing { objects, next })
     }
 
-    /// Starts a multipart upload to `key`; returns its id.
-    pub async fn create_multipart(&self, key: &str) -> StorageResult<String> {
+    /// Starts a multipart upload to `key` (whose object will carry the metadata `meta`);
+    /// returns its id.
+    pub async fn create_multipart(&self, key: &str, meta: Option<(&str, String)>) -> StorageResult<String> {
+        let meta = meta.map(|(name, value)| (format!("x-amz-meta-{name}"), value));
+        let headers: Vec<(&str, String)> = meta.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
         let response = self
-            .send(Method::POST, key, &[("uploads", "")], &[], None)
+            .send(Method::POST, key, &[("uploads", "")], &headers, None)
             .await?;
         let body = ok_text("CreateMultipartUpload", response).await?;
         xml::element(&body, "UploadId")
             .map(xml::unescape)
             .ok_or_else(|| malformed("CreateMultipartUpload", &body))
+    }
+
+    /// Copies bytes `range` of `source` as part `number` of a multipart upload to `key`;
+    /// returns the part's ETag.
+    pub async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &str,
+        number: usize,
+        source: &str,
+        range: Range<u64>,
+    ) -> StorageResult<String> {
+        let number = number.to_string();
+        let query = [("partNumber", number.as_str()), ("uploadId", upload)];
+        let headers = [
+            ("x-amz-copy-source", self.copy_source(source)),
+            (
+                "x-amz-copy-source-range",
+                format!("bytes={}-{}", range.start, range.end - 1),
+            ),
+        ];
+        let response = self.send(Method::PUT, key, &query, &headers, None).await?;
+        let body = ok_text("UploadPartCopy", response).await?;
+        xml_error("UploadPartCopy", &body)?;
+        xml::element(&body, "ETag")
+            .map(xml::unescape)
+            .ok_or_else(|| malformed("UploadPartCopy", &body))
+    }
+
+    /// The `x-amz-copy-source` header naming `key` in this bucket.
+    fn copy_source(&self, key: &str) -> String {
+        format!("/{}/{}", self.inner.bucket, sigv4::encode(key, true))
     }
 
     /// Uploads part `number` (from 1) of a multipart upload; returns its ETag.

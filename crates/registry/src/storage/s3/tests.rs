@@ -64,6 +64,23 @@ fn content(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How many multipart uploads are open under the store's prefix (ListMultipartUploads).
+async fn open_multipart_uploads(store: &S3BlobStore) -> usize {
+    let query = [("uploads", ""), ("prefix", store.prefix.as_str())];
+    let response = store
+        .client
+        .send(reqwest::Method::GET, "", &query, &[], None)
+        .await
+        .unwrap();
+    let body = client::ok("ListMultipartUploads", response)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    xml::elements(&body, "Upload").len()
+}
+
 /// Every key under the store's prefix.
 async fn keys(store: &S3BlobStore) -> Vec<String> {
     let listing = store
@@ -161,12 +178,30 @@ async fn wrong_digest_stores_nothing_and_cancel_leaves_nothing() {
     assert!(listed.items.is_empty());
     let digest = Digest::sha256_of(&data);
     assert_eq!(b.upload_commit(&id, &digest).await.unwrap(), data.len() as u64);
+    // The same content again: the stored blob is touched and the second upload's parts go.
+    let again = UploadId::new();
+    a.upload_create(&again).await.unwrap();
+    append(&a, &again, 0, &data).await;
+    let (state, _) = a.load_state(&again).await.unwrap();
+    assert!(state.multipart.is_some(), "a part was sent");
+    assert_eq!(open_multipart_uploads(&a).await, 1);
+    assert_eq!(b.upload_commit(&again, &digest).await.unwrap(), data.len() as u64);
+    assert_eq!(
+        open_multipart_uploads(&a).await,
+        0,
+        "no multipart upload left open"
+    );
 
     let id = UploadId::new();
     b.upload_create(&id).await.unwrap();
     append(&b, &id, 0, &data).await;
     a.upload_cancel(&id).await.unwrap();
-    assert_eq!(keys(&a).await, [a.blob_key(&digest)]);
+    assert_eq!(keys(&a).await, [a.blob_key(&digest), a.touched_key(&digest)]);
+    assert_eq!(
+        open_multipart_uploads(&a).await,
+        0,
+        "no multipart upload left open"
+    );
     assert!(matches!(
         b.upload_size(&id).await,
         Err(StorageError::UploadUnknown)
@@ -278,4 +313,80 @@ async fn config_keys_open_the_store_through_select() {
     let (blobs, _) = crate::storage::select::open(&parsed, dir.path()).await.unwrap();
     assert_eq!(blobs.backend(), "s3");
     blobs.health().await.unwrap();
+}
+
+/// An object over CopyObject's limit is copied into place in UploadPartCopy pieces; here with
+/// 5 MiB pieces (S3's minimum part size) of a 12 MiB object.
+#[tokio::test]
+async fn copy_in_pieces_copies_every_byte() {
+    let Some(config) = test_config() else { return };
+    let store = S3BlobStore::open(&config).unwrap();
+    let data = content(12 * 1024 * 1024 + 7);
+    let (source, dest) = (format!("{}source", store.prefix), format!("{}dest", store.prefix));
+    store
+        .client
+        .put(&source, Bytes::from(data.clone()), (AT, millis_now()))
+        .await
+        .unwrap();
+    store
+        .copy_in_pieces(&source, &dest, data.len() as u64, 5 * 1024 * 1024)
+        .await
+        .unwrap();
+    let copied = store
+        .client
+        .get(&dest, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(copied == data, "the copy has every byte in order");
+    let head = store.client.head(&dest, AT).await.unwrap().unwrap();
+    assert!(head.meta.is_some(), "the copy carries its store time");
+}
+
+/// A touch that finds a collector's deletion intent waits for the collector's decision: false
+/// if the blob went, true if the collector kept it. An intent older than INTENT_TTL (a dead
+/// collector's) is not waited for.
+#[tokio::test]
+async fn touch_waits_out_a_deciding_collector() {
+    let Some(config) = test_config() else { return };
+    let (collector, toucher) = replicas(&config);
+    let data = Bytes::from_static(b"contended blob");
+    let digest = Digest::sha256_of(&data);
+    let intent = collector.intent_key(&digest);
+    for deleted in [true, false] {
+        collector.put(&digest, data.clone()).await.unwrap();
+        collector
+            .client
+            .put(&intent, Bytes::new(), (AT, millis_now()))
+            .await
+            .unwrap();
+        let touch = tokio::spawn({
+            let (toucher, digest) = (toucher.clone(), digest.clone());
+            async move { toucher.touch(&digest).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!touch.is_finished(), "the touch waits while the intent stands");
+        if deleted {
+            collector
+                .client
+                .delete(&collector.blob_key(&digest))
+                .await
+                .unwrap();
+        }
+        collector.client.delete(&intent).await.unwrap();
+        assert_eq!(touch.await.unwrap(), !deleted);
+    }
+    let stale = UNIX_EPOCH.elapsed().unwrap() - INTENT_TTL - Duration::from_secs(1);
+    collector
+        .client
+        .put(&intent, Bytes::new(), (AT, stale.as_millis().to_string()))
+        .await
+        .unwrap();
+    assert!(
+        toucher.touch(&digest).await.unwrap(),
+        "a dead collector's intent is ignored"
+    );
 }
