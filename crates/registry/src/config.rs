@@ -15,6 +15,10 @@
 //! fsync = true             # flush blobs and metadata to disk before acknowledging
 //! delete_enabled = true    # false: DELETE answers 405 UNSUPPORTED
 //!
+//! [storage.s3]             # driver = "s3": see `crate::storage::s3::S3Config`
+//! endpoint = "http://127.0.0.1:3900"
+//! bucket = "registry"
+//!
 //! [metadata]
 //! driver = "filesystem"    # where repositories, manifests and tags live
 //!
@@ -196,6 +200,8 @@ pub struct StorageConfig {
     pub fsync: bool,
     /// Whether DELETE of manifests, tags and blobs is allowed.
     pub delete_enabled: bool,
+    /// The bucket, for `driver = "s3"`.
+    pub s3: Option<crate::storage::s3::S3Config>,
 }
 
 impl Default for StorageConfig {
@@ -204,6 +210,7 @@ impl Default for StorageConfig {
             driver: BlobDriver::Filesystem,
             fsync: true,
             delete_enabled: true,
+            s3: None,
         }
     }
 }
@@ -215,6 +222,8 @@ pub enum BlobDriver {
     /// Files under the storage root: the embedded default.
     #[default]
     Filesystem,
+    /// An S3-compatible bucket, configured by `[storage.s3]`.
+    S3,
 }
 
 /// Where named state (repositories, manifests, tags, upload sessions) lives: `[metadata]`.

@@ -83,6 +83,30 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// A client configuration trusting the system's roots (the built-in Mozilla set when the
+/// system has none: a container built from scratch), and the PEM bundle `extra_ca` too.
+pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let loaded = rustls_native_certs::load_native_certs();
+    if loaded.certs.is_empty() {
+        roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec());
+    } else {
+        roots.add_parsable_certificates(loaded.certs);
+    }
+    if let Some(path) = extra_ca {
+        roots.add_parsable_certificates(certificates(path)?);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::File {
+            path: extra_ca.unwrap_or(Path::new("")).to_owned(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Builds the rustls configuration the settings describe.
 fn server_config(settings: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

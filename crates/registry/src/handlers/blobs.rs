@@ -1,6 +1,6 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
 
-use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
+use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LOCATION, RANGE};
 use http::{Response, StatusCode};
 use rbuild_oci::{Digest, RepositoryName};
 
@@ -36,6 +36,12 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             return Ok(response);
         }
         let size = self.linked_blob_size(name, digest).await?;
+        if parts.method == http::Method::GET
+            && let Some(url) = self.blobs.redirect(digest).await?
+        {
+            let headers = [(LOCATION, url), (DOCKER_CONTENT_DIGEST, digest.to_string())];
+            return Ok(response(StatusCode::TEMPORARY_REDIRECT, headers, empty()));
+        }
         let range = match header(&parts.headers, &RANGE) {
             Some(value) => Some(parse_range(value, size).ok_or_else(|| {
                 RegistryError::new(

@@ -6,7 +6,6 @@
 //! As in distribution, any 2xx or 3xx status means delivered; anything else, a connection
 //! error or a timeout is retried.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -45,14 +44,7 @@ impl Sender {
             endpoint: name.clone(),
             reason,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(system_roots());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| error(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls::client_config(None).map_err(|e| error(e.to_string()))?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("rbuild-registry/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout())
@@ -151,17 +143,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The system's trusted roots, or the built-in Mozilla set when the system has none (a
-/// container built from scratch).
-fn system_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    let loaded = rustls_native_certs::load_native_certs();
-    if loaded.certs.is_empty() {
-        webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec()
-    } else {
-        loaded.certs
-    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,8 @@ fn failing_body(first: &[u8]) -> ByteStream {
     Box::pin(futures_util::stream::iter(items))
 }
 
-async fn read_all<B: BlobStore>(blobs: &B, digest: &Digest, range: std::ops::Range<u64>) -> Vec<u8> {
+/// The bytes of `range` of a stored blob, collected.
+pub async fn read_all<B: BlobStore>(blobs: &B, digest: &Digest, range: std::ops::Range<u64>) -> Vec<u8> {
     let chunks: Vec<Bytes> = blobs
         .read(digest, range)
         .await

@@ -12,6 +12,7 @@
 pub mod conformance;
 pub mod fs;
 mod listing;
+pub mod s3;
 pub mod select;
 
 use std::collections::BTreeMap;
@@ -275,6 +276,14 @@ pub trait BlobStore: Clone + Send + Sync + 'static {
         digest: &Digest,
         cutoff: SystemTime,
     ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
+
+    /// A URL the client may fetch a stored blob from directly, instead of through the
+    /// registry (distribution's `redirect`): a blob GET then answers 307 and the replica
+    /// serves no blob bytes. `None` (the default) serves them.
+    fn redirect(&self, digest: &Digest) -> impl Future<Output = StorageResult<Option<String>>> + Send {
+        let _ = digest;
+        std::future::ready(Ok(None))
+    }
 }
 
 /// Named state: repository links, manifests, tags, referrers, and upload sessions.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 
 use super::fs::{FsBlobStore, FsMetadataStore};
+use super::s3::S3BlobStore;
 use super::{
     AppendCheck, BlobInfo, BlobStore, ByteStream, LinkInfo, ManifestInfo, ManifestRecord, MetadataStore,
     Page, PageRequest, StorageResult, TagInfo, UploadId, UploadSession,
@@ -31,6 +32,9 @@ pub enum SelectError {
         /// The cause.
         source: std::io::Error,
     },
+    /// `[storage.s3]` is missing or unusable.
+    #[error("[storage.s3]: {0}")]
+    S3(String),
 }
 
 /// The blob store the configuration names.
@@ -38,6 +42,8 @@ pub enum SelectError {
 pub enum Blobs {
     /// Files under the storage root.
     Filesystem(FsBlobStore),
+    /// An S3-compatible bucket.
+    S3(S3BlobStore),
 }
 
 /// The metadata store the configuration names.
@@ -56,6 +62,14 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
     };
     let blobs = match config.storage.driver {
         BlobDriver::Filesystem => Blobs::Filesystem(FsBlobStore::open(root, fsync).map_err(filesystem)?),
+        BlobDriver::S3 => {
+            let s3 = config
+                .storage
+                .s3
+                .as_ref()
+                .ok_or_else(|| SelectError::S3("missing".to_owned()))?;
+            Blobs::S3(S3BlobStore::open(s3).map_err(SelectError::S3)?)
+        }
     };
     let metadata = match config.metadata.driver {
         MetadataDriver::Filesystem => {
@@ -70,6 +84,7 @@ macro_rules! blobs {
     ($self:expr, $store:ident => $call:expr) => {
         match $self {
             Blobs::Filesystem($store) => $call,
+            Blobs::S3($store) => $call,
         }
     };
 }
@@ -146,6 +161,10 @@ impl BlobStore for Blobs {
 
     async fn delete_if_idle(&self, digest: &Digest, cutoff: SystemTime) -> StorageResult<Option<u64>> {
         blobs!(self, s => s.delete_if_idle(digest, cutoff).await)
+    }
+
+    async fn redirect(&self, digest: &Digest) -> StorageResult<Option<String>> {
+        blobs!(self, s => s.redirect(digest).await)
     }
 }
 
