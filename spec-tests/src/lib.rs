@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod distribution;
+pub mod engines;
 pub mod hostname;
 pub mod images;
 pub mod pki;

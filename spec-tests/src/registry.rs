@@ -1,4 +1,5 @@
-//! A `rbuild serve` process started for one test, on a free port with its own storage root.
+//! A `rbuild serve` process started for one test, on a free port with its own storage root,
+//! on the storage backend of the test run ([`Backend`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -8,7 +9,40 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::engines::ClusterStorage;
 use crate::wait::wait_until;
+
+/// Where the registries of a test run keep their blobs and metadata, from
+/// `RBUILD_TEST_REGISTRY_BACKEND`: `scripts/test` runs the registry spec tests once with each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: files under the storage root (`filesystem`, or the variable unset).
+    Filesystem,
+    /// Blobs in S3 (the shared Garage), metadata in PostgreSQL (the shared server), each
+    /// registry on a prefix and a database of its own (`cluster`).
+    Cluster,
+}
+
+impl Backend {
+    /// The backend of this test run; an unknown name fails the test.
+    pub fn of_run() -> Backend {
+        match std::env::var("RBUILD_TEST_REGISTRY_BACKEND").as_deref() {
+            Err(_) | Ok("filesystem") => Backend::Filesystem,
+            Ok("cluster") => Backend::Cluster,
+            Ok(other) => panic!("RBUILD_TEST_REGISTRY_BACKEND={other}: expected filesystem or cluster"),
+        }
+    }
+}
+
+/// For a test that inspects the files under a filesystem registry's root: whether it runs in
+/// this test run. Under another backend it is skipped, and says so and why.
+pub fn filesystem_only(why: &str) -> bool {
+    let backend = Backend::of_run();
+    if backend != Backend::Filesystem {
+        eprintln!("SKIPPED on the {backend:?} backend: filesystem only, as it {why}");
+    }
+    backend == Backend::Filesystem
+}
 
 /// The `rbuild` binary under test: `$RBUILD_BIN`, else the one beside the test executable
 /// (`target/<profile>/rbuild`, which `scripts/test` builds before the suite runs).
@@ -42,7 +76,7 @@ pub struct ServeOptions {
 }
 
 /// A running registry. Killed (SIGKILL, by PID) when dropped; its log is printed if the test
-/// is failing.
+/// is failing. On the cluster backend its database and prefix are removed after it.
 pub struct RegistryProcess {
     child: Option<Child>,
     addr: SocketAddr,
@@ -51,6 +85,7 @@ pub struct RegistryProcess {
     config: Option<PathBuf>,
     options: ServeOptions,
     log: Arc<Mutex<String>>,
+    cluster: Option<ClusterStorage>,
     _dir: tempfile::TempDir,
 }
 
@@ -68,13 +103,26 @@ impl RegistryProcess {
         })
     }
 
-    /// Starts a registry with a configuration, extra arguments and an address.
+    /// Starts a registry with a configuration, extra arguments and an address, on the
+    /// backend of the test run unless the configuration names one.
     pub fn start_with(options: ServeOptions) -> RegistryProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
-        let config = (!options.config.is_empty()).then(|| {
+        let cluster = (Backend::of_run() == Backend::Cluster
+            && !ClusterStorage::names_backend(&options.config))
+        .then(|| {
+            ClusterStorage::shared().expect(
+                "RBUILD_TEST_REGISTRY_BACKEND=cluster needs the engines' RBUILD_TEST_* variables \
+                     (scripts/test sets them; by hand: source scripts/engines.sh; engines_start DIR)",
+            )
+        });
+        let toml = match &cluster {
+            Some(cluster) => cluster.config(&options.config),
+            None => options.config.clone(),
+        };
+        let config = (!toml.is_empty()).then(|| {
             let path = dir.path().join("config.toml");
-            std::fs::write(&path, &options.config).expect("write config");
+            std::fs::write(&path, &toml).expect("write config");
             path
         });
         let log = Arc::new(Mutex::new(String::new()));
@@ -87,6 +135,7 @@ impl RegistryProcess {
             config,
             options,
             log,
+            cluster,
             _dir: dir,
         }
     }
@@ -106,7 +155,12 @@ impl RegistryProcess {
         format!("{}://{}{path}", self.scheme, self.addr)
     }
 
-    /// The storage root.
+    /// The prefix and database of a registry on the cluster backend.
+    pub fn cluster(&self) -> Option<&ClusterStorage> {
+        self.cluster.as_ref()
+    }
+
+    /// The storage root (which holds the blobs and metadata on the filesystem backend only).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -221,13 +275,15 @@ impl RegistryProcess {
         walk(&self.root.join("blobs"))
     }
 
-    /// Runs `rbuild registry fsck` on the root; returns whether it passed and what it printed.
+    /// Runs `rbuild registry fsck` on the root with the registry's config; returns whether it
+    /// passed and what it printed.
     pub fn fsck(&self) -> (bool, String) {
-        let out = Command::new(rbuild_bin())
-            .args(["registry", "fsck", "--root"])
-            .arg(&self.root)
-            .output()
-            .expect("run fsck");
+        let mut command = Command::new(rbuild_bin());
+        command.args(["registry", "fsck", "--root"]).arg(&self.root);
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let out = command.output().expect("run fsck");
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     }

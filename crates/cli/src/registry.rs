@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use rbuild_registry::config::{BlobDriver, MetadataDriver};
 use rbuild_registry::gc::GcOptions;
 use rbuild_registry::storage::fs::fsck;
+use rbuild_registry::storage::select;
 use rbuild_registry::{Config, Registry};
 
 /// Which registry: its config file and storage root, as `rbuild serve` takes them.
@@ -23,10 +25,7 @@ pub struct Target {
 impl Target {
     /// The configuration and the storage root, which must exist.
     fn resolve(&self) -> anyhow::Result<(Config, PathBuf)> {
-        let config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
+        let config = load_config(self.config.as_deref())?;
         let root = self
             .root
             .clone()
@@ -37,6 +36,14 @@ impl Target {
         }
         Ok((config, root))
     }
+}
+
+/// The config file, or the defaults without one.
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
 }
 
 #[derive(Subcommand)]
@@ -55,23 +62,57 @@ pub enum RegistryCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Bring the metadata database's schema up to date (`[metadata] driver = "postgres"`);
+    /// every replica also does this when it starts.
+    Migrate {
+        /// The registry's TOML config file
+        #[arg(long, env = "RBUILD_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
     match command {
         RegistryCommand::Fsck { target } => {
-            let (_, root) = target.resolve()?;
-            check(&root)
+            let (config, root) = target.resolve()?;
+            check(&root, config)
         }
         RegistryCommand::Gc { target, dry_run } => {
             let (config, root) = target.resolve()?;
             collect(&root, config, dry_run)
         }
+        RegistryCommand::Migrate { config } => migrate(&load_config(config.as_deref())?),
     }
 }
 
-fn check(root: &Path) -> anyhow::Result<ExitCode> {
-    let report = fsck::fsck(root)?;
+fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match runtime.block_on(select::migrate(config))? {
+        Some(migrated) => println!("{migrated}"),
+        None => println!(
+            "the {:?} metadata store has no schema to migrate",
+            config.metadata.driver
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The filesystem pair is checked file by file (which also finds files the stores never
+/// list); any other store through the storage traits.
+fn check(root: &Path, config: Config) -> anyhow::Result<ExitCode> {
+    let on_files = config.storage.driver == BlobDriver::Filesystem
+        && config.metadata.driver == MetadataDriver::Filesystem;
+    let report = if on_files {
+        fsck::fsck(root)?
+    } else {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        runtime.block_on(async {
+            let registry = Registry::open(root, config)
+                .await
+                .with_context(|| format!("opening the registry at {}", root.display()))?;
+            anyhow::Ok(registry.fsck().await?)
+        })?
+    };
     for finding in &report.findings {
         println!("{finding}");
     }

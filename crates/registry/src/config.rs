@@ -20,7 +20,12 @@
 //! bucket = "registry"
 //!
 //! [metadata]
-//! driver = "filesystem"    # where repositories, manifests and tags live
+//! driver = "filesystem"    # where repositories, manifests and tags live, or "postgres"
+//!
+//! [metadata.postgres]      # see `crate::storage::postgres`
+//! url = "postgres://rbuild@127.0.0.1:5432/registry"  # or url_file, or env RBUILD_POSTGRES_URL
+//! pool_size = 16
+//! connect_timeout_secs = 5
 //!
 //! [limits]
 //! max_manifest_bytes = 4194304
@@ -232,6 +237,8 @@ pub enum BlobDriver {
 pub struct MetadataConfig {
     /// The backend (`driver = "filesystem"`, under the root, unless told otherwise).
     pub driver: MetadataDriver,
+    /// The database, when `driver = "postgres"`.
+    pub postgres: crate::storage::postgres::PostgresConfig,
 }
 
 /// The backend that holds named state.
@@ -241,6 +248,8 @@ pub enum MetadataDriver {
     /// Files under the storage root: the embedded default.
     #[default]
     Filesystem,
+    /// A PostgreSQL database every replica shares (`[metadata.postgres]`).
+    Postgres,
 }
 
 /// Request limits.

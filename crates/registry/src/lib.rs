@@ -32,6 +32,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+mod fsck;
 pub mod gc;
 mod handlers;
 pub mod http;

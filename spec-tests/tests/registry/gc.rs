@@ -19,7 +19,7 @@ use spec_tests::tools::{Ctr, Docker, run, which};
 const LAYER_BYTES: usize = 1024 * 1024;
 
 /// `len` bytes no compressor shrinks, derived from `seed`.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
@@ -52,7 +52,7 @@ fn build_image(docker: &Docker, dir: &Path, tag: &str, seed: u64) -> String {
 }
 
 /// The number after `word` in gc's summary line (`freed 123 bytes`).
-fn figure(output: &str, word: &str) -> u64 {
+pub(crate) fn figure(output: &str, word: &str) -> u64 {
     output
         .split(word)
         .nth(1)
@@ -178,7 +178,11 @@ fn push_skipping_present(client: &Client, base: &str, repo: &str, tag: &str, ima
 /// A worker's images: each has a layer of its own and one of an image pushed earlier (so a
 /// layer may be garbage past the grace period when it is named again), and moves one of two
 /// tags, leaving the image before it untagged.
-fn http_pusher(base: String, worker: usize, stop: Arc<AtomicBool>) -> (BTreeMap<String, TestImage>, usize) {
+pub(crate) fn http_pusher(
+    base: String,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+) -> (BTreeMap<String, TestImage>, usize) {
     let client = Client::new();
     let repo = format!("load/w{worker}");
     let mut own_layers: Vec<Vec<u8>> = Vec::new();

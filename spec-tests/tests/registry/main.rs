@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod blobs;
+mod cluster;
 mod conformance;
 mod deploy;
 mod discovery;

@@ -9,7 +9,9 @@ use rbuild_oci::{Digest, ManifestSummary, RepositoryName};
 use super::GcError;
 use super::retention::{self, Policy};
 use crate::Registry;
-use crate::storage::{BlobInfo, BlobStore, ManifestInfo, MetadataStore, PageRequest, TagInfo};
+use crate::storage::{
+    BlobInfo, BlobStore, ManifestInfo, MetadataStore, PageRequest, TagInfo, all_repositories,
+};
 
 /// How many entries one listing request asks for.
 const PAGE: usize = 1000;
@@ -114,20 +116,12 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             after: None,
             limit: PAGE,
         };
-        loop {
-            let repos = self.metadata.repositories(&page).await?;
-            for repo in &repos.items {
-                let policy = retention::policy_for(&policies, repo);
-                let untagged = untagged_cutoff(policy, gc.delete_untagged, now, cutoff);
-                self.mark_repository(repo, policy, untagged, cutoff, &mut marked, &mut plan)
-                    .await?;
-            }
-            match repos.items.last() {
-                Some(last) if repos.more => page.after = Some(last.to_string()),
-                _ => break,
-            }
+        for repo in &all_repositories(&self.metadata).await? {
+            let policy = retention::policy_for(&policies, repo);
+            let untagged = untagged_cutoff(policy, gc.delete_untagged, now, cutoff);
+            self.mark_repository(repo, policy, untagged, cutoff, &mut marked, &mut plan)
+                .await?;
         }
-        page.after = None;
         loop {
             let blobs = self.blobs.blobs(&page).await?;
             page.after = blobs.items.last().map(|b| b.digest.to_string());

@@ -7,9 +7,30 @@
 
 use std::time::SystemTime;
 
-use rbuild_oci::{Digest, Tag};
+use rbuild_oci::{Digest, RepositoryName, Tag};
 
-use super::ManifestRecord;
+use super::{ManifestRecord, MetadataStore, PageRequest, StorageResult};
+
+/// How many entries one listing request asks for.
+const PAGE: usize = 1000;
+
+/// Every repository, read a page at a time; for the walks of garbage collection and fsck.
+pub(crate) async fn all_repositories(metadata: &impl MetadataStore) -> StorageResult<Vec<RepositoryName>> {
+    let mut all = Vec::new();
+    let mut page = PageRequest {
+        after: None,
+        limit: PAGE,
+    };
+    loop {
+        let repos = metadata.repositories(&page).await?;
+        let more = repos.more;
+        all.extend(repos.items);
+        match all.last() {
+            Some(last) if more => page.after = Some(last.to_string()),
+            _ => return Ok(all),
+        }
+    }
+}
 
 /// A stored blob.
 #[derive(Clone, Debug, PartialEq, Eq)]

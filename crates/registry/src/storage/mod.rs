@@ -12,6 +12,7 @@
 pub mod conformance;
 pub mod fs;
 mod listing;
+pub mod postgres;
 pub mod s3;
 pub mod select;
 
@@ -28,6 +29,7 @@ use futures_util::Stream;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use listing::all_repositories;
 pub use listing::{BlobInfo, LinkInfo, ManifestInfo, TagInfo};
 
 /// A stream of bytes: a request body going in, or blob content coming out.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rbuild_oci::{Digest, RepositoryName, Tag};
 
 use super::fs::{FsBlobStore, FsMetadataStore};
+use super::postgres::{Migrated, PgMetadataStore, PostgresError};
 use super::s3::S3BlobStore;
 use super::{
     AppendCheck, BlobInfo, BlobStore, ByteStream, LinkInfo, ManifestInfo, ManifestRecord, MetadataStore,
@@ -32,6 +33,9 @@ pub enum SelectError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The PostgreSQL metadata store could not be opened.
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
     /// `[storage.s3]` is missing or unusable.
     #[error("[storage.s3]: {0}")]
     S3(String),
@@ -51,6 +55,8 @@ pub enum Blobs {
 pub enum Metadata {
     /// Files under the storage root.
     Filesystem(FsMetadataStore),
+    /// Tables in a PostgreSQL database.
+    Postgres(PgMetadataStore),
 }
 
 /// Opens the stores `config` names; `root` is where the filesystem ones keep their files.
@@ -75,8 +81,24 @@ pub async fn open(config: &Config, root: &Path) -> Result<(Blobs, Metadata), Sel
         MetadataDriver::Filesystem => {
             Metadata::Filesystem(FsMetadataStore::open(root, fsync).map_err(filesystem)?)
         }
+        MetadataDriver::Postgres => {
+            Metadata::Postgres(PgMetadataStore::open(&config.metadata.postgres).await?)
+        }
     };
     Ok((blobs, metadata))
+}
+
+/// Brings the configured metadata store's schema up to date (`rbuild registry migrate`);
+/// `None` when the backend has no schema to migrate.
+pub async fn migrate(config: &Config) -> Result<Option<Migrated>, SelectError> {
+    match config.metadata.driver {
+        MetadataDriver::Filesystem => Ok(None),
+        MetadataDriver::Postgres => {
+            let store = PgMetadataStore::connect(&config.metadata.postgres)?;
+            let migrated = store.migrate().await.map_err(PostgresError::Migrate)?;
+            Ok(Some(migrated))
+        }
+    }
 }
 
 /// Runs `$call` on the backend inside a [`Blobs`], bound to `$store`.
@@ -94,6 +116,7 @@ macro_rules! metadata {
     ($self:expr, $store:ident => $call:expr) => {
         match $self {
             Metadata::Filesystem($store) => $call,
+            Metadata::Postgres($store) => $call,
         }
     };
 }

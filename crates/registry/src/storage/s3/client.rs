@@ -225,12 +225,10 @@ impl Client {
             return Ok(None);
         }
         let response = ok("HEAD", response).await?;
-        let size = response.content_length().unwrap_or(0);
-        let meta = response
-            .headers()
-            .get(format!("x-amz-meta-{meta}"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // reqwest reports a HEAD response's (empty) body length, not the object's.
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let size = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let meta = header(&format!("x-amz-meta-{meta}")).map(str::to_owned);
         Ok(Some(Head { size, meta }))
     }
 

@@ -251,3 +251,31 @@ async fn unreachable_bucket_is_unavailable() {
         Err(StorageError::Unavailable { .. })
     ));
 }
+
+/// The issue's configuration keys, credentials from files, open an S3 store through the
+/// factory, and it answers the readiness probe.
+#[tokio::test]
+async fn config_keys_open_the_store_through_select() {
+    let Some(config) = test_config() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, secret_file) = (dir.path().join("key"), dir.path().join("secret"));
+    std::fs::write(
+        &key_file,
+        format!("{}\n", config.access_key_id.clone().unwrap_or_default()),
+    )
+    .unwrap();
+    std::fs::write(&secret_file, config.secret_access_key.clone().unwrap_or_default()).unwrap();
+    let text = format!(
+        "[storage]\ndriver = \"s3\"\n[storage.s3]\nendpoint = {:?}\nregion = {:?}\nbucket = {:?}\n\
+         prefix = {:?}\npath_style = true\naccess_key_id_file = {key_file:?}\n\
+         secret_access_key_file = {secret_file:?}\n",
+        config.endpoint.clone().unwrap_or_default(),
+        config.region,
+        config.bucket,
+        config.prefix,
+    );
+    let parsed: crate::config::Config = toml::from_str(&text).unwrap();
+    let (blobs, _) = crate::storage::select::open(&parsed, dir.path()).await.unwrap();
+    assert_eq!(blobs.backend(), "s3");
+    blobs.health().await.unwrap();
+}
