@@ -56,8 +56,10 @@ impl PgMetadataStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await
             .map_err(error)?;
+        // `client_min_messages`: no "already exists, skipping" notice in every start-up's log.
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version integer PRIMARY KEY,
                 name text NOT NULL,
                 applied timestamptz NOT NULL DEFAULT clock_timestamp()

@@ -40,6 +40,10 @@ use super::{StorageError, StorageResult};
 /// The backend's name, in metrics and in [`StorageError::Unavailable`].
 const BACKEND: &str = "postgres";
 
+/// How long data sent to the database may stay unacknowledged before the connection is
+/// declared dead (unless the URL sets `tcp_user_timeout`).
+const UNACKNOWLEDGED_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why the PostgreSQL store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
@@ -86,6 +90,11 @@ impl PgMetadataStore {
         let mut pg: tokio_postgres::Config = url.parse().map_err(PostgresError::Url)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(config.connect_timeout());
+        }
+        if pg.get_tcp_user_timeout().is_none() {
+            // A database host that vanishes without closing the connection (a node lost, a
+            // partition) fails the calls in flight after this long instead of hanging them.
+            pg.tcp_user_timeout(UNACKNOWLEDGED_LIMIT);
         }
         if pg.get_application_name().is_none() {
             pg.application_name("rbuild");

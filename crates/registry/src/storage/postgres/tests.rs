@@ -8,7 +8,12 @@ use rbuild_oci::{Digest, RepositoryName, Tag};
 
 use super::testdb::{PrivateServer, TestDb};
 use super::{PgMetadataStore, PostgresConfig};
+use http_body_util::BodyExt;
+
+use crate::Registry;
 use crate::config::Config;
+use crate::http::Body;
+use crate::storage::fs::FsBlobStore;
 use crate::storage::{ManifestRecord, MetadataStore, PageRequest, StorageError, conformance, select};
 
 fn name(s: &str) -> RepositoryName {
@@ -285,8 +290,18 @@ fn assert_unavailable<T: std::fmt::Debug>(result: crate::storage::StorageResult<
     }
 }
 
-/// With the server stopped, calls and the health check fail as Unavailable (503) within the
-/// connect timeout; started again, the same store serves without being reopened.
+/// A GET through the registry's handlers.
+async fn get(registry: &Registry<FsBlobStore, PgMetadataStore>, path: &str) -> http::Response<Body> {
+    let body = http_body_util::Empty::<bytes::Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let request = http::Request::get(path).body(body).unwrap();
+    registry.handle(request).await
+}
+
+/// With the server stopped, calls and the health check fail as Unavailable within the connect
+/// timeout, and the handlers answer 503 with Retry-After (the readiness probe 503); started
+/// again, the same store serves without being reopened.
 #[tokio::test]
 async fn an_outage_is_unavailable_and_recovers() {
     let Some(server) = PrivateServer::start() else {
@@ -303,8 +318,19 @@ async fn an_outage_is_unavailable_and_recovers() {
     store.put_manifest(&repo, &image).await.unwrap();
     store.set_tag(&repo, &tag("v1"), &image.digest).await.unwrap();
     store.health().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = FsBlobStore::open(dir.path(), false).unwrap();
+    let registry = Registry::new(blobs, store.clone(), Config::default()).unwrap();
 
     server.stop();
+    let ready = get(&registry, "/readyz").await;
+    assert_eq!(ready.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    for path in ["/v2/outage/manifests/v1", "/v2/outage/tags/list", "/v2/_catalog"] {
+        let response = get(&registry, path).await;
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        let retry = response.headers().get(http::header::RETRY_AFTER);
+        assert!(retry.is_some(), "{path}: Retry-After");
+    }
     assert_unavailable(store.health().await);
     assert_unavailable(store.resolve_tag(&repo, &tag("v1")).await);
     assert_unavailable(store.set_tag(&repo, &tag("v2"), &image.digest).await);
@@ -323,4 +349,11 @@ async fn an_outage_is_unavailable_and_recovers() {
     );
     store.set_tag(&repo, &tag("v2"), &image.digest).await.unwrap();
     assert_eq!(store.list_tags(&repo).await.unwrap().len(), 2);
+    for path in ["/readyz", "/v2/outage/tags/list", "/v2/_catalog"] {
+        assert_eq!(
+            get(&registry, path).await.status(),
+            http::StatusCode::OK,
+            "{path}"
+        );
+    }
 }
