@@ -18,4 +18,5 @@ mod mounts;
 mod notifications;
 mod operation;
 mod proxy;
+mod s3;
 mod uploads;

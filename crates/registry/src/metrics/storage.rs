@@ -216,6 +216,11 @@ impl<S: BlobStore> BlobStore for Metered<S> {
         )
         .await
     }
+
+    async fn redirect(&self, digest: &Digest) -> StorageResult<Option<String>> {
+        self.observe(self.blob_labels(), "redirect", self.inner.redirect(digest))
+            .await
+    }
 }
 
 impl<S: MetadataStore> MetadataStore for Metered<S> {
