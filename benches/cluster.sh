@@ -28,9 +28,8 @@ read -ra sides <<<"$SIDES"
 source benches/common.sh
 source scripts/engines.sh
 need docker-registry wrk ab curl openssl python3 psql
-packages=(-p rbuild-benches)
-[[ -n ${RBUILD:-} ]] || packages+=(-p rbuild)
-cargo build --release --quiet "${packages[@]}"
+# Both packages always, so that cargo unifies their features the same way and reuses the build.
+cargo build --release --quiet -p rbuild -p rbuild-benches
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 rbuild=${RBUILD:-$bin/rbuild}
 
@@ -198,31 +197,32 @@ if want push; then
 fi
 
 if want requests; then
-    echo "-- manifest GET (wrk) and HEAD (ab -i -k) requests/s, 32 connections: to replica 1, then 11+11+10 to the three at once"
+    echo "-- manifest GET (wrk) and HEAD (ab -i -k) requests/s, 32 connections for 5 s: to replica 1, then 11+11+10 to the three at once"
     for side in "${sides[@]}"; do push_tagged_image "$(url "${side}1")" 10; done
     accept='Accept: application/vnd.oci.image.manifest.v1+json'
     path=/v2/bench/app/manifests/tag1
     declare -A get1 get3 head1 head3 get_cpu get_engine_cpu head_cpu
     get_share() { wrk -t1 -c$(($1 < 3 ? 11 : 10)) -d5s -H "$accept" "$2$path" >"$work/wrk$1"; }
-    head_share() { ab -q -i -k -c$(($1 < 3 ? 11 : 10)) -n13334 -H "$accept" "$2$path" >/dev/null 2>&1; }
+    head_share() { ab -q -i -k -c$(($1 < 3 ? 11 : 10)) -t5 -n10000000 -H "$accept" "$2$path" >"$work/ab$1" 2>&1; }
+    rate() { awk '/Requests\/sec|Requests per second/ {print $2 == "per" ? $4 : $2}' "$1"; }
     for run in $(seq "$RUNS"); do
         for side in "${sides[@]}"; do
             c0=$(side_cpu "$side") e0=$(engines_cpu)
             out=$(wrk -t2 -c32 -d5s -H "$accept" "$(url "${side}1")$path")
             c1=$(side_cpu "$side") e1=$(engines_cpu)
             n=$(awk '/requests in/ {print $1}' <<<"$out")
-            get1[$side]+="$(awk '/Requests\/sec/ {print $2}' <<<"$out") "
+            get1[$side]+="$(rate <(echo "$out")) "
             get_cpu[$side]+="$(awk "BEGIN {print ($c1 - $c0) * 1e6 / $n}") "
             get_engine_cpu[$side]+="$(awk "BEGIN {print ($e1 - $e0) * 1e6 / $n}") "
             spread "$side" get_share >/dev/null
-            total=0
-            for i in 1 2 3; do total=$(awk "BEGIN {print $total + $(awk '/Requests\/sec/ {print $2}' "$work/wrk$i")}"); done
-            get3[$side]+="$total "
+            get3[$side]+="$(for i in 1 2 3; do rate "$work/wrk$i"; done | awk '{t += $1} END {print t}') "
             c0=$(side_cpu "$side")
-            head1[$side]+="$(ab -q -i -k -c32 -n40000 -H "$accept" "$(url "${side}1")$path" 2>/dev/null | awk '/Requests per second/ {print $4}') "
+            ab -q -i -k -c32 -t5 -n10000000 -H "$accept" "$(url "${side}1")$path" >"$work/ab" 2>&1
             c1=$(side_cpu "$side")
-            head_cpu[$side]+="$(awk "BEGIN {print ($c1 - $c0) * 1e6 / 40000}") "
-            head3[$side]+="$(awk "BEGIN {print 40002 / $(spread "$side" head_share)}") "
+            head1[$side]+="$(rate "$work/ab") "
+            head_cpu[$side]+="$(awk "BEGIN {print ($c1 - $c0) * 1e6 / $(awk '/Complete requests/ {print $3}' "$work/ab")}") "
+            spread "$side" head_share >/dev/null
+            head3[$side]+="$(for i in 1 2 3; do rate "$work/ab$i"; done | awk '{t += $1} END {print t}') "
         done
     done
     report_sides "manifest GET, 1 replica" "req/s" get1
