@@ -118,3 +118,49 @@ wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/v2/" && return; sl
 # print its URL.
 stop() { local pid_var="PID_$1"; kill "${!pid_var}" 2>/dev/null || true; wait "${!pid_var}" 2>/dev/null || true; }
 url() { local v="URL_$1"; echo "${!v}"; }
+
+# Figures side by side: report NAME UNIT RBUILD DISTRIBUTION [lower] prints a row with the
+# ratio (> 1 means rbuild is better) and keeps it in $results for a summary.
+results=()
+report() { # NAME UNIT RBUILD DISTRIBUTION [lower-is-better]
+    local ratio
+    if [[ ${5:-} == lower ]]; then ratio=$(awk "BEGIN {printf \"%.2f\", $4/$3}"); else ratio=$(awk "BEGIN {printf \"%.2f\", $3/$4}"); fi
+    results+=("$(printf '%-38s %12s %12s %8sx  (%s)' "$1" "$3" "$4" "$ratio" "$2")")
+    echo "${results[-1]}"
+}
+
+# Absolute location + digest parameter, for registries that add their own query (distribution).
+finish_url() { local base=$1 loc=$2 digest=$3; [[ $loc == http* ]] || loc="$base$loc"; [[ $loc == *\?* ]] && echo "$loc&digest=$digest" || echo "$loc?digest=$digest"; }
+upload_file() { # BASE REPO FILE DIGEST -> seconds
+    local base=$1 repo=$2 file=$3 digest=$4 loc start end
+    loc=$(curl -sf -X POST -D - -o /dev/null "$base/v2/$repo/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+    start=$(date +%s.%N)
+    curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$file" "$(finish_url "$base" "$loc" "$digest")"
+    end=$(date +%s.%N)
+    awk "BEGIN {print $end - $start}"
+}
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+# Seconds the command takes.
+seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); awk "BEGIN {print $t1 - $t0}"; }
+
+# Pushes a small image (a config and a one-line layer) to BASE as bench/app:tag1 … tagN, for
+# the request figures: push_tagged_image BASE N.
+push_tagged_image() {
+    local base=$1 tags=$2 config='{"architecture":"amd64","os":"linux"}' layer="bench layer" content d loc i
+    for content in "$config" "$layer"; do
+        d="sha256:$(printf %s "$content" | openssl dgst -sha256 | awk '{print $NF}')"
+        loc=$(curl -sf -X POST -D - -o /dev/null "$base/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+        printf %s "$content" | curl -sf -o /dev/null -X PUT -H "Content-Type: application/octet-stream" \
+            --data-binary @- "$(finish_url "$base" "$loc" "$d")"
+    done
+    local config_digest layer_digest manifest
+    config_digest="sha256:$(printf %s "$config" | openssl dgst -sha256 | awk '{print $NF}')"
+    layer_digest="sha256:$(printf %s "$layer" | openssl dgst -sha256 | awk '{print $NF}')"
+    manifest="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"$config_digest\",\"size\":${#config}},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"$layer_digest\",\"size\":${#layer}}]}"
+    for i in $(seq "$tags"); do
+        printf %s "$manifest" | curl -sf -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+            --data-binary @- "$base/v2/bench/app/manifests/tag$i"
+    done
+}

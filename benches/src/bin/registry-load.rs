@@ -101,6 +101,9 @@ fn upload(client: &Client, base: &str, repo: &str, body: Body, digest: &Digest) 
 }
 
 fn main() {
+    // reqwest is built without a crypto provider of its own when the registry shares the build
+    // (it picks ring explicitly); the plain-HTTP client still needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, base, repo, count, size, concurrency] = args.as_slice() else {
         eprintln!("usage: registry-load push|stream BASE_URL REPO COUNT SIZE_BYTES CONCURRENCY");

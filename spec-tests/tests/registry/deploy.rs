@@ -1,5 +1,6 @@
 //! What ships for running the registry: the repository's Dockerfile (which builds rbuild) and
-//! the Kubernetes manifests in `deploy/kubernetes/`.
+//! the Kubernetes manifests in `deploy/kubernetes/` (one replica) and
+//! `deploy/kubernetes/cluster/` (three, over S3 and PostgreSQL).
 //!
 //! Debian's kubectl cannot validate offline (`create --dry-run=client` still asks an API server
 //! for its schema), so the manifests are parsed here and checked field by field — and the
@@ -36,9 +37,14 @@ fn to_json(yaml: &Yaml) -> Value {
     }
 }
 
-/// Every document of every manifest, keyed by `Kind/name`.
+/// Every document of every manifest in `deploy/kubernetes`, keyed by `Kind/name`.
 fn manifests() -> BTreeMap<String, Value> {
-    let dir = repository().join("deploy/kubernetes");
+    manifests_in("deploy/kubernetes")
+}
+
+/// Every document of every manifest in `dir` (relative to the repository), keyed by `Kind/name`.
+fn manifests_in(dir: &str) -> BTreeMap<String, Value> {
+    let dir = repository().join(dir);
     let mut all = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -64,7 +70,7 @@ fn manifests() -> BTreeMap<String, Value> {
 
 fn get<'a>(all: &'a BTreeMap<String, Value>, key: &str) -> &'a Value {
     all.get(key)
-        .unwrap_or_else(|| panic!("no {key} in deploy/kubernetes"))
+        .unwrap_or_else(|| panic!("no {key} in the manifests"))
 }
 
 #[test]
@@ -153,6 +159,108 @@ fn kubernetes_manifests_hang_together() {
     let auth = config["auths"][registry]["auth"].as_str().unwrap();
     let decoded = base64::engine::general_purpose::STANDARD.decode(auth).unwrap();
     assert!(String::from_utf8(decoded).unwrap().contains(':'));
+}
+
+#[test]
+fn the_cluster_variant_runs_three_replicas_over_s3_and_postgres() {
+    let all = manifests_in("deploy/kubernetes/cluster");
+    let kustomization =
+        std::fs::read_to_string(repository().join("deploy/kubernetes/cluster/kustomization.yaml")).unwrap();
+    let kustomization = to_json(&YamlLoader::load_from_str(&kustomization).unwrap()[0]);
+    let listed: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file.as_str().unwrap())
+        .collect();
+    for file in &listed {
+        let path = repository().join("deploy/kubernetes/cluster").join(file);
+        assert!(path.is_file(), "{file}");
+    }
+    assert_eq!(listed.len(), all.len(), "every manifest is listed: {listed:?}");
+
+    let deployment = get(&all, "Deployment/rbuild");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], labels);
+    let pdb = get(&all, "PodDisruptionBudget/rbuild");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    let min_available = pdb["spec"]["minAvailable"].as_i64().unwrap();
+    assert!(
+        (1..3).contains(&min_available),
+        "a drain may take one pod at a time"
+    );
+    assert_eq!(&get(&all, "Service/rbuild")["spec"]["selector"], labels);
+
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+    }
+    // Nothing durable in a pod: no volume claim, every volume a ConfigMap, Secret or emptyDir
+    // defined here.
+    for volume in pod["volumes"].as_array().unwrap() {
+        assert!(volume["persistentVolumeClaim"].is_null(), "{volume}");
+        if let Some(map) = volume["configMap"]["name"].as_str() {
+            get(&all, &format!("ConfigMap/{map}"));
+        } else if let Some(secret) = volume["secret"]["secretName"].as_str() {
+            get(&all, &format!("Secret/{secret}"));
+        } else {
+            assert!(volume["emptyDir"].is_object(), "{volume}");
+        }
+    }
+    // The credentials come from a Secret that has them, under the names rbuild reads.
+    let env = container["env"].as_array().unwrap();
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "RBUILD_POSTGRES_URL",
+    ] {
+        let var = env
+            .iter()
+            .find(|var| var["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        let from = &var["valueFrom"]["secretKeyRef"];
+        let secret = get(&all, &format!("Secret/{}", from["name"].as_str().unwrap()));
+        assert!(
+            secret["stringData"][from["key"].as_str().unwrap()].is_string(),
+            "{name}"
+        );
+    }
+
+    let toml = get(&all, "ConfigMap/rbuild-config")["data"]["config.toml"]
+        .as_str()
+        .unwrap();
+    let keys = toml_keys(toml);
+    assert_eq!(keys["storage.driver"], "\"s3\"");
+    for key in ["endpoint", "region", "bucket"] {
+        assert!(
+            keys.contains_key(&format!("storage.s3.{key}")),
+            "[storage.s3] {key}"
+        );
+    }
+    assert_eq!(keys["metadata.driver"], "\"postgres\"");
+    assert!(
+        !toml.contains("secret_access_key") && !toml.contains("postgres://"),
+        "no credentials in the ConfigMap"
+    );
+}
+
+/// The `key = value` lines of a flat TOML file as `table.key` → the value's text (enough for
+/// the storage keys; the registry's own parser reads the file when it starts).
+fn toml_keys(text: &str) -> BTreeMap<String, String> {
+    let mut table = String::new();
+    let mut keys = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name.trim_matches(['[', ']']).to_owned();
+        } else if let Some((key, value)) = line.split_once(" = ") {
+            keys.insert(format!("{table}.{}", key.trim()), value.trim().to_owned());
+        }
+    }
+    keys
 }
 
 #[test]
