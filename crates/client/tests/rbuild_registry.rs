@@ -139,17 +139,35 @@ async fn mounts_blobs_from_a_sibling_repository() {
         .unwrap();
     assert_all(&report, BlobOutcome::Mounted);
 
-    // A store that never saw them on this registry uploads them.
-    let fresh = TempStore::new();
-    for blob in image_blobs(store, &manifest) {
-        fresh.put(&store.read(&blob.digest).unwrap()).unwrap();
-    }
-    fresh.put(&store.read(&manifest.digest).unwrap()).unwrap();
-    let report = client
-        .push(&manifest, &fresh, &reference(registry, "apps/fresh:1"), None)
+    // A store that never saw them on this registry, pushed by another client (another
+    // process), uploads them.
+    let copy = || {
+        let fresh = TempStore::new();
+        for blob in image_blobs(store, &manifest) {
+            fresh.put(&store.read(&blob.digest).unwrap()).unwrap();
+        }
+        fresh.put(&store.read(&manifest.digest).unwrap()).unwrap();
+        fresh
+    };
+    let another = Client::new(ClientOptions::default()).unwrap();
+    let report = another
+        .push(&manifest, &copy(), &reference(registry, "apps/fresh:1"), None)
         .await
         .unwrap();
     assert_all(&report, BlobOutcome::Uploaded);
+
+    // The same store through a client that sent them before mounts them: the client remembers
+    // where they went.
+    let report = client
+        .push(
+            &manifest,
+            &copy(),
+            &reference(registry, "apps/same-client:1"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_all(&report, BlobOutcome::Mounted);
 
     // A mount source that lacks the blobs falls back to an upload.
     let empty: RepositoryName = "nothing/here".parse().unwrap();

@@ -72,7 +72,7 @@ impl UploadState {
 }
 
 /// A part on its way to S3, sent while the next one fills.
-type InFlight = JoinHandle<StorageResult<String>>;
+type InFlight = JoinHandle<StorageResult<(String, Bytes)>>;
 
 impl S3BlobStore {
     pub(super) fn state_key(&self, id: &UploadId) -> String {
@@ -136,20 +136,21 @@ impl S3BlobStore {
                     return Err(StorageError::SizeMismatch { expected, received });
                 }
                 state.sha256.update(&chunk);
-                buffer.extend_from_slice(&chunk);
-                while buffer.len() >= PART_SIZE {
-                    let part = buffer.split_to(PART_SIZE).freeze();
-                    if buffer.capacity() < PART_SIZE {
-                        buffer.reserve(PART_SIZE);
+                let mut chunk = chunk;
+                while !chunk.is_empty() {
+                    let room = PART_SIZE.saturating_sub(buffer.len());
+                    buffer.extend_from_slice(&chunk.split_to(room.min(chunk.len())));
+                    if buffer.len() >= PART_SIZE {
+                        let full = std::mem::take(&mut buffer);
+                        buffer = self.send_part(id, &mut state, &mut in_flight, full).await?;
                     }
-                    self.send_part(id, &mut state, &mut in_flight, part).await?;
                 }
             }
             if let Some(expected) = check.length.filter(|&l| received != l) {
                 return Err(StorageError::SizeMismatch { expected, received });
             }
             if let Some(last) = in_flight.take() {
-                state.parts.push(joined(last).await?);
+                state.parts.push(joined(last).await?.0);
             }
             Ok(())
         }
@@ -172,16 +173,22 @@ impl S3BlobStore {
         Ok(state.size)
     }
 
-    /// Waits for the part before this one, then starts sending this one.
+    /// Waits for the part before this one, then starts sending this one; returns an empty
+    /// buffer for the next part: the previous part's, once its request let go of it. Two part
+    /// buffers alternate for a whole upload, so memory stays flat in the blob's size (fresh
+    /// buffers for every part sit in the allocator's caches until it purges them).
     async fn send_part(
         &self,
         id: &UploadId,
         state: &mut UploadState,
         in_flight: &mut Option<InFlight>,
-        part: Bytes,
-    ) -> StorageResult<()> {
+        part: BytesMut,
+    ) -> StorageResult<BytesMut> {
+        let mut next = None;
         if let Some(previous) = in_flight.take() {
-            state.parts.push(joined(previous).await?);
+            let (etag, sent) = joined(previous).await?;
+            state.parts.push(etag);
+            next = sent.try_into_mut().ok();
         }
         let key = self.data_key(id);
         let upload = match &state.multipart {
@@ -194,10 +201,18 @@ impl S3BlobStore {
         };
         let number = state.parts.len() + 1;
         let client = self.client.clone();
+        let part = part.freeze();
         *in_flight = Some(tokio::spawn(async move {
-            client.upload_part(&key, &upload, number, part).await
+            let etag = client.upload_part(&key, &upload, number, part.clone()).await?;
+            Ok((etag, part))
         }));
-        Ok(())
+        Ok(match next {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer
+            }
+            None => BytesMut::with_capacity(PART_SIZE),
+        })
     }
 
     /// Checks the staged content against `digest`; returns the state and tail to store.
@@ -312,7 +327,7 @@ impl S3BlobStore {
     }
 }
 
-async fn joined(task: InFlight) -> StorageResult<String> {
+async fn joined(task: InFlight) -> StorageResult<(String, Bytes)> {
     task.await
         .map_err(|e| StorageError::io("S3 UploadPart", std::io::Error::other(e.to_string())))?
 }
