@@ -325,10 +325,13 @@ impl Bucket {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query = format!("?list-type=2&prefix={}", query_escape(prefix));
-            if let Some(token) = &token {
-                query.push_str(&format!("&continuation-token={}", query_escape(token)));
-            }
+            // In sorted order: curl signs the query as written, and S3 checks the signature
+            // of the sorted one.
+            let continuation = token
+                .as_ref()
+                .map(|token| format!("continuation-token={}&", query_escape(token)))
+                .unwrap_or_default();
+            let query = format!("?{continuation}list-type=2&prefix={}", query_escape(prefix));
             let body = self.call(self.curl().arg(self.url(&query)))?;
             for contents in elements(&body, "Contents") {
                 let key = elements(contents, "Key")
@@ -352,7 +355,7 @@ impl Bucket {
     pub fn uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, String> {
         let body = self.call(
             self.curl()
-                .arg(self.url(&format!("?uploads&prefix={}", query_escape(prefix)))),
+                .arg(self.url(&format!("?prefix={}&uploads=", query_escape(prefix)))),
         )?;
         Ok(elements(&body, "Upload")
             .map(|upload| {

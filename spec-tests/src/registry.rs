@@ -107,6 +107,8 @@ pub struct ServeOptions {
     pub args: Vec<String>,
     /// The address to listen on; `127.0.0.1:0` when empty.
     pub addr: String,
+    /// Environment variables set for the process (credentials files, profiles).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running registry. Killed (SIGKILL, by PID) when dropped; its log is printed if the test
@@ -403,6 +405,7 @@ fn spawn(
         .args(["serve", "--addr", addr, "--root"])
         .arg(root)
         .args(&options.args)
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

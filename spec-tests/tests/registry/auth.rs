@@ -86,6 +86,7 @@ impl Secure {
             config,
             args: serve_args,
             addr: "[::1]:0".to_owned(),
+            ..ServeOptions::default()
         });
         Some(Secure {
             registry,

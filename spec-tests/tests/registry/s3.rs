@@ -1,7 +1,7 @@
 //! `rbuild serve` with its blobs in a real S3 server (Garage, started by `scripts/test`).
 
 use spec_tests::api::{Api, header};
-use spec_tests::registry::RegistryProcess;
+use spec_tests::registry::{RegistryProcess, ServeOptions};
 use spec_tests::tools;
 
 /// `[storage.s3]` for the bucket `RBUILD_TEST_S3_*` names, under a prefix of its own; `None`
@@ -74,4 +74,46 @@ fn blob_get_streams_from_the_bucket() {
         .unwrap();
     assert_eq!(ranged.status(), 206);
     assert_eq!(ranged.bytes().unwrap(), &content[10..20]);
+}
+
+/// With no key in the config or the environment, the store signs with the `AWS_PROFILE`
+/// profile of the shared credentials file, as the AWS tools do.
+#[test]
+fn credentials_come_from_a_profile_of_the_shared_credentials_file() {
+    let Some(config) = s3_storage(false) else { return };
+    let var = |name: &str| std::env::var(format!("RBUILD_TEST_S3_{name}")).unwrap_or_default();
+    let config: String = config
+        .lines()
+        .filter(|line| !line.starts_with("access_key_id") && !line.starts_with("secret_access_key"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[registry]\n\
+             aws_access_key_id = {}\naws_secret_access_key = {}\n",
+            var("ACCESS_KEY_ID"),
+            var("SECRET_ACCESS_KEY")
+        ),
+    )
+    .unwrap();
+    let registry = RegistryProcess::start_with(ServeOptions {
+        config,
+        env: vec![
+            (
+                "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+                credentials.display().to_string(),
+            ),
+            ("AWS_PROFILE".to_owned(), "registry".to_owned()),
+        ],
+        ..ServeOptions::default()
+    });
+    let api = Api::new(&registry);
+    let content = b"signed with the profile's key ".repeat(100);
+    let digest = api.push_blob("lib/app", &content);
+    let get = api.get(&format!("/v2/lib/app/blobs/{digest}"));
+    assert_eq!(get.status(), 200);
+    assert!(get.bytes().unwrap() == content);
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::profile;
+
 /// The bucket blobs live in when `[storage] driver = "s3"`.
 ///
 /// ```toml
@@ -20,7 +22,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Credentials come from `access_key_id`/`secret_access_key`, else their `*_file` variants (a
 /// mounted Kubernetes Secret), else `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (and
-/// `AWS_SESSION_TOKEN`) in the environment.
+/// `AWS_SESSION_TOKEN`) in the environment, else the `AWS_PROFILE` (or `default`) profile of
+/// the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
@@ -100,15 +103,27 @@ impl S3Config {
                     secret,
                     token: env("AWS_SESSION_TOKEN"),
                 }),
-                _ => Err(
-                    "no credentials: set access_key_id and secret_access_key (or their *_file \
-                          variants) in [storage.s3], or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                        .to_owned(),
-                ),
+                _ => from_profile(),
             },
             _ => Err("[storage.s3] gives only one of the access key id and the secret key".to_owned()),
         }
     }
+}
+
+/// The key of `AWS_PROFILE` (else `default`) in the shared credentials file.
+fn from_profile() -> Result<Credentials, String> {
+    let (path, name) = (profile::path(), profile::name());
+    let text = path
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    profile::credentials(&text, &name).ok_or_else(|| {
+        let file = path.map_or_else(|| "~/.aws/credentials".to_owned(), |p| p.display().to_string());
+        format!(
+            "no credentials: set access_key_id and secret_access_key (or their *_file variants) in \
+             [storage.s3], or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or profile {name} in {file}"
+        )
+    })
 }
 
 /// A secret given inline or in a file (trailing newline dropped).

@@ -63,6 +63,7 @@
 
 mod client;
 mod config;
+mod profile;
 mod sha256;
 mod sigv4;
 mod upload;
