@@ -17,6 +17,7 @@ mod metrics;
 mod mounts;
 mod notifications;
 mod operation;
+mod postgres;
 mod proxy;
 mod s3;
 mod uploads;

@@ -28,6 +28,9 @@ pub struct PostgresConfig {
     /// How long a call waits for a connection (connecting included) before it fails with
     /// 503: a database that is down is reported quickly instead of hanging requests.
     pub connect_timeout_secs: u64,
+    /// A PEM bundle trusted besides the system's roots when the URL asks for TLS
+    /// (`sslmode=require`): a private CA's, or a managed service's.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for PostgresConfig {
@@ -37,6 +40,7 @@ impl Default for PostgresConfig {
             url_file: None,
             pool_size: 16,
             connect_timeout_secs: 5,
+            ca: None,
         }
     }
 }
@@ -48,6 +52,7 @@ impl fmt::Debug for PostgresConfig {
             .field("url_file", &self.url_file)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("ca", &self.ca)
             .finish()
     }
 }

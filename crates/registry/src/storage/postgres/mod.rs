@@ -25,13 +25,14 @@
 mod config;
 mod migrate;
 mod store;
+mod tls;
 
 use std::error::Error as _;
 use std::io;
 use std::path::PathBuf;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 
 pub use config::{PostgresConfig, URL_ENV};
 pub use migrate::Migrated;
@@ -62,6 +63,9 @@ pub enum PostgresError {
     /// The URL is not a PostgreSQL connection string.
     #[error("the PostgreSQL URL is not valid: {0}")]
     Url(tokio_postgres::Error),
+    /// `[metadata.postgres] ca` could not be read.
+    #[error("the CA bundle for PostgreSQL: {0}")]
+    Ca(crate::tls::TlsError),
     /// The pool could not be built.
     #[error("building the PostgreSQL connection pool: {0}")]
     Pool(String),
@@ -100,9 +104,15 @@ impl PgMetadataStore {
         if pg.get_application_name().is_none() {
             pg.application_name("rbuild");
         }
+        if pg.get_ssl_mode() == SslMode::Prefer {
+            // libpq's `prefer` takes TLS without checking the certificate; this client always
+            // checks it, so TLS is what the URL asks for with `sslmode=require`, as before.
+            pg.ssl_mode(SslMode::Disable);
+        }
+        let tls = tls::MakeRustls::new(config.ca.as_deref()).map_err(PostgresError::Ca)?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
