@@ -80,6 +80,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::proxy::ProxyConfig;
+pub use crate::tls::TlsConfig;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -295,20 +296,6 @@ impl Default for UploadConfig {
             purge_interval_secs: 60 * 60,
         }
     }
-}
-
-/// HTTPS settings. Every file is read again on SIGHUP.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The certificate chain (PEM), leaf first.
-    pub cert: PathBuf,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// CA certificates (PEM) that client certificates must chain to; when set, every
-    /// connection must present one.
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
 }
 
 /// How requests are authenticated.

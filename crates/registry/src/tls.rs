@@ -24,9 +24,22 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+/// HTTPS settings. Every file is read again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; when set, every
+    /// connection must present one.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
 
 /// Why the TLS configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
