@@ -9,7 +9,7 @@ use rbuild_oci::{Digest, ManifestSummary, RepositoryName};
 use super::GcError;
 use super::retention::{self, Policy};
 use crate::Registry;
-use crate::storage::{BlobInfo, BlobStore, ManifestInfo, MetadataStore, PageRequest, TagInfo};
+use crate::storage::{BlobInfo, BlobStore, ManifestInfo, MetadataStore, Pages, TagInfo};
 
 /// How many entries one listing request asks for.
 const PAGE: usize = 1000;
@@ -110,36 +110,27 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         let policies = retention::policies(gc)?;
         let mut plan = Plan::default();
         let mut marked: HashSet<Digest> = HashSet::new();
-        let mut page = PageRequest {
-            after: None,
-            limit: PAGE,
-        };
-        loop {
-            let repos = self.metadata.repositories(&page).await?;
+        let mut pages = Pages::new(PAGE);
+        while let Some(request) = pages.next() {
+            let repos = self.metadata.repositories(request).await?;
+            pages.advance(&repos, RepositoryName::to_string);
             for repo in &repos.items {
                 let policy = retention::policy_for(&policies, repo);
                 let untagged = untagged_cutoff(policy, gc.delete_untagged, now, cutoff);
                 self.mark_repository(repo, policy, untagged, cutoff, &mut marked, &mut plan)
                     .await?;
             }
-            match repos.items.last() {
-                Some(last) if repos.more => page.after = Some(last.to_string()),
-                _ => break,
-            }
         }
-        page.after = None;
-        loop {
-            let blobs = self.blobs.blobs(&page).await?;
-            page.after = blobs.items.last().map(|b| b.digest.to_string());
+        let mut pages = Pages::new(PAGE);
+        while let Some(request) = pages.next() {
+            let blobs = self.blobs.blobs(request).await?;
+            pages.advance(&blobs, |b| b.digest.to_string());
             plan.blobs.extend(
                 blobs
                     .items
                     .into_iter()
                     .filter(|b| b.touched < cutoff && !marked.contains(&b.digest)),
             );
-            if !blobs.more || page.after.is_none() {
-                break;
-            }
         }
         Ok(plan)
     }

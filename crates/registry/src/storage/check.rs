@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::select::{self, SelectError};
 use super::{
-    BlobInfo, BlobStore, ByteStream, ManifestRecord, MetadataStore, PageRequest, StorageError, StorageResult,
+    BlobInfo, BlobStore, ByteStream, ManifestRecord, MetadataStore, Pages, StorageError, StorageResult,
 };
 use crate::Config;
 
@@ -165,12 +165,10 @@ pub async fn check<B: BlobStore, M: MetadataStore>(
 ) -> StorageResult<Report> {
     let mut report = Report::default();
     let stored = rehash_blobs(blobs, &mut report).await?;
-    let mut page = PageRequest {
-        after: None,
-        limit: PAGE,
-    };
-    loop {
-        let repositories = metadata.repositories(&page).await?;
+    let mut pages = Pages::new(PAGE);
+    while let Some(request) = pages.next() {
+        let repositories = metadata.repositories(request).await?;
+        pages.advance(&repositories, RepositoryName::to_string);
         for repo in &repositories.items {
             report.repositories += 1;
             let mut check = RepositoryCheck {
@@ -182,10 +180,6 @@ pub async fn check<B: BlobStore, M: MetadataStore>(
             };
             check.run().await?;
         }
-        if !repositories.more {
-            break;
-        }
-        page.after = repositories.items.last().map(|r| r.as_str().to_owned());
     }
     check_uploads(blobs, metadata, stale_after, &mut report).await?;
     Ok(report)
@@ -197,13 +191,11 @@ async fn rehash_blobs<B: BlobStore>(blobs: &B, report: &mut Report) -> StorageRe
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut stored = HashMap::new();
     let mut hashing = JoinSet::new();
-    let mut page = PageRequest {
-        after: None,
-        limit: PAGE,
-    };
-    loop {
-        let listed = blobs.blobs(&page).await?;
-        for info in listed.items.iter().cloned() {
+    let mut pages = Pages::new(PAGE);
+    while let Some(request) = pages.next() {
+        let listed = blobs.blobs(request).await?;
+        pages.advance(&listed, |b| b.digest.to_string());
+        for info in listed.items {
             stored.insert(info.digest.clone(), info.size);
             if hashing.len() >= workers {
                 record_rehash(hashing.join_next().await, &mut stored, report)?;
@@ -214,10 +206,6 @@ async fn rehash_blobs<B: BlobStore>(blobs: &B, report: &mut Report) -> StorageRe
                 (info, outcome)
             });
         }
-        if !listed.more {
-            break;
-        }
-        page.after = listed.items.last().map(|b| b.digest.to_string());
     }
     while !hashing.is_empty() {
         record_rehash(hashing.join_next().await, &mut stored, report)?;

@@ -42,14 +42,6 @@ fn after<'a, V>(map: &'a BTreeMap<String, V>, page: &PageRequest) -> impl Iterat
         .map(|(_, value)| value)
 }
 
-/// The first `limit` of `items`, and whether more follow.
-fn first_page<T>(items: impl Iterator<Item = T>, limit: usize) -> Page<T> {
-    let mut items: Vec<T> = items.take(limit.saturating_add(1)).collect();
-    let more = items.len() > limit;
-    items.truncate(limit);
-    Page { items, more }
-}
-
 /// Blobs and staged uploads in memory.
 #[derive(Clone, Default)]
 pub struct MemoryBlobStore {
@@ -292,7 +284,7 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn blobs(&self, page: &PageRequest) -> StorageResult<Page<BlobInfo>> {
-        Ok(first_page(
+        Ok(Page::first(
             after(&self.state().blobs, page).map(StoredBlob::info),
             page.limit,
         ))
@@ -472,7 +464,7 @@ impl MetadataStore for MemoryMetadataStore {
 
     async fn tags(&self, repo: &RepositoryName, page: &PageRequest) -> StorageResult<Option<Page<Tag>>> {
         Ok(self.read(repo, |r| {
-            first_page(after(&r.tags, page).map(|t| t.tag.clone()), page.limit)
+            Page::first(after(&r.tags, page).map(|t| t.tag.clone()), page.limit)
         }))
     }
 
@@ -496,13 +488,13 @@ impl MetadataStore for MemoryMetadataStore {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(first_page(after(&referrers, page).cloned(), page.limit))
+        Ok(Page::first(after(&referrers, page).cloned(), page.limit))
     }
 
     async fn repositories(&self, page: &PageRequest) -> StorageResult<Page<RepositoryName>> {
         let state = lock(&self.state);
         let listed = after(&state.repositories, page).filter(|r| r.listed());
-        Ok(first_page(listed.map(|r| r.name.clone()), page.limit))
+        Ok(Page::first(listed.map(|r| r.name.clone()), page.limit))
     }
 
     async fn create_upload(&self, repo: &RepositoryName, session: &UploadSession) -> StorageResult<()> {

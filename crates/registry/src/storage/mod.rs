@@ -190,6 +190,36 @@ pub struct PageRequest {
     pub limit: usize,
 }
 
+/// A walk through a paged listing from its start: [`next`](Pages::next) asks for the page
+/// after the last entry [`advance`](Pages::advance) saw, until a page says none follow.
+pub(crate) struct Pages {
+    request: PageRequest,
+    done: bool,
+}
+
+impl Pages {
+    /// A walk that asks for `limit` entries at a time.
+    pub fn new(limit: usize) -> Pages {
+        Pages {
+            request: PageRequest { after: None, limit },
+            done: false,
+        }
+    }
+
+    /// The request for the next page, or `None` once the listing is exhausted.
+    pub fn next(&self) -> Option<&PageRequest> {
+        (!self.done).then_some(&self.request)
+    }
+
+    /// Moves past `page`, whose entries sort by `key`.
+    pub fn advance<T>(&mut self, page: &Page<T>, key: impl Fn(&T) -> String) {
+        match page.items.last() {
+            Some(last) if page.more => self.request.after = Some(key(last)),
+            _ => self.done = true,
+        }
+    }
+}
+
 /// One page of a sorted listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {
@@ -200,16 +230,22 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// The first `limit` of `items`, and whether any follow: backends ask for one entry more
+    /// than the page holds (`LIMIT n + 1`) to know.
+    pub fn first(items: impl IntoIterator<Item = T>, limit: usize) -> Page<T> {
+        let mut items: Vec<T> = items.into_iter().take(limit.saturating_add(1)).collect();
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Page { items, more }
+    }
+
     /// Cuts a sorted list down to the requested page; `key` gives each entry's sort key.
     pub fn from_sorted(items: Vec<T>, request: &PageRequest, key: impl Fn(&T) -> &str) -> Page<T> {
         let start = match &request.after {
             Some(after) => items.partition_point(|item| key(item) <= after.as_str()),
             None => 0,
         };
-        let mut items: Vec<T> = items.into_iter().skip(start).collect();
-        let more = items.len() > request.limit;
-        items.truncate(request.limit);
-        Page { items, more }
+        Page::first(items.into_iter().skip(start), request.limit)
     }
 }
 

@@ -112,13 +112,6 @@ fn started(nanos: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or_default())
 }
 
-/// The rows of a `LIMIT n + 1` query as a page of at most `n`.
-fn page<T>(mut items: Vec<T>, request: &PageRequest) -> Page<T> {
-    let more = items.len() > request.limit;
-    items.truncate(request.limit);
-    Page { items, more }
-}
-
 /// The `LIMIT` that tells whether more entries follow a page.
 fn limit(request: &PageRequest) -> i64 {
     i64::try_from(request.limit.saturating_add(1)).unwrap_or(i64::MAX)
@@ -255,7 +248,7 @@ impl MetadataStore for PgMetadataStore {
             .filter_map(|row| row.get::<_, Option<&str>>(0))
             .map(|name| parse("tag", name))
             .collect::<StorageResult<Vec<Tag>>>()?;
-        Ok(Some(page(tags, request)))
+        Ok(Some(Page::first(tags, request.limit)))
     }
 
     async fn referrers(
@@ -281,7 +274,7 @@ impl MetadataStore for PgMetadataStore {
             &limit(request),
         ];
         let records = self.query_map("listing referrers", sql, params, record).await?;
-        Ok(page(records, request))
+        Ok(Page::first(records, request.limit))
     }
 
     async fn repositories(&self, request: &PageRequest) -> StorageResult<Page<RepositoryName>> {
@@ -289,7 +282,7 @@ impl MetadataStore for PgMetadataStore {
         let params: &Params = &[&after(request), &limit(request)];
         let read = |row: &Row| parse("repository name", row.get(0));
         let names = self.query_map("listing repositories", sql, params, read).await?;
-        Ok(page(names, request))
+        Ok(Page::first(names, request.limit))
     }
 
     async fn create_upload(&self, repo: &RepositoryName, session: &UploadSession) -> StorageResult<()> {

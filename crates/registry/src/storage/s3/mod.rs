@@ -350,10 +350,8 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn blobs(&self, page: &PageRequest) -> StorageResult<Page<BlobInfo>> {
-        let mut items = self.list_blobs(page.after.as_deref(), page.limit + 1).await?;
-        let more = items.len() > page.limit;
-        items.truncate(page.limit);
-        Ok(Page { items, more })
+        let items = self.list_blobs(page.after.as_deref(), page.limit + 1).await?;
+        Ok(Page::first(items, page.limit))
     }
 
     async fn blob_info(&self, digest: &Digest) -> StorageResult<Option<BlobInfo>> {
