@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rbuild_oci::{Algorithm, Hasher};
 use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 /// Files larger than this are written, not pooled: deciding needs the whole content in
 /// memory before the file is created, and large files are few.
@@ -50,17 +51,11 @@ pub(crate) struct PoolKey<'a> {
 
 impl FilePool {
     /// Opens the pool in `dir` (on the same filesystem as the trees it serves), creating it.
+    /// Its fan-out directories are made as their first files are adopted:
+    /// a store that never unpacks a layer — a build wholly from a remote cache, on a fresh CI
+    /// runner — makes none of the 256.
     pub fn open(dir: &Path) -> io::Result<FilePool> {
-        // The last fan-out directory is made last: when it exists, so do the others.
-        if !dir.join("ff").is_dir() {
-            std::fs::create_dir_all(dir)?;
-            for fan in 0..=255u8 {
-                match std::fs::create_dir(dir.join(format!("{fan:02x}"))) {
-                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                    _ => {}
-                }
-            }
-        }
+        std::fs::create_dir_all(dir)?;
         let fd = rustix::fs::open(
             dir,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -110,6 +105,14 @@ impl FilePool {
     /// Adds the finished file `entry` in `parent` to the pool as `name`. Another unpack may
     /// have added it first, which is as good.
     pub(crate) fn adopt(&self, name: &str, parent: BorrowedFd<'_>, entry: &OsStr) {
-        let _ = rustix::fs::linkat(parent, entry, self.dir.as_fd(), name, AtFlags::empty());
+        let link = || rustix::fs::linkat(parent, entry, self.dir.as_fd(), name, AtFlags::empty());
+        if link() == Err(Errno::NOENT)
+            && let Some((fan, _)) = name.split_once('/')
+        {
+            // The first file of its fan-out directory: make the directory (or another unpack
+            // just did) and try again.
+            let _ = rustix::fs::mkdirat(self.dir.as_fd(), fan, Mode::from_raw_mode(0o777));
+            let _ = link();
+        }
     }
 }
