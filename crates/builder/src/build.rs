@@ -15,38 +15,41 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rbuild_dockerfile::plan::Plan;
 use rbuild_oci::Descriptor;
+use rbuild_runtime::Stop;
 
 use crate::context::Contexts;
 use crate::error::Result;
 use crate::export;
-use crate::flight::InFlight;
 use crate::metrics::BuildMetrics;
 use crate::prepare::{self, Sources};
 use crate::progress::Progress;
 use crate::remote::Remote;
 use crate::request::{BuildOutput, BuildRequest};
 use crate::schedule;
-use crate::solve::{Solver, StageState};
+use crate::solve::{Shared, Solver, StageState};
 use crate::store::LocalStore;
 
 /// Builds images. The builds one builder runs at the same time (`rbuild bake`'s targets)
 /// share its store and cache, the steps in flight — a step two of them reach at once is built
 /// by one while the other waits for its result — and, if asked, the contexts they walked.
 pub struct Builder {
-    store: Arc<LocalStore>,
-    remote: Arc<dyn Remote>,
+    shared: Shared,
     contexts: Contexts,
-    flights: Arc<InFlight>,
+    /// The parent of every build's [`Stop`].
+    stop: Stop,
 }
 
 impl Builder {
     /// A builder over a local store, fetching base images and downloads from `remote`.
     pub fn new(store: LocalStore, remote: Arc<dyn Remote>) -> Builder {
         Builder {
-            store: Arc::new(store),
-            remote,
+            shared: Shared {
+                store: Arc::new(store),
+                remote,
+                flights: Arc::default(),
+            },
             contexts: Contexts::default(),
-            flights: Arc::default(),
+            stop: Stop::new(),
         }
     }
 
@@ -59,9 +62,17 @@ impl Builder {
         }
     }
 
+    /// Stops every build this builder runs, now and later: their running commands are killed
+    /// and no further step starts (they fail with
+    /// [`BuildError::Canceled`](crate::error::BuildError::Canceled)). What `rbuild
+    /// bake` does once one target failed, as BuildKit cancels the others.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
     /// The local store.
     pub fn store(&self) -> &LocalStore {
-        &self.store
+        &self.shared.store
     }
 
     /// Builds `request`, reporting to `progress`.
@@ -72,8 +83,8 @@ impl Builder {
             .map_or(0, |since| since.as_millis() as u64);
         let prepared = prepare::prepare(
             &request,
-            &self.store,
-            self.remote.as_ref(),
+            &self.shared.store,
+            self.shared.remote.as_ref(),
             progress.as_ref(),
             &self.contexts,
         )
@@ -103,7 +114,7 @@ impl Builder {
             .rev()
             .find_map(|h| h.created.clone())
             .unwrap_or_else(|| solver.created.clone());
-        let image = export::write_image(&state, Some(&created), &self.store.content)?;
+        let image = export::write_image(&state, Some(&created), &self.shared.store.content)?;
 
         metrics.steps = solver.step_metrics();
         metrics.cache_hits = metrics.steps.iter().filter(|s| s.cache == "hit").count();
@@ -141,14 +152,15 @@ impl Builder {
         warnings: &mut Vec<String>,
     ) -> Result<(Arc<Solver>, Arc<StageState>)> {
         loop {
+            // Each attempt stops on its own: the stages of one that lost a cached layer are
+            // stopped, and the next attempt runs.
             let solver = Arc::new(Solver::new(
-                self.store.clone(),
-                self.remote.clone(),
-                self.flights.clone(),
+                &self.shared,
                 request.clone(),
                 inputs.clone(),
                 &plan.stages,
                 progress.clone(),
+                self.stop.child(),
             ));
             let caches = &solver.sources.caches;
             let lost = caches.lost().len();
@@ -156,7 +168,8 @@ impl Builder {
                 Ok(target) if request.complete_image => {
                     let layers: Vec<Descriptor> =
                         target.image.layers.iter().map(|l| l.descriptor.clone()).collect();
-                    let fetch = caches.fetch_missing(&layers, &self.store, self.remote.as_ref());
+                    let fetch =
+                        caches.fetch_missing(&layers, &self.shared.store, self.shared.remote.as_ref());
                     fetch.await.map(|_| target)
                 }
                 solved => solved,

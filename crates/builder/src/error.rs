@@ -288,6 +288,10 @@ pub enum BuildError {
     #[error("RUN --device is not supported")]
     DevicesUnsupported,
 
+    /// The step was stopped, or not started, because another stage of the build (or another
+    /// target of the bake) failed.
+    #[error("canceled: another part of the build failed")]
+    Canceled,
     /// A stage task ended without a result.
     #[error("a build task failed")]
     TaskFailed(#[source] tokio::task::JoinError),
@@ -425,6 +429,17 @@ impl BuildError {
         BuildError::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Whether this only says the build was canceled ([`BuildError::Canceled`], where it
+    /// happened or shared), not why.
+    pub fn is_canceled(&self) -> bool {
+        match self {
+            BuildError::Canceled => true,
+            BuildError::Step { cause, .. } => cause.is_canceled(),
+            BuildError::Shared(shared) => shared.is_canceled(),
+            _ => false,
         }
     }
 

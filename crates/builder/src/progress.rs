@@ -46,6 +46,8 @@ pub enum Event {
     /// A step failed after running this long; the build's error says why. A live display
     /// prints the step's whole output at this point, as only the last lines are in the error.
     Failed(StepLabel, Duration),
+    /// A step was stopped after running this long, because another part of the build failed.
+    Canceled(StepLabel, Duration),
     /// A line of output from a step (RUN).
     Output(StepLabel, String),
 }

@@ -1,9 +1,11 @@
 //! The build as a graph of stages. Every stage runs as a task of its own that waits only for
 //! the stages it reads from — its base, `COPY --from`, `RUN --mount=from=` — so independent
-//! stages build at the same time, and a stage several others read is built once.
+//! stages build at the same time, and a stage several others read is built once. When a stage
+//! fails, the others are stopped (the solver's [`Stop`](rbuild_runtime::Stop)), and the build
+//! ends with the first failure, not with a stage that was stopped because of it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use rbuild_dockerfile::plan::{Base, CopyFrom, Plan, Stage, StepKind};
@@ -13,16 +15,17 @@ use crate::solve::{Solver, StageState};
 
 type StageFuture = Shared<BoxFuture<'static, std::result::Result<Arc<StageState>, Arc<BuildError>>>>;
 
-/// Runs the plan's stages and returns the target's.
+/// Runs the plan's stages and returns the target's, once every stage has ended.
 pub(crate) async fn run(solver: &Arc<Solver>, plan: &Plan) -> Result<Arc<StageState>> {
     let mut futures: HashMap<usize, StageFuture> = HashMap::new();
+    let first_failure: Arc<Mutex<Option<Arc<BuildError>>>> = Arc::default();
     // The plan lists a stage after every stage it reads from.
     for stage in &plan.stages {
         let deps: Vec<(usize, StageFuture)> = dependencies(stage)
             .into_iter()
             .filter_map(|i| futures.get(&i).map(|f| (i, f.clone())))
             .collect();
-        let solver = solver.clone();
+        let (solver, first_failure) = (solver.clone(), first_failure.clone());
         let index = stage.index;
         let stage = stage.clone();
         let handle = tokio::task::spawn_blocking(move || {
@@ -33,7 +36,17 @@ pub(crate) async fn run(solver: &Arc<Solver>, plan: &Plan) -> Result<Arc<StageSt
             }
             crate::stage::run(&solver, &stage, &done)
                 .map(Arc::new)
-                .map_err(Arc::new)
+                .map_err(|e| {
+                    let e = Arc::new(e);
+                    if !e.is_canceled() {
+                        first_failure
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .get_or_insert_with(|| e.clone());
+                        solver.stop.stop();
+                    }
+                    e
+                })
         });
         let future = async move { handle.await.map_err(|e| Arc::new(BuildError::TaskFailed(e)))? }
             .boxed()
@@ -41,12 +54,24 @@ pub(crate) async fn run(solver: &Arc<Solver>, plan: &Plan) -> Result<Arc<StageSt
         futures.insert(index, future);
     }
     let target = plan.target_stage().ok_or(BuildError::NoStages)?;
-    futures
+    let target = futures
         .get(&target.index)
         .cloned()
-        .ok_or(BuildError::StageMissing(target.index))?
-        .await
-        .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(BuildError::Shared))
+        .ok_or(BuildError::StageMissing(target.index))?;
+    // Stopped stages end quickly; waiting for them leaves no command running and no mount
+    // behind when the build returns.
+    futures_util::future::join_all(futures.into_values()).await;
+    let first_failure = first_failure
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    target.await.map_err(|e| {
+        let e = match first_failure {
+            Some(first) if e.is_canceled() => first,
+            _ => e,
+        };
+        Arc::try_unwrap(e).unwrap_or_else(BuildError::Shared)
+    })
 }
 
 /// The stages (original indexes) a stage reads from.

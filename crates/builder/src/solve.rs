@@ -14,6 +14,7 @@ use rbuild_dockerfile::plan::{Base, Stage, Step, StepKind};
 use rbuild_layer::{Entry, Extras, LayerInfo, PreviousBlocks, write_layer_with};
 use rbuild_oci::manifest::Platform;
 use rbuild_oci::{Descriptor, Digest, time};
+use rbuild_runtime::Stop;
 
 use crate::cache::{CacheRecord, CachedLayer};
 use crate::error::{BuildError, Result};
@@ -41,6 +42,14 @@ pub(crate) struct StageState {
     pub fs_key: String,
 }
 
+/// What the builds of one [`Builder`](crate::Builder) share: the store, where base images and
+/// caches come from, and the steps being built.
+pub(crate) struct Shared {
+    pub store: Arc<LocalStore>,
+    pub remote: Arc<dyn Remote>,
+    pub flights: Arc<InFlight>,
+}
+
 /// Everything the stage tasks of one build share.
 pub(crate) struct Solver {
     pub store: Arc<LocalStore>,
@@ -52,6 +61,8 @@ pub(crate) struct Solver {
     pub dockerfile_name: String,
     pub sources: Sources,
     pub progress: Arc<dyn Progress>,
+    /// Given when a stage fails (or the builder stops every build): the other stages stop.
+    pub stop: Stop,
     /// The build's time, RFC 3339 (or `SOURCE_DATE_EPOCH`'s).
     pub created: String,
     /// The build's time, seconds since the epoch (or `SOURCE_DATE_EPOCH`).
@@ -128,26 +139,27 @@ pub(crate) struct StepContext<'a> {
 }
 
 impl Solver {
-    /// A solver for one build of `request`, whose plan has `stages`.
+    /// A solver for one build of `request` sharing `shared` with the other builds of its
+    /// builder, whose plan has `stages`; `stop` stops it.
     pub fn new(
-        store: Arc<LocalStore>,
-        remote: Arc<dyn Remote>,
-        flights: Arc<InFlight>,
+        shared: &Shared,
         request: BuildRequest,
         sources: Sources,
         stages: &[Stage],
         progress: Arc<dyn Progress>,
+        stop: Stop,
     ) -> Solver {
         let now = request.layer_options.source_date_epoch.unwrap_or_else(time::now);
         Solver {
-            store,
-            remote,
-            flights,
+            store: shared.store.clone(),
+            remote: shared.remote.clone(),
+            flights: shared.flights.clone(),
             dockerfile_name: request.dockerfile.display().to_string(),
             platform: request.target_platform(),
             request,
             sources,
             progress,
+            stop,
             created: time::rfc3339(now),
             now,
             scratch: OnceLock::new(),

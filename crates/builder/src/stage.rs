@@ -28,6 +28,9 @@ pub(crate) fn run(
     // runs only the triggers this stage itself adds.
     state.image.config.config.on_build = None;
     for (position, step) in stage.steps.iter().enumerate() {
+        if solver.stop.is_stopped() {
+            return Err(BuildError::Canceled);
+        }
         let cx = StepContext {
             solver,
             stage,
@@ -86,7 +89,14 @@ fn run_step(cx: &StepContext<'_>, state: &mut StageState) -> Result<StepMetrics>
         ..StepMetrics::default()
     };
     let outcome = steps::run(cx, state, &mut metrics)
-        .inspect_err(|_| progress.event(Event::Failed(cx.label.clone(), started.elapsed())))
+        .inspect_err(|e| {
+            let event = if e.is_canceled() {
+                Event::Canceled
+            } else {
+                Event::Failed
+            };
+            progress.event(event(cx.label.clone(), started.elapsed()));
+        })
         .map_err(|e| {
             e.at(
                 &cx.solver.dockerfile_name,

@@ -17,7 +17,7 @@ use clap::Args;
 use rbuild_bake::{NamedSource, Target};
 use rbuild_builder::exec::SecretSource;
 use rbuild_builder::export::Output;
-use rbuild_builder::{BuildRequest, NamedContext};
+use rbuild_builder::{BuildError, BuildRequest, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 use rbuild_oci::Descriptor;
 use targets::{Finished, TargetProgress};
@@ -112,6 +112,10 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
                         build_target(session, finished, target, job, progress)
                     }))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("its build panicked")));
+                    // One target failing stops the others, as buildx bake cancels them.
+                    if built.is_err() {
+                        session.stop();
+                    }
                     finished.finish(&target.name, built.is_ok());
                     built.with_context(|| format!("target {}", target.name))
                 })
@@ -128,11 +132,19 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
     });
     display.finish();
     let mut failed = Vec::new();
+    let mut canceled = Vec::new();
     for (target, built) in bake.targets.iter().zip(built) {
         match built {
             Ok(manifest) => println!("{} {}", target.name, manifest.digest),
+            Err(e) if was_canceled(&e) => canceled.push(target.name.as_str()),
             Err(e) => failed.push(e),
         }
+    }
+    if !canceled.is_empty() {
+        if failed.is_empty() {
+            bail!("canceled: {}", canceled.join(", "));
+        }
+        eprintln!("canceled, as another target failed: {}", canceled.join(", "));
     }
     match failed.len() {
         0 => Ok(ExitCode::SUCCESS),
@@ -144,6 +156,15 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
             Err(failed.remove(0).context(format!("{n} targets failed")))
         }
     }
+}
+
+/// Whether a target's build only ended because another target's failure stopped it.
+fn was_canceled(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<BuildError>()
+            .is_some_and(BuildError::is_canceled)
+    })
 }
 
 /// Builds one target once the targets it reads are built, and names its image for the targets

@@ -237,6 +237,11 @@ impl Session {
         self.builder.store()
     }
 
+    /// Stops every build of this session, running or to come (see [`Builder::stop`]).
+    pub fn stop(&self) {
+        self.builder.stop();
+    }
+
     /// Builds `job`, sends the image and the caches where it says, and reports; returns the
     /// image's manifest.
     pub fn run(&self, job: Job, progress: display::Mode) -> anyhow::Result<Descriptor> {

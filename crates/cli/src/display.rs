@@ -47,6 +47,7 @@ impl Progress for Plain {
             Event::Missed(label, reason) => format!("#{} cache miss: {reason}", label.number),
             Event::Finished(label, took) => format!("#{} DONE {:.1}s", label.number, took.as_secs_f64()),
             Event::Output(label, text) => format!("#{} {text}", label.number),
+            Event::Canceled(label, took) => format!("#{} CANCELED {:.1}s", label.number, took.as_secs_f64()),
             // The build's error follows, naming the step.
             Event::Failed(..) => return,
         };

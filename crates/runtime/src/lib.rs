@@ -35,6 +35,9 @@
 mod native;
 mod overlay;
 pub mod spec;
+mod stop;
+
+pub use stop::Stop;
 
 use std::collections::VecDeque;
 use std::fs;
@@ -44,6 +47,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Why a step could not run, or failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,9 @@ pub enum RunError {
         /// The last lines it printed.
         tail: Vec<String>,
     },
+    /// The run's [`Stop`] was given: the command was not started, or was killed.
+    #[error("stopped")]
+    Stopped,
 }
 
 impl RunError {
@@ -237,6 +244,8 @@ pub struct Runtime {
     snapshotter: Snapshotter,
     /// Whether [`Snapshotter::Auto`] has said it falls back to copies.
     warned: AtomicBool,
+    /// Kills the running commands when given.
+    stop: Stop,
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -273,12 +282,19 @@ impl Runtime {
             root: root.to_owned(),
             snapshotter,
             warned: AtomicBool::new(false),
+            stop: Stop::new(),
         })
     }
 
     /// This runtime with `snapshotter` instead of the environment's choice.
     pub fn with_snapshotter(mut self, snapshotter: Snapshotter) -> Runtime {
         self.snapshotter = snapshotter;
+        self
+    }
+
+    /// This runtime, its commands killed when `stop` is given (and none started after).
+    pub fn with_stop(mut self, stop: Stop) -> Runtime {
+        self.stop = stop;
         self
     }
 
@@ -350,8 +366,12 @@ impl Runtime {
     }
 
     /// Runs `spec`, passing each line the command prints to `output`. A non-zero exit is
-    /// [`RunError::Failed`] with the last lines of output.
+    /// [`RunError::Failed`] with the last lines of output; a command killed because the
+    /// runtime's [`Stop`] was given, or not started because it was, is [`RunError::Stopped`].
     pub fn run(&self, spec: &RunSpec, output: &(dyn Fn(&str) + Sync)) -> Result<Finished, RunError> {
+        if self.stop.is_stopped() {
+            return Err(RunError::Stopped);
+        }
         let id = format!(
             "rbuild-{}-{}",
             std::process::id(),
@@ -471,7 +491,8 @@ impl Runtime {
         .into_iter()
         .flatten()
         .collect();
-        std::thread::scope(|scope| {
+        let done = AtomicBool::new(false);
+        let status = std::thread::scope(|scope| {
             for stream in streams {
                 let tail = tail.clone();
                 scope.spawn(move || {
@@ -490,10 +511,23 @@ impl Runtime {
                     }
                 });
             }
-        });
-        let status = child
-            .wait()
-            .map_err(|e| RunError::Runtime(format!("waiting for {}: {e}", self.runc.display())))?;
+            scope.spawn(|| {
+                self.stop.watch(&done, Duration::from_millis(100), || {
+                    let _ = self
+                        .runc()
+                        .args(["kill", id, "KILL"])
+                        .stderr(Stdio::null())
+                        .status();
+                })
+            });
+            let status = child.wait();
+            self.stop.end(&done);
+            status
+        })
+        .map_err(|e| RunError::Runtime(format!("waiting for {}: {e}", self.runc.display())))?;
+        if self.stop.is_stopped() && !status.success() {
+            return Err(RunError::Stopped);
+        }
         match status.code() {
             Some(0) => Ok(()),
             code => {

@@ -367,6 +367,75 @@ fn flate2_decode(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// No mount, run directory or runc container of the store's runs is left.
+fn assert_no_run_left(store: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let root = store.display().to_string();
+    assert!(
+        !mounts.contains(&root),
+        "a mount under the store survived:\n{mounts}"
+    );
+    assert_eq!(
+        std::fs::read_dir(store.join("runtime/runs")).unwrap().count(),
+        0,
+        "a run directory survived"
+    );
+    let containers = run(Command::new("runc")
+        .arg("--root")
+        .arg(store.join("runtime/state"))
+        .args(["list", "-q"]));
+    assert!(
+        containers.trim().is_empty(),
+        "runc containers survived: {containers}"
+    );
+}
+
+/// A stage that fails stops the stages running beside it, as BuildKit cancels them: the
+/// command still running is killed (a `sleep 300` that would otherwise hold the build for five
+/// minutes), its step shows CANCELED, and the build's error is the failure, not the cancel.
+/// The failing command waits, through a shared cache mount, until the other one is running.
+#[test]
+fn a_failing_stage_stops_the_stages_beside_it() {
+    let Some((store, base, ctx)) = busybox_store() else {
+        return;
+    };
+    let mount = "--mount=type=cache,target=/shared,sharing=shared";
+    dockerfile(
+        ctx.path(),
+        &format!(
+            "FROM {base} AS slow\n\
+             RUN {mount} touch /shared/started && sleep 300\n\
+             FROM {base} AS broken\n\
+             RUN {mount} until [ -e /shared/started ]; do sleep 0.1; done; echo broken >&2; exit 4\n\
+             FROM {base}\n\
+             COPY --from=slow /bin/busybox /slow\n\
+             COPY --from=broken /bin/busybox /broken\n"
+        ),
+    );
+    let out = output(
+        rbuild(store.path())
+            .args(["build", "--progress", "plain"])
+            .arg(ctx.path()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let error = &stderr[stderr.rfind("error: ").unwrap_or(0)..];
+    for part in ["Dockerfile:4", "exited with code 4", "broken"] {
+        assert!(error.contains(part), "missing {part:?} in the error:\n{stderr}");
+    }
+    assert!(!error.contains("canceled"), "{stderr}");
+    let slow = stderr
+        .lines()
+        .find(|l| l.contains("RUN") && l.contains("sleep 300"))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("the slow step never started:\n{stderr}"));
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&format!("{slow} CANCELED"))),
+        "{stderr}"
+    );
+    assert_no_run_left(store.path());
+}
+
 #[test]
 fn kill_9_during_run_leaves_nothing_behind() {
     let Some((store, base, ctx)) = busybox_store() else {
@@ -395,25 +464,7 @@ fn kill_9_during_run_leaves_nothing_behind() {
     run(rbuild(store.path())
         .args(["build", "--progress", "plain"])
         .arg(ctx.path()));
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let root = store.path().display().to_string();
-    assert!(
-        !mounts.contains(&root),
-        "a mount under the store survived:\n{mounts}"
-    );
-    assert_eq!(
-        std::fs::read_dir(&runs).unwrap().count(),
-        0,
-        "a run directory survived"
-    );
-    let containers = run(Command::new("runc")
-        .arg("--root")
-        .arg(store.path().join("runtime/state"))
-        .args(["list", "-q"]));
-    assert!(
-        containers.trim().is_empty(),
-        "runc containers survived: {containers}"
-    );
+    assert_no_run_left(store.path());
     let snapshots = store.path().join("snapshots");
     let half_made: Vec<_> = std::fs::read_dir(&snapshots)
         .unwrap()

@@ -90,6 +90,7 @@ pub(super) fn run(cx: &StepContext<'_>, run: &RunStep, state: &mut StageState) -
                 rbuild_runtime::RunError::Failed { exit_code, tail } => {
                     BuildError::RunFailed { exit_code, tail }
                 }
+                rbuild_runtime::RunError::Stopped => BuildError::Canceled,
                 other => BuildError::Runtime(other),
             })?;
             let diff_started = Instant::now();
@@ -181,6 +182,7 @@ fn runtime(solver: &Solver) -> Result<Arc<rbuild_runtime::Runtime>> {
     if let Some(snapshotter) = solver.request.snapshotter {
         runtime = runtime.with_snapshotter(snapshotter);
     }
+    runtime = runtime.with_stop(solver.stop.clone());
     let cleaned = runtime.cleanup_stale();
     if cleaned > 0 {
         tracing::info!("removed {cleaned} runs left by interrupted builds");

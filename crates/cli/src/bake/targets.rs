@@ -91,6 +91,7 @@ impl Progress for TargetProgress {
             Event::Missed(label, reason) => Event::Missed(self.label(label), reason),
             Event::Finished(label, took) => Event::Finished(self.label(label), took),
             Event::Failed(label, took) => Event::Failed(self.label(label), took),
+            Event::Canceled(label, took) => Event::Canceled(self.label(label), took),
             Event::Output(label, text) => Event::Output(self.label(label), text),
             other @ (Event::Resolving { .. } | Event::Resolved { .. }) => other,
         };

@@ -166,6 +166,12 @@ impl Tree {
                         .push(step.end(format!("ERROR {}", seconds(took)), true));
                 }
             }
+            Event::Canceled(label, took) => {
+                if let Some(step) = self.running.remove(&label.number) {
+                    self.finished
+                        .push(step.end(format!("CANCELED {}", seconds(took)), false));
+                }
+            }
         }
     }
 
@@ -408,6 +414,24 @@ mod tests {
                 "#2 [app 2/5] RUN sleep 100 CANCELED 2.0s",
             ]
         );
+    }
+
+    #[test]
+    fn a_step_stopped_by_another_failure_ends_canceled_without_its_output() {
+        let start = Instant::now();
+        let mut tree = Tree::default();
+        running(&mut tree, start, 2, "RUN sleep 100", 3);
+        tree.apply(
+            Event::Canceled(label(2, "RUN sleep 100"), Duration::from_millis(1_500)),
+            start,
+        );
+        assert!(tree.rows(start, 40, 10).is_empty());
+        let finished = tree.take_finished();
+        assert_eq!(
+            titles(&finished, 40),
+            ["#2 [app 2/5] RUN sleep 100 CANCELED 1.5s"]
+        );
+        assert!(finished[0].output.is_empty());
     }
 
     #[test]
