@@ -105,11 +105,11 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
                     numbers.clone(),
                     display.progress(),
                 ));
-                let (session, finished) = (&session, &finished);
+                let (session, finished, display) = (&session, &finished, &display);
                 scope.spawn(move || {
                     // A panic too must reach the targets waiting for this one.
                     let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        build_target(session, finished, target, job, progress)
+                        build_target(session, display, finished, target, job, progress)
                     }))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("its build panicked")));
                     // One target failing stops the others, as buildx bake cancels them.
@@ -171,6 +171,7 @@ fn was_canceled(error: &anyhow::Error) -> bool {
 /// that read it.
 fn build_target(
     session: &Session,
+    display: &display::Display,
     finished: &Finished,
     target: &Target,
     job: Job,
@@ -181,8 +182,8 @@ fn build_target(
             bail!("target {dependency}, which it reads, failed");
         }
     }
-    eprintln!("building target {}", target.name);
-    let manifest = session.run_reporting(job, progress, || ())?;
+    display.say(format!("building target {}", target.name));
+    let manifest = session.run_reporting(job, progress, display)?;
     session
         .store()
         .content

@@ -1,7 +1,6 @@
 //! `rbuild build`: docker build's flags, a daemonless build, then tags, outputs and pushes.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -246,17 +245,17 @@ impl Session {
     /// image's manifest.
     pub fn run(&self, job: Job, progress: display::Mode) -> anyhow::Result<Descriptor> {
         let display = self.display(progress);
-        self.run_reporting(job, display.progress(), || display.finish())
+        self.run_reporting(job, display.progress(), &display)
     }
 
-    /// [`run`](Session::run), the build reporting to `progress`, and `built` called when the
-    /// build returns, before anything else is printed. Several may run at once, on threads of
-    /// their own: they share the session's store, cache and steps in flight.
+    /// [`run`](Session::run), the build reporting to `progress`, and what the command says
+    /// (pushed, cache written, warnings, built) said on `display`. Several may run at once, on
+    /// threads of their own: they share the session's store, cache and steps in flight.
     pub fn run_reporting(
         &self,
         job: Job,
         progress: Arc<dyn Progress>,
-        built: impl FnOnce(),
+        display: &display::Display,
     ) -> anyhow::Result<Descriptor> {
         let Session {
             builder,
@@ -266,9 +265,7 @@ impl Session {
         let mut request = job.request;
         request.complete_image =
             job.keep_whole || needs_layer_bytes(&job.outputs, &job.tags, &request.cache_from);
-        let output = runtime.block_on(builder.build(request, progress));
-        built();
-        let mut output = output?;
+        let mut output = runtime.block_on(builder.build(request, progress))?;
         if job.cache_to.contains(&CacheTo::Inline) {
             output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
         }
@@ -305,19 +302,19 @@ impl Session {
             store.content.set_ref(&tag.to_string(), &exported.manifest)?;
         }
         for report in &exported.pushed {
-            eprintln!(
+            display.say(format!(
                 "pushed {} ({} bytes uploaded, {} blobs already there)",
                 report.reference,
                 report.bytes_uploaded(),
                 report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
-            );
+            ));
         }
         for (target, result) in sent {
             match result {
-                Ok(cache) => eprintln!(
+                Ok(cache) => display.say(format!(
                     "cache written to {} ({} steps, {})",
                     cache.location, cache.records, cache.manifest.digest
-                ),
+                )),
                 Err(e) if target.ignore_error => output.warnings.push(format!(
                     "cache export to {} failed: {:#}",
                     target.location,
@@ -333,12 +330,11 @@ impl Session {
             std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         }
         for warning in &output.warnings {
-            eprintln!("warning: {warning}");
+            display.say(format!("warning: {warning}"));
         }
         let m = &output.metrics;
         let tag_names: Vec<String> = job.tags.iter().map(export::familiar_name).collect();
-        let _ = writeln!(
-            std::io::stderr(),
+        display.say(format!(
             "built {} in {:.2}s: {} cached, {} built{}",
             exported.manifest.digest,
             m.duration_ms / 1000.0,
@@ -349,7 +345,7 @@ impl Session {
             } else {
                 format!(" ({})", tag_names.join(", "))
             }
-        );
+        ));
         Ok(exported.manifest)
     }
 }

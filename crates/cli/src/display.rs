@@ -92,6 +92,17 @@ impl Display {
         self.progress.clone()
     }
 
+    /// Prints a line of the command's own on stderr: above the live rows while they show
+    /// (printed directly, it would land among them), else at once.
+    pub fn say(&self, line: String) {
+        match &self.screen {
+            Some(screen) => screen.say(line),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
     /// Ends the live view, leaving the cursor below it.
     pub fn finish(&self) {
         if let Some(screen) = &self.screen {

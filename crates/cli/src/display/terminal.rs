@@ -77,6 +77,13 @@ impl Screen {
         self.shared.clone()
     }
 
+    /// Prints `line` above the live rows at the next frame.
+    pub fn say(&self, line: String) {
+        if let Ok(mut tree) = self.shared.0.lock() {
+            tree.say(line);
+        }
+    }
+
     /// Draws the last frame: what finished is printed, what still runs is printed as
     /// canceled, and the cursor is left below it all. Returns once that is written, also to
     /// a second caller.

@@ -51,6 +51,7 @@ impl Running {
             status,
             output,
             dropped,
+            whole: false,
         }
     }
 }
@@ -67,12 +68,18 @@ pub struct Finished {
     output: Vec<String>,
     /// Lines of that output no longer kept.
     dropped: usize,
+    /// Printed whole, not cut to the width: a line said between steps.
+    whole: bool,
 }
 
 impl Finished {
     /// Its rows at `width` columns: the title row cut to the width, a failed step's output in
     /// full (the terminal wraps it), prefixed with the step number as `--progress=plain` does.
+    /// A line said between steps is printed whole.
     pub fn rows(&self, width: usize) -> Vec<String> {
+        if self.whole {
+            return vec![self.title.clone()];
+        }
         let mut rows = vec![row(&self.title, &self.status, width)];
         if self.dropped > 0 {
             rows.push(format!(
@@ -118,6 +125,7 @@ impl Tree {
                     status,
                     output: Vec::new(),
                     dropped: 0,
+                    whole: false,
                 });
             }
             Event::Started(label) => {
@@ -175,6 +183,19 @@ impl Tree {
         }
     }
 
+    /// Prints `line` above the live rows with what finished: what the caller says while
+    /// steps run (a bake target pushed while others build).
+    pub fn say(&mut self, line: String) {
+        self.finished.push(Finished {
+            number: 0,
+            title: line,
+            status: String::new(),
+            output: Vec::new(),
+            dropped: 0,
+            whole: true,
+        });
+    }
+
     /// What finished since the last call, in the order it finished.
     pub fn take_finished(&mut self) -> Vec<Finished> {
         std::mem::take(&mut self.finished)
@@ -190,6 +211,7 @@ impl Tree {
                 status: "CANCELED".to_owned(),
                 output: Vec::new(),
                 dropped: 0,
+                whole: false,
             });
         }
         for step in std::mem::take(&mut self.running).into_values() {
@@ -432,6 +454,25 @@ mod tests {
             ["#2 [app 2/5] RUN sleep 100 CANCELED 1.5s"]
         );
         assert!(finished[0].output.is_empty());
+    }
+
+    #[test]
+    fn said_lines_come_out_whole_in_their_turn() {
+        let start = Instant::now();
+        let mut tree = Tree::default();
+        running(&mut tree, start, 1, "COPY a /a", 0);
+        running(&mut tree, start, 2, "RUN sleep 100", 3);
+        tree.apply(Event::Finished(label(1, "COPY a /a"), Duration::ZERO), start);
+        let said = "pushed reg/app:1 (1234567 bytes uploaded, 2 blobs already there)";
+        tree.say(said.to_owned());
+        let rows: Vec<String> = tree
+            .take_finished()
+            .iter()
+            .flat_map(|finished| finished.rows(20))
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1], said, "not cut to the width");
+        assert_eq!(tree.rows(start, 40, 10).len(), 4, "the running step stays live");
     }
 
     #[test]
