@@ -131,11 +131,13 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     }
 }
 
-fn no_such_endpoint() -> RegistryError {
+/// The error for a path no endpoint serves (on the metrics listener too).
+pub(crate) fn no_such_endpoint() -> RegistryError {
     RegistryError::new(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
 }
 
-fn method_not_allowed(method: &Method) -> RegistryError {
+/// The error for a method the endpoint does not take (on the metrics listener too).
+pub(crate) fn method_not_allowed(method: &Method) -> RegistryError {
     RegistryError::new(
         ErrorCode::Unsupported,
         format!("method {method} is not allowed on this endpoint"),
