@@ -74,6 +74,24 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         response
     }
 
+    /// Answers a request to the metrics listener: the scrape for `GET` or `HEAD /metrics`,
+    /// else the error the main listener gives for a path it does not serve or a method the
+    /// path does not take.
+    pub(crate) fn handle_metrics_only<T>(&self, request: &Request<T>) -> Response<Body> {
+        let method = request.method();
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        let result = match route::parse(request.uri().path()) {
+            Ok(Some(Route::Metrics)) if read => Ok(self.metrics.response(request.headers())),
+            Ok(Some(Route::Metrics)) => Err(method_not_allowed(method)),
+            _ => Err(no_such_endpoint()),
+        };
+        let mut response = result.unwrap_or_else(|e| error_response(&e));
+        if *method == Method::HEAD {
+            *response.body_mut() = empty();
+        }
+        response
+    }
+
     async fn dispatch(
         &self,
         route: Route,
@@ -131,13 +149,11 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     }
 }
 
-/// The error for a path no endpoint serves (on the metrics listener too).
-pub(crate) fn no_such_endpoint() -> RegistryError {
+fn no_such_endpoint() -> RegistryError {
     RegistryError::new(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
 }
 
-/// The error for a method the endpoint does not take (on the metrics listener too).
-pub(crate) fn method_not_allowed(method: &Method) -> RegistryError {
+fn method_not_allowed(method: &Method) -> RegistryError {
     RegistryError::new(
         ErrorCode::Unsupported,
         format!("method {method} is not allowed on this endpoint"),
