@@ -29,9 +29,20 @@ trap cleanup EXIT
 # CPU seconds (user + system) process $1 has used so far.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
+# One notification endpoint, for deletes only (so the GETs make no events and it is never
+# sent anything), so that the scrape carries the notification families' series besides the
+# proxy and GC ones, which are there without configuration.
+cat >"$work/config.toml" <<'TOML'
+[[notifications]]
+name = "bench"
+url = "http://127.0.0.1:9/events"
+actions = ["delete"]
+TOML
+echo "-- load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 port=$(free_port)
 base="http://127.0.0.1:$port"
-RUST_LOG=warn "$rbuild" serve --addr "127.0.0.1:$port" --root "$work/root" >"$work/serve.log" 2>&1 &
+RUST_LOG=warn "$rbuild" serve --config "$work/config.toml" --addr "127.0.0.1:$port" --root "$work/root" \
+    >"$work/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do curl -sf -o /dev/null "$base/v2/" && break; sleep 0.1; done
 
@@ -97,3 +108,4 @@ bytes=$(curl -sf -H "$openmetrics" "$base/metrics" | wc -c)
 echo "one scrape ($bytes bytes): $per_scrape_ms ms of server CPU (mean of $scrapes);" \
     "manifest GETs keep the server at $busy CPU-seconds per second;" \
     "a scrape every second: $(awk "BEGIN {printf \"%.3f\", $per_scrape_ms / 1000 / $busy * 100}")% of that"
+echo "-- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

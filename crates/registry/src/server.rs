@@ -53,6 +53,31 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
         .map_err(io::Error::other)?;
     let purge = tokio::spawn(purge_loop(registry.clone()));
     let gc = tokio::spawn(crate::gc::run_scheduled(registry.clone()));
+    let graceful = accept_until(registry.clone(), listener, tls, Serves::Api, shutdown).await;
+    purge.abort();
+    gc.abort();
+    drain(graceful, registry.config().shutdown_grace()).await;
+    Ok(())
+}
+
+/// What a listener answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Serves {
+    /// The registry's API (and `/metrics`, unless `[metrics] addr` gives it a listener).
+    Api,
+    /// `/metrics` only, outside the registry's auth: `[metrics] addr`.
+    MetricsOnly,
+}
+
+/// Accepts connections on `listener` and serves what `serves` says on each, until `shutdown`
+/// completes; then closes the listener and returns the connections still open, to drain.
+pub(crate) async fn accept_until<B: BlobStore, M: MetadataStore>(
+    registry: Arc<Registry<B, M>>,
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    serves: Serves,
+    shutdown: impl Future<Output = ()>,
+) -> GracefulShutdown {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -75,7 +100,7 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
                 match &tls {
                     None => {
                         let peer = Peer { addr: Some(addr), tls: false };
-                        tokio::spawn(serve_connection(builder, watcher, stream, registry, peer));
+                        tokio::spawn(serve_connection(builder, watcher, stream, registry, peer, serves));
                     }
                     Some(tls) => {
                         let acceptor = tls.acceptor();
@@ -83,7 +108,7 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(stream)) => {
                                     let peer = Peer { addr: Some(addr), tls: true };
-                                    serve_connection(builder, watcher, stream, registry, peer).await;
+                                    serve_connection(builder, watcher, stream, registry, peer, serves).await;
                                 }
                                 Ok(Err(e)) => tracing::debug!("TLS handshake with {addr} failed: {e}"),
                                 Err(_) => tracing::debug!("TLS handshake with {addr} timed out"),
@@ -92,13 +117,13 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
                     }
                 }
             }
-            () = &mut shutdown => break,
+            () = &mut shutdown => return graceful,
         }
     }
-    drop(listener);
-    purge.abort();
-    gc.abort();
-    let grace = registry.config().shutdown_grace();
+}
+
+/// Lets the requests in flight on `graceful`'s connections finish, for up to `grace`.
+pub(crate) async fn drain(graceful: GracefulShutdown, grace: Duration) {
     tracing::info!(
         "shutting down; waiting up to {}s for in-flight requests",
         grace.as_secs()
@@ -106,7 +131,6 @@ pub async fn run_with<B: BlobStore, M: MetadataStore>(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over; closing the remaining connections");
     }
-    Ok(())
 }
 
 /// Serves HTTP on one established connection until it closes or shutdown drains it.
@@ -116,6 +140,7 @@ async fn serve_connection<B, M, S>(
     stream: S,
     registry: Arc<Registry<B, M>>,
     peer: Peer,
+    serves: Serves,
 ) where
     B: BlobStore,
     M: MetadataStore,
@@ -123,7 +148,7 @@ async fn serve_connection<B, M, S>(
 {
     let service = hyper::service::service_fn(move |request| {
         let registry = registry.clone();
-        async move { Ok::<_, std::convert::Infallible>(logged(registry, request, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(logged(registry, request, peer, serves).await) }
     });
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -137,11 +162,13 @@ async fn serve_connection<B, M, S>(
 
 /// Handles a request: gives it an id (sent back in `X-Request-Id`, and on every log line
 /// written while answering), and arranges for its access-log line and its metrics once the
-/// response body is done. The one place every request passes, so the one place it is counted.
+/// response body is done. The one place every request on every listener passes, so the one
+/// place it is counted.
 async fn logged<B: BlobStore, M: MetadataStore>(
     registry: Arc<Registry<B, M>>,
     request: Request<Incoming>,
     peer: Peer,
+    serves: Serves,
 ) -> Response<Body> {
     let started = Instant::now();
     let id = RequestId::of(request.headers());
@@ -167,7 +194,10 @@ async fn logged<B: BlobStore, M: MetadataStore>(
             .boxed_unsync()
     });
     let span = tracing::info_span!("request", request_id = %id);
-    let response = registry.handle_from(request, &peer).instrument(span).await;
+    let response = match serves {
+        Serves::Api => registry.handle_from(request, &peer).instrument(span).await,
+        Serves::MetricsOnly => span.in_scope(|| registry.handle_metrics_only(&request)),
+    };
     drop(in_flight);
     let http = registry.metrics().http();
     let (mut parts, body) = response.into_parts();

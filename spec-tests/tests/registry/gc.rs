@@ -354,12 +354,28 @@ fn gc_in_a_loop_while_pushes_go_on() {
     }
 }
 
+/// The scheduled collections' log lines so far (one per run, written once it is counted).
+fn scheduled_runs(registry: &RegistryProcess) -> Vec<String> {
+    registry
+        .log()
+        .lines()
+        .filter(|l| l.contains("garbage collection: removed "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `rbuild serve` collects on its schedule, and `/metrics` moves by exactly what each run did:
+/// the run that finds the untagged image adds one run, its 4 blobs (manifest, config, two
+/// layers), 1 manifest and the bytes of exactly those blobs (what left the store, and what the
+/// test pushed); the next run adds one run and nothing else.
 #[test]
 fn serve_collects_on_its_schedule() {
     // A grace period longer than a push: with none, a scheduled run between a blob's upload
-    // and its manifest (or between the delete and the HEAD below) takes it, as it should.
-    let registry = RegistryProcess::start_with_config("[gc]\ngrace_secs = 4\ninterval_secs = 1\n");
+    // and its manifest (or between the delete and the HEAD below) takes it, as it should. An
+    // interval long enough that no other run completes while the test scrapes after one.
+    let registry = RegistryProcess::start_with_config("[gc]\ngrace_secs = 2\ninterval_secs = 4\n");
     let api = Api::new(&registry);
+    let metrics = registry.url("/metrics");
     let kept = TestImage::new("kept");
     let garbage = TestImage::new("garbage");
     api.push_image("sched/app", "v1", &kept);
@@ -367,31 +383,78 @@ fn serve_collects_on_its_schedule() {
     assert_eq!(api.delete("/v2/sched/app/manifests/old").status(), 202);
     let layer = format!("/v2/sched/app/blobs/{}", Digest::sha256_of(&garbage.layers[0]));
     assert_eq!(api.head(&layer).status(), 200);
+    let stored = registry.stored_blob_bytes();
+    let before = Scrape::get(&metrics);
+    // The run that removes it may be the first or, on a slow start, a later one.
+    let mut runs = Vec::new();
     spec_tests::wait::wait_until(
         "the scheduled collection to remove the untagged image",
         Duration::from_secs(30),
         || {
-            registry
-                .log()
-                .contains("garbage collection: removed 0 tags, 1 manifests")
-                && api.head(&layer).status() == 404
+            runs = scheduled_runs(&registry);
+            runs.iter().any(|l| l.contains("removed 0 tags, 1 manifests, "))
         },
     );
+    let removed = Scrape::get(&metrics);
+    // The manifest's bytes are a blob too.
+    let garbage_blobs: Vec<&Vec<u8>> = [&garbage.manifest, &garbage.config]
+        .into_iter()
+        .chain(&garbage.layers)
+        .collect();
+    let garbage_bytes: usize = garbage_blobs.iter().map(|b| b.len()).sum();
+    assert_eq!(api.head(&layer).status(), 404);
+    assert_eq!(
+        stored - registry.stored_blob_bytes(),
+        garbage_bytes as u64,
+        "the run deleted the garbage image's blobs and nothing else"
+    );
+    let gc = |family: &str| format!("rbuild_registry_gc_{family}_total");
+    let families = [
+        "runs",
+        "freed_bytes",
+        "blobs_deleted",
+        "manifests_deleted",
+        "tags_deleted",
+        "failures",
+    ]
+    .map(gc);
+    assert_eq!(
+        removed.deltas(&before, &families),
+        [
+            (gc("runs"), runs.len() as f64 - before.value(&gc("runs"))),
+            (gc("freed_bytes"), garbage_bytes as f64),
+            (gc("blobs_deleted"), garbage_blobs.len() as f64),
+            (gc("manifests_deleted"), 1.0),
+            (gc("tags_deleted"), 0.0),
+            (gc("failures"), 0.0),
+        ],
+        "{}\n{runs:#?}",
+        removed.text
+    );
+    assert_eq!(removed.value(&gc("runs")), runs.len() as f64, "{runs:#?}");
+
+    spec_tests::wait::wait_until("the next scheduled collection", Duration::from_secs(30), || {
+        scheduled_runs(&registry).len() > runs.len()
+    });
+    let next = Scrape::get(&metrics);
+    assert_eq!(
+        next.deltas(&removed, &families),
+        [
+            (gc("runs"), 1.0),
+            (gc("freed_bytes"), 0.0),
+            (gc("blobs_deleted"), 0.0),
+            (gc("manifests_deleted"), 0.0),
+            (gc("tags_deleted"), 0.0),
+            (gc("failures"), 0.0),
+        ],
+        "{}",
+        next.text
+    );
+
     for blob in std::iter::once(&kept.config).chain(&kept.layers) {
         let path = format!("/v2/sched/app/blobs/{}", Digest::sha256_of(blob));
         assert_eq!(api.get(&path).bytes().unwrap().as_ref(), blob.as_slice());
     }
     let (ok, report) = registry.fsck();
     assert!(ok, "{report}");
-    let scrape = Scrape::get(&registry.url("/metrics"));
-    assert!(
-        scrape.value("rbuild_registry_gc_runs_total") >= 1.0,
-        "{}",
-        scrape.text
-    );
-    assert!(
-        scrape.value("rbuild_registry_gc_freed_bytes_total") >= garbage.layers[0].len() as f64,
-        "{}",
-        scrape.text
-    );
 }

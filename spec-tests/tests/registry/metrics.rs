@@ -368,3 +368,78 @@ fn every_error_has_a_log_line_with_the_id_its_response_carries() {
     assert_eq!(access.len(), 1, "{access:?}");
     assert_eq!(access[0]["fields"]["status"], 500);
 }
+
+/// The separate metrics listener answers as the main one does: every response carries an
+/// `X-Request-Id` (the client's, if sane) and has an access-log line with that id, its route
+/// and status; a path other than `/metrics`, or a method other than `GET` and `HEAD`, gets the
+/// main listener's error body, whose code the line names too. Its requests count in
+/// `http_requests_total` like any other.
+#[test]
+fn the_metrics_listener_gives_request_ids_and_access_lines() {
+    let metrics = free_port();
+    let registry = RegistryProcess::start_with_config(&format!(
+        "[log]\nformat = \"json\"\n[metrics]\naddr = \"{metrics}\"\n"
+    ));
+    let client = reqwest::blocking::Client::new();
+    let url = |path: &str| format!("http://{metrics}{path}");
+    let sent = |method: Method, path: &str, id: &str| {
+        client
+            .request(method, url(path))
+            .header("x-request-id", id)
+            .send()
+            .unwrap()
+    };
+    let before = Scrape::get(&url("/metrics"));
+
+    let scraped = client.get(url("/metrics")).send().unwrap();
+    assert_eq!(scraped.status(), 200);
+    let scrape_id = header(&scraped, "x-request-id");
+    assert_eq!(scrape_id.len(), 36, "a UUID: {scrape_id}");
+    let elsewhere = sent(Method::GET, "/v2/", "metrics-404");
+    assert_eq!(elsewhere.status(), 404);
+    assert_eq!(header(&elsewhere, "x-request-id"), "metrics-404");
+    assert_eq!(elsewhere.json_value()["errors"][0]["code"], "UNSUPPORTED");
+    let posted = sent(Method::POST, "/metrics", "metrics-405");
+    assert_eq!(posted.status(), 405);
+    assert_eq!(header(&posted, "x-request-id"), "metrics-405");
+    let head = sent(Method::HEAD, "/metrics", "metrics-head");
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "x-request-id"), "metrics-head");
+
+    for (id, route, method, status, error) in [
+        (scrape_id.as_str(), "metrics", "GET", 200, None),
+        ("metrics-404", "base", "GET", 404, Some("UNSUPPORTED")),
+        ("metrics-405", "metrics", "POST", 405, Some("UNSUPPORTED")),
+        ("metrics-head", "metrics", "HEAD", 200, None),
+    ] {
+        let mut lines = Vec::new();
+        wait_until(
+            &format!("the access line of {id}"),
+            Duration::from_secs(5),
+            || {
+                lines = log_lines(&registry, "/fields/request_id", id);
+                !lines.is_empty()
+            },
+        );
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let fields = &lines[0]["fields"];
+        assert_eq!(lines[0]["target"], "rbuild::access", "{fields}");
+        assert_eq!(fields["route"], route, "{fields}");
+        assert_eq!(fields["method"], method, "{fields}");
+        assert_eq!(fields["status"], status, "{fields}");
+        assert_eq!(fields["error_code"].as_str(), error, "{fields}");
+        assert!(
+            fields["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{fields}"
+        );
+    }
+    // (Not the GETs of /metrics: each scrape that reads the counters adds one.)
+    let expected = [
+        (requests("metrics", "HEAD", 200), 1.0),
+        (requests("metrics", "POST", 405), 1.0),
+        (requests("base", "GET", 404), 1.0),
+    ];
+    assert_moved(|| Scrape::get(&url("/metrics")), &before, &expected);
+}

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -31,7 +31,8 @@ struct Delivery {
 enum Behaviour {
     /// `200 OK` to every POST.
     Acknowledge,
-    /// Reads nothing and never answers, holding the connection open.
+    /// Never answers, holding each connection open until the client gives up on it (or, after
+    /// [`Receiver::acknowledge_from_now`], answers the connections that come next).
     Hang,
 }
 
@@ -39,6 +40,11 @@ enum Behaviour {
 struct Receiver {
     addr: SocketAddr,
     deliveries: Arc<Mutex<Vec<Delivery>>>,
+    /// Whether new connections are held unanswered.
+    hanging: Arc<AtomicBool>,
+    /// The connections held unanswered, in the order they came: how long each was held
+    /// before the client closed it, `None` while it is still open.
+    held: Arc<Mutex<Vec<Option<Duration>>>>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -61,23 +67,22 @@ impl Receiver {
     fn serve(listener: TcpListener, behaviour: Behaviour) -> Receiver {
         let addr = listener.local_addr().expect("receiver address");
         let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let hanging = Arc::new(AtomicBool::new(behaviour == Behaviour::Hang));
+        let held = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = {
-            let (deliveries, stop) = (deliveries.clone(), stop.clone());
+            let (deliveries, hanging, held, stop) =
+                (deliveries.clone(), hanging.clone(), held.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut held = Vec::new();
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    match behaviour {
-                        Behaviour::Hang => held.push(stream),
-                        Behaviour::Acknowledge => {
-                            if let Some(delivery) = answer(stream) {
-                                deliveries.lock().expect("deliveries").push(delivery);
-                            }
-                        }
+                    if hanging.load(Ordering::SeqCst) {
+                        hold(stream, &held);
+                    } else if let Some(delivery) = answer(stream) {
+                        deliveries.lock().expect("deliveries").push(delivery);
                     }
                 }
             })
@@ -85,9 +90,22 @@ impl Receiver {
         Receiver {
             addr,
             deliveries,
+            hanging,
+            held,
             stop,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// Answers the connections that come from now on (those held stay unanswered).
+    fn acknowledge_from_now(&self) {
+        self.hanging.store(false, Ordering::SeqCst);
+    }
+
+    /// The connections held unanswered so far: how long each was held before the client
+    /// closed it (`None`: still open).
+    fn held(&self) -> Vec<Option<Duration>> {
+        self.held.lock().expect("held").clone()
     }
 
     /// `http://127.0.0.1:<port>/events`.
@@ -129,6 +147,23 @@ impl Drop for Receiver {
     }
 }
 
+/// Keeps `stream` open, unanswered, reading whatever comes until the client closes it, and
+/// records in `held` how long that took.
+fn hold(mut stream: TcpStream, held: &Arc<Mutex<Vec<Option<Duration>>>>) {
+    let accepted = Instant::now();
+    let index = {
+        let mut held = held.lock().expect("held");
+        held.push(None);
+        held.len() - 1
+    };
+    let held = held.clone();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).is_ok_and(|n| n > 0) {}
+        held.lock().expect("held")[index] = Some(accepted.elapsed());
+    });
+}
+
 /// Reads one request and answers `200 OK`.
 fn answer(stream: TcpStream) -> Option<Delivery> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
@@ -160,6 +195,21 @@ fn answer(stream: TcpStream) -> Option<Delivery> {
         headers,
         envelope: serde_json::from_slice(&body).expect("the body is JSON"),
     })
+}
+
+/// A registry posting to one `[[notifications]]` endpoint per `(name, receiver, settings)`,
+/// `settings` being the table's other lines.
+fn registry_notifying(endpoints: &[(&str, &Receiver, &str)]) -> RegistryProcess {
+    let tables: String = endpoints
+        .iter()
+        .map(|(name, receiver, settings)| {
+            format!(
+                "[[notifications]]\nname = \"{name}\"\nurl = \"{}\"\n{settings}\n",
+                receiver.url()
+            )
+        })
+        .collect();
+    RegistryProcess::start_with_config(&tables)
 }
 
 /// A loopback port held without listening: connections to it are refused, as by a receiver
@@ -214,16 +264,12 @@ fn event(
 fn docker_push_and_pull_send_one_envelope_each() {
     let Some(docker) = Docker::get() else { return };
     let receiver = Receiver::start(Behaviour::Acknowledge);
-    let registry = RegistryProcess::start_with_config(&format!(
-        r#"
-        [[notifications]]
-        name = "hook"
-        url = "{}"
-        headers = {{ Authorization = "Bearer test-token", X-Team = ["a", "b"] }}
-        ignoredmediatypes = ["application/octet-stream"]
-        "#,
-        receiver.url()
-    ));
+    let registry = registry_notifying(&[(
+        "hook",
+        &receiver,
+        r#"headers = { Authorization = "Bearer test-token", X-Team = ["a", "b"] }
+        ignoredmediatypes = ["application/octet-stream"]"#,
+    )]);
     let remote = format!("{}/notify/busybox:v1", registry.host());
     run(docker.cmd().args(["tag", &docker.busybox_image(), &remote]));
     // docker reports what it pushed: `v1: digest: sha256:… size: 527`.
@@ -405,30 +451,160 @@ fn receiver_down_events_are_retried_and_delivered_in_order() {
     registry.kill();
 }
 
-/// A receiver that never answers and a queue of one: the docker push still succeeds at once,
-/// and the events that found the queue full are dropped with a warning naming the endpoint.
+/// A receiver that accepts the connection and never answers: each attempt gives up after
+/// `timeout_secs` (the receiver sees the registry close no sooner), is logged as timed out and
+/// counted as a failure, and is retried; once the receiver answers, the events arrive in
+/// order. The pushes returned while the receiver had answered nothing, so they never waited
+/// on a delivery (one that waited would wait for good: the receiver answers only when the
+/// test says so, after the pushes).
+#[test]
+fn a_receiver_that_never_answers_times_out_and_is_retried() {
+    let receiver = Receiver::start(Behaviour::Hang);
+    let registry = registry_notifying(&[(
+        "slow",
+        &receiver,
+        "timeout_secs = 2\nbackoff_ms = 50\nmax_backoff_ms = 100",
+    )]);
+    let api = Api::new(&registry);
+    let image = TestImage::new("notify-timeout");
+    let manifest = api.push_image("notify/timeout", "v1", &image);
+    assert!(
+        receiver.deliveries().is_empty(),
+        "nothing was answered while the pushes ran"
+    );
+
+    wait_until("two timed-out attempts", Duration::from_secs(60), || {
+        receiver.held().iter().filter(|h| h.is_some()).count() >= 2
+    });
+    receiver.acknowledge_from_now();
+    let events = receiver.wait_for_events(4);
+    let blob = "application/octet-stream";
+    let digest = |bytes: &[u8]| rbuild_oci::Digest::sha256_of(bytes).to_string();
+    assert_eq!(
+        events.iter().map(summary).collect::<Vec<_>>(),
+        [
+            event("push", "notify/timeout", &digest(&image.config), "", blob),
+            event("push", "notify/timeout", &digest(&image.layers[0]), "", blob),
+            event("push", "notify/timeout", &digest(&image.layers[1]), "", blob),
+            event(
+                "push",
+                "notify/timeout",
+                &manifest.to_string(),
+                "v1",
+                "application/vnd.oci.image.manifest.v1+json"
+            ),
+        ],
+        "{events:#?}"
+    );
+
+    // Every held connection was one attempt that timed out, none much before timeout_secs
+    // (the registry's clock starts before it connects, the receiver's once it accepts).
+    wait_until(
+        "the registry to close every held connection",
+        Duration::from_secs(10),
+        || receiver.held().iter().all(Option::is_some),
+    );
+    let held: Vec<Duration> = receiver.held().into_iter().flatten().collect();
+    assert!(
+        held.iter().all(|h| *h >= Duration::from_millis(1500)),
+        "an attempt gave up before the 2 s timeout: {held:?}"
+    );
+    let metrics = registry.url("/metrics");
+    wait_until(
+        "/metrics to count the 4 deliveries",
+        Duration::from_secs(10),
+        || Scrape::get(&metrics).value(&endpoint_series("events_delivered_total", "slow")) == 4.0,
+    );
+    let scrape = Scrape::get(&metrics);
+    assert_eq!(
+        scrape.value(&endpoint_series("delivery_failures_total", "slow")),
+        held.len() as f64,
+        "one failure per timed-out attempt\n{}",
+        scrape.text
+    );
+    let log = registry.log();
+    let timed_out = log
+        .lines()
+        .filter(|l| l.contains("notification endpoint slow") && l.contains("timed out"))
+        .count();
+    assert_eq!(timed_out, held.len(), "{log}");
+    assert!(log.contains("took the event after"), "{log}");
+}
+
+/// `series` of the notification family `family` for `endpoint`.
+fn endpoint_series(family: &str, endpoint: &str) -> String {
+    format!("rbuild_registry_notification_{family}{{endpoint=\"{endpoint}\"}}")
+}
+
+/// A receiver that never answers and a queue of one: the docker push still succeeds, and
+/// every event that found the queue full is dropped, counted in
+/// `notification_events_dropped_total` and (at most once a second) logged as a warning naming
+/// the endpoint. Exactly how many: the sender takes the first event and never finishes
+/// delivering it, which leaves room for exactly one more, so of the N events the registry
+/// published (a second endpoint, which takes everything, counts them) 2 are queued and N - 2
+/// dropped.
 #[test]
 fn a_full_queue_drops_events_and_pushes_still_succeed() {
     let Some(docker) = Docker::get() else { return };
-    let receiver = Receiver::start(Behaviour::Hang);
-    let registry = RegistryProcess::start_with_config(&format!(
-        r#"
-        [[notifications]]
-        name = "stuck"
-        url = "{}"
-        queue_size = 1
-        timeout_secs = 120
-        "#,
-        receiver.url()
-    ));
+    let stuck = Receiver::start(Behaviour::Hang);
+    let all = Receiver::start(Behaviour::Acknowledge);
+    let registry = registry_notifying(&[
+        ("stuck", &stuck, "queue_size = 1\ntimeout_secs = 600"),
+        ("all", &all, ""),
+    ]);
+    let api = Api::new(&registry);
+    // The first event: once its delivery has connected, the sender holds it and the queue is empty.
+    let first = b"the event the sender holds";
+    let pushed = api
+        .request(
+            Method::POST,
+            &format!(
+                "/v2/notify/full/blobs/uploads/?digest={}",
+                rbuild_oci::Digest::sha256_of(first)
+            ),
+        )
+        .body(first.to_vec())
+        .send()
+        .expect("POST blob");
+    assert_eq!(pushed.status(), 201);
+    wait_until("the stuck delivery to connect", Duration::from_secs(10), || {
+        stuck.held().len() == 1
+    });
+
     let remote = format!("{}/notify/full:v1", registry.host());
     run(docker.cmd().args(["tag", &docker.busybox_image(), &remote]));
     run(docker.cmd().args(["push", &remote]));
-    let api = Api::new(&registry);
     assert_eq!(api.head("/v2/notify/full/manifests/v1").status(), 200);
-    wait_until("the drop warning", Duration::from_secs(5), || {
-        registry.log().contains("notification endpoint stuck")
-    });
+
+    let metrics = registry.url("/metrics");
+    let mut scrape = Scrape::get(&metrics);
+    wait_until(
+        "the other endpoint to take every event",
+        Duration::from_secs(30),
+        || {
+            scrape = Scrape::get(&metrics);
+            let delivered = scrape.value(&endpoint_series("events_delivered_total", "all"));
+            delivered == scrape.value(&endpoint_series("events_queued_total", "all"))
+                && delivered == all.events().len() as f64
+        },
+    );
+    let published = all.events().len();
+    assert!(
+        published >= 4,
+        "a blob, docker's blobs and manifest, a pull: {published}"
+    );
+    let stuck_series = |family: &str| scrape.value(&endpoint_series(family, "stuck"));
+    assert_eq!(stuck_series("events_queued_total"), 2.0, "{}", scrape.text);
+    assert_eq!(
+        stuck_series("events_dropped_total"),
+        (published - 2) as f64,
+        "{}",
+        scrape.text
+    );
+    assert_eq!(stuck_series("events_pending"), 2.0, "{}", scrape.text);
+    assert_eq!(stuck_series("events_delivered_total"), 0.0, "{}", scrape.text);
+    assert_eq!(scrape.value(&endpoint_series("events_dropped_total", "all")), 0.0);
+
     let log = registry.log();
     assert!(
         log.lines().any(|l| l.contains("WARN")
@@ -436,7 +612,8 @@ fn a_full_queue_drops_events_and_pushes_still_succeed() {
             && l.contains("queue of 1 events is full; dropped a push event for notify/full")),
         "{log}"
     );
-    assert!(receiver.events().is_empty());
+    assert!(stuck.events().is_empty());
+    assert_eq!(stuck.held(), [None], "one delivery, still waiting for an answer");
 }
 
 /// With auth on, an event's actor is the user who made the request.

@@ -74,6 +74,24 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         response
     }
 
+    /// Answers a request to the metrics listener: the scrape for `GET` or `HEAD /metrics`,
+    /// else the error the main listener gives for a path it does not serve or a method the
+    /// path does not take.
+    pub(crate) fn handle_metrics_only<T>(&self, request: &Request<T>) -> Response<Body> {
+        let method = request.method();
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        let result = match route::parse(request.uri().path()) {
+            Ok(Some(Route::Metrics)) if read => Ok(self.metrics.response(request.headers())),
+            Ok(Some(Route::Metrics)) => Err(method_not_allowed(method)),
+            _ => Err(no_such_endpoint()),
+        };
+        let mut response = result.unwrap_or_else(|e| error_response(&e));
+        if *method == Method::HEAD {
+            *response.body_mut() = empty();
+        }
+        response
+    }
+
     async fn dispatch(
         &self,
         route: Route,
