@@ -707,11 +707,10 @@ fn a_failed_cache_export_with_ignore_error_warns_and_the_build_succeeds() {
     assert!(stderr.contains("exporting the cache to"), "{stderr}");
 }
 
-#[test]
-fn a_registry_cache_that_lost_a_layer_warns_and_builds_the_step() {
-    let Some(local) = Local::setup() else {
-        return;
-    };
+/// A cache in `local`'s registry whose layer of `COPY --from=deps` was deleted from the
+/// cache's repository after the cache was written; the reproducible flags it was built with,
+/// the cache's reference, the build that wrote it (its metrics) and the lost layer.
+fn cache_that_lost_a_layer(local: &Local) -> (Vec<&'static str>, String, Value, String) {
     let registry = local.registry.host();
     let cache = format!("{registry}/app/cache:main");
     let flags = [&REPRODUCIBLE[..], &["--compression", "gzip"]].concat();
@@ -725,14 +724,21 @@ fn a_registry_cache_that_lost_a_layer_warns_and_builds_the_step() {
         ]
         .concat(),
     );
-    // The layer of COPY --from=deps, which a build kept in the store must fetch, is deleted
-    // from the cache's repository after the cache was written.
     let copy = step(&built, "COPY --from=deps /deps /deps");
     let lost = copy["layer"].as_str().unwrap().to_owned();
     let api = Api::new(&local.registry);
     let deleted = api.delete(&format!("/v2/app/cache/blobs/{lost}"));
     assert!(deleted.status().is_success(), "DELETE: {}", deleted.status());
+    (flags, cache, built, lost)
+}
 
+/// A build kept in the store must fetch the lost layer: it warns and builds the step.
+#[test]
+fn a_registry_cache_that_lost_a_layer_warns_and_builds_the_step() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let (flags, cache, built, lost) = cache_that_lost_a_layer(&local);
     let fresh = tempfile::tempdir().unwrap();
     let (rebuilt, stderr) = local.build(fresh.path(), &[&flags[..], &["--cache-from", &cache]].concat());
     assert_eq!(rebuilt["image"], built["image"], "a correct build\n{stderr}");
@@ -740,4 +746,33 @@ fn a_registry_cache_that_lost_a_layer_warns_and_builds_the_step() {
     assert!(warned.contains(&cache) && warned.contains(&lost), "{warned}");
     let copy = step(&rebuilt, "COPY --from=deps /deps /deps");
     assert_eq!(copy["cache"], "miss", "the step is built\n{stderr}");
+}
+
+/// A build only pushed, to another repository of the cache's registry, would mount the lost
+/// layer from the cache's repository, which no longer has it: the push finds it gone, and the
+/// build is made again with every layer fetched — the lost one warned about, its step built —
+/// and pushed.
+#[test]
+fn a_push_that_finds_a_cache_layer_gone_builds_the_step_and_pushes() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let (flags, cache, built, lost) = cache_that_lost_a_layer(&local);
+    let two = format!("{}/app/two:1", local.registry.host());
+    let fresh = tempfile::tempdir().unwrap();
+    let (rebuilt, stderr) = local.build(
+        fresh.path(),
+        &[&flags[..], &["--cache-from", &cache, "--push", "-t", &two]].concat(),
+    );
+    assert_eq!(rebuilt["image"], built["image"], "a correct build\n{stderr}");
+    let warned = warning(&stderr, "warning: cache");
+    assert!(warned.contains(&cache) && warned.contains(&lost), "{warned}");
+    let copy = step(&rebuilt, "COPY --from=deps /deps /deps");
+    assert_eq!(copy["cache"], "miss", "the step is built\n{stderr}");
+    let api = Api::new(&local.registry);
+    let pushed = registry_json(&api, "/v2/app/two/manifests/1");
+    for (_, digest) in layers_of(&pushed) {
+        let head = api.head(&format!("/v2/app/two/blobs/{digest}"));
+        assert!(head.status().is_success(), "{digest} missing from app/two\n{stderr}");
+    }
 }
