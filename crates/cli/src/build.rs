@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use rbuild_builder::exec::SecretSource;
-use rbuild_builder::export::{self, Output, export};
+use rbuild_builder::export::{self, Exported, Output, export};
 use rbuild_builder::progress::Progress;
-use rbuild_builder::remote_cache::{self, CacheLocation, CacheTarget, CacheTo};
-use rbuild_builder::{BuildRequest, Builder, NamedContext};
+use rbuild_builder::remote_cache::{self, CacheLocation, CacheTarget, CacheTo, ExportedCache};
+use rbuild_builder::{BuildError, BuildOutput, BuildRequest, Builder, NamedContext};
 use rbuild_layer::{Compression, LayerOptions};
 
 use crate::args::{CompressionArgs, parse_key_value};
@@ -257,46 +257,26 @@ impl Session {
         progress: Arc<dyn Progress>,
         display: &display::Display,
     ) -> anyhow::Result<Descriptor> {
-        let Session {
-            builder,
-            client,
-            runtime,
-        } = self;
-        let mut request = job.request;
-        request.complete_image =
-            job.keep_whole || needs_layer_bytes(&job.outputs, &job.tags, &request.cache_from);
-        let mut output = runtime.block_on(builder.build(request, progress))?;
-        if job.cache_to.contains(&CacheTo::Inline) {
-            output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
-        }
-        // Cache hits may bring layers an earlier build kept uncompressed: export compresses them.
-        let layers = LayerOptions {
-            compression: job.shipped,
-            ..LayerOptions::default()
+        let complete = job.keep_whole || needs_layer_bytes(&job.outputs, &job.tags, &job.request.cache_from);
+        // A build only pushed leaves the layers its cache hits name in the cache's registry, to
+        // be mounted from there; one deleted after the build read the cache is only found
+        // missing by the push. Then the build is made again with every layer fetched: the
+        // lost one is warned about and its step built.
+        let Sent {
+            mut output,
+            exported,
+            caches,
+        } = match self.build_and_send(&job, complete, progress.clone()) {
+            Err(e) if !complete && a_layer_was_gone(&e) => {
+                display.say(format!(
+                    "warning: {:#}; building again with every layer fetched",
+                    anyhow::Error::from(e)
+                ));
+                self.build_and_send(&job, true, progress)?
+            }
+            sent => sent?,
         };
-        let store = builder.store();
-        let manifest = export::shipped(store, &output.image.manifest, &job.outputs, &layers)?;
-        let caches: Vec<_> = cache_targets(&job.cache_to)
-            .map(|target| {
-                (
-                    target,
-                    remote_cache::write(target, &output.steps, &manifest, store),
-                )
-            })
-            .collect();
-        // The image and the caches go at once; the client sends a blob both need once.
-        let remote_caches = &output.caches;
-        let (exported, sent) = runtime.block_on(futures_util::future::join(
-            export(store, client, &manifest, &job.tags, &job.outputs),
-            futures_util::future::join_all(caches.into_iter().map(|(target, written)| async move {
-                let sent = match written {
-                    Ok(cache) => cache.send(store, client, remote_caches).await,
-                    Err(e) => Err(e),
-                };
-                (target, sent)
-            })),
-        ));
-        let exported = exported?;
+        let store = self.builder.store();
         output.metrics.image = exported.manifest.digest.to_string();
         for tag in &job.tags {
             store.content.set_ref(&tag.to_string(), &exported.manifest)?;
@@ -309,7 +289,7 @@ impl Session {
                 report.with_outcome(rbuild_client::BlobOutcome::Existed).count()
             ));
         }
-        for (target, result) in sent {
+        for (target, result) in caches {
             match result {
                 Ok(cache) => display.say(format!(
                     "cache written to {} ({} steps, {})",
@@ -348,6 +328,76 @@ impl Session {
         ));
         Ok(exported.manifest)
     }
+
+    /// Builds `job` — its image complete in the store when `complete` — and sends the image
+    /// and the caches where it says.
+    fn build_and_send<'a>(
+        &self,
+        job: &'a Job,
+        complete: bool,
+        progress: Arc<dyn Progress>,
+    ) -> rbuild_builder::Result<Sent<'a>> {
+        let Session {
+            builder,
+            client,
+            runtime,
+        } = self;
+        let request = BuildRequest {
+            complete_image: complete,
+            ..job.request.clone()
+        };
+        let mut output = runtime.block_on(builder.build(request, progress))?;
+        if job.cache_to.contains(&CacheTo::Inline) {
+            output.image = remote_cache::inline(&output.image, &output.steps, builder.store())?;
+        }
+        // Cache hits may bring layers an earlier build kept uncompressed: export compresses them.
+        let layers = LayerOptions {
+            compression: job.shipped,
+            ..LayerOptions::default()
+        };
+        let store = builder.store();
+        let manifest = export::shipped(store, &output.image.manifest, &job.outputs, &layers)?;
+        let written: Vec<_> = cache_targets(&job.cache_to)
+            .map(|target| {
+                (
+                    target,
+                    remote_cache::write(target, &output.steps, &manifest, store),
+                )
+            })
+            .collect();
+        // The image and the caches go at once; the client sends a blob both need once.
+        let remote_caches = &output.caches;
+        let (exported, caches) = runtime.block_on(futures_util::future::join(
+            export(store, client, &manifest, &job.tags, &job.outputs),
+            futures_util::future::join_all(written.into_iter().map(|(target, written)| async move {
+                let sent = match written {
+                    Ok(cache) => cache.send(store, client, remote_caches).await,
+                    Err(e) => Err(e),
+                };
+                (target, sent)
+            })),
+        ));
+        Ok(Sent {
+            exported: exported?,
+            output,
+            caches,
+        })
+    }
+}
+
+/// What one attempt at a job built and sent.
+struct Sent<'a> {
+    output: BuildOutput,
+    exported: Exported,
+    /// Each cache written, and how sending it went (reported after, as `ignore-error` says).
+    caches: Vec<(&'a CacheTarget, rbuild_builder::Result<ExportedCache>)>,
+}
+
+/// Whether a push failed for a blob that is neither in the store nor where the push expected
+/// to mount it from.
+fn a_layer_was_gone(error: &BuildError) -> bool {
+    matches!(error, BuildError::Push { source, .. }
+        if matches!(**source, rbuild_client::ClientError::MissingContent { .. }))
 }
 
 /// The `--cache-to` targets that write a cache of their own (inline ones are in the image).

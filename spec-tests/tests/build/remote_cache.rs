@@ -732,6 +732,28 @@ fn cache_that_lost_a_layer(local: &Local) -> (Vec<&'static str>, String, Value, 
     (flags, cache, built, lost)
 }
 
+/// The build warned that `cache` lost `layer`, and built the step `instruction` whose layer it
+/// was.
+fn assert_lost_and_built(stderr: &str, metrics: &Value, cache: &str, layer: &str, instruction: &str) {
+    let warned = warning(stderr, "warning: cache");
+    assert!(warned.contains(cache) && warned.contains(layer), "{stderr}");
+    let built = step(metrics, instruction);
+    assert_eq!(built["cache"], "miss", "the step is built\n{stderr}");
+}
+
+/// Every layer of `repository:tag` is in that repository of `registry`.
+fn assert_pushed_whole(registry: &RegistryProcess, repository: &str, tag: &str, stderr: &str) {
+    let api = Api::new(registry);
+    let pushed = registry_json(&api, &format!("/v2/{repository}/manifests/{tag}"));
+    for (_, digest) in layers_of(&pushed) {
+        let head = api.head(&format!("/v2/{repository}/blobs/{digest}"));
+        assert!(
+            head.status().is_success(),
+            "{digest} missing from {repository}\n{stderr}"
+        );
+    }
+}
+
 /// A build kept in the store must fetch the lost layer: it warns and builds the step.
 #[test]
 fn a_registry_cache_that_lost_a_layer_warns_and_builds_the_step() {
@@ -742,10 +764,7 @@ fn a_registry_cache_that_lost_a_layer_warns_and_builds_the_step() {
     let fresh = tempfile::tempdir().unwrap();
     let (rebuilt, stderr) = local.build(fresh.path(), &[&flags[..], &["--cache-from", &cache]].concat());
     assert_eq!(rebuilt["image"], built["image"], "a correct build\n{stderr}");
-    let warned = warning(&stderr, "warning: cache");
-    assert!(warned.contains(&cache) && warned.contains(&lost), "{warned}");
-    let copy = step(&rebuilt, "COPY --from=deps /deps /deps");
-    assert_eq!(copy["cache"], "miss", "the step is built\n{stderr}");
+    assert_lost_and_built(&stderr, &rebuilt, &cache, &lost, "COPY --from=deps /deps /deps");
 }
 
 /// A build only pushed, to another repository of the cache's registry, would mount the lost
@@ -765,14 +784,91 @@ fn a_push_that_finds_a_cache_layer_gone_builds_the_step_and_pushes() {
         &[&flags[..], &["--cache-from", &cache, "--push", "-t", &two]].concat(),
     );
     assert_eq!(rebuilt["image"], built["image"], "a correct build\n{stderr}");
-    let warned = warning(&stderr, "warning: cache");
-    assert!(warned.contains(&cache) && warned.contains(&lost), "{warned}");
-    let copy = step(&rebuilt, "COPY --from=deps /deps /deps");
-    assert_eq!(copy["cache"], "miss", "the step is built\n{stderr}");
-    let api = Api::new(&local.registry);
-    let pushed = registry_json(&api, "/v2/app/two/manifests/1");
-    for (_, digest) in layers_of(&pushed) {
-        let head = api.head(&format!("/v2/app/two/blobs/{digest}"));
-        assert!(head.status().is_success(), "{digest} missing from app/two\n{stderr}");
-    }
+    assert_lost_and_built(&stderr, &rebuilt, &cache, &lost, "COPY --from=deps /deps /deps");
+    assert_pushed_whole(&local.registry, "app/two", "1", &stderr);
+}
+
+/// A layer deleted from the cache's repository while the build runs — after the build read
+/// the cache, before its push mounts the layer from there (a collection, another runner
+/// pruning) — is found missing by the push: the build is made again with every layer fetched,
+/// the lost layer warned about and its step built, and the image pushed complete. A stage of
+/// the build itself deletes the layer, so the moment is certain: a DELETE through `nc` from a
+/// RUN on the host's network (its input held open a second: the server answers no request
+/// whose client has already shut its side), the digest from a secret and the stage rebuilt
+/// with `--no-cache-filter`, so that the steps reading it keep their keys and hit the cache
+/// without needing any layer's files.
+#[test]
+fn a_cache_layer_deleted_during_the_build_is_built_again_and_pushed() {
+    let Some(local) = Local::setup() else {
+        return;
+    };
+    let registry = local.registry.host();
+    let port = registry.rsplit(':').next().unwrap().to_owned();
+    let ctx = tempfile::tempdir().unwrap();
+    dockerfile(
+        ctx.path(),
+        &format!(
+            "ARG BASE\n\
+             FROM ${{BASE}} AS deleter\n\
+             RUN --mount=type=secret,id=lost \
+             (printf 'DELETE /v2/app/cache/blobs/%s HTTP/1.1\\r\\nHost: {registry}\\r\\nConnection: close\\r\\n\\r\\n' \
+             \"$(cat /run/secrets/lost)\"; sleep 1) | nc -w 5 127.0.0.1 {port} > /dev/null; echo deleted > /deleted\n\
+             FROM ${{BASE}}\n\
+             COPY --from=deleter /deleted /deleted\n\
+             COPY app.txt /app.txt\n"
+        ),
+    );
+    std::fs::write(ctx.path().join("app.txt"), "app").unwrap();
+    let secret = |digest: &str| {
+        let path = ctx.path().join(".lost");
+        std::fs::write(&path, digest).unwrap();
+        format!("id=lost,src={}", path.display())
+    };
+    let cache = format!("{registry}/app/cache:main");
+    let flags = [&REPRODUCIBLE[..], &["--network", "host"]].concat();
+    let writer = tempfile::tempdir().unwrap();
+    let none = secret("none");
+    let (built, _) = build(
+        writer.path(),
+        ctx.path(),
+        &local.base,
+        &[
+            &flags[..],
+            &[
+                "--secret",
+                &none,
+                "--push",
+                "-t",
+                &format!("{registry}/app/one:1"),
+            ],
+            &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+        ]
+        .concat(),
+    );
+    let lost = step(&built, "COPY app.txt /app.txt")["layer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let two = format!("{registry}/app/two:1");
+    let lost_secret = secret(&lost);
+    let fresh = tempfile::tempdir().unwrap();
+    let (rebuilt, stderr) = build(
+        fresh.path(),
+        ctx.path(),
+        &local.base,
+        &[
+            &flags[..],
+            &["--secret", &lost_secret, "--no-cache-filter", "deleter"],
+            &["--cache-from", &cache, "--push", "-t", &two],
+        ]
+        .concat(),
+    );
+    let again = warning(&stderr, "warning: pushing");
+    assert!(
+        again.contains(&lost) && again.contains("building again with every layer fetched"),
+        "{stderr}"
+    );
+    assert_lost_and_built(&stderr, &rebuilt, &cache, &lost, "COPY app.txt /app.txt");
+    assert_pushed_whole(&local.registry, "app/two", "1", &stderr);
 }
