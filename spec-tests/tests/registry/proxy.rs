@@ -438,3 +438,100 @@ fn a_token_upstream_over_tls_is_read_with_its_ca() {
     assert_eq!(refused.status(), 502);
     assert!(refused.text().unwrap().contains("certificate"));
 }
+
+/// Whether anything the cache stored (blob, link, manifest) is named by `blob`'s digest.
+fn holds(cache: &RegistryProcess, blob: &[u8]) -> bool {
+    let digest = Digest::sha256_of(blob);
+    cache.stored().keys().any(|p| p.contains(digest.hex()))
+}
+
+#[test]
+fn cached_content_obeys_retention_and_gc_and_is_fetched_again() {
+    let upstream = RegistryProcess::start();
+    let upstream_api = Api::new(&upstream);
+    let image = |seed: &str| {
+        let own = |what: &str| format!("{what} of {seed}").into_bytes();
+        TestImage::from_parts(
+            own("config"),
+            vec![b"the base layer both share".to_vec(), own("layer")],
+            serde_json::json!({}),
+        )
+    };
+    let (old, new) = (image("proxy-gc-old"), image("proxy-gc-new"));
+    upstream_api.push_image("team/app", "1", &old);
+    upstream_api.push_image("team/app", "2", &new);
+    // A cache bounded the way a user bounds one: retention keeps the last tag cached per
+    // repository, and untagged manifests go at once.
+    let cache = cache_of(
+        &upstream.url(""),
+        "\n[gc]\ngrace_secs = 0\n\n[[gc.retention]]\nrepositories = \"**\"\nkeep_last_tags = 1\n",
+    );
+    let api = Api::new(&cache);
+    pull(&api, "team/app", "1", &old);
+    std::thread::sleep(Duration::from_millis(50));
+    pull(&api, "team/app", "2", &new);
+    // (A pulled blob is stored just after the client has it.)
+    wait_until("the pulled blobs to be stored", Duration::from_secs(5), || {
+        holds(&cache, &old.layers[1]) && holds(&cache, &new.layers[1])
+    });
+    let fetches = |reference: &str| {
+        upstream_requests(
+            &upstream,
+            &format!("method=GET path=/v2/team/app/manifests/{reference} "),
+        )
+    };
+    let old_blob_fetches = || {
+        upstream_requests(
+            &upstream,
+            &format!(
+                "method=GET path=/v2/team/app/blobs/{}",
+                Digest::sha256_of(&old.layers[1])
+            ),
+        )
+    };
+    assert_eq!((fetches("1"), old_blob_fetches()), (1, 1));
+
+    // Retention lets tag 1 go; the collection takes its manifest and the blobs only it used.
+    let collected = cache.gc(&[]);
+    assert!(collected.contains("removed tag team/app:1"), "{collected}");
+    assert!(
+        collected.contains(&format!("removed manifest team/app@{}", old.digest())),
+        "{collected}"
+    );
+    for blob in [&old.config, &old.layers[1]] {
+        assert!(
+            !holds(&cache, blob),
+            "a blob only tag 1 used is still stored:\n{collected}"
+        );
+    }
+    for blob in std::iter::once(&new.config).chain(&new.layers) {
+        assert!(holds(&cache, blob), "the kept tag lost a blob:\n{collected}");
+    }
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
+    assert_eq!(
+        api.head(&format!(
+            "/v2/team/app/blobs/{}",
+            Digest::sha256_of(&new.layers[1])
+        ))
+        .status(),
+        200
+    );
+
+    // The next pull of tag 1 goes to the upstream again and gets all of it.
+    pull(&api, "team/app", "1", &old);
+    assert_eq!((fetches("1"), old_blob_fetches()), (2, 2));
+
+    // A tag deleted by hand is collected the same way, and fetched again after.
+    assert_eq!(api.delete("/v2/team/app/manifests/2").status(), 202);
+    let collected = cache.gc(&[]);
+    assert!(
+        collected.contains(&format!("removed manifest team/app@{}", new.digest())),
+        "{collected}"
+    );
+    assert!(!holds(&cache, &new.layers[1]), "{collected}");
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
+    pull(&api, "team/app", "2", &new);
+    assert_eq!(fetches("2"), 2);
+}
