@@ -16,6 +16,7 @@ use spec_tests::tools::{Ctr, Docker, installed, run};
 use spec_tests::wait::wait_until;
 
 use crate::auth::{SERVICE, Secure, add_user, https_client};
+use crate::gc::{build_image, docker_pull_and_check};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "upstream-secret";
@@ -85,6 +86,44 @@ fn tag_digest(api: &Api, repo: &str, tag: &str) -> String {
     header(&response, "docker-content-digest")
 }
 
+/// A `hosts.toml` directory that makes containerd pull `image`'s registry through `cache` as
+/// its mirror (what a Kubernetes node does), falling back to `server`.
+fn containerd_mirror(image: &str, server: &str, cache: &RegistryProcess) -> tempfile::TempDir {
+    let hosts = tempfile::tempdir().unwrap();
+    let registry = image.split('/').next().unwrap();
+    let host_dir = hosts.path().join(registry);
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"{server}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            cache.url("")
+        ),
+    )
+    .unwrap();
+    hosts
+}
+
+/// `ctr images pull` of `image` with the mirrors in `hosts`, then removes it again.
+fn ctr_pull(ctr: &Ctr, hosts: &tempfile::TempDir, image: &str) {
+    let hosts_dir = hosts.path().to_str().unwrap();
+    run(ctr
+        .cmd()
+        .args(["images", "pull", "--hosts-dir", hosts_dir, image]));
+    run(ctr.cmd().args(["images", "rm", image]));
+}
+
+/// Builds an image of busybox and a random layer no other test has as `pushed` (so docker and
+/// containerd must fetch that layer when they pull it), pushes it with `push` (a docker
+/// command logged in as it must be) and removes it locally; returns the sha256 hex of its `/blob`.
+fn push_new_image(docker: &Docker, push: &mut Command, pushed: &str, seed: u64) -> String {
+    let context = tempfile::tempdir().unwrap();
+    let hex = build_image(docker, context.path(), pushed, seed);
+    run(push.args(["push", pushed]));
+    run(docker.cmd().args(["rmi", pushed]));
+    hex
+}
+
 #[test]
 fn docker_and_containerd_pull_through_an_authenticated_upstream() {
     let (Some(docker), Some(ctr)) = (Docker::get(), Ctr::get()) else {
@@ -99,9 +138,7 @@ fn docker_and_containerd_pull_through_an_authenticated_upstream() {
     };
     run(docker_as_alice().args(["login", "-u", USER, "-p", PASSWORD, &upstream.host()]));
     let pushed = format!("{}/team/busybox:1", upstream.host());
-    run(docker.cmd().args(["tag", &docker.busybox_image(), &pushed]));
-    run(docker_as_alice().args(["push", &pushed]));
-    run(docker.cmd().args(["rmi", &pushed]));
+    let hex = push_new_image(&docker, &mut docker_as_alice(), &pushed, 40);
 
     // The cache logs in to the upstream itself; its clients need no credentials.
     let cache = cache_of(
@@ -109,52 +146,21 @@ fn docker_and_containerd_pull_through_an_authenticated_upstream() {
         &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\""),
     );
     let through = format!("{}/team/busybox:1", cache.host());
-    run(docker.cmd().args(["pull", &through]));
-    let out = run(docker.cmd().args([
-        "run",
-        "--rm",
-        "--network=none",
-        &through,
-        "echo",
-        "pulled through",
-    ]));
-    assert_eq!(out.trim(), "pulled through");
+    docker_pull_and_check(&docker, &through, &hex);
     assert!(
         upstream_requests(&upstream, "/v2/team/busybox/") > 0,
         "the first pull went upstream"
     );
 
-    // containerd pulls the upstream's name with the cache as its hosts.toml mirror (what a
-    // Kubernetes node does); the upstream wants credentials containerd lacks, so only the
-    // mirror can answer.
-    let hosts = tempfile::tempdir().unwrap();
-    let host_dir = hosts.path().join(upstream.host());
-    std::fs::create_dir(&host_dir).unwrap();
-    std::fs::write(
-        host_dir.join("hosts.toml"),
-        format!(
-            "server = \"{}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            upstream.url(""),
-            cache.url("")
-        ),
-    )
-    .unwrap();
-    let hosts_dir = hosts.path().to_str().unwrap();
-    let ctr_pull = || {
-        run(ctr
-            .cmd()
-            .args(["images", "pull", "--hosts-dir", hosts_dir, &pushed]))
-    };
-    ctr_pull();
-    run(ctr.cmd().args(["images", "rm", &pushed]));
+    // containerd pulls the upstream's name with the cache as its mirror; the upstream wants
+    // credentials containerd lacks, so only the mirror can answer.
+    let hosts = containerd_mirror(&pushed, &upstream.url(""), &cache);
+    ctr_pull(&ctr, &hosts, &pushed);
     let first = upstream_requests(&upstream, "/v2/team/busybox/");
 
     // Second pulls ask for nothing the first ones did not: the cache answers them all.
-    run(docker.cmd().args(["rmi", &through]));
-    run(docker.cmd().args(["pull", &through]));
-    run(docker.cmd().args(["rmi", &through]));
-    ctr_pull();
-    run(ctr.cmd().args(["images", "rm", &pushed]));
+    docker_pull_and_check(&docker, &through, &hex);
+    ctr_pull(&ctr, &hosts, &pushed);
     assert_eq!(
         upstream_requests(&upstream, "/v2/team/busybox/"),
         first,
@@ -163,9 +169,53 @@ fn docker_and_containerd_pull_through_an_authenticated_upstream() {
 
     // Upstream gone: the cached tag still pulls, through both.
     upstream.kill();
-    ctr_pull();
-    run(ctr.cmd().args(["images", "rm", &pushed]));
-    run(docker.cmd().args(["pull", &through]));
+    ctr_pull(&ctr, &hosts, &pushed);
+    docker_pull_and_check(&docker, &through, &hex);
+    run(docker.cmd().args(["rmi", &through]));
+}
+
+#[test]
+fn docker_and_containerd_pull_through_a_distribution_upstream() {
+    let (Some(docker), Some(ctr), Some(distribution)) = (Docker::get(), Ctr::get(), Distribution::start())
+    else {
+        return;
+    };
+    let pushed = format!("{}/team/busybox:1", distribution.host());
+    let hex = push_new_image(&docker, &mut docker.cmd(), &pushed, 41);
+    // The cache reaches distribution through a forwarder that counts what it is sent;
+    // containerd's fallback `server` is distribution itself, so the cache's access log shows
+    // whether containerd used the mirror.
+    let forwarder = CountingProxy::start(distribution.host().parse().unwrap());
+    let cache = cache_of(&format!("http://{}", forwarder.host()), "");
+    let hosts = containerd_mirror(&pushed, &format!("http://{}", distribution.host()), &cache);
+
+    ctr_pull(&ctr, &hosts, &pushed);
+    assert!(
+        upstream_requests(&cache, "path=/v2/team/busybox/manifests/1 ") > 0,
+        "containerd asked its mirror"
+    );
+    assert!(
+        upstream_requests(&cache, "method=GET path=/v2/team/busybox/blobs/") >= 2,
+        "containerd fetched the config and the new layer from its mirror"
+    );
+    assert!(forwarder.take_received() > 0, "the first pull went upstream");
+    let through = format!("{}/team/busybox:1", cache.host());
+    docker_pull_and_check(&docker, &through, &hex);
+
+    // Second pulls: no upstream request.
+    forwarder.take_received();
+    ctr_pull(&ctr, &hosts, &pushed);
+    docker_pull_and_check(&docker, &through, &hex);
+    assert_eq!(
+        forwarder.take_received(),
+        0,
+        "second pulls sent no upstream request"
+    );
+
+    // Distribution gone: the cached tag still pulls, through both.
+    drop(distribution);
+    ctr_pull(&ctr, &hosts, &pushed);
+    docker_pull_and_check(&docker, &through, &hex);
     run(docker.cmd().args(["rmi", &through]));
 }
 
