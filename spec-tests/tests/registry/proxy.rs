@@ -11,7 +11,7 @@ use spec_tests::api::{Api, TestImage, error_code, header};
 use spec_tests::distribution::Distribution;
 use spec_tests::prometheus::Scrape;
 use spec_tests::proxy::CountingProxy;
-use spec_tests::registry::RegistryProcess;
+use spec_tests::registry::{RegistryProcess, ServeOptions};
 use spec_tests::tools::{Ctr, Docker, installed, run};
 use spec_tests::wait::wait_until;
 
@@ -217,6 +217,29 @@ fn docker_and_containerd_pull_through_a_distribution_upstream() {
     ctr_pull(&ctr, &hosts, &pushed);
     docker_pull_and_check(&docker, &through, &hex);
     run(docker.cmd().args(["rmi", &through]));
+}
+
+#[test]
+fn password_env_names_the_password_the_cache_logs_in_with() {
+    let (upstream, upstream_api, _users) = authenticated_upstream();
+    let image = TestImage::new("proxy-password-env");
+    upstream_api.push_image("team/app", "1", &image);
+    let cache_with = |password: &str| {
+        RegistryProcess::start_with(ServeOptions {
+            config: format!(
+                "[[proxy]]\nurl = \"{}\"\nusername = \"{USER}\"\npassword_env = \"UPSTREAM_PASSWORD\"\n",
+                upstream.url("")
+            ),
+            env: vec![("UPSTREAM_PASSWORD".to_owned(), password.to_owned())],
+            ..ServeOptions::default()
+        })
+    };
+    pull(&Api::new(&cache_with(PASSWORD)), "team/app", "1", &image);
+    // The variable, not anything else, is what the upstream sees: a wrong one is refused.
+    let refused = Api::new(&cache_with("not-the-password")).get("/v2/team/app/manifests/1");
+    assert_eq!(refused.status(), 502);
+    let body = refused.text().unwrap();
+    assert!(body.contains("rejected the credentials"), "{body}");
 }
 
 #[test]
