@@ -353,6 +353,53 @@ fn distribution_upstream_revalidates_tags_after_their_ttl_and_serves_stale_when_
     api.start_upload("mine/app");
 }
 
+#[test]
+fn proxy_metrics_move_by_exactly_what_a_scripted_workload_did() {
+    let mut upstream = RegistryProcess::start();
+    let image = TestImage::new("proxy-metrics");
+    Api::new(&upstream).push_image("team/app", "1", &image);
+    let cache = cache_of(&upstream.url(""), "tag_ttl_secs = 1");
+    let api = Api::new(&cache);
+    let families = [
+        "hits",
+        "misses",
+        "upstream_errors",
+        "fetched_bytes",
+        "stale_served",
+    ]
+    .map(|family| format!("rbuild_registry_proxy_{family}_total"));
+    let before = Scrape::get(&cache.url("/metrics"));
+
+    // Cold: the manifest and three blobs are misses, every byte of them fetched.
+    pull(&api, "team/app", "1", &image);
+    // Warm, by tag and by digest: eight hits (a tag whose TTL ran out meanwhile is confirmed
+    // by a HEAD, which is a hit as well).
+    pull(&api, "team/app", "1", &image);
+    pull(&api, "team/app", &image.digest().to_string(), &image);
+    // What the upstream does not have is neither a miss nor an upstream error.
+    assert_eq!(api.get("/v2/team/app/manifests/nope").status(), 404);
+
+    // Upstream gone, the tag past its TTL: served stale (one error, one stale answer) with
+    // three blob hits; what was never cached fails, one upstream error each.
+    std::thread::sleep(Duration::from_millis(1100));
+    upstream.kill();
+    pull(&api, "team/app", "1", &image);
+    assert_eq!(api.get("/v2/team/app/manifests/2").status(), 502);
+    let never = Digest::sha256_of(b"never cached");
+    assert_eq!(api.get(&format!("/v2/team/app/blobs/{never}")).status(), 502);
+
+    let blob_bytes: usize = std::iter::once(&image.config)
+        .chain(&image.layers)
+        .map(Vec::len)
+        .sum();
+    let fetched = (image.manifest.len() + blob_bytes) as f64;
+    let expected = [11.0, 4.0, 3.0, fetched, 1.0];
+    let after = Scrape::get(&cache.url("/metrics"));
+    let moved = after.deltas(&before, &families);
+    let wanted: Vec<(String, f64)> = families.iter().cloned().zip(expected).collect();
+    assert_eq!(moved, wanted, "\n{}", after.text);
+}
+
 /// The SHA-256 of everything `reader` yields, computed by `openssl` (SHA-NI: a debug build's
 /// hashing would take most of the test's time).
 fn openssl_sha256(reader: &mut impl Read) -> Digest {
