@@ -42,11 +42,21 @@ fn cache_of(url: &str, extra: &str) -> RegistryProcess {
 /// How many API requests (the `/v2/` ping aside) the upstream's access log shows for paths
 /// containing `part`, once the log has caught up.
 fn upstream_requests(upstream: &RegistryProcess, part: &str) -> usize {
+    upstream_requests_with(upstream, &[part])
+}
+
+/// How many access lines of the upstream (the `/v2/` ping aside) contain every one of `parts`,
+/// once the log has caught up.
+fn upstream_requests_with(upstream: &RegistryProcess, parts: &[&str]) -> usize {
     let count = || {
         upstream
             .log()
             .lines()
-            .filter(|l| l.contains("rbuild::access") && !l.contains("path=/v2/ ") && l.contains(part))
+            .filter(|l| {
+                l.contains("rbuild::access")
+                    && !l.contains("path=/v2/ ")
+                    && parts.iter().all(|part| l.contains(part))
+            })
             .count()
     };
     // Access lines are written when a response ends and read from a pipe: let them settle.
@@ -418,7 +428,7 @@ fn openssl_sha256(reader: &mut impl Read) -> Digest {
 }
 
 #[test]
-fn ten_concurrent_pulls_of_a_100_mb_blob_download_it_once() {
+fn ten_concurrent_pulls_of_a_100_mb_blob_through_three_repositories_download_it_once() {
     if installed("openssl").is_none() {
         return;
     }
@@ -433,33 +443,65 @@ fn ten_concurrent_pulls_of_a_100_mb_blob_download_it_once() {
     }
     let digest = upstream_api.push_blob("big/blob", &blob);
     drop(blob);
+    // The upstream has it in big/blob and big/other, not in big/denied.
+    let mount = upstream_api
+        .request(
+            reqwest::Method::POST,
+            &format!("/v2/big/other/blobs/uploads/?mount={digest}&from=big/blob"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(mount.status(), 201);
     let cache = cache_of(
         &upstream.url(""),
         &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\""),
     );
-    let url = cache.url(&format!("/v2/big/blob/blobs/{digest}"));
-    let pulls: Vec<_> = (0..10)
-        .map(|_| {
-            let url = url.clone();
+    let pulls: Vec<_> = ["big/blob", "big/other", "big/denied", "big/blob", "big/other"]
+        .repeat(2)
+        .into_iter()
+        .map(|repo| {
+            let url = cache.url(&format!("/v2/{repo}/blobs/{digest}"));
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::builder()
                     .timeout(None)
                     .build()
                     .unwrap();
                 let mut response = client.get(&url).send().unwrap();
-                assert_eq!(response.status(), 200);
-                openssl_sha256(&mut response)
+                let status = response.status().as_u16();
+                (
+                    repo,
+                    status,
+                    (status == 200).then(|| openssl_sha256(&mut response)),
+                )
             })
         })
         .collect();
     for pull in pulls {
-        assert_eq!(pull.join().unwrap(), digest);
+        match pull.join().unwrap() {
+            ("big/denied", status, _) => assert_eq!(status, 404, "big/denied upstream lacks it"),
+            (repo, status, got) => assert_eq!((status, got), (200, Some(digest.clone())), "{repo}"),
+        }
     }
+    let blob_path = format!("/blobs/{digest} ");
     assert_eq!(
-        upstream_requests(&upstream, &format!("method=GET path=/v2/big/blob/blobs/{digest}")),
+        upstream_requests_with(&upstream, &["method=GET", &blob_path, "status=200"]),
         1,
-        "one upstream download for ten pulls"
+        "one upstream download for ten pulls through three repositories"
     );
+    // The repository that did not download it had the upstream confirm it has the blob; the
+    // one whose upstream does not was given nothing.
+    assert_eq!(
+        upstream_requests_with(&upstream, &["method=HEAD", &blob_path, "status=200"]),
+        1
+    );
+    assert_eq!(
+        Api::new(&cache)
+            .head(&format!("/v2/big/denied/blobs/{digest}"))
+            .status(),
+        404
+    );
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
 }
 
 #[test]

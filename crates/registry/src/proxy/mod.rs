@@ -13,7 +13,9 @@
 //! - **Blobs** ([`flight`]) stream from the upstream to the first client and into an upload
 //!   staging area at once; the blob becomes visible only once its digest checks out, so a
 //!   truncated or corrupt upstream answer is never stored. Concurrent pulls of one blob share
-//!   one download: the others wait for it and read the stored blob.
+//!   one download, through whichever repositories they come: the others wait for it and read
+//!   the stored blob, those of another repository once a `HEAD` upstream confirms their
+//!   repository has it.
 //! - **Pushes** into a proxied prefix are refused unless `allow_push` is set.
 //!
 //! Tag freshness is kept in memory: after a restart every cached tag is checked once more.

@@ -166,11 +166,13 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         Ok(())
     }
 
-    /// For a blob a proxied repository lacks: fetches it, once however many ask. The request
-    /// that starts the download gets the upstream's bytes as they arrive (the response,
-    /// returned); the others wait and are served from storage (`None`), as is everyone when
-    /// the blob is already here. A blob stored for another repository is linked once a `HEAD`
-    /// upstream confirms this repository has it, without downloading it again.
+    /// For a blob a proxied repository lacks: fetches it, once however many ask through
+    /// however many repositories. The request that starts the download gets the upstream's
+    /// bytes as they arrive (the response, returned); the others wait and are served from
+    /// storage (`None`), as is everyone when the blob is already here. A blob stored for
+    /// another repository (a shared base layer, or a download another repository just made)
+    /// is linked once a `HEAD` upstream confirms this repository has it, without downloading
+    /// it again: no repository is given a blob its upstream does not.
     pub(crate) async fn proxy_blob(
         &self,
         name: &RepositoryName,
@@ -181,36 +183,25 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             return Ok(None);
         };
         let metrics = &self.proxies.metrics;
-        let failed = |reason: String| {
-            RegistryError::new(
-                ErrorCode::BlobUnknown,
-                format!(
-                    "blob {digest} is not cached and fetching it from {} failed: {reason}",
-                    proxy.config.url
-                ),
-            )
-            .with_status(StatusCode::BAD_GATEWAY)
-        };
         loop {
             if self.metadata.blob_linked(name, digest).await? && self.blobs.stat(digest).await?.is_some() {
                 metrics.hits.inc();
                 return Ok(None);
             }
             let landing = match self.proxies.flights.join(name, digest) {
-                Role::Follower(waiting) => match flight::wait(waiting).await {
-                    Some(Ok(())) => {
-                        metrics.hits.inc();
-                        return Ok(None);
-                    }
-                    Some(Err(reason)) => return Err(failed(reason)),
-                    // The request that started it went away before the upstream answered.
-                    None => continue,
+                Role::Follower { leader, waiting } => match flight::wait(waiting).await {
+                    // This repository's own download failed: the same answer.
+                    Some(Err(e)) if leader == *name => return Err(e),
+                    // Stored (look again: linked here, or stored for another repository and
+                    // confirmed below), failed for another repository (its upstream may lack
+                    // what this one's has), or abandoned: try again.
+                    _ => continue,
                 },
                 Role::Leader(landing) => landing,
             };
             // Leading now: a download that just ended may have linked it; and a blob stored
-            // for another repository (a shared base layer) only needs the upstream to confirm
-            // this repository has it too.
+            // for another repository only needs the upstream to confirm this repository has
+            // it too.
             if self.blobs.stat(digest).await?.is_some()
                 && (self.metadata.blob_linked(name, digest).await?
                     || proxy.upstream.has_blob(&remote, digest).await.unwrap_or(false))
@@ -226,13 +217,9 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                     if !is_not_found(&e) {
                         metrics.upstream_errors.inc();
                     }
-                    landing.finish(Err(e.to_string()));
-                    return Err(upstream_error(
-                        proxy,
-                        ErrorCode::BlobUnknown,
-                        &format!("blob {digest}"),
-                        &e,
-                    ));
+                    let error = upstream_error(proxy, ErrorCode::BlobUnknown, &format!("blob {digest}"), &e);
+                    landing.finish(Err(error.clone()));
+                    return Err(error);
                 }
             };
             metrics.misses.inc();
@@ -242,6 +229,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                 metadata: self.metadata.clone(),
                 name: name.clone(),
                 digest: digest.clone(),
+                upstream: proxy.config.url.clone(),
                 metrics: metrics.clone(),
             };
             // A plain GET streams; HEAD and ranges wait for the stored blob.
@@ -258,7 +246,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             download.spawn(landing, blob, false);
             match flight::wait(waiting).await {
                 Some(Ok(())) => return Ok(None),
-                Some(Err(reason)) => return Err(failed(reason)),
+                Some(Err(e)) => return Err(e),
                 None => continue,
             }
         }
