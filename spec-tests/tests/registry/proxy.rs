@@ -11,7 +11,7 @@ use spec_tests::api::{Api, TestImage, error_code, header};
 use spec_tests::distribution::Distribution;
 use spec_tests::prometheus::Scrape;
 use spec_tests::proxy::CountingProxy;
-use spec_tests::registry::{RegistryProcess, ServeOptions};
+use spec_tests::registry::{RegistryProcess, ServeOptions, filesystem_only};
 use spec_tests::tools::{Ctr, Docker, installed, run};
 use spec_tests::wait::wait_until;
 
@@ -550,6 +550,49 @@ fn a_truncated_upstream_answer_is_never_stored() {
 }
 
 #[test]
+fn a_fetched_manifest_is_answered_while_stored_and_fetched_again_when_storing_failed() {
+    if !filesystem_only("blocks a path of the filesystem blob store with a file") {
+        return;
+    }
+    let upstream = RegistryProcess::start();
+    let image = TestImage::new("proxy-failed-store");
+    Api::new(&upstream).push_image("team/app", "1", &image);
+    let cache = cache_of(&upstream.url(""), "");
+    // A file where the manifest's blob directory belongs: storing the manifest fails (and
+    // nothing else, since no blob of the image shares the directory).
+    let digest = image.digest();
+    let fan_out = &digest.hex()[..2];
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        assert!(!Digest::sha256_of(blob).hex().starts_with(fan_out));
+    }
+    let sha256 = cache.root().join("blobs/sha256");
+    std::fs::create_dir_all(&sha256).unwrap();
+    std::fs::write(sha256.join(fan_out), b"").unwrap();
+
+    // The client gets the upstream's verified bytes all the same; the failure is logged and
+    // leaves nothing stored under the digest.
+    let api = Api::new(&cache);
+    pull(&api, "team/app", "1", &image);
+    wait_until("the failed store to be logged", Duration::from_secs(5), || {
+        cache.log().contains("storing it failed")
+    });
+    assert!(!holds(&cache, &image.manifest));
+
+    // The next pull fetches it from the upstream again, and this time it is stored.
+    std::fs::remove_file(sha256.join(fan_out)).unwrap();
+    pull(&api, "team/app", "1", &image);
+    let manifest_gets = "method=GET path=/v2/team/app/manifests/1 ";
+    assert_eq!(upstream_requests(&upstream, manifest_gets), 2);
+    wait_until("the manifest to be stored", Duration::from_secs(5), || {
+        holds(&cache, &image.manifest)
+    });
+    pull(&api, "team/app", "1", &image);
+    assert_eq!(upstream_requests(&upstream, manifest_gets), 2);
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
+}
+
+#[test]
 fn a_token_upstream_over_tls_is_read_with_its_ca() {
     let Some(secure) = Secure::start("token", "proxy-token", &[]) else {
         return;
@@ -632,9 +675,11 @@ fn cached_content_obeys_retention_and_gc_and_is_fetched_again() {
     pull(&api, "team/app", "1", &old);
     std::thread::sleep(Duration::from_millis(50));
     pull(&api, "team/app", "2", &new);
-    // (A pulled blob is stored just after the client has it.)
-    wait_until("the pulled blobs to be stored", Duration::from_secs(5), || {
-        holds(&cache, &old.layers[1]) && holds(&cache, &new.layers[1])
+    // (What a pull fetched is stored just after the client has it.)
+    wait_until("the pulled images to be stored", Duration::from_secs(5), || {
+        [&old.manifest, &old.layers[1], &new.manifest, &new.layers[1]]
+            .iter()
+            .all(|bytes| holds(&cache, bytes))
     });
     let fetches = |reference: &str| {
         upstream_requests(
