@@ -113,7 +113,7 @@ pub(crate) async fn wait(mut waiting: watch::Receiver<Option<Outcome>>) -> Optio
 }
 
 /// The error for a blob whose download from `upstream` failed after it began.
-pub(crate) fn download_failed(upstream: &str, digest: &Digest, reason: &str) -> RegistryError {
+fn download_failed(upstream: &str, digest: &Digest, reason: &str) -> RegistryError {
     RegistryError::new(
         ErrorCode::BlobUnknown,
         format!("blob {digest} is not cached and fetching it from {upstream} failed: {reason}"),
