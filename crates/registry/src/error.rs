@@ -88,7 +88,7 @@ impl ErrorCode {
 }
 
 /// A failed request, as the client will see it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{} {}: {message}", code.as_str(), status.as_u16())]
 pub struct RegistryError {
     /// The spec's error code.

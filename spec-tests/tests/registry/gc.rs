@@ -32,7 +32,7 @@ pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Builds an image of busybox and a random `/blob`; returns the blob's sha256 hex.
-fn build_image(docker: &Docker, dir: &Path, tag: &str, seed: u64) -> String {
+pub(crate) fn build_image(docker: &Docker, dir: &Path, tag: &str, seed: u64) -> String {
     let context = dir.join(format!("context-{seed}"));
     std::fs::create_dir_all(&context).unwrap();
     let busybox = which("busybox").expect("busybox-static is installed by scripts/test");
@@ -62,7 +62,7 @@ pub(crate) fn figure(output: &str, word: &str) -> u64 {
 }
 
 /// Pulls `remote` with docker into a clean local store and checks `/blob` hashes to `hex`.
-fn docker_pull_and_check(docker: &Docker, remote: &str, hex: &str) {
+pub(crate) fn docker_pull_and_check(docker: &Docker, remote: &str, hex: &str) {
     let _ = docker.cmd().args(["rmi", remote]).output();
     run(docker.cmd().args(["pull", remote]));
     let out = run(docker.cmd().args([

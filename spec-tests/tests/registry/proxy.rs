@@ -11,11 +11,12 @@ use spec_tests::api::{Api, TestImage, error_code, header};
 use spec_tests::distribution::Distribution;
 use spec_tests::prometheus::Scrape;
 use spec_tests::proxy::CountingProxy;
-use spec_tests::registry::RegistryProcess;
+use spec_tests::registry::{RegistryProcess, ServeOptions, filesystem_only};
 use spec_tests::tools::{Ctr, Docker, installed, run};
 use spec_tests::wait::wait_until;
 
 use crate::auth::{SERVICE, Secure, add_user, https_client};
+use crate::gc::{build_image, docker_pull_and_check};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "upstream-secret";
@@ -41,11 +42,21 @@ fn cache_of(url: &str, extra: &str) -> RegistryProcess {
 /// How many API requests (the `/v2/` ping aside) the upstream's access log shows for paths
 /// containing `part`, once the log has caught up.
 fn upstream_requests(upstream: &RegistryProcess, part: &str) -> usize {
+    upstream_requests_with(upstream, &[part])
+}
+
+/// How many access lines of the upstream (the `/v2/` ping aside) contain every one of `parts`,
+/// once the log has caught up.
+fn upstream_requests_with(upstream: &RegistryProcess, parts: &[&str]) -> usize {
     let count = || {
         upstream
             .log()
             .lines()
-            .filter(|l| l.contains("rbuild::access") && !l.contains("path=/v2/ ") && l.contains(part))
+            .filter(|l| {
+                l.contains("rbuild::access")
+                    && !l.contains("path=/v2/ ")
+                    && parts.iter().all(|part| l.contains(part))
+            })
             .count()
     };
     // Access lines are written when a response ends and read from a pipe: let them settle.
@@ -85,6 +96,44 @@ fn tag_digest(api: &Api, repo: &str, tag: &str) -> String {
     header(&response, "docker-content-digest")
 }
 
+/// A `hosts.toml` directory that makes containerd pull `image`'s registry through `cache` as
+/// its mirror (what a Kubernetes node does), falling back to `server`.
+fn containerd_mirror(image: &str, server: &str, cache: &RegistryProcess) -> tempfile::TempDir {
+    let hosts = tempfile::tempdir().unwrap();
+    let registry = image.split('/').next().unwrap();
+    let host_dir = hosts.path().join(registry);
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"{server}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            cache.url("")
+        ),
+    )
+    .unwrap();
+    hosts
+}
+
+/// `ctr images pull` of `image` with the mirrors in `hosts`, then removes it again.
+fn ctr_pull(ctr: &Ctr, hosts: &tempfile::TempDir, image: &str) {
+    let hosts_dir = hosts.path().to_str().unwrap();
+    run(ctr
+        .cmd()
+        .args(["images", "pull", "--hosts-dir", hosts_dir, image]));
+    run(ctr.cmd().args(["images", "rm", image]));
+}
+
+/// Builds an image of busybox and a random layer no other test has as `pushed` (so docker and
+/// containerd must fetch that layer when they pull it), pushes it with `push` (a docker
+/// command logged in as it must be) and removes it locally; returns the sha256 hex of its `/blob`.
+fn push_new_image(docker: &Docker, push: &mut Command, pushed: &str, seed: u64) -> String {
+    let context = tempfile::tempdir().unwrap();
+    let hex = build_image(docker, context.path(), pushed, seed);
+    run(push.args(["push", pushed]));
+    run(docker.cmd().args(["rmi", pushed]));
+    hex
+}
+
 #[test]
 fn docker_and_containerd_pull_through_an_authenticated_upstream() {
     let (Some(docker), Some(ctr)) = (Docker::get(), Ctr::get()) else {
@@ -99,9 +148,7 @@ fn docker_and_containerd_pull_through_an_authenticated_upstream() {
     };
     run(docker_as_alice().args(["login", "-u", USER, "-p", PASSWORD, &upstream.host()]));
     let pushed = format!("{}/team/busybox:1", upstream.host());
-    run(docker.cmd().args(["tag", &docker.busybox_image(), &pushed]));
-    run(docker_as_alice().args(["push", &pushed]));
-    run(docker.cmd().args(["rmi", &pushed]));
+    let hex = push_new_image(&docker, &mut docker_as_alice(), &pushed, 40);
 
     // The cache logs in to the upstream itself; its clients need no credentials.
     let cache = cache_of(
@@ -109,52 +156,21 @@ fn docker_and_containerd_pull_through_an_authenticated_upstream() {
         &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\""),
     );
     let through = format!("{}/team/busybox:1", cache.host());
-    run(docker.cmd().args(["pull", &through]));
-    let out = run(docker.cmd().args([
-        "run",
-        "--rm",
-        "--network=none",
-        &through,
-        "echo",
-        "pulled through",
-    ]));
-    assert_eq!(out.trim(), "pulled through");
+    docker_pull_and_check(&docker, &through, &hex);
     assert!(
         upstream_requests(&upstream, "/v2/team/busybox/") > 0,
         "the first pull went upstream"
     );
 
-    // containerd pulls the upstream's name with the cache as its hosts.toml mirror (what a
-    // Kubernetes node does); the upstream wants credentials containerd lacks, so only the
-    // mirror can answer.
-    let hosts = tempfile::tempdir().unwrap();
-    let host_dir = hosts.path().join(upstream.host());
-    std::fs::create_dir(&host_dir).unwrap();
-    std::fs::write(
-        host_dir.join("hosts.toml"),
-        format!(
-            "server = \"{}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            upstream.url(""),
-            cache.url("")
-        ),
-    )
-    .unwrap();
-    let hosts_dir = hosts.path().to_str().unwrap();
-    let ctr_pull = || {
-        run(ctr
-            .cmd()
-            .args(["images", "pull", "--hosts-dir", hosts_dir, &pushed]))
-    };
-    ctr_pull();
-    run(ctr.cmd().args(["images", "rm", &pushed]));
+    // containerd pulls the upstream's name with the cache as its mirror; the upstream wants
+    // credentials containerd lacks, so only the mirror can answer.
+    let hosts = containerd_mirror(&pushed, &upstream.url(""), &cache);
+    ctr_pull(&ctr, &hosts, &pushed);
     let first = upstream_requests(&upstream, "/v2/team/busybox/");
 
     // Second pulls ask for nothing the first ones did not: the cache answers them all.
-    run(docker.cmd().args(["rmi", &through]));
-    run(docker.cmd().args(["pull", &through]));
-    run(docker.cmd().args(["rmi", &through]));
-    ctr_pull();
-    run(ctr.cmd().args(["images", "rm", &pushed]));
+    docker_pull_and_check(&docker, &through, &hex);
+    ctr_pull(&ctr, &hosts, &pushed);
     assert_eq!(
         upstream_requests(&upstream, "/v2/team/busybox/"),
         first,
@@ -163,10 +179,77 @@ fn docker_and_containerd_pull_through_an_authenticated_upstream() {
 
     // Upstream gone: the cached tag still pulls, through both.
     upstream.kill();
-    ctr_pull();
-    run(ctr.cmd().args(["images", "rm", &pushed]));
-    run(docker.cmd().args(["pull", &through]));
+    ctr_pull(&ctr, &hosts, &pushed);
+    docker_pull_and_check(&docker, &through, &hex);
     run(docker.cmd().args(["rmi", &through]));
+}
+
+#[test]
+fn docker_and_containerd_pull_through_a_distribution_upstream() {
+    let (Some(docker), Some(ctr), Some(distribution)) = (Docker::get(), Ctr::get(), Distribution::start())
+    else {
+        return;
+    };
+    let pushed = format!("{}/team/busybox:1", distribution.host());
+    let hex = push_new_image(&docker, &mut docker.cmd(), &pushed, 41);
+    // The cache reaches distribution through a forwarder that counts what it is sent;
+    // containerd's fallback `server` is distribution itself, so the cache's access log shows
+    // whether containerd used the mirror.
+    let forwarder = CountingProxy::start(distribution.host().parse().unwrap());
+    let cache = cache_of(&format!("http://{}", forwarder.host()), "");
+    let hosts = containerd_mirror(&pushed, &format!("http://{}", distribution.host()), &cache);
+
+    ctr_pull(&ctr, &hosts, &pushed);
+    assert!(
+        upstream_requests(&cache, "path=/v2/team/busybox/manifests/1 ") > 0,
+        "containerd asked its mirror"
+    );
+    assert!(
+        upstream_requests(&cache, "method=GET path=/v2/team/busybox/blobs/") >= 2,
+        "containerd fetched the config and the new layer from its mirror"
+    );
+    assert!(forwarder.take_received() > 0, "the first pull went upstream");
+    let through = format!("{}/team/busybox:1", cache.host());
+    docker_pull_and_check(&docker, &through, &hex);
+
+    // Second pulls: no upstream request.
+    forwarder.take_received();
+    ctr_pull(&ctr, &hosts, &pushed);
+    docker_pull_and_check(&docker, &through, &hex);
+    assert_eq!(
+        forwarder.take_received(),
+        0,
+        "second pulls sent no upstream request"
+    );
+
+    // Distribution gone: the cached tag still pulls, through both.
+    drop(distribution);
+    ctr_pull(&ctr, &hosts, &pushed);
+    docker_pull_and_check(&docker, &through, &hex);
+    run(docker.cmd().args(["rmi", &through]));
+}
+
+#[test]
+fn password_env_names_the_password_the_cache_logs_in_with() {
+    let (upstream, upstream_api, _users) = authenticated_upstream();
+    let image = TestImage::new("proxy-password-env");
+    upstream_api.push_image("team/app", "1", &image);
+    let cache_with = |password: &str| {
+        RegistryProcess::start_with(ServeOptions {
+            config: format!(
+                "[[proxy]]\nurl = \"{}\"\nusername = \"{USER}\"\npassword_env = \"UPSTREAM_PASSWORD\"\n",
+                upstream.url("")
+            ),
+            env: vec![("UPSTREAM_PASSWORD".to_owned(), password.to_owned())],
+            ..ServeOptions::default()
+        })
+    };
+    pull(&Api::new(&cache_with(PASSWORD)), "team/app", "1", &image);
+    // The variable, not anything else, is what the upstream sees: a wrong one is refused.
+    let refused = Api::new(&cache_with("not-the-password")).get("/v2/team/app/manifests/1");
+    assert_eq!(refused.status(), 502);
+    let body = refused.text().unwrap();
+    assert!(body.contains("rejected the credentials"), "{body}");
 }
 
 #[test]
@@ -280,6 +363,53 @@ fn distribution_upstream_revalidates_tags_after_their_ttl_and_serves_stale_when_
     api.start_upload("mine/app");
 }
 
+#[test]
+fn proxy_metrics_move_by_exactly_what_a_scripted_workload_did() {
+    let mut upstream = RegistryProcess::start();
+    let image = TestImage::new("proxy-metrics");
+    Api::new(&upstream).push_image("team/app", "1", &image);
+    let cache = cache_of(&upstream.url(""), "tag_ttl_secs = 1");
+    let api = Api::new(&cache);
+    let families = [
+        "hits",
+        "misses",
+        "upstream_errors",
+        "fetched_bytes",
+        "stale_served",
+    ]
+    .map(|family| format!("rbuild_registry_proxy_{family}_total"));
+    let before = Scrape::get(&cache.url("/metrics"));
+
+    // Cold: the manifest and three blobs are misses, every byte of them fetched.
+    pull(&api, "team/app", "1", &image);
+    // Warm, by tag and by digest: eight hits (a tag whose TTL ran out meanwhile is confirmed
+    // by a HEAD, which is a hit as well).
+    pull(&api, "team/app", "1", &image);
+    pull(&api, "team/app", &image.digest().to_string(), &image);
+    // What the upstream does not have is neither a miss nor an upstream error.
+    assert_eq!(api.get("/v2/team/app/manifests/nope").status(), 404);
+
+    // Upstream gone, the tag past its TTL: served stale (one error, one stale answer) with
+    // three blob hits; what was never cached fails, one upstream error each.
+    std::thread::sleep(Duration::from_millis(1100));
+    upstream.kill();
+    pull(&api, "team/app", "1", &image);
+    assert_eq!(api.get("/v2/team/app/manifests/2").status(), 502);
+    let never = Digest::sha256_of(b"never cached");
+    assert_eq!(api.get(&format!("/v2/team/app/blobs/{never}")).status(), 502);
+
+    let blob_bytes: usize = std::iter::once(&image.config)
+        .chain(&image.layers)
+        .map(Vec::len)
+        .sum();
+    let fetched = (image.manifest.len() + blob_bytes) as f64;
+    let expected = [11.0, 4.0, 3.0, fetched, 1.0];
+    let after = Scrape::get(&cache.url("/metrics"));
+    let moved = after.deltas(&before, &families);
+    let wanted: Vec<(String, f64)> = families.iter().cloned().zip(expected).collect();
+    assert_eq!(moved, wanted, "\n{}", after.text);
+}
+
 /// The SHA-256 of everything `reader` yields, computed by `openssl` (SHA-NI: a debug build's
 /// hashing would take most of the test's time).
 fn openssl_sha256(reader: &mut impl Read) -> Digest {
@@ -298,7 +428,7 @@ fn openssl_sha256(reader: &mut impl Read) -> Digest {
 }
 
 #[test]
-fn ten_concurrent_pulls_of_a_100_mb_blob_download_it_once() {
+fn ten_concurrent_pulls_of_a_100_mb_blob_through_three_repositories_download_it_once() {
     if installed("openssl").is_none() {
         return;
     }
@@ -313,33 +443,65 @@ fn ten_concurrent_pulls_of_a_100_mb_blob_download_it_once() {
     }
     let digest = upstream_api.push_blob("big/blob", &blob);
     drop(blob);
+    // The upstream has it in big/blob and big/other, not in big/denied.
+    let mount = upstream_api
+        .request(
+            reqwest::Method::POST,
+            &format!("/v2/big/other/blobs/uploads/?mount={digest}&from=big/blob"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(mount.status(), 201);
     let cache = cache_of(
         &upstream.url(""),
         &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\""),
     );
-    let url = cache.url(&format!("/v2/big/blob/blobs/{digest}"));
-    let pulls: Vec<_> = (0..10)
-        .map(|_| {
-            let url = url.clone();
+    let pulls: Vec<_> = ["big/blob", "big/other", "big/denied", "big/blob", "big/other"]
+        .repeat(2)
+        .into_iter()
+        .map(|repo| {
+            let url = cache.url(&format!("/v2/{repo}/blobs/{digest}"));
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::builder()
                     .timeout(None)
                     .build()
                     .unwrap();
                 let mut response = client.get(&url).send().unwrap();
-                assert_eq!(response.status(), 200);
-                openssl_sha256(&mut response)
+                let status = response.status().as_u16();
+                (
+                    repo,
+                    status,
+                    (status == 200).then(|| openssl_sha256(&mut response)),
+                )
             })
         })
         .collect();
     for pull in pulls {
-        assert_eq!(pull.join().unwrap(), digest);
+        match pull.join().unwrap() {
+            ("big/denied", status, _) => assert_eq!(status, 404, "big/denied upstream lacks it"),
+            (repo, status, got) => assert_eq!((status, got), (200, Some(digest.clone())), "{repo}"),
+        }
     }
+    let blob_path = format!("/blobs/{digest} ");
     assert_eq!(
-        upstream_requests(&upstream, &format!("method=GET path=/v2/big/blob/blobs/{digest}")),
+        upstream_requests_with(&upstream, &["method=GET", &blob_path, "status=200"]),
         1,
-        "one upstream download for ten pulls"
+        "one upstream download for ten pulls through three repositories"
     );
+    // The repository that did not download it had the upstream confirm it has the blob; the
+    // one whose upstream does not was given nothing.
+    assert_eq!(
+        upstream_requests_with(&upstream, &["method=HEAD", &blob_path, "status=200"]),
+        1
+    );
+    assert_eq!(
+        Api::new(&cache)
+            .head(&format!("/v2/big/denied/blobs/{digest}"))
+            .status(),
+        404
+    );
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
 }
 
 #[test]
@@ -383,6 +545,49 @@ fn a_truncated_upstream_answer_is_never_stored() {
     let other = format!("path=/v2/cut/other/blobs/{digest}");
     assert_eq!(upstream_requests(&upstream, &format!("method=HEAD {other}")), 1);
     assert_eq!(upstream_requests(&upstream, &format!("method=GET {other}")), 0);
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_fetched_manifest_is_answered_while_stored_and_fetched_again_when_storing_failed() {
+    if !filesystem_only("blocks a path of the filesystem blob store with a file") {
+        return;
+    }
+    let upstream = RegistryProcess::start();
+    let image = TestImage::new("proxy-failed-store");
+    Api::new(&upstream).push_image("team/app", "1", &image);
+    let cache = cache_of(&upstream.url(""), "");
+    // A file where the manifest's blob directory belongs: storing the manifest fails (and
+    // nothing else, since no blob of the image shares the directory).
+    let digest = image.digest();
+    let fan_out = &digest.hex()[..2];
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        assert!(!Digest::sha256_of(blob).hex().starts_with(fan_out));
+    }
+    let sha256 = cache.root().join("blobs/sha256");
+    std::fs::create_dir_all(&sha256).unwrap();
+    std::fs::write(sha256.join(fan_out), b"").unwrap();
+
+    // The client gets the upstream's verified bytes all the same; the failure is logged and
+    // leaves nothing stored under the digest.
+    let api = Api::new(&cache);
+    pull(&api, "team/app", "1", &image);
+    wait_until("the failed store to be logged", Duration::from_secs(5), || {
+        cache.log().contains("storing it failed")
+    });
+    assert!(!holds(&cache, &image.manifest));
+
+    // The next pull fetches it from the upstream again, and this time it is stored.
+    std::fs::remove_file(sha256.join(fan_out)).unwrap();
+    pull(&api, "team/app", "1", &image);
+    let manifest_gets = "method=GET path=/v2/team/app/manifests/1 ";
+    assert_eq!(upstream_requests(&upstream, manifest_gets), 2);
+    wait_until("the manifest to be stored", Duration::from_secs(5), || {
+        holds(&cache, &image.manifest)
+    });
+    pull(&api, "team/app", "1", &image);
+    assert_eq!(upstream_requests(&upstream, manifest_gets), 2);
     let (ok, report) = cache.fsck();
     assert!(ok, "{report}");
 }
@@ -437,4 +642,103 @@ fn a_token_upstream_over_tls_is_read_with_its_ca() {
     let refused = Api::new(&untrusting).get("/v2/team/app/manifests/1");
     assert_eq!(refused.status(), 502);
     assert!(refused.text().unwrap().contains("certificate"));
+}
+
+/// Whether anything the cache stored (blob, link, manifest) is named by `blob`'s digest.
+fn holds(cache: &RegistryProcess, blob: &[u8]) -> bool {
+    let digest = Digest::sha256_of(blob);
+    cache.stored().keys().any(|p| p.contains(digest.hex()))
+}
+
+#[test]
+fn cached_content_obeys_retention_and_gc_and_is_fetched_again() {
+    let upstream = RegistryProcess::start();
+    let upstream_api = Api::new(&upstream);
+    let image = |seed: &str| {
+        let own = |what: &str| format!("{what} of {seed}").into_bytes();
+        TestImage::from_parts(
+            own("config"),
+            vec![b"the base layer both share".to_vec(), own("layer")],
+            serde_json::json!({}),
+        )
+    };
+    let (old, new) = (image("proxy-gc-old"), image("proxy-gc-new"));
+    upstream_api.push_image("team/app", "1", &old);
+    upstream_api.push_image("team/app", "2", &new);
+    // A cache bounded the way a user bounds one: retention keeps the last tag cached per
+    // repository, and untagged manifests go at once.
+    let cache = cache_of(
+        &upstream.url(""),
+        "\n[gc]\ngrace_secs = 0\n\n[[gc.retention]]\nrepositories = \"**\"\nkeep_last_tags = 1\n",
+    );
+    let api = Api::new(&cache);
+    pull(&api, "team/app", "1", &old);
+    std::thread::sleep(Duration::from_millis(50));
+    pull(&api, "team/app", "2", &new);
+    // (What a pull fetched is stored just after the client has it.)
+    wait_until("the pulled images to be stored", Duration::from_secs(5), || {
+        [&old.manifest, &old.layers[1], &new.manifest, &new.layers[1]]
+            .iter()
+            .all(|bytes| holds(&cache, bytes))
+    });
+    let fetches = |reference: &str| {
+        upstream_requests(
+            &upstream,
+            &format!("method=GET path=/v2/team/app/manifests/{reference} "),
+        )
+    };
+    let old_blob_fetches = || {
+        upstream_requests(
+            &upstream,
+            &format!(
+                "method=GET path=/v2/team/app/blobs/{}",
+                Digest::sha256_of(&old.layers[1])
+            ),
+        )
+    };
+    assert_eq!((fetches("1"), old_blob_fetches()), (1, 1));
+
+    // Retention lets tag 1 go; the collection takes its manifest and the blobs only it used.
+    let collected = cache.gc(&[]);
+    assert!(collected.contains("removed tag team/app:1"), "{collected}");
+    assert!(
+        collected.contains(&format!("removed manifest team/app@{}", old.digest())),
+        "{collected}"
+    );
+    for blob in [&old.config, &old.layers[1]] {
+        assert!(
+            !holds(&cache, blob),
+            "a blob only tag 1 used is still stored:\n{collected}"
+        );
+    }
+    for blob in std::iter::once(&new.config).chain(&new.layers) {
+        assert!(holds(&cache, blob), "the kept tag lost a blob:\n{collected}");
+    }
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
+    assert_eq!(
+        api.head(&format!(
+            "/v2/team/app/blobs/{}",
+            Digest::sha256_of(&new.layers[1])
+        ))
+        .status(),
+        200
+    );
+
+    // The next pull of tag 1 goes to the upstream again and gets all of it.
+    pull(&api, "team/app", "1", &old);
+    assert_eq!((fetches("1"), old_blob_fetches()), (2, 2));
+
+    // A tag deleted by hand is collected the same way, and fetched again after.
+    assert_eq!(api.delete("/v2/team/app/manifests/2").status(), 202);
+    let collected = cache.gc(&[]);
+    assert!(
+        collected.contains(&format!("removed manifest team/app@{}", new.digest())),
+        "{collected}"
+    );
+    assert!(!holds(&cache, &new.layers[1]), "{collected}");
+    let (ok, report) = cache.fsck();
+    assert!(ok, "{report}");
+    pull(&api, "team/app", "2", &new);
+    assert_eq!(fetches("2"), 2);
 }

@@ -11,8 +11,8 @@ use rbuild_oci::{Algorithm, Digest, ManifestSummary, RepositoryName, Tag, media_
 use crate::Registry;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::http::{
-    Body, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, RequestBody, empty, header, query_pairs, response,
-    stream,
+    Body, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, RequestBody, empty, full, header, query_pairs,
+    response, stream,
 };
 use crate::route::ManifestRef;
 use crate::storage::{BlobStore, ManifestRecord, MetadataStore};
@@ -41,6 +41,42 @@ fn accepted_types(parts: &http::request::Parts) -> Vec<String> {
     } else {
         types
     }
+}
+
+/// Whether a request that accepts `accepted` (empty: anything) can be served `media_type`.
+pub(crate) fn acceptable(accepted: &[String], media_type: &str) -> bool {
+    accepted.is_empty() || accepted.iter().any(|t| t == media_type)
+}
+
+/// The record of a manifest of `size` bytes with digest `digest`, as `summary` describes it.
+pub(crate) fn manifest_record(digest: &Digest, size: usize, summary: ManifestSummary) -> ManifestRecord {
+    ManifestRecord {
+        digest: digest.clone(),
+        media_type: summary.media_type,
+        size: size as u64,
+        subject: summary.subject.as_ref().map(|s| s.digest.clone()),
+        artifact_type: summary.artifact_type,
+        annotations: summary.annotations,
+    }
+}
+
+/// Stores a manifest whose digest and references are checked: bytes, then the record,
+/// then tags, so a crash (or failure) between steps never leaves a tag that points at a
+/// manifest the repository does not hold, nor a record whose bytes are missing.
+pub(crate) async fn store_manifest(
+    blobs: &impl BlobStore,
+    metadata: &impl MetadataStore,
+    name: &RepositoryName,
+    record: &ManifestRecord,
+    bytes: Bytes,
+    tags: &[&Tag],
+) -> Result<()> {
+    blobs.put(&record.digest, bytes).await?;
+    metadata.put_manifest(name, record).await?;
+    for tag in tags {
+        metadata.set_tag(name, tag, &record.digest).await?;
+    }
+    Ok(())
 }
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
@@ -74,7 +110,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         reference: &ManifestRef,
         accepted: &[String],
     ) -> Result<ManifestRecord> {
-        if accepted.is_empty() || accepted.contains(&record.media_type) {
+        if acceptable(accepted, &record.media_type) {
             return Ok(record);
         }
         let not_acceptable = || {
@@ -101,7 +137,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                     && accepted.contains(&d.media_type)
             })
             .ok_or_else(not_acceptable)?;
-        self.proxy_manifest(name, &ManifestRef::Digest(child.digest.clone()))
+        self.proxy_manifest(name, &ManifestRef::Digest(child.digest.clone()), None)
             .await?;
         self.record(name, &child.digest).await
     }
@@ -123,12 +159,17 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         reference: &ManifestRef,
         parts: &http::request::Parts,
     ) -> Result<Response<Body>> {
-        self.proxy_manifest(name, reference).await?;
-        let digest = self.resolve(name, reference).await?;
-        let record = self.record(name, &digest).await?;
-        let record = self
-            .negotiate(name, record, reference, &accepted_types(parts))
-            .await?;
+        let accepted = accepted_types(parts);
+        // A manifest the cache just fetched is answered from the upstream's verified bytes
+        // while it is stored.
+        let (record, fetched) = match self.proxy_manifest(name, reference, Some(&accepted)).await? {
+            Some(fetched) => (fetched.record, Some(fetched.bytes)),
+            None => {
+                let digest = self.resolve(name, reference).await?;
+                let record = self.record(name, &digest).await?;
+                (self.negotiate(name, record, reference, &accepted).await?, None)
+            }
+        };
         let etag = format!("\"{}\"", record.digest);
         let mut headers = vec![
             (DOCKER_CONTENT_DIGEST, record.digest.to_string()),
@@ -140,10 +181,10 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         }
         headers.push((CONTENT_TYPE, record.media_type.clone()));
         headers.push((CONTENT_LENGTH, record.size.to_string()));
-        let body = if parts.method == http::Method::HEAD {
-            empty()
-        } else {
-            stream(self.blobs.read(&record.digest, 0..record.size).await?)
+        let body = match fetched {
+            _ if parts.method == http::Method::HEAD => empty(),
+            Some(bytes) => full(bytes),
+            None => stream(self.blobs.read(&record.digest, 0..record.size).await?),
         };
         Ok(response(StatusCode::OK, headers, body))
     }
@@ -231,33 +272,6 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         Ok(())
     }
 
-    /// Stores a manifest whose digest and references are checked: bytes, then the record,
-    /// then tags, so a crash between steps never leaves a tag that points at a manifest the
-    /// repository does not hold.
-    pub(crate) async fn store_manifest(
-        &self,
-        name: &RepositoryName,
-        digest: &Digest,
-        bytes: Bytes,
-        summary: ManifestSummary,
-        tags: &[&Tag],
-    ) -> Result<ManifestRecord> {
-        let record = ManifestRecord {
-            digest: digest.clone(),
-            media_type: summary.media_type,
-            size: bytes.len() as u64,
-            subject: summary.subject.as_ref().map(|s| s.digest.clone()),
-            artifact_type: summary.artifact_type,
-            annotations: summary.annotations,
-        };
-        self.blobs.put(digest, bytes).await?;
-        self.metadata.put_manifest(name, &record).await?;
-        for tag in tags {
-            self.metadata.set_tag(name, tag, digest).await?;
-        }
-        Ok(record)
-    }
-
     pub(super) async fn put_manifest(
         &self,
         name: &RepositoryName,
@@ -302,7 +316,8 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         if let ManifestRef::Tag(tag) = reference {
             tags.push(tag);
         }
-        let record = self.store_manifest(name, &digest, bytes, summary, &tags).await?;
+        let record = manifest_record(&digest, bytes.len(), summary);
+        store_manifest(&self.blobs, &self.metadata, name, &record, bytes, &tags).await?;
 
         let mut headers = vec![
             (LOCATION, format!("/v2/{name}/manifests/{digest}")),

@@ -3,7 +3,7 @@
 mod blobs;
 mod catalog;
 mod health;
-mod manifests;
+pub(crate) mod manifests;
 mod referrers;
 mod tags;
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Blob downloads from an upstream: one per blob however many clients ask at once, streamed
-//! to the first client while it is stored, and stored only once its digest checks out.
+//! Blob downloads from an upstream: one per blob however many clients ask at once, through
+//! whichever repositories, streamed to the first client while it is stored, and stored only
+//! once its digest checks out.
 
 use std::collections::HashMap;
 use std::io;
@@ -7,57 +8,80 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use http::StatusCode;
 use rbuild_client::upstream::UpstreamBlob;
 use rbuild_oci::{Digest, RepositoryName};
 use tokio::sync::{mpsc, watch};
 
 use super::ProxyMetrics;
+use crate::error::{ErrorCode, RegistryError};
 use crate::storage::{AppendCheck, BlobStore, ByteStream, MetadataStore, StorageError, UploadId};
 
-/// How a download ended: stored, or why not (shown to every client that waited for it).
-pub(crate) type Outcome = Result<(), String>;
+/// How a download ended: stored, or the error its leader answered (which the requests that
+/// waited for it in the same repository answer too).
+pub(crate) type Outcome = Result<(), RegistryError>;
 
 /// Chunks queued between a download and the client it streams to: a slow client slows the
 /// download rather than letting it fill memory.
 const CLIENT_QUEUE: usize = 32;
 
-type Key = (RepositoryName, Digest);
+/// One download in flight: the repository it is stored into, and how to learn its outcome.
+struct Flight {
+    leader: RepositoryName,
+    done: watch::Receiver<Option<Outcome>>,
+}
 
-/// The downloads in flight, by repository and digest.
+/// The downloads in flight, by digest: a blob is the same bytes whichever repository (or
+/// upstream) it comes through, so one download serves them all.
 #[derive(Default)]
 pub(crate) struct Flights {
-    running: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
+    running: Mutex<HashMap<Digest, Flight>>,
 }
 
 /// What a request does about a blob it lacks.
 pub(crate) enum Role {
     /// Nobody is fetching it: this request does.
     Leader(Landing),
-    /// Another request is fetching it: wait for that one.
-    Follower(watch::Receiver<Option<Outcome>>),
+    /// Another request is fetching it into `leader`: wait for that one. Its outcome settles
+    /// nothing for another repository: a blob it stored must still be confirmed upstream for
+    /// the follower's own repository, and its failure may be its repository's alone.
+    Follower {
+        /// The repository the download is stored into.
+        leader: RepositoryName,
+        /// Where its outcome arrives.
+        waiting: watch::Receiver<Option<Outcome>>,
+    },
 }
 
 /// The leader's duty to say how its download ended; dropping it unfinished tells the followers
 /// the download was abandoned (they then try again).
 pub(crate) struct Landing {
     flights: Arc<Flights>,
-    key: Key,
+    digest: Digest,
     done: watch::Sender<Option<Outcome>>,
 }
 
 impl Flights {
-    /// Joins the download of `digest` into `name`, or starts one.
+    /// Joins the download of `digest`, or starts one into `name`.
     pub(crate) fn join(self: &Arc<Self>, name: &RepositoryName, digest: &Digest) -> Role {
-        let key = (name.clone(), digest.clone());
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(waiting) = running.get(&key) {
-            return Role::Follower(waiting.clone());
+        if let Some(flight) = running.get(digest) {
+            return Role::Follower {
+                leader: flight.leader.clone(),
+                waiting: flight.done.clone(),
+            };
         }
         let (done, waiting) = watch::channel(None);
-        running.insert(key.clone(), waiting);
+        running.insert(
+            digest.clone(),
+            Flight {
+                leader: name.clone(),
+                done: waiting,
+            },
+        );
         Role::Leader(Landing {
             flights: self.clone(),
-            key,
+            digest: digest.clone(),
             done,
         })
     }
@@ -78,7 +102,7 @@ impl Landing {
 impl Drop for Landing {
     fn drop(&mut self) {
         let mut running = self.flights.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.remove(&self.key);
+        running.remove(&self.digest);
     }
 }
 
@@ -88,6 +112,15 @@ pub(crate) async fn wait(mut waiting: watch::Receiver<Option<Outcome>>) -> Optio
     outcome.clone()
 }
 
+/// The error for a blob whose download from `upstream` failed after it began.
+fn download_failed(upstream: &str, digest: &Digest, reason: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::BlobUnknown,
+        format!("blob {digest} is not cached and fetching it from {upstream} failed: {reason}"),
+    )
+    .with_status(StatusCode::BAD_GATEWAY)
+}
+
 /// One blob coming from the upstream into local storage.
 pub(crate) struct Download<B, M> {
     pub(crate) blobs: B,
@@ -95,6 +128,8 @@ pub(crate) struct Download<B, M> {
     /// The local repository it is stored into.
     pub(crate) name: RepositoryName,
     pub(crate) digest: Digest,
+    /// The upstream's URL, for the error a failed download answers.
+    pub(crate) upstream: String,
     pub(crate) metrics: ProxyMetrics,
 }
 
@@ -174,7 +209,7 @@ impl<B: BlobStore, M: MetadataStore> Download<B, M> {
                 self.name
             );
             fail_client(&client, reason.clone()).await;
-            return Err(reason);
+            return Err(download_failed(&self.upstream, &self.digest, &reason));
         }
         Ok(())
     }
@@ -217,27 +252,42 @@ mod tests {
         ("lib/app".parse().unwrap(), Digest::sha256_of(b"blob"))
     }
 
-    #[tokio::test]
-    async fn one_leader_and_followers_that_learn_its_outcome() {
+    fn cut_short() -> RegistryError {
+        download_failed("http://upstream", &key().1, "cut short")
+    }
+
+    /// Flights with one download of [`key`] started: the flights, the key and its landing.
+    fn one_started() -> (Arc<Flights>, RepositoryName, Digest, Landing) {
         let flights = Arc::new(Flights::default());
         let (name, digest) = key();
         let Role::Leader(landing) = flights.join(&name, &digest) else {
             panic!("the first request leads")
         };
+        (flights, name, digest, landing)
+    }
+
+    #[tokio::test]
+    async fn one_leader_and_followers_that_learn_its_outcome() {
+        let (flights, name, digest, landing) = one_started();
         let followers: Vec<_> = (0..3)
             .map(|_| match flights.join(&name, &digest) {
-                Role::Follower(waiting) => tokio::spawn(wait(waiting)),
+                Role::Follower { leader, waiting } => {
+                    assert_eq!(leader, name);
+                    tokio::spawn(wait(waiting))
+                }
                 Role::Leader(_) => panic!("a second leader"),
             })
             .collect();
-        let other: RepositoryName = "lib/other".parse().unwrap();
         assert!(
-            matches!(flights.join(&other, &digest), Role::Leader(_)),
-            "flights are per repository"
+            matches!(flights.join(&name, &Digest::sha256_of(b"other")), Role::Leader(_)),
+            "flights are per digest"
         );
-        landing.finish(Err("cut short".to_owned()));
+        landing.finish(Err(cut_short()));
         for follower in followers {
-            assert_eq!(follower.await.unwrap(), Some(Err("cut short".to_owned())));
+            let outcome = follower.await.unwrap();
+            let error = outcome.and_then(Result::err).expect("the leader's error");
+            assert_eq!(error.status, StatusCode::BAD_GATEWAY);
+            assert!(error.message.contains("cut short"), "{}", error.message);
         }
         assert!(
             matches!(flights.join(&name, &digest), Role::Leader(_)),
@@ -246,15 +296,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_through_another_repository_follows_and_learns_whose_download_it_is() {
+        let (flights, name, digest, landing) = one_started();
+        let other: RepositoryName = "lib/other".parse().unwrap();
+        let Role::Follower { leader, waiting } = flights.join(&other, &digest) else {
+            panic!("one download per digest, whatever the repository")
+        };
+        assert_eq!(
+            leader, name,
+            "the follower knows the blob is stored for another repository"
+        );
+        landing.finish(Ok(()));
+        assert!(matches!(wait(waiting).await, Some(Ok(()))));
+        assert!(matches!(flights.join(&other, &digest), Role::Leader(_)));
+    }
+
+    #[tokio::test]
     async fn an_abandoned_flight_lets_followers_retry() {
         let flights = Arc::new(Flights::default());
         let (name, digest) = key();
         let landing = flights.join(&name, &digest);
-        let Role::Follower(waiting) = flights.join(&name, &digest) else {
+        let Role::Follower { waiting, .. } = flights.join(&name, &digest) else {
             panic!("the second request follows")
         };
         drop(landing);
-        assert_eq!(wait(waiting).await, None);
+        assert!(wait(waiting).await.is_none());
         assert!(matches!(flights.join(&name, &digest), Role::Leader(_)));
     }
 }

@@ -7,13 +7,17 @@
 //!   name unchanged, which is what docker `registry-mirrors` and containerd `hosts.toml`
 //!   mirrors need.
 //! - **Manifests** ([`pull`]) are fetched whole (they are small), verified against their
-//!   digest and stored like pushed ones. A tag is trusted for `tag_ttl_secs`, then checked
+//!   digest and stored like pushed ones; the request that fetched one is answered from the
+//!   verified bytes while they are stored ([`storing`]: requests for it meanwhile wait for the
+//!   store, and a failed store is logged and fetched again on the next pull). A tag is trusted for `tag_ttl_secs`, then checked
 //!   with a `HEAD` upstream; when the upstream cannot answer (down, 5xx, 429), the cached
 //!   manifest is served anyway with a warning and a metric. Digests never need checking.
 //! - **Blobs** ([`flight`]) stream from the upstream to the first client and into an upload
 //!   staging area at once; the blob becomes visible only once its digest checks out, so a
 //!   truncated or corrupt upstream answer is never stored. Concurrent pulls of one blob share
-//!   one download: the others wait for it and read the stored blob.
+//!   one download, through whichever repositories they come: the others wait for it and read
+//!   the stored blob, those of another repository once a `HEAD` upstream confirms their
+//!   repository has it.
 //! - **Pushes** into a proxied prefix are refused unless `allow_push` is set.
 //!
 //! Tag freshness is kept in memory: after a restart every cached tag is checked once more.
@@ -23,6 +27,7 @@ mod config;
 pub(crate) mod flight;
 mod metrics;
 pub(crate) mod pull;
+mod storing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -161,8 +166,9 @@ fn credential(config: &ProxyConfig) -> Result<Option<Credential>, ProxyError> {
 
 /// Every configured upstream, the downloads in flight, and the cache's metrics.
 pub(crate) struct Proxies {
-    proxies: Vec<Proxy>,
+    proxies: Vec<Arc<Proxy>>,
     pub(crate) flights: Arc<flight::Flights>,
+    pub(crate) storing: Arc<storing::Storing>,
     pub(crate) metrics: ProxyMetrics,
 }
 
@@ -170,14 +176,18 @@ impl Proxies {
     /// The upstreams `configs` describe (credentials and CA files read now).
     pub(crate) fn open(configs: &[ProxyConfig]) -> Result<Proxies, ProxyError> {
         Ok(Proxies {
-            proxies: configs.iter().map(Proxy::open).collect::<Result<_, _>>()?,
+            proxies: configs
+                .iter()
+                .map(|config| Proxy::open(config).map(Arc::new))
+                .collect::<Result<_, _>>()?,
             flights: Arc::default(),
+            storing: Arc::default(),
             metrics: ProxyMetrics::default(),
         })
     }
 
     /// The upstream serving `name` and the name there, if `name` is proxied.
-    pub(crate) fn route(&self, name: &RepositoryName) -> Option<(&Proxy, RepositoryName)> {
+    pub(crate) fn route(&self, name: &RepositoryName) -> Option<(&Arc<Proxy>, RepositoryName)> {
         self.proxies
             .iter()
             .filter_map(|proxy| {

@@ -1,6 +1,8 @@
 //! The hooks the manifest and blob handlers call before serving from storage: they bring
 //! what a proxied repository lacks (or a tag whose TTL ran out) from the upstream.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use http::{Method, Response, StatusCode};
@@ -12,9 +14,10 @@ use super::Proxy;
 use super::flight::{self, Download, Role};
 use crate::Registry;
 use crate::error::{ErrorCode, RegistryError, Result};
+use crate::handlers::manifests::{acceptable, manifest_record, store_manifest};
 use crate::http::{Body, DOCKER_CONTENT_DIGEST, response, stream};
 use crate::route::ManifestRef;
-use crate::storage::{BlobStore, MetadataStore};
+use crate::storage::{BlobStore, ManifestRecord, MetadataStore};
 
 /// Whether the upstream answered that it does not have what was asked for.
 fn is_not_found(e: &ClientError) -> bool {
@@ -40,45 +43,96 @@ fn upstream_error(proxy: &Proxy, code: ErrorCode, what: &str, e: &ClientError) -
     }
 }
 
+/// A manifest just fetched from the upstream and checked against its digest: the request
+/// that fetched it is answered from these bytes while they are stored.
+pub(crate) struct Fetched {
+    /// Its record, as it is being stored.
+    pub(crate) record: ManifestRecord,
+    /// Its bytes.
+    pub(crate) bytes: Bytes,
+}
+
+/// Fetched content outlives the request that fetched it: the owned pieces of a manifest store.
+struct Store<B, M> {
+    blobs: B,
+    metadata: M,
+    proxy: Arc<Proxy>,
+    name: RepositoryName,
+    record: ManifestRecord,
+    bytes: Bytes,
+    tag: Option<Tag>,
+}
+
+impl<B: BlobStore, M: MetadataStore> Store<B, M> {
+    /// Stores the manifest (and its tag, which the upstream then counts as confirmed).
+    async fn run(self) -> Result<()> {
+        let tags: Vec<&Tag> = self.tag.iter().collect();
+        store_manifest(
+            &self.blobs,
+            &self.metadata,
+            &self.name,
+            &self.record,
+            self.bytes,
+            &tags,
+        )
+        .await?;
+        if let Some(tag) = &self.tag {
+            self.proxy.confirm(&self.name, tag);
+        }
+        Ok(())
+    }
+}
+
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// Makes sure a proxied repository holds the manifest `reference` names, fetching it (or,
     /// for a tag past its TTL, checking it) upstream. Not proxied: nothing to do.
-    pub(crate) async fn proxy_manifest(&self, name: &RepositoryName, reference: &ManifestRef) -> Result<()> {
+    ///
+    /// With `early` (the media types the request accepts), a manifest fetched now that the
+    /// request accepts is returned rather than stored first, and stored in a task of its own:
+    /// the client is not kept waiting for the fsyncs. It was checked against its digest, so
+    /// nothing wrong is served; requests for it meanwhile wait for the store; a failed store
+    /// is logged, leaves no tag or record pointing at missing bytes, and the next pull
+    /// fetches it again. Without `early` it is stored before this returns.
+    pub(crate) async fn proxy_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &ManifestRef,
+        early: Option<&[String]>,
+    ) -> Result<Option<Fetched>> {
         let Some((proxy, remote)) = self.proxies.route(name) else {
-            return Ok(());
+            return Ok(None);
         };
-        let metrics = &self.proxies.metrics;
+        self.proxies.storing.settle(name, reference).await;
         match reference {
             ManifestRef::Digest(digest) => {
                 if self.metadata.manifest(name, digest).await?.is_some() {
-                    metrics.hits.inc();
-                    return Ok(());
+                    self.proxies.metrics.hits.inc();
+                    return Ok(None);
                 }
                 let fetched = self.fetch_manifest(proxy, &remote, &digest.to_string()).await?;
-                self.store_fetched(name, fetched, None).await
+                self.keep_fetched(proxy, name, fetched, None, early).await
             }
-            ManifestRef::Tag(tag) => self.proxy_tag(proxy, name, &remote, tag).await,
-            ManifestRef::Invalid { .. } => Ok(()),
+            ManifestRef::Tag(tag) => self.proxy_tag(proxy, name, &remote, tag, early).await,
+            ManifestRef::Invalid { .. } => Ok(None),
         }
     }
 
     async fn proxy_tag(
         &self,
-        proxy: &Proxy,
+        proxy: &Arc<Proxy>,
         name: &RepositoryName,
         remote: &RepositoryName,
         tag: &Tag,
-    ) -> Result<()> {
+        early: Option<&[String]>,
+    ) -> Result<Option<Fetched>> {
         let metrics = &self.proxies.metrics;
         let Some(cached) = self.metadata.resolve_tag(name, tag).await? else {
             let fetched = self.fetch_manifest(proxy, remote, tag.as_str()).await?;
-            self.store_fetched(name, fetched, Some(tag)).await?;
-            proxy.confirm(name, tag);
-            return Ok(());
+            return self.keep_fetched(proxy, name, fetched, Some(tag), early).await;
         };
         if proxy.is_fresh(name, tag) {
             metrics.hits.inc();
-            return Ok(());
+            return Ok(None);
         }
         let stale = |e: &ClientError| {
             metrics.upstream_errors.inc();
@@ -92,29 +146,25 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             Ok(Some(digest)) if digest == cached => {
                 proxy.confirm(name, tag);
                 metrics.hits.inc();
-                return Ok(());
+                return Ok(None);
             }
             // Moved (or the upstream sent no digest): fetch it below.
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {
                 // Gone upstream: so gone here, as the upstream would answer.
                 self.metadata.delete_tag(name, tag).await?;
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 stale(&e);
-                return Ok(());
+                return Ok(None);
             }
         }
         match proxy.upstream.manifest(remote, tag.as_str()).await {
-            Ok(fetched) => {
-                self.store_fetched(name, fetched, Some(tag)).await?;
-                proxy.confirm(name, tag);
-                Ok(())
-            }
+            Ok(fetched) => self.keep_fetched(proxy, name, fetched, Some(tag), early).await,
             Err(e) if !is_not_found(&e) => {
                 stale(&e);
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(upstream_error(
                 proxy,
@@ -144,13 +194,17 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         })
     }
 
-    /// Stores a manifest the upstream sent (verified by the client against its digest).
-    async fn store_fetched(
+    /// Keeps a manifest the upstream sent (verified by the client against its digest), with
+    /// `tag` naming it: stored now, or (with `early`, and acceptable to the request) returned
+    /// for the answer and stored beside it.
+    async fn keep_fetched(
         &self,
+        proxy: &Arc<Proxy>,
         name: &RepositoryName,
         fetched: UpstreamManifest,
         tag: Option<&Tag>,
-    ) -> Result<()> {
+        early: Option<&[String]>,
+    ) -> Result<Option<Fetched>> {
         let summary = ManifestSummary::parse(&fetched.bytes, Some(&fetched.media_type)).map_err(|e| {
             RegistryError::new(
                 ErrorCode::ManifestInvalid,
@@ -160,17 +214,41 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         let metrics = &self.proxies.metrics;
         metrics.misses.inc();
         metrics.fetched_bytes.inc_by(fetched.bytes.len() as u64);
-        let tags: Vec<&Tag> = tag.into_iter().collect();
-        self.store_manifest(name, &fetched.digest, Bytes::from(fetched.bytes), summary, &tags)
-            .await?;
-        Ok(())
+        let bytes = Bytes::from(fetched.bytes);
+        let record = manifest_record(&fetched.digest, bytes.len(), summary);
+        let store = Store {
+            blobs: self.blobs.clone(),
+            metadata: self.metadata.clone(),
+            proxy: proxy.clone(),
+            name: name.clone(),
+            record: record.clone(),
+            bytes: bytes.clone(),
+            tag: tag.cloned(),
+        };
+        if !early.is_some_and(|accepted| acceptable(accepted, &record.media_type)) {
+            store.run().await?;
+            return Ok(None);
+        }
+        let pending = self.proxies.storing.begin(name, &record.digest, tag);
+        tokio::spawn(async move {
+            let what = format!("{}@{}", store.name, store.record.digest);
+            if let Err(e) = store.run().await {
+                tracing::warn!(
+                    "pull-through of manifest {what}: answered from the upstream's verified bytes, but storing it failed ({e}); the next pull fetches it again"
+                );
+            }
+            drop(pending);
+        });
+        Ok(Some(Fetched { record, bytes }))
     }
 
-    /// For a blob a proxied repository lacks: fetches it, once however many ask. The request
-    /// that starts the download gets the upstream's bytes as they arrive (the response,
-    /// returned); the others wait and are served from storage (`None`), as is everyone when
-    /// the blob is already here. A blob stored for another repository is linked once a `HEAD`
-    /// upstream confirms this repository has it, without downloading it again.
+    /// For a blob a proxied repository lacks: fetches it, once however many ask through
+    /// however many repositories. The request that starts the download gets the upstream's
+    /// bytes as they arrive (the response, returned); the others wait and are served from
+    /// storage (`None`), as is everyone when the blob is already here. A blob stored for
+    /// another repository (a shared base layer, or a download another repository just made)
+    /// is linked once a `HEAD` upstream confirms this repository has it, without downloading
+    /// it again: no repository is given a blob its upstream does not.
     pub(crate) async fn proxy_blob(
         &self,
         name: &RepositoryName,
@@ -181,36 +259,25 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             return Ok(None);
         };
         let metrics = &self.proxies.metrics;
-        let failed = |reason: String| {
-            RegistryError::new(
-                ErrorCode::BlobUnknown,
-                format!(
-                    "blob {digest} is not cached and fetching it from {} failed: {reason}",
-                    proxy.config.url
-                ),
-            )
-            .with_status(StatusCode::BAD_GATEWAY)
-        };
         loop {
             if self.metadata.blob_linked(name, digest).await? && self.blobs.stat(digest).await?.is_some() {
                 metrics.hits.inc();
                 return Ok(None);
             }
             let landing = match self.proxies.flights.join(name, digest) {
-                Role::Follower(waiting) => match flight::wait(waiting).await {
-                    Some(Ok(())) => {
-                        metrics.hits.inc();
-                        return Ok(None);
-                    }
-                    Some(Err(reason)) => return Err(failed(reason)),
-                    // The request that started it went away before the upstream answered.
-                    None => continue,
+                Role::Follower { leader, waiting } => match flight::wait(waiting).await {
+                    // This repository's own download failed: the same answer.
+                    Some(Err(e)) if leader == *name => return Err(e),
+                    // Stored (look again: linked here, or stored for another repository and
+                    // confirmed below), failed for another repository (its upstream may lack
+                    // what this one's has), or abandoned: try again.
+                    _ => continue,
                 },
                 Role::Leader(landing) => landing,
             };
             // Leading now: a download that just ended may have linked it; and a blob stored
-            // for another repository (a shared base layer) only needs the upstream to confirm
-            // this repository has it too.
+            // for another repository only needs the upstream to confirm this repository has
+            // it too.
             if self.blobs.stat(digest).await?.is_some()
                 && (self.metadata.blob_linked(name, digest).await?
                     || proxy.upstream.has_blob(&remote, digest).await.unwrap_or(false))
@@ -226,13 +293,9 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                     if !is_not_found(&e) {
                         metrics.upstream_errors.inc();
                     }
-                    landing.finish(Err(e.to_string()));
-                    return Err(upstream_error(
-                        proxy,
-                        ErrorCode::BlobUnknown,
-                        &format!("blob {digest}"),
-                        &e,
-                    ));
+                    let error = upstream_error(proxy, ErrorCode::BlobUnknown, &format!("blob {digest}"), &e);
+                    landing.finish(Err(error.clone()));
+                    return Err(error);
                 }
             };
             metrics.misses.inc();
@@ -242,6 +305,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
                 metadata: self.metadata.clone(),
                 name: name.clone(),
                 digest: digest.clone(),
+                upstream: proxy.config.url.clone(),
                 metrics: metrics.clone(),
             };
             // A plain GET streams; HEAD and ranges wait for the stored blob.
@@ -258,7 +322,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             download.spawn(landing, blob, false);
             match flight::wait(waiting).await {
                 Some(Ok(())) => return Ok(None),
-                Some(Err(reason)) => return Err(failed(reason)),
+                Some(Err(e)) => return Err(e),
                 None => continue,
             }
         }
