@@ -123,6 +123,31 @@ fn ctr_pull(ctr: &Ctr, hosts: &tempfile::TempDir, image: &str) {
     run(ctr.cmd().args(["images", "rm", image]));
 }
 
+/// Has `cache` fetch every blob of `repo:tag` it does not hold yet. A client skips the blobs it
+/// holds — containerd shares the busybox layer other tests pulled — and may ask for one later,
+/// once its own copy was collected with another test's image: only what the cache holds can be
+/// expected to be answered without the upstream.
+fn cache_every_blob(cache: &RegistryProcess, repo: &str, tag: &str) {
+    let api = Api::new(cache);
+    let manifest = api
+        .request(reqwest::Method::GET, &format!("/v2/{repo}/manifests/{tag}"))
+        .header(
+            "accept",
+            format!("{}, {}", media_type::DOCKER_MANIFEST, media_type::OCI_MANIFEST),
+        )
+        .send()
+        .expect("GET");
+    assert_eq!(manifest.status(), 200, "manifest {repo}:{tag}");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.bytes().unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    for descriptor in std::iter::once(&manifest["config"]).chain(&layers) {
+        let digest = descriptor["digest"].as_str().unwrap();
+        let blob = api.get(&format!("/v2/{repo}/blobs/{digest}"));
+        assert_eq!(blob.status(), 200, "blob {digest}");
+        blob.bytes().unwrap();
+    }
+}
+
 /// Builds an image of busybox and a random layer no other test has as `pushed` (so docker and
 /// containerd must fetch that layer when they pull it), pushes it with `push` (a docker
 /// command logged in as it must be) and removes it locally; returns the sha256 hex of its `/blob`.
@@ -166,6 +191,7 @@ fn docker_and_containerd_pull_through_an_authenticated_upstream() {
     // credentials containerd lacks, so only the mirror can answer.
     let hosts = containerd_mirror(&pushed, &upstream.url(""), &cache);
     ctr_pull(&ctr, &hosts, &pushed);
+    cache_every_blob(&cache, "team/busybox", "1");
     let first = upstream_requests(&upstream, "/v2/team/busybox/");
 
     // Second pulls ask for nothing the first ones did not: the cache answers them all.
@@ -211,6 +237,7 @@ fn docker_and_containerd_pull_through_a_distribution_upstream() {
     assert!(forwarder.take_received() > 0, "the first pull went upstream");
     let through = format!("{}/team/busybox:1", cache.host());
     docker_pull_and_check(&docker, &through, &hex);
+    cache_every_blob(&cache, "team/busybox", "1");
 
     // Second pulls: no upstream request.
     forwarder.take_received();
