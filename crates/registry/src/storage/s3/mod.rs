@@ -44,22 +44,27 @@
 //!   milliseconds in the `x-amz-meta-rbuild-at` header (S3's `Last-Modified` has whole
 //!   seconds, too coarse for the grace period's comparisons).
 //! - `touched/<algorithm>/<hex>`: an empty object whose `rbuild-at` is the blob's last touch.
-//! - `deleting/<algorithm>/<hex>`: garbage collection's intent to delete the blob.
+//! - `deleting/<algorithm>/<hex>/<ms>-<uuid>`: one collector's intent to delete the blob,
+//!   written at `<ms>` (milliseconds since the epoch, in the key so a listing tells its age).
 //! - `uploads/<id>/state` and `uploads/<id>/data`: an upload in progress (see `upload`).
 //!
 //! # Touch and idle deletion without a lock
 //!
 //! S3 offers no compare-and-delete, so [`delete_if_idle`](BlobStore::delete_if_idle) and
 //! [`touch`](BlobStore::touch) (and storing a blob) follow a write-then-read handshake over
-//! two keys, which S3's read-after-write consistency makes safe: the collector writes its
+//! keys, which S3's read-after-write consistency makes safe: the collector writes its
 //! `deleting` intent, then reads the blob's store and touch times; a toucher writes its touch
-//! time, then reads whether an intent exists, and if one does it waits for it to go before
-//! checking that the blob still exists. Whichever write comes second, its reader sees the
-//! other's: either the collector sees the touch and keeps the blob, or the toucher sees the
-//! intent and its existence check comes after the deletion. Storing a blob does the same
-//! (store, then look for an intent, then store again if the blob went). An intent older than
-//! [`INTENT_TTL`] belongs to a collector that died; waiters ignore it, and a collector that
-//! took longer than half of it to decide gives up rather than delete.
+//! time, then lists the blob's intents, and while any stands it waits before checking that the
+//! blob still exists. Whichever write comes second, its reader sees the other's: either the
+//! collector sees the touch and keeps the blob, or the toucher sees the intent and its
+//! existence check comes after the deletion. Storing a blob does the same (store, then look
+//! for an intent, then store again if the blob went). An intent older than [`INTENT_TTL`]
+//! belongs to a collector that died; waiters ignore it, and a collector that took longer than
+//! half of it to decide gives up rather than delete.
+//!
+//! Each collector's intent is a key of its own: replicas collect at the same time, and with
+//! one shared key the first to finish would remove the intent of another still deciding, so a
+//! touch could pass while that other goes on to delete the blob.
 
 mod client;
 mod config;
@@ -140,13 +145,19 @@ impl S3BlobStore {
         )
     }
 
-    fn intent_key(&self, digest: &Digest) -> String {
+    /// Where the intents to delete `digest` are listed.
+    fn intents_prefix(&self, digest: &Digest) -> String {
         format!(
-            "{}deleting/{}/{}",
+            "{}deleting/{}/{}/",
             self.prefix,
             digest.algorithm().name(),
             digest.hex()
         )
+    }
+
+    /// A key for one collector's intent to delete `digest`, written at `millis`.
+    fn intent_key(&self, digest: &Digest, millis: &str) -> String {
+        format!("{}{millis}-{}", self.intents_prefix(digest), uuid::Uuid::new_v4())
     }
 
     /// The digest a blob key names.
@@ -174,13 +185,18 @@ impl S3BlobStore {
         }
     }
 
-    /// Waits while a collector's intent to delete `digest` stands; `true` if there was one.
+    /// Waits while any collector's intent to delete `digest` stands; `true` if there was one.
     async fn await_no_intent(&self, digest: &Digest) -> StorageResult<bool> {
-        let key = self.intent_key(digest);
+        let prefix = self.intents_prefix(digest);
         let mut waited = false;
         let mut pause = Duration::from_millis(20);
-        while let Some(head) = self.client.head(&key, AT).await? {
-            if at(head.meta.as_deref()) + INTENT_TTL < SystemTime::now() {
+        loop {
+            let listing = self.client.list(&prefix, None, None, LIST_MAX).await?;
+            let standing = listing.objects.iter().any(|intent| {
+                let written = intent.key[prefix.len()..].split('-').next();
+                at(written) + INTENT_TTL >= SystemTime::now()
+            });
+            if !standing {
                 break;
             }
             waited = true;
@@ -386,9 +402,10 @@ impl BlobStore for S3BlobStore {
         if idle(self.blob_info(digest).await?).is_none() {
             return Ok(None);
         }
-        let intent = self.intent_key(digest);
         let started = SystemTime::now();
-        self.client.put(&intent, Bytes::new(), (AT, millis_now())).await?;
+        let written = millis_now();
+        let intent = self.intent_key(digest, &written);
+        self.client.put(&intent, Bytes::new(), (AT, written)).await?;
         let decided = async {
             let Some(info) = idle(self.blob_info(digest).await?) else {
                 return Ok(None);

@@ -346,29 +346,43 @@ async fn copy_in_pieces_copies_every_byte() {
     assert!(head.meta.is_some(), "the copy carries its store time");
 }
 
-/// A touch that finds a collector's deletion intent waits for the collector's decision: false
-/// if the blob went, true if the collector kept it. An intent older than INTENT_TTL (a dead
+/// A touch that finds collectors' deletion intents waits for every one of them to decide:
+/// false if the blob went, true if they kept it. Two replicas collecting at once each have an
+/// intent of their own, so the first to finish (having kept the blob) does not let the touch
+/// pass while the second may still delete it. An intent older than INTENT_TTL (a dead
 /// collector's) is not waited for.
 #[tokio::test]
-async fn touch_waits_out_a_deciding_collector() {
+async fn touch_waits_out_every_deciding_collector() {
     let Some(config) = test_config() else { return };
     let (collector, toucher) = replicas(&config);
     let data = Bytes::from_static(b"contended blob");
     let digest = Digest::sha256_of(&data);
-    let intent = collector.intent_key(&digest);
+    let intend = |millis: String| {
+        let (collector, key) = (collector.clone(), collector.intent_key(&digest, &millis));
+        async move {
+            collector
+                .client
+                .put(&key, Bytes::new(), (AT, millis))
+                .await
+                .unwrap();
+            key
+        }
+    };
     for deleted in [true, false] {
         collector.put(&digest, data.clone()).await.unwrap();
-        collector
-            .client
-            .put(&intent, Bytes::new(), (AT, millis_now()))
-            .await
-            .unwrap();
+        let (first, second) = (intend(millis_now()).await, intend(millis_now()).await);
         let touch = tokio::spawn({
             let (toucher, digest) = (toucher.clone(), digest.clone());
             async move { toucher.touch(&digest).await.unwrap() }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!touch.is_finished(), "the touch waits while the intent stands");
+        assert!(!touch.is_finished(), "the touch waits while the intents stand");
+        collector.client.delete(&first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !touch.is_finished(),
+            "the touch still waits: the second collector has not decided"
+        );
         if deleted {
             collector
                 .client
@@ -376,15 +390,11 @@ async fn touch_waits_out_a_deciding_collector() {
                 .await
                 .unwrap();
         }
-        collector.client.delete(&intent).await.unwrap();
+        collector.client.delete(&second).await.unwrap();
         assert_eq!(touch.await.unwrap(), !deleted);
     }
     let stale = UNIX_EPOCH.elapsed().unwrap() - INTENT_TTL - Duration::from_secs(1);
-    collector
-        .client
-        .put(&intent, Bytes::new(), (AT, stale.as_millis().to_string()))
-        .await
-        .unwrap();
+    intend(stale.as_millis().to_string()).await;
     assert!(
         toucher.touch(&digest).await.unwrap(),
         "a dead collector's intent is ignored"
