@@ -11,6 +11,7 @@
 pub mod api;
 pub mod distribution;
 pub mod engines;
+pub mod failure;
 pub mod hostname;
 pub mod images;
 pub mod pki;

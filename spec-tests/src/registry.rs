@@ -142,6 +142,7 @@ impl RegistryProcess {
     /// Starts a registry with a configuration, extra arguments and an address, on the
     /// backend of the test run unless the configuration names one.
     pub fn start_with(options: ServeOptions) -> RegistryProcess {
+        crate::failure::remember_panics();
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         let cluster = if ClusterStorage::names_backend(&options.config) {
@@ -351,6 +352,9 @@ impl Drop for RegistryProcess {
         self.kill();
         if std::thread::panicking() {
             eprintln!("--- rbuild serve log ---\n{}", self.log());
+            for panic in crate::failure::latest_panics() {
+                eprintln!("--- {panic}");
+            }
         }
     }
 }
