@@ -9,7 +9,7 @@ use rbuild_oci::{Digest, ManifestSummary, RepositoryName};
 use super::GcError;
 use super::retention::{self, Policy};
 use crate::Registry;
-use crate::storage::{BlobInfo, BlobStore, ManifestInfo, MetadataStore, Pages, TagInfo};
+use crate::storage::{BlobInfo, BlobStore, ManifestInfo, ManifestRecord, MetadataStore, Pages, TagInfo};
 
 /// How many entries one listing request asks for.
 const PAGE: usize = 1000;
@@ -88,9 +88,9 @@ fn closure(
 
 impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
     /// What a stored manifest references; `None` if its bytes cannot be read or parsed.
-    async fn references(&self, manifest: &ManifestInfo) -> Option<References> {
-        let bytes = self.read_manifest_bytes(&manifest.record).await.ok()?;
-        let summary = ManifestSummary::parse(&bytes, Some(&manifest.record.media_type)).ok()?;
+    async fn references(&self, record: &ManifestRecord) -> Option<References> {
+        let bytes = self.read_manifest_bytes(record).await.ok()?;
+        let summary = ManifestSummary::parse(&bytes, Some(&record.media_type)).ok()?;
         let children: Vec<Digest> = summary.manifests.into_iter().map(|d| d.digest).collect();
         // A child of an index may be a plain blob (BuildKit's index-form cache): its bytes
         // are kept like any blob's.
@@ -101,6 +101,27 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             .chain(children.iter().cloned())
             .collect();
         Some(References { blobs, children })
+    }
+
+    /// What a kept manifest whose bytes could not be read at listing time references now.
+    /// Another replica's collection may have deleted it meanwhile, once its tag moved on
+    /// (`None`: it keeps nothing), or it may have been pushed again; still held and still
+    /// unreadable, it is damage.
+    pub(crate) async fn reread(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<References>, GcError> {
+        let Some(record) = self.metadata.manifest(repo, digest).await? else {
+            return Ok(None);
+        };
+        match self.references(&record).await {
+            Some(refs) => Ok(Some(refs)),
+            None => Err(GcError::Unreadable {
+                repo: repo.clone(),
+                digest: digest.clone(),
+            }),
+        }
     }
 
     /// Marks every repository and lists the candidates, as of `now` with `cutoff` =
@@ -155,7 +176,7 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
         let manifests = self.metadata.list_manifests(repo).await?;
         let mut references = HashMap::new();
         for manifest in &manifests {
-            if let Some(refs) = self.references(manifest).await {
+            if let Some(refs) = self.references(&manifest.record).await {
                 references.insert(manifest.record.digest.clone(), refs);
             }
         }
@@ -168,11 +189,14 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
 
         let mut used: HashSet<Digest> = HashSet::new();
         for digest in &kept {
-            let refs = references.get(digest).ok_or_else(|| GcError::Unreadable {
-                repo: repo.clone(),
-                digest: digest.clone(),
-            })?;
-            used.extend(refs.blobs.iter().cloned());
+            let refs = match references.get(digest) {
+                Some(refs) => refs.clone(),
+                None => match self.reread(repo, digest).await? {
+                    Some(refs) => refs,
+                    None => continue,
+                },
+            };
+            used.extend(refs.blobs);
             marked.insert(digest.clone());
         }
         for manifest in manifests.iter().filter(|m| !kept.contains(&m.record.digest)) {

@@ -81,6 +81,7 @@ on_every_backend!(
     sweeps_what_nothing_keeps_and_frees_its_bytes,
     a_blob_referenced_during_the_sweep_survives,
     a_push_after_the_sweep_removed_its_blob_is_refused,
+    a_kept_manifest_deleted_since_the_listing_keeps_nothing,
 );
 
 fn no_grace() -> GcConfig {
@@ -414,6 +415,28 @@ async fn a_push_after_the_sweep_removed_its_blob_is_refused(backend: Backend) {
         .unwrap_err();
     assert_eq!(refused.code, crate::ErrorCode::ManifestBlobUnknown);
     f.assert_fsck_clean().await;
+}
+
+/// The mark lists a repository's tags, then reads each kept manifest; meanwhile another
+/// replica's collection may delete one whose tag moved on. Such a manifest keeps nothing and
+/// the collection goes on; one still held whose bytes are gone stops it.
+async fn a_kept_manifest_deleted_since_the_listing_keeps_nothing(backend: Backend) {
+    let f = fixture_on(backend, no_grace());
+    let repo = name("app");
+    let held = f.push_image("app", b"config", &[b"layer"], Some("v1")).await;
+    let held = Digest::sha256_of(&held);
+    let refs = f.registry.reread(&repo, &held).await.unwrap().unwrap();
+    assert_eq!(refs.blobs.len(), 2, "a readable manifest's config and layer");
+
+    let gone = f.push_image("app", b"old config", &[b"old layer"], None).await;
+    let gone = Digest::sha256_of(&gone);
+    f.registry.metadata.delete_manifest(&repo, &gone).await.unwrap();
+    f.registry.blobs.delete(&gone).await.unwrap();
+    assert!(f.registry.reread(&repo, &gone).await.unwrap().is_none());
+
+    f.registry.blobs.delete(&held).await.unwrap();
+    let damaged = f.registry.reread(&repo, &held).await.unwrap_err();
+    assert!(matches!(damaged, GcError::Unreadable { .. }), "{damaged}");
 }
 
 #[tokio::test]

@@ -7,6 +7,12 @@
 //! tag must point at a manifest its repository holds. Upload sessions and staged data are
 //! matched up.
 //!
+//! The check runs beside a live registry, garbage collection included: what it lists may be
+//! deleted before it is looked at. A finding about a link, manifest or tag is reported only if
+//! that link, manifest or tag is still there once the finding is made (a collection removes a
+//! manifest before the links and blobs it names, so a manifest still held cannot have lost them
+//! to one).
+//!
 //! Findings come in two kinds. Errors mean data is wrong or unreachable (a blob whose bytes do
 //! not match its digest, a tag pointing at a missing manifest); the crash, fault and garbage
 //! collection tests require none. Warnings are leftovers a crash may legitimately leave and the
@@ -25,6 +31,7 @@ use tokio::task::JoinSet;
 use super::select::{self, SelectError};
 use super::{
     BlobInfo, BlobStore, ByteStream, ManifestRecord, MetadataStore, Pages, StorageError, StorageResult,
+    TagInfo,
 };
 use crate::Config;
 
@@ -290,12 +297,7 @@ impl<B: BlobStore, M: MetadataStore> RepositoryCheck<'_, B, M> {
         let mut linked = HashSet::new();
         for link in links {
             self.report.links += 1;
-            if self.stored_size(&link.digest).await?.is_none() {
-                self.report.error(
-                    format!("{repo} link {}", link.digest),
-                    "link to a blob that is not stored",
-                );
-            }
+            self.check_link(&link.digest).await?;
             linked.insert(link.digest);
         }
         let manifests = self.listed(self.metadata.list_manifests(repo).await, "manifests")?;
@@ -306,12 +308,32 @@ impl<B: BlobStore, M: MetadataStore> RepositoryCheck<'_, B, M> {
         }
         for tag in self.listed(self.metadata.list_tags(repo).await, "tags")? {
             self.report.tags += 1;
-            if !self.holds(&held, &tag.digest).await? {
-                self.report.error(
-                    format!("{repo}:{}", tag.tag),
-                    format!("tag points at manifest {}, which is not stored", tag.digest),
-                );
-            }
+            self.check_tag(&tag, &held).await?;
+        }
+        Ok(())
+    }
+
+    /// A listed link must name a stored blob, if it is still there.
+    async fn check_link(&mut self, digest: &Digest) -> StorageResult<()> {
+        if self.stored_size(digest).await?.is_none() && self.metadata.blob_linked(self.repo, digest).await? {
+            self.report.error(
+                format!("{} link {digest}", self.repo),
+                "link to a blob that is not stored",
+            );
+        }
+        Ok(())
+    }
+
+    /// A listed tag must point at a manifest the repository holds, if it still points there.
+    async fn check_tag(&mut self, tag: &TagInfo, held: &HashSet<Digest>) -> StorageResult<()> {
+        let repo = self.repo;
+        if !self.holds(held, &tag.digest).await?
+            && self.metadata.resolve_tag(repo, &tag.tag).await?.as_ref() == Some(&tag.digest)
+        {
+            self.report.error(
+                format!("{repo}:{}", tag.tag),
+                format!("tag points at manifest {}, which is not stored", tag.digest),
+            );
         }
         Ok(())
     }
@@ -343,6 +365,8 @@ impl<B: BlobStore, M: MetadataStore> RepositoryCheck<'_, B, M> {
         Ok(held.contains(digest) || self.metadata.manifest(self.repo, digest).await?.is_some())
     }
 
+    /// Checks one listed manifest; its errors are reported if it is still held after they
+    /// were found (see the module docs).
     async fn check_manifest(
         &mut self,
         record: &ManifestRecord,
@@ -351,30 +375,47 @@ impl<B: BlobStore, M: MetadataStore> RepositoryCheck<'_, B, M> {
     ) -> StorageResult<()> {
         let digest = &record.digest;
         let subject = format!("{}@{digest}", self.repo);
-        if self.metadata.manifest(self.repo, digest).await?.as_ref() != Some(record) {
-            self.report
-                .error(&subject, "the record listed is not the one its digest looks up");
+        let errors = match self.metadata.manifest(self.repo, digest).await? {
+            None => return Ok(()),
+            Some(found) if found != *record => {
+                vec!["the record listed is not the one its digest looks up".to_owned()]
+            }
+            Some(_) => self.manifest_errors(record, linked, held, &subject).await?,
+        };
+        if !errors.is_empty() && self.metadata.manifest(self.repo, digest).await?.is_some() {
+            for error in errors {
+                self.report.error(&subject, error);
+            }
         }
-        let Some(content) = self.manifest_bytes(digest).await? else {
-            self.report.error(&subject, "manifest has no stored bytes");
-            return Ok(());
+        Ok(())
+    }
+
+    /// What is wrong with a manifest's bytes and the blobs they name; its warnings (children
+    /// deleted from an index) are reported at once.
+    async fn manifest_errors(
+        &mut self,
+        record: &ManifestRecord,
+        linked: &HashSet<Digest>,
+        held: &HashSet<Digest>,
+        subject: &str,
+    ) -> StorageResult<Vec<String>> {
+        let mut errors = Vec::new();
+        let Some(content) = self.manifest_bytes(&record.digest).await? else {
+            errors.push("manifest has no stored bytes".to_owned());
+            return Ok(errors);
         };
         if content.len() as u64 != record.size {
-            self.report.error(
-                &subject,
-                format!(
-                    "the record says {} bytes, the stored manifest has {}",
-                    record.size,
-                    content.len()
-                ),
-            );
+            errors.push(format!(
+                "the record says {} bytes, the stored manifest has {}",
+                record.size,
+                content.len()
+            ));
         }
         let summary = match ManifestSummary::parse(&content, Some(&record.media_type)) {
             Ok(summary) => summary,
             Err(e) => {
-                self.report
-                    .error(&subject, format!("stored manifest does not parse: {e}"));
-                return Ok(());
+                errors.push(format!("stored manifest does not parse: {e}"));
+                return Ok(errors);
             }
         };
         for blob in &summary.blobs {
@@ -392,16 +433,13 @@ impl<B: BlobStore, M: MetadataStore> RepositoryCheck<'_, B, M> {
                 }
             };
             if let Some(problem) = problem {
-                self.report.error(
-                    &subject,
-                    format!("manifest references blob {} {problem}", blob.digest),
-                );
+                errors.push(format!("manifest references blob {} {problem}", blob.digest));
             }
         }
         for child in &summary.manifests {
             if !self.holds(held, &child.digest).await? {
                 self.report.warning(
-                    &subject,
+                    subject,
                     format!(
                         "index refers to manifest {}, which the repository no longer holds (deleted)",
                         child.digest
@@ -409,7 +447,7 @@ impl<B: BlobStore, M: MetadataStore> RepositoryCheck<'_, B, M> {
                 );
             }
         }
-        Ok(())
+        Ok(errors)
     }
 
     /// A manifest's bytes, read whole (manifests are small); `None` if they are not stored.
@@ -504,6 +542,38 @@ mod tests {
         digest
     }
 
+    /// Stores an image of `config` and `layer` in `repo` as a push does; returns its manifest's
+    /// record and bytes.
+    async fn push_image<B: BlobStore, M: MetadataStore>(
+        blobs: &B,
+        meta: &M,
+        repo: &RepositoryName,
+        config: &[u8],
+        layer: &[u8],
+    ) -> (ManifestRecord, Vec<u8>) {
+        let config_digest = blob(blobs, meta, repo, config).await;
+        let layer_digest = blob(blobs, meta, repo, layer).await;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_MANIFEST,
+            "config": {"mediaType": media_type::OCI_CONFIG, "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": media_type::OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len()}],
+        }))
+        .unwrap();
+        let digest = Digest::sha256_of(&manifest);
+        blobs.put(&digest, Bytes::from(manifest.clone())).await.unwrap();
+        let record = ManifestRecord {
+            digest,
+            media_type: media_type::OCI_MANIFEST.to_owned(),
+            size: manifest.len() as u64,
+            subject: None,
+            artifact_type: None,
+            annotations: Default::default(),
+        };
+        meta.put_manifest(repo, &record).await.unwrap();
+        (record, manifest)
+    }
+
     /// What the check of a store found about `subject`, errors only.
     fn errors<'a>(report: &'a Report, subject: &str) -> Vec<&'a str> {
         let about = report
@@ -522,29 +592,9 @@ mod tests {
     ) {
         let repo = name("broken/app");
         let (config, layer) = (b"{\"os\":\"linux\"}".as_slice(), b"layer bytes".as_slice());
-        let config_digest = blob(blobs, meta, &repo, config).await;
-        let layer_digest = blob(blobs, meta, &repo, layer).await;
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media_type::OCI_MANIFEST,
-            "config": {"mediaType": media_type::OCI_CONFIG, "digest": config_digest, "size": config.len()},
-            "layers": [{"mediaType": media_type::OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len()}],
-        }))
-        .unwrap();
-        let manifest_digest = Digest::sha256_of(&manifest);
-        blobs
-            .put(&manifest_digest, Bytes::from(manifest.clone()))
-            .await
-            .unwrap();
-        let record = ManifestRecord {
-            digest: manifest_digest.clone(),
-            media_type: media_type::OCI_MANIFEST.to_owned(),
-            size: manifest.len() as u64,
-            subject: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        };
-        meta.put_manifest(&repo, &record).await.unwrap();
+        let (config_digest, layer_digest) = (Digest::sha256_of(config), Digest::sha256_of(layer));
+        let (record, manifest) = push_image(blobs, meta, &repo, config, layer).await;
+        let manifest_digest = record.digest;
         meta.set_tag(&repo, &tag("v1"), &manifest_digest).await.unwrap();
 
         let clean = check(blobs, meta, Duration::MAX).await.unwrap();
@@ -606,6 +656,47 @@ mod tests {
             std::fs::write(path, bytes).unwrap();
         })
         .await;
+    }
+
+    /// The check runs beside collections: a manifest, its links and blobs deleted between the
+    /// listings and the look at them (its tag first) are no damage.
+    #[tokio::test]
+    async fn what_a_collection_deletes_meanwhile_is_no_damage() {
+        let (blobs, meta) = (MemoryBlobStore::new(), MemoryMetadataStore::new());
+        let repo = name("live/app");
+        let (record, _) = push_image(&blobs, &meta, &repo, b"config", b"layer").await;
+        meta.set_tag(&repo, &tag("v1"), &record.digest).await.unwrap();
+        let links = meta.list_links(&repo).await.unwrap();
+        let tags = meta.list_tags(&repo).await.unwrap();
+        let linked = links.iter().map(|l| l.digest.clone()).collect();
+
+        assert!(meta.delete_tag(&repo, &tag("v1")).await.unwrap());
+        assert!(meta.delete_manifest(&repo, &record.digest).await.unwrap());
+        for link in &links {
+            assert!(meta.unlink_blob(&repo, &link.digest).await.unwrap());
+            assert!(blobs.delete(&link.digest).await.unwrap());
+        }
+        assert!(blobs.delete(&record.digest).await.unwrap());
+
+        let (stored, mut report) = (HashMap::new(), Report::default());
+        let mut check = RepositoryCheck {
+            blobs: &blobs,
+            metadata: &meta,
+            repo: &repo,
+            stored: &stored,
+            report: &mut report,
+        };
+        for link in &links {
+            check.check_link(&link.digest).await.unwrap();
+        }
+        check
+            .check_manifest(&record, &linked, &HashSet::new())
+            .await
+            .unwrap();
+        for tag in &tags {
+            check.check_tag(tag, &HashSet::new()).await.unwrap();
+        }
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
     }
 
     #[tokio::test]
