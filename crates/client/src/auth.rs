@@ -16,7 +16,7 @@ use rbuild_oci::RepositoryName;
 use serde::Deserialize;
 
 use crate::challenge::BearerChallenge;
-use crate::credentials::Credential;
+use crate::credentials::{Credential, CredentialOrigin};
 use crate::error::{ClientError, Details, chain};
 
 /// The shortest lifetime a token is given, whatever the token service says (docker's rule).
@@ -321,7 +321,7 @@ pub async fn fetch_token(
     challenge: &BearerChallenge,
     scopes: &Scopes,
     credential: Option<&Credential>,
-    source: &str,
+    origin: &CredentialOrigin,
 ) -> Result<Token, ClientError> {
     let token_error = |reason: String| ClientError::Token {
         registry: registry.to_owned(),
@@ -352,11 +352,7 @@ pub async fn fetch_token(
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         let details = Details::parse(&body);
         return Err(match credential {
-            Some(_) => ClientError::AuthenticationFailed {
-                registry: registry.to_owned(),
-                source_desc: source.to_owned(),
-                details,
-            },
+            Some(_) => origin.rejected(registry, details),
             None => token_error(format!("anonymous access refused (HTTP {status}){details}")),
         });
     }

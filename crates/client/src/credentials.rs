@@ -40,6 +40,50 @@ pub const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 /// The username a credential helper returns when its secret is an identity token.
 const TOKEN_USERNAME: &str = "<token>";
 
+/// Where a client's credentials for a registry come from: errors name it and say how to
+/// correct them there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialOrigin {
+    /// docker's `config.json` (or the helper it names) in this directory, which `rbuild login`
+    /// writes.
+    DockerConfig(PathBuf),
+    /// Given by the caller: `described` names them, `remedy` says how to correct them.
+    Given {
+        /// What they are (`the credentials given`).
+        described: String,
+        /// What to do when the registry rejects them.
+        remedy: String,
+    },
+}
+
+impl CredentialOrigin {
+    /// What the credentials are, in an error message.
+    pub fn describe(&self) -> String {
+        match self {
+            CredentialOrigin::DockerConfig(dir) => dir.join("config.json").display().to_string(),
+            CredentialOrigin::Given { described, .. } => described.clone(),
+        }
+    }
+
+    /// What to do when `registry` rejects them.
+    pub fn remedy(&self, registry: &str) -> String {
+        match self {
+            CredentialOrigin::DockerConfig(_) => format!("run `rbuild login {registry}` again"),
+            CredentialOrigin::Given { remedy, .. } => remedy.clone(),
+        }
+    }
+
+    /// The error for `registry` rejecting them.
+    pub(crate) fn rejected(&self, registry: &str, details: crate::error::Details) -> crate::ClientError {
+        crate::ClientError::AuthenticationFailed {
+            registry: registry.to_owned(),
+            source_desc: self.describe(),
+            remedy: self.remedy(registry),
+            details,
+        }
+    }
+}
+
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {

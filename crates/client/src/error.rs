@@ -156,13 +156,15 @@ pub enum ClientError {
     },
     /// The credentials were rejected by the registry or its token service.
     #[error(
-        "authentication to {registry} failed: the registry rejected the credentials from {source_desc}; run `rbuild login {registry}` again{details}"
+        "authentication to {registry} failed: the registry rejected the credentials from {source_desc}; {remedy}{details}"
     )]
     AuthenticationFailed {
         /// The registry.
         registry: String,
         /// Where the credentials came from.
         source_desc: String,
+        /// How to correct them there.
+        remedy: String,
         /// What the registry said.
         details: Details,
     },

@@ -62,7 +62,7 @@ use rbuild_oci::{ContentStore, Descriptor, Reference, RepositoryName};
 use rustls::pki_types::CertificateDer;
 
 pub use artifact::Artifact;
-pub use credentials::{Credential, DockerConfig};
+pub use credentials::{Credential, CredentialOrigin, DockerConfig};
 pub use download::Download;
 pub use error::{Action, ClientError};
 pub use progress::{BlobOutcome, Direction, NoProgress, Progress};
@@ -213,7 +213,7 @@ impl Client {
     fn make_endpoint_with(
         &self,
         registry: &str,
-        credential: Option<(Option<Credential>, String)>,
+        credential: Option<(Option<Credential>, CredentialOrigin)>,
     ) -> Result<Endpoint, ClientError> {
         let options = &self.inner.options;
         let insecure = self.is_insecure(registry);
@@ -257,8 +257,11 @@ impl Client {
     /// service) and asks `/v2/` again. `Ok` means the registry accepted the credential, or
     /// asks for none. Nothing is stored: see [`DockerConfig::store`].
     pub async fn login(&self, registry: &str, credential: &Credential) -> Result<(), ClientError> {
-        let source = "the credentials given".to_owned();
-        let endpoint = self.make_endpoint_with(registry, Some((Some(credential.clone()), source.clone())))?;
+        let origin = CredentialOrigin::Given {
+            described: "the credentials given".to_owned(),
+            remedy: "check the username and password (or token)".to_owned(),
+        };
+        let endpoint = self.make_endpoint_with(registry, Some((Some(credential.clone()), origin.clone())))?;
         let url = endpoint.url("/v2/").await?;
         let scopes = auth::Scopes::new();
         let request = transport::Request {
@@ -276,11 +279,7 @@ impl Client {
         let body = body::read_limited(response, 64 * 1024).await.unwrap_or_default();
         let details = error::Details::parse(&body);
         Err(match status.as_u16() {
-            401 | 403 => ClientError::AuthenticationFailed {
-                registry: registry.to_owned(),
-                source_desc: source,
-                details,
-            },
+            401 | 403 => origin.rejected(registry, details),
             code => ClientError::Protocol {
                 registry: registry.to_owned(),
                 request: "GET /v2/".to_owned(),

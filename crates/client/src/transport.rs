@@ -23,7 +23,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 use crate::auth::{self, Scopes, TokenCache, TokenKey};
 use crate::body::read_limited;
 use crate::challenge::{self, Challenge};
-use crate::credentials::{self, Credential, DockerConfig};
+use crate::credentials::{self, Credential, CredentialOrigin, DockerConfig};
 use crate::error::{Action, ClientError, Details, chain};
 use crate::inflight::InFlight;
 use crate::progress::Progress;
@@ -136,9 +136,9 @@ pub(crate) struct EndpointSettings {
     pub insecure: bool,
     pub http: reqwest::Client,
     pub docker_config: DockerConfig,
-    /// Credentials to use instead of the docker config's (`None` inside: anonymous), and how
-    /// to name them in errors (`rbuild login` checks what it was given before storing it).
-    pub credential: Option<(Option<Credential>, String)>,
+    /// Credentials to use instead of the docker config's (`None` inside: anonymous), and
+    /// where they come from (`rbuild login` checks what it was given before storing it).
+    pub credential: Option<(Option<Credential>, CredentialOrigin)>,
 }
 
 /// One registry, shared by every request to it from one [`Client`](crate::Client).
@@ -152,7 +152,7 @@ pub(crate) struct Endpoint {
     base: tokio::sync::OnceCell<Url>,
     challenge: Mutex<Option<Challenge>>,
     credential: tokio::sync::OnceCell<Option<Credential>>,
-    credential_source: Option<String>,
+    origin: CredentialOrigin,
     tokens: TokenCache,
     in_flight: InFlight,
 }
@@ -168,9 +168,12 @@ pub(crate) fn api_authority(registry: &str) -> &str {
 
 impl Endpoint {
     pub fn new(settings: EndpointSettings) -> Endpoint {
-        let (credential, credential_source) = match settings.credential {
-            Some((credential, source)) => (tokio::sync::OnceCell::new_with(Some(credential)), Some(source)),
-            None => (tokio::sync::OnceCell::new(), None),
+        let (credential, origin) = match settings.credential {
+            Some((credential, origin)) => (tokio::sync::OnceCell::new_with(Some(credential)), origin),
+            None => (
+                tokio::sync::OnceCell::new(),
+                CredentialOrigin::DockerConfig(settings.docker_config.dir().to_owned()),
+            ),
         };
         Endpoint {
             authority: api_authority(&settings.registry).to_owned(),
@@ -182,7 +185,7 @@ impl Endpoint {
             base: tokio::sync::OnceCell::new(),
             challenge: Mutex::new(None),
             credential,
-            credential_source,
+            origin,
             tokens: TokenCache::default(),
             in_flight: InFlight::default(),
         }
@@ -325,13 +328,6 @@ impl Endpoint {
         Ok(credential.as_ref())
     }
 
-    fn credential_source(&self) -> String {
-        if let Some(source) = &self.credential_source {
-            return source.clone();
-        }
-        format!("{}", self.docker_config.dir().join("config.json").display())
-    }
-
     /// The `Authorization` value for a request needing `scopes`, under the known challenge.
     async fn authorization(
         &self,
@@ -348,11 +344,17 @@ impl Endpoint {
             Some(Challenge::Bearer(bearer)) => {
                 let key = TokenKey::new(&bearer, scopes);
                 let credential = self.credential().await?;
-                let source = self.credential_source();
                 let token = self
                     .tokens
                     .get_or_fetch(&key, || {
-                        auth::fetch_token(&self.http, &self.registry, &bearer, scopes, credential, &source)
+                        auth::fetch_token(
+                            &self.http,
+                            &self.registry,
+                            &bearer,
+                            scopes,
+                            credential,
+                            &self.origin,
+                        )
                     })
                     .await?;
                 Ok(Some((format!("Bearer {token}"), Some(key))))
@@ -386,11 +388,7 @@ impl Endpoint {
                 // Basic credentials refused twice: they are wrong (a Bearer 401 after a fresh
                 // token means missing access instead, which `check` reports).
                 let body = read_limited(response, 64 * 1024).await.unwrap_or_default();
-                return Err(ClientError::AuthenticationFailed {
-                    registry: self.registry.clone(),
-                    source_desc: self.credential_source(),
-                    details: Details::parse(&body),
-                });
+                return Err(self.origin.rejected(&self.registry, Details::parse(&body)));
             }
             if retried {
                 return Ok(response);

@@ -14,7 +14,7 @@ use reqwest::header::ACCEPT;
 
 use crate::Client;
 use crate::auth::{Scopes, repository_scope};
-use crate::credentials::Credential;
+use crate::credentials::{Credential, CredentialOrigin};
 use crate::error::{Action, ClientError};
 use crate::pull::{MANIFEST_ACCEPT, fetch_manifest, get_blob, header_digest};
 use crate::transport::{Body, Endpoint, Request, Target};
@@ -48,10 +48,15 @@ pub struct UpstreamBlob {
 
 impl Client {
     /// An [`Upstream`] for `registry` (`host[:port]`) that authenticates with `credential`, or
-    /// anonymously when it is `None` (the docker config is not read).
-    pub fn upstream(&self, registry: &str, credential: Option<Credential>) -> Result<Upstream, ClientError> {
-        let source = format!("the credentials configured for {registry}");
-        let endpoint = self.make_endpoint_with(registry, Some((credential, source)))?;
+    /// anonymously when it is `None` (the docker config is not read); errors name `origin`
+    /// as where the credential comes from.
+    pub fn upstream(
+        &self,
+        registry: &str,
+        credential: Option<Credential>,
+        origin: CredentialOrigin,
+    ) -> Result<Upstream, ClientError> {
+        let endpoint = self.make_endpoint_with(registry, Some((credential, origin)))?;
         Ok(Upstream {
             endpoint: Arc::new(endpoint),
         })

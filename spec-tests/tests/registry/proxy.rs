@@ -277,6 +277,10 @@ fn password_env_names_the_password_the_cache_logs_in_with() {
     assert_eq!(refused.status(), 502);
     let body = refused.text().unwrap();
     assert!(body.contains("rejected the credentials"), "{body}");
+    assert!(
+        body.contains("[[proxy]] table") && body.contains("password_env") && !body.contains("rbuild login"),
+        "the answer says where the credentials are set: {body}"
+    );
 }
 
 #[test]

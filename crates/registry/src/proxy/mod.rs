@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rbuild_client::upstream::Upstream;
-use rbuild_client::{Client, ClientOptions, Credential};
+use rbuild_client::{Client, ClientOptions, Credential, CredentialOrigin};
 use rbuild_oci::{RepositoryName, Tag};
 
 pub use config::ProxyConfig;
@@ -110,8 +110,12 @@ impl Proxy {
             source: Box::new(source),
         };
         let credential = credential(config)?;
+        let origin = CredentialOrigin::Given {
+            described: format!("the [[proxy]] table for {}", config.url),
+            remedy: "correct its username and password (or password_env)".to_owned(),
+        };
         let upstream = Client::new(options)
-            .and_then(|client| client.upstream(authority, credential))
+            .and_then(|client| client.upstream(authority, credential, origin))
             .map_err(client_error)?;
         Ok(Proxy {
             config: config.clone(),
