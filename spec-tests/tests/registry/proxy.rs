@@ -525,12 +525,22 @@ fn ten_concurrent_pulls_of_a_100_mb_blob_through_three_repositories_download_it_
         upstream_requests_with(&upstream, &["method=HEAD", &blob_path, "status=200"]),
         1
     );
+    // Once the blob is here, a request through big/denied asks the upstream one HEAD, and no
+    // GET after the upstream said it lacks the blob.
+    let denied = format!("/v2/big/denied/blobs/{digest} ");
+    let refusals = || upstream_requests_with(&upstream, &[&denied, "status=404"]);
+    let before = refusals();
+    assert!(
+        before <= 2,
+        "at most one upstream request for each of its two pulls"
+    );
     assert_eq!(
         Api::new(&cache)
             .head(&format!("/v2/big/denied/blobs/{digest}"))
             .status(),
         404
     );
+    assert_eq!(refusals(), before + 1, "one HEAD upstream, no GET");
     let (ok, report) = cache.fsck();
     assert!(ok, "{report}");
 }

@@ -277,15 +277,38 @@ impl<B: BlobStore, M: MetadataStore> Registry<B, M> {
             };
             // Leading now: a download that just ended may have linked it; and a blob stored
             // for another repository only needs the upstream to confirm this repository has
-            // it too.
-            if self.blobs.stat(digest).await?.is_some()
-                && (self.metadata.blob_linked(name, digest).await?
-                    || proxy.upstream.has_blob(&remote, digest).await.unwrap_or(false))
-            {
-                self.metadata.link_blob(name, digest).await?;
-                landing.finish(Ok(()));
-                metrics.hits.inc();
-                return Ok(None);
+            // it too (its answer is final: what the upstream says it lacks is not asked for
+            // again, and an upstream that cannot answer is not asked for the bytes either).
+            if self.blobs.stat(digest).await?.is_some() {
+                let confirmed = match self.metadata.blob_linked(name, digest).await? {
+                    true => Ok(true),
+                    false => proxy.upstream.has_blob(&remote, digest).await,
+                };
+                let answer = match confirmed {
+                    Ok(true) => {
+                        self.metadata.link_blob(name, digest).await?;
+                        metrics.hits.inc();
+                        Ok(None)
+                    }
+                    Ok(false) => Err(RegistryError::new(
+                        ErrorCode::BlobUnknown,
+                        format!(
+                            "blob {digest} is not cached for {name} and the upstream {} does not have it there",
+                            proxy.config.url
+                        ),
+                    )),
+                    Err(e) => {
+                        metrics.upstream_errors.inc();
+                        Err(upstream_error(
+                            proxy,
+                            ErrorCode::BlobUnknown,
+                            &format!("blob {digest}"),
+                            &e,
+                        ))
+                    }
+                };
+                landing.finish(answer.as_ref().map(|_| ()).map_err(Clone::clone));
+                return answer;
             }
             let blob = match proxy.upstream.blob(&remote, digest).await {
                 Ok(blob) => blob,
