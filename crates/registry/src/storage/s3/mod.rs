@@ -59,7 +59,7 @@
 //! collector sees the touch and keeps the blob, or the toucher sees the intent and its
 //! existence check comes after the deletion. Storing a blob does the same (store, then look
 //! for an intent, then store again if the blob went). An intent older than [`INTENT_TTL`]
-//! belongs to a collector that died; waiters ignore it, and a collector that took longer than
+//! belongs to a collector that died; waiters remove it, and a collector that took longer than
 //! half of it to decide gives up rather than delete.
 //!
 //! Each collector's intent is a key of its own: replicas collect at the same time, and with
@@ -186,17 +186,22 @@ impl S3BlobStore {
     }
 
     /// Waits while any collector's intent to delete `digest` stands; `true` if there was one.
+    /// Intents of dead collectors (older than [`INTENT_TTL`]) are removed on the way: nothing
+    /// else would, now that each collector's key is its own.
     async fn await_no_intent(&self, digest: &Digest) -> StorageResult<bool> {
         let prefix = self.intents_prefix(digest);
         let mut waited = false;
         let mut pause = Duration::from_millis(20);
         loop {
             let listing = self.client.list(&prefix, None, None, LIST_MAX).await?;
-            let standing = listing.objects.iter().any(|intent| {
+            let (standing, dead): (Vec<_>, Vec<_>) = listing.objects.into_iter().partition(|intent| {
                 let written = intent.key[prefix.len()..].split('-').next();
                 at(written) + INTENT_TTL >= SystemTime::now()
             });
-            if !standing {
+            for intent in dead {
+                self.client.delete(&intent.key).await?;
+            }
+            if standing.is_empty() {
                 break;
             }
             waited = true;

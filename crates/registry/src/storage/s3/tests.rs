@@ -350,7 +350,7 @@ async fn copy_in_pieces_copies_every_byte() {
 /// false if the blob went, true if they kept it. Two replicas collecting at once each have an
 /// intent of their own, so the first to finish (having kept the blob) does not let the touch
 /// pass while the second may still delete it. An intent older than INTENT_TTL (a dead
-/// collector's) is not waited for.
+/// collector's) is not waited for, and removed.
 #[tokio::test]
 async fn touch_waits_out_every_deciding_collector() {
     let Some(config) = test_config() else { return };
@@ -394,9 +394,13 @@ async fn touch_waits_out_every_deciding_collector() {
         assert_eq!(touch.await.unwrap(), !deleted);
     }
     let stale = UNIX_EPOCH.elapsed().unwrap() - INTENT_TTL - Duration::from_secs(1);
-    intend(stale.as_millis().to_string()).await;
+    let dead = intend(stale.as_millis().to_string()).await;
     assert!(
         toucher.touch(&digest).await.unwrap(),
-        "a dead collector's intent is ignored"
+        "a dead collector's intent is not waited for"
+    );
+    assert!(
+        collector.client.head(&dead, AT).await.unwrap().is_none(),
+        "and the touch removed it"
     );
 }
