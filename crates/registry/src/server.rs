@@ -78,10 +78,7 @@ pub(crate) async fn accept_until<B: BlobStore, M: MetadataStore>(
     serves: Serves,
     shutdown: impl Future<Output = ()>,
 ) -> GracefulShutdown {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client may shut its side once its request is sent (`nc -N`, scripts, some proxies)
-    // and still read the answer; hyper would otherwise close on that EOF without answering.
-    builder.http1().half_close(true);
+    let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -17,20 +17,6 @@ fn health_and_readiness_probes() {
     assert_eq!(api.get("/readyz").status(), 200);
 }
 
-/// A client that shuts its side of the connection once its request is sent (as `nc -N` and
-/// some scripts do) is still answered.
-#[test]
-fn a_request_whose_client_closed_its_side_is_answered() {
-    let registry = RegistryProcess::start();
-    let mut stream = TcpStream::connect(registry.addr()).unwrap();
-    write!(stream, "GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
-}
-
 #[test]
 fn deletion_can_be_disabled() {
     let registry = RegistryProcess::start_with_config("[storage]\ndelete_enabled = false\n");
