@@ -352,7 +352,7 @@ pub async fn fetch_token(
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         let details = Details::parse(&body);
         return Err(match credential {
-            Some(_) => origin.rejected(registry, details),
+            Some(_) => ClientError::rejected(origin, registry, details),
             None => token_error(format!("anonymous access refused (HTTP {status}){details}")),
         });
     }

@@ -72,16 +72,6 @@ impl CredentialOrigin {
             CredentialOrigin::Given { remedy, .. } => remedy.clone(),
         }
     }
-
-    /// The error for `registry` rejecting them.
-    pub(crate) fn rejected(&self, registry: &str, details: crate::error::Details) -> crate::ClientError {
-        crate::ClientError::AuthenticationFailed {
-            registry: registry.to_owned(),
-            source_desc: self.describe(),
-            remedy: self.remedy(registry),
-            details,
-        }
-    }
 }
 
 /// Credentials for one registry.

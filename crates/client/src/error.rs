@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rbuild_oci::{Digest, StoreError};
 use serde::Deserialize;
 
-use crate::credentials::CredentialsError;
+use crate::credentials::{CredentialOrigin, CredentialsError};
 
 /// One entry of a registry's `{"errors":[…]}` body.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -364,6 +364,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// `registry` rejected the credentials from `origin`.
+    pub(crate) fn rejected(origin: &CredentialOrigin, registry: &str, details: Details) -> ClientError {
+        ClientError::AuthenticationFailed {
+            registry: registry.to_owned(),
+            source_desc: origin.describe(),
+            remedy: origin.remedy(registry),
+            details,
+        }
+    }
+
     /// Whether retrying the same request might succeed (network trouble, not a refusal).
     pub fn is_transient(&self) -> bool {
         match self {

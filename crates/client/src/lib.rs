@@ -279,7 +279,7 @@ impl Client {
         let body = body::read_limited(response, 64 * 1024).await.unwrap_or_default();
         let details = error::Details::parse(&body);
         Err(match status.as_u16() {
-            401 | 403 => origin.rejected(registry, details),
+            401 | 403 => ClientError::rejected(&origin, registry, details),
             code => ClientError::Protocol {
                 registry: registry.to_owned(),
                 request: "GET /v2/".to_owned(),

@@ -388,7 +388,11 @@ impl Endpoint {
                 // Basic credentials refused twice: they are wrong (a Bearer 401 after a fresh
                 // token means missing access instead, which `check` reports).
                 let body = read_limited(response, 64 * 1024).await.unwrap_or_default();
-                return Err(self.origin.rejected(&self.registry, Details::parse(&body)));
+                return Err(ClientError::rejected(
+                    &self.origin,
+                    &self.registry,
+                    Details::parse(&body),
+                ));
             }
             if retried {
                 return Ok(response);
